@@ -1,0 +1,219 @@
+package health
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Result is the outcome of one probe.
+type Result struct {
+	Took time.Duration // how long the probe ran
+	Late time.Duration // how far after its scheduled time it started
+	Err  error         // nil when the backend answered
+}
+
+// Change is a state change of a target: its first verdict (First) or a rise/fall transition.
+type Change struct {
+	Up     bool
+	First  bool  // the verdict of the first probe, which sets the state outright
+	Err    error // the failure that took it down (nil when Up)
+	Streak int   // consecutive results that caused the change
+	Need   int   // the rise or fall threshold that was met
+}
+
+// Observer is told of every probe and every state change, from the probing goroutine. It must not
+// block: metrics and one log line are its job.
+type Observer interface {
+	Probed(t Target, r Result)
+	Changed(t Target, c Change)
+	// Released is called when owner holds no lease on addr any more (whatever the spec).
+	Released(owner string, addr netip.Addr)
+	// Stopped is called when no loop probes addr with check any more (whatever the timing).
+	Stopped(addr netip.Addr, check Check)
+}
+
+// Monitor runs the probe loop of one target and holds its state. The state is read with atomics,
+// so readers never wait for a probe.
+type Monitor struct {
+	target Target
+	prober Prober
+	obs    Observer
+
+	up      atomic.Bool
+	checked chan struct{} // closed once the first probe has decided the state
+
+	subMu   sync.Mutex
+	subs    map[uint64]func()
+	nextSub uint64
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	refs int // guarded by the Registry's mutex
+}
+
+func newMonitor(t Target, p Prober, obs Observer) *Monitor {
+	return &Monitor{
+		target:  t,
+		prober:  p,
+		obs:     obs,
+		checked: make(chan struct{}),
+		subs:    map[uint64]func(){},
+		done:    make(chan struct{}),
+	}
+}
+
+// Target returns what this monitor probes.
+func (m *Monitor) Target() Target { return m.target }
+
+// Up reports the current verdict; it is false until the first probe succeeded.
+func (m *Monitor) Up() bool { return m.up.Load() }
+
+// Checked is closed once the first probe has set the state.
+func (m *Monitor) Checked() <-chan struct{} { return m.checked }
+
+// IsChecked reports whether the first probe has set the state.
+func (m *Monitor) IsChecked() bool {
+	select {
+	case <-m.checked:
+		return true
+	default:
+		return false
+	}
+}
+
+// Subscribe calls fn, from the probing goroutine, after every state change. The returned func
+// removes fn; after it returns fn is not called again.
+func (m *Monitor) Subscribe(fn func()) (unsubscribe func()) {
+	m.subMu.Lock()
+	id := m.nextSub
+	m.nextSub++
+	m.subs[id] = fn
+	m.subMu.Unlock()
+	return func() {
+		m.subMu.Lock()
+		delete(m.subs, id)
+		m.subMu.Unlock()
+	}
+}
+
+func (m *Monitor) notify() {
+	// Called under subMu so that an unsubscribe that has returned is final; subscribers only
+	// rebuild a snapshot and never call back into the monitor.
+	m.subMu.Lock()
+	defer m.subMu.Unlock()
+	for _, fn := range m.subs {
+		fn()
+	}
+}
+
+func (m *Monitor) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	go m.run(ctx)
+}
+
+func (m *Monitor) stop() {
+	m.cancel()
+	<-m.done
+}
+
+// run probes at once, so the first answer is already true, and then every Interval at a random
+// phase, so that targets started together do not probe together.
+func (m *Monitor) run(ctx context.Context) {
+	defer close(m.done)
+	spec := m.target.Spec
+	h := hysteresis{rise: spec.Rise, fall: spec.Fall}
+
+	start := time.Now()
+	m.apply(h.first(m.probe(ctx, start)))
+	if ctx.Err() != nil {
+		return
+	}
+	next := start.Add(time.Duration(rand.Int64N(int64(spec.Interval))))
+	timer := time.NewTimer(time.Until(next))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		r := m.probe(ctx, next)
+		if ctx.Err() != nil {
+			return // a probe cut short by shutdown says nothing about the backend
+		}
+		if c, changed := h.observe(r.Err); changed {
+			m.apply(c)
+		}
+		// Stay on the grid; if a probe overran whole intervals, skip them rather than burst.
+		next = next.Add(spec.Interval)
+		if now := time.Now(); !next.After(now) {
+			missed := now.Sub(next)/spec.Interval + 1
+			next = next.Add(missed * spec.Interval)
+		}
+		timer.Reset(time.Until(next))
+	}
+}
+
+func (m *Monitor) probe(ctx context.Context, scheduled time.Time) Result {
+	begin := time.Now()
+	pctx, cancel := context.WithTimeout(ctx, m.target.Spec.Timeout)
+	err := m.prober.Probe(pctx, m.target.Addr)
+	cancel()
+	r := Result{Took: time.Since(begin), Late: begin.Sub(scheduled), Err: err}
+	if r.Late < 0 {
+		r.Late = 0
+	}
+	if ctx.Err() == nil {
+		m.obs.Probed(m.target, r)
+	}
+	return r
+}
+
+func (m *Monitor) apply(c Change) {
+	m.up.Store(c.Up)
+	if c.First {
+		close(m.checked)
+	}
+	m.obs.Changed(m.target, c)
+	m.notify()
+}
+
+// hysteresis turns probe results into state changes: down after Fall consecutive failures, up
+// after Rise consecutive successes, as in HAProxy and Keepalived.
+type hysteresis struct {
+	rise, fall int
+	up         bool
+	streak     int // consecutive results that disagree with the current state
+}
+
+func (h *hysteresis) first(r Result) Change {
+	h.up = r.Err == nil
+	h.streak = 0
+	c := Change{Up: h.up, First: true, Err: r.Err, Streak: 1, Need: 1}
+	return c
+}
+
+func (h *hysteresis) observe(err error) (Change, bool) {
+	if (err == nil) == h.up {
+		h.streak = 0
+		return Change{}, false
+	}
+	h.streak++
+	need := h.fall
+	if !h.up {
+		need = h.rise
+	}
+	if h.streak < need {
+		return Change{}, false
+	}
+	h.up = !h.up
+	c := Change{Up: h.up, Err: err, Streak: h.streak, Need: need}
+	h.streak = 0
+	return c, true
+}

@@ -1,0 +1,153 @@
+package health
+
+import (
+	"net/netip"
+	"sync"
+)
+
+// Registry shares one Monitor per Target between every pool that asks for it, counting leases so
+// that the loop outlives any one holder. It is what lets a Corefile reload keep health state: the
+// new plugin instance acquires before the old one releases, so running loops are adopted with
+// their rise/fall state instead of starting cold.
+//
+// A reload that fails discards the new instance without running its shutdown, so leases taken
+// while a reload is under way are also recorded in a generation that AbortGeneration gives back.
+type Registry struct {
+	obs Observer
+
+	mu       sync.Mutex
+	monitors map[Target]*Monitor
+	owned    map[ownedAddr]int  // leases per (owner, address), for Observer.Released
+	probed   map[probedAddr]int // loops per (address, check), for Observer.Stopped
+	pending  []*Lease           // leases taken since OpenGeneration
+	open     bool
+}
+
+type ownedAddr struct {
+	owner string
+	addr  netip.Addr
+}
+
+type probedAddr struct {
+	addr  netip.Addr
+	check Check
+}
+
+// NewRegistry returns an empty registry that reports to obs.
+func NewRegistry(obs Observer) *Registry {
+	return &Registry{
+		obs:      obs,
+		monitors: map[Target]*Monitor{},
+		owned:    map[ownedAddr]int{},
+		probed:   map[probedAddr]int{},
+	}
+}
+
+// Lease is one holder's claim on a Monitor.
+type Lease struct {
+	*Monitor
+	owner    string
+	reg      *Registry
+	released bool // guarded by reg.mu
+}
+
+// Acquire returns a lease on the monitor of t, starting its loop with p if no one probes t yet.
+// owner names the holder (a zone) for Observer.Released.
+func (r *Registry) Acquire(t Target, p Prober, owner string) *Lease {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, ok := r.monitors[t]
+	if !ok {
+		m = newMonitor(t, p, r.obs)
+		r.monitors[t] = m
+		r.probed[probedAddr{t.Addr, t.Spec.Check}]++
+		m.start()
+	}
+	m.refs++
+	r.owned[ownedAddr{owner, t.Addr}]++
+	l := &Lease{Monitor: m, owner: owner, reg: r}
+	if r.open {
+		r.pending = append(r.pending, l)
+	}
+	return l
+}
+
+// Release gives the lease back; the last release of a target stops its loop and waits for it.
+// Releasing twice is harmless.
+func (l *Lease) Release() {
+	r := l.reg
+	m := l.Monitor
+	t := m.target
+	r.mu.Lock()
+	if l.released {
+		r.mu.Unlock()
+		return
+	}
+	l.released = true
+	ownerGone := decrement(r.owned, ownedAddr{l.owner, t.Addr})
+	m.refs--
+	stop := m.refs == 0
+	checkGone := false
+	if stop {
+		delete(r.monitors, t)
+		checkGone = decrement(r.probed, probedAddr{t.Addr, t.Spec.Check})
+	}
+	r.mu.Unlock()
+
+	if stop {
+		m.stop() // outside the lock: a probe may take up to its timeout to return
+	}
+	if ownerGone {
+		r.obs.Released(l.owner, t.Addr)
+	}
+	if checkGone {
+		r.obs.Stopped(t.Addr, t.Spec.Check)
+	}
+}
+
+func decrement[K comparable](counts map[K]int, k K) (gone bool) {
+	counts[k]--
+	if counts[k] > 0 {
+		return false
+	}
+	delete(counts, k)
+	return true
+}
+
+// OpenGeneration starts recording leases, for a reload about to run. It is idempotent, since
+// every plugin instance's restart hook calls it.
+func (r *Registry) OpenGeneration() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.open {
+		r.open = true
+		r.pending = nil
+	}
+}
+
+// CommitGeneration keeps the leases taken since OpenGeneration: their holders will release them.
+func (r *Registry) CommitGeneration() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.open = false
+	r.pending = nil
+}
+
+// AbortGeneration releases every lease taken since OpenGeneration: their holder was discarded.
+func (r *Registry) AbortGeneration() {
+	r.mu.Lock()
+	pending := r.pending
+	r.open = false
+	r.pending = nil
+	r.mu.Unlock()
+	for _, l := range pending {
+		l.Release()
+	}
+}
+
+// Len returns how many targets are being probed.
+func (r *Registry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.monitors)
+}
