@@ -145,6 +145,14 @@ func (r *Registry) AbortGeneration() {
 	}
 }
 
+// Lookup returns the monitor probing t, if any.
+func (r *Registry) Lookup(t Target) (*Monitor, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, ok := r.monitors[t]
+	return m, ok
+}
+
 // Len returns how many targets are being probed.
 func (r *Registry) Len() int {
 	r.mu.Lock()

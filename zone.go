@@ -1,0 +1,92 @@
+package healthdns
+
+import (
+	"net"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// SOA timers. No secondary ever transfers these zones, so they matter only to zone checkers;
+// they follow RIPE-203 (and RFC 1912 §2.2), which Zonemaster and its kin expect. The minimum,
+// the negative-caching TTL (RFC 2308), is the zone's ttl so a NODATA is not cached longer than
+// an answer.
+const (
+	soaRefresh = 86400
+	soaRetry   = 7200
+	soaExpire  = 3600000
+)
+
+// zoneRecords are a zone's synthesized SOA and NS and the addresses of its NS host, built once.
+type zoneRecords struct {
+	soa       *dns.SOA
+	ns        *dns.NS
+	authority []dns.RR // the SOA, for NODATA answers
+	glue      []dns.RR // the NS host's addresses when it lies in the zone
+	nsA       []net.IP
+	nsAAAA    []net.IP
+}
+
+func newZoneRecords(cfg *poolConfig, serial uint32) zoneRecords {
+	hdr := func(name string, t uint16) dns.RR_Header {
+		return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: cfg.ttl}
+	}
+	z := zoneRecords{
+		soa: &dns.SOA{
+			Hdr:     hdr(cfg.zone, dns.TypeSOA),
+			Ns:      cfg.nsName,
+			Mbox:    dnsutilJoin("hostmaster", cfg.zone),
+			Serial:  serial,
+			Refresh: soaRefresh,
+			Retry:   soaRetry,
+			Expire:  soaExpire,
+			Minttl:  cfg.ttl,
+		},
+		ns: &dns.NS{Hdr: hdr(cfg.zone, dns.TypeNS), Ns: cfg.nsName},
+	}
+	z.authority = []dns.RR{z.soa}
+	for _, a := range cfg.nsAddrs {
+		if a.Is4() {
+			z.nsA = append(z.nsA, net.IP(a.AsSlice()))
+		} else {
+			z.nsAAAA = append(z.nsAAAA, net.IP(a.AsSlice()))
+		}
+	}
+	if dns.IsSubDomain(cfg.zone, cfg.nsName) {
+		z.glue = append(z.nsAddresses(cfg.nsName, dns.TypeA), z.nsAddresses(cfg.nsName, dns.TypeAAAA)...)
+	}
+	return z
+}
+
+// serialNow is a SOA serial that grows with each configuration load.
+func serialNow() uint32 { return uint32(time.Now().Unix()) }
+
+// soaFor and nsFor copy the record so the answer echoes the question's case.
+func (z *zoneRecords) soaFor(name string) dns.RR {
+	soa := *z.soa
+	soa.Hdr.Name = name
+	return &soa
+}
+
+func (z *zoneRecords) nsFor(name string) dns.RR {
+	ns := *z.ns
+	ns.Hdr.Name = name
+	return &ns
+}
+
+// nsAddresses answers the NS host's name with the DNS server's own addresses, never a backend's,
+// so the zone's delegation is coherent.
+func (z *zoneRecords) nsAddresses(name string, qtype uint16) []dns.RR {
+	hdr := dns.RR_Header{Name: name, Rrtype: qtype, Class: dns.ClassINET, Ttl: z.soa.Hdr.Ttl}
+	var rrs []dns.RR
+	if qtype == dns.TypeA {
+		for _, ip := range z.nsA {
+			rrs = append(rrs, &dns.A{Hdr: hdr, A: ip})
+		}
+		return rrs
+	}
+	for _, ip := range z.nsAAAA {
+		rrs = append(rrs, &dns.AAAA{Hdr: hdr, AAAA: ip})
+	}
+	return rrs
+}
