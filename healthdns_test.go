@@ -49,7 +49,7 @@ func testConfig(zone string, backends ...string) poolConfig {
 }
 
 // newTestHandler builds the handler as setup does and starts it, with a registry of its own.
-func newTestHandler(t *testing.T, cfgs ...poolConfig) *HealthDNS {
+func newTestHandler(t testing.TB, cfgs ...poolConfig) *HealthDNS {
 	t.Helper()
 	reg := health.NewRegistry(observer{})
 	h := &HealthDNS{Next: test.NextHandler(dns.RcodeNameError, errNext), pools: map[string]*Pool{}}
