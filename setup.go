@@ -148,6 +148,9 @@ func parse(c *caddy.Controller) ([]poolConfig, error) {
 			if zc.nsName == "" {
 				zc.nsName = dnsutilJoin("ns.dns", z)
 			}
+			if zc.nsName == z {
+				return nil, errAt(c, line, "ns name %s is the zone itself; its addresses would replace the backends'", z)
+			}
 			cfgs = append(cfgs, zc)
 		}
 	}

@@ -139,6 +139,7 @@ func TestParseErrors(t *testing.T) {
 		{"all_down unknown", "healthdns app.lan {\n backend 10.0.0.1\n all_down nxdomain\n}", 3, "invalid all_down 'nxdomain'"},
 		{"ns without address", "healthdns app.lan {\n backend 10.0.0.1\n ns ns1.app.lan\n}", 3, "want 'ns NAME ADDRESS...'"},
 		{"ns bad address", "healthdns app.lan {\n backend 10.0.0.1\n ns ns1.app.lan 1.2.3\n}", 3, "invalid address '1.2.3'"},
+		{"ns at the apex", "healthdns app.lan {\n backend 10.0.0.1\n ns app.lan 10.0.0.53\n}", 1, "ns name app.lan. is the zone itself"},
 		{"zone twice", "healthdns app.lan {\n backend 10.0.0.1\n}\nhealthdns APP.lan {\n backend 10.0.0.2\n}", 4, "zone app.lan. is configured twice"},
 		{"extra argument", "healthdns app.lan {\n backend 10.0.0.1\n interval 1s 2s\n}", 3, "want 'interval DURATION'"},
 	}

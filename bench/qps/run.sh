@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Query-path throughput and latency of healthdns against the same binary's hosts and file
+# plugins, alternating in one run. The server is pinned to CPU 1 and dnsperf to CPU 0.
+#
+#   bench/qps/run.sh [ROUNDS=3] [SECONDS=10] [RATE=20000]
+#
+# For each round and each system: the maximum QPS (dnsperf -c 8 -q 200, as in
+# ../shared/research/anchors-measured.md), then p50/p99 latency at a fixed RATE (dnsperf -Q,
+# per-query latencies from -v). Prints a Markdown table of the medians over the rounds.
+# Needs dnsperf (apt-get install dnsperf) and taskset (util-linux). Sends traffic only to 127.0.0.1.
+set -euo pipefail
+rounds=${1:-3}
+seconds=${2:-10}
+rate=${3:-20000}
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+	[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+command -v dnsperf >/dev/null || { echo "dnsperf is not installed: apt-get install dnsperf" >&2; exit 1; }
+(cd "$root" && go build -o "$work/coredns" ./build)
+
+port=$((20000 + RANDOM % 20000))
+backend_port=$((port + 1))
+cat > "$work/db.file.lan" <<ZONE
+\$ORIGIN file.lan.
+@   3600 IN SOA ns.file.lan. hostmaster.file.lan. 1 7200 3600 1209600 5
+@   3600 IN NS  ns.file.lan.
+ns  3600 IN A   127.0.0.1
+www 5    IN A   127.0.0.11
+ZONE
+# Three healthy backends for healthdns: the ready, health and prometheus listeners of this very
+# server on one port of 127.0.0.1-3 (they listen before healthdns's first probes).
+cat > "$work/Corefile" <<COREFILE
+.:$port {
+    bind 127.0.0.1
+    ready 127.0.0.1:$backend_port
+    health 127.0.0.2:$backend_port
+    prometheus 127.0.0.3:$backend_port
+    healthdns app.lan {
+        backend 127.0.0.1
+        backend 127.0.0.2
+        backend 127.0.0.3
+        check tcp $backend_port
+        answers 1
+    }
+    hosts {
+        127.0.0.11 static.lan
+    }
+    file $work/db.file.lan file.lan
+}
+COREFILE
+echo "www.app.lan A" > "$work/q.healthdns"
+echo "static.lan A" > "$work/q.hosts"
+echo "www.file.lan A" > "$work/q.file"
+
+taskset -c 1 "$work/coredns" -conf "$work/Corefile" > "$work/coredns.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do
+	dnsperf -s 127.0.0.1 -p "$port" -d "$work/q.healthdns" -n 1 -t 1 2>/dev/null | grep -q "Queries completed:.*1 (100" && break
+	sleep 0.1
+done
+
+systems="healthdns hosts file"
+for r in $(seq "$rounds"); do
+	for sys in $systems; do
+		qps=$(taskset -c 0 dnsperf -s 127.0.0.1 -p "$port" -d "$work/q.$sys" -l "$seconds" -c 8 -q 200 2>&1 |
+			awk '/Queries per second:/ {print $4}')
+		lat=$(taskset -c 0 dnsperf -s 127.0.0.1 -p "$port" -d "$work/q.$sys" -l "$seconds" -Q "$rate" -v 2>&1 |
+			awk '/^> NOERROR/ {print $NF}' | sort -g |
+			awk '{v[NR]=$1} END {printf "%.0f %.0f", v[int(NR*0.5)]*1e6, v[int(NR*0.99)]*1e6}')
+		echo "$r $sys $qps $lat" >> "$work/results"
+		echo "round $r $sys: $qps qps; p50/p99 at $rate qps: ${lat// /\/} us" >&2
+	done
+done
+
+median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+hosts_qps=$(awk '$2=="hosts" {print $3}' "$work/results" | median)
+hosts_p99=$(awk '$2=="hosts" {print $5}' "$work/results" | median)
+echo
+echo "| system | median QPS | ratio to hosts | p50 µs at $rate qps | p99 µs at $rate qps | p99 ratio to hosts |"
+echo "|---|---|---|---|---|---|"
+for sys in $systems; do
+	qps=$(awk -v s="$sys" '$2==s {print $3}' "$work/results" | median)
+	p50=$(awk -v s="$sys" '$2==s {print $4}' "$work/results" | median)
+	p99=$(awk -v s="$sys" '$2==s {print $5}' "$work/results" | median)
+	awk -v s="$sys" -v q="$qps" -v h="$hosts_qps" -v p50="$p50" -v p99="$p99" -v hp="$hosts_p99" \
+		'BEGIN {printf "| %s | %.0f | %.3f | %d | %d | %.2f |\n", s, q, q/h, p50, p99, p99/hp}'
+done
+echo
+echo "$rounds rounds of ${seconds}s each; $(nproc) CPUs; $("$work/coredns" -version | head -1)"

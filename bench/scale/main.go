@@ -1,0 +1,397 @@
+// Command scale measures healthdns's probing cost as pools grow: it starts the real coredns
+// binary on a Corefile of many zones and backends (all on 127.0.0.0/8), and reports the time to
+// Ready, CPU, RSS, probe lateness, how evenly probes are spread, and the time a reload takes.
+//
+//	go run ./bench/scale -backends 10000 -zones 1000 -check tcp
+//	go run ./bench/scale -backends 10000 -zones 1000 -check icmp   # needs root or ping_group_range
+//
+// With -check tcp it listens itself on every backend address, and records when each connection
+// arrives, which shows the send-time distribution over the interval.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+func main() {
+	var (
+		backends = flag.Int("backends", 1000, "backends in all")
+		zones    = flag.Int("zones", 100, "zones; backends are spread evenly over them")
+		check    = flag.String("check", "tcp", "tcp or icmp")
+		interval = flag.Duration("interval", time.Second, "probe interval")
+		timeout  = flag.Duration("timeout", 500*time.Millisecond, "probe timeout")
+		window   = flag.Duration("measure", 20*time.Second, "how long to measure steady state")
+		binary   = flag.String("coredns", "", "coredns binary (default: build ./build)")
+		cpu      = flag.String("cpu", "1", "CPU list to pin coredns to with taskset (empty: no pinning)")
+	)
+	flag.Parse()
+	log.SetFlags(0)
+	if *backends < *zones || *zones < 1 {
+		log.Fatal("need at least one backend per zone")
+	}
+	raiseFileLimit()
+
+	work, err := os.MkdirTemp("", "healthdns-scale")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(work)
+	if *binary == "" {
+		*binary = filepath.Join(work, "coredns")
+		build := exec.Command("go", "build", "-o", *binary, "./build")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			log.Fatalf("building ./build (run from the module root): %v", err)
+		}
+	}
+
+	addrs := backendAddrs(*backends)
+	dnsPort, httpPort, backendPort := freePort(), freePort(), freePort()
+	var arrivals *arrivalLog
+	if *check == "tcp" {
+		arrivals = listenAll(addrs, backendPort)
+	}
+	conf := filepath.Join(work, "Corefile")
+	spec := Spec{Zones: *zones, Addrs: addrs, Check: *check, Port: backendPort, Interval: *interval, Timeout: *timeout, DNSPort: dnsPort, HTTPPort: httpPort}
+	if err := os.WriteFile(conf, []byte(spec.Corefile()), 0o644); err != nil {
+		log.Fatal(err)
+	}
+
+	args := []string{*binary, "-conf", conf}
+	if *cpu != "" {
+		args = append([]string{"taskset", "-c", *cpu}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+
+	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort)
+	ready := waitFor(2*time.Minute, func() bool { return httpOK(fmt.Sprintf("http://127.0.0.1:%d/ready", httpPort+1)) }, cmd, out)
+	readyAfter := time.Since(start)
+
+	time.Sleep(3 * *interval) // let the first rounds settle into their phases
+	before := scrapeHistogram(metrics, "coredns_healthdns_probe_lateness_seconds")
+	cpuBefore := cpuSeconds(cmd.Process.Pid)
+	arrivals.reset()
+	t0 := time.Now()
+	time.Sleep(*window)
+	cpuUsed := cpuSeconds(cmd.Process.Pid) - cpuBefore
+	elapsed := time.Since(t0)
+	after := scrapeHistogram(metrics, "coredns_healthdns_probe_lateness_seconds")
+	rss := rssMiB(cmd.Process.Pid)
+	late := after.minus(before)
+	up, _ := scrapeSum(metrics, "coredns_healthdns_backend_up{")
+
+	// Reload: one backend fewer in the first zone, then time until the reload is logged.
+	spec.Addrs = addrs[1:]
+	os.WriteFile(conf, []byte(spec.Corefile()), 0o644)
+	reloads := strings.Count(out.String(), "Reloading complete")
+	r0 := time.Now()
+	cmd.Process.Signal(syscall.SIGUSR1)
+	waitFor(2*time.Minute, func() bool { return strings.Count(out.String(), "Reloading complete") > reloads }, cmd, out)
+	reload := time.Since(r0)
+
+	fmt.Printf("| %s | %d | %d | %s | %.0f ms | %.2f | %.0f | %s | %s | %d/%d | %.0f ms |\n",
+		*check, *backends, *zones, *interval, float64(ready.Sub(start).Milliseconds()), cpuUsed/elapsed.Seconds(), rss,
+		late.quantile(0.5), late.quantile(0.99), int(up), *backends, float64(reload.Milliseconds()))
+	_ = readyAfter
+	if arrivals != nil {
+		fmt.Printf("\nconnections received per tenth of the interval (send-time spread over %s): %v\n", *window, arrivals.spread(*interval))
+	}
+}
+
+// Spec describes the generated Corefile.
+type Spec struct {
+	Zones             int
+	Addrs             []string
+	Check             string
+	Port              int
+	Interval, Timeout time.Duration
+	DNSPort, HTTPPort int
+}
+
+// Corefile spreads the backends evenly over the zones z0.scale.lan ... zN.scale.lan.
+func (s Spec) Corefile() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, ".:%d {\n bind 127.0.0.1\n prometheus 127.0.0.1:%d\n ready 127.0.0.1:%d\n", s.DNSPort, s.HTTPPort, s.HTTPPort+1)
+	check := "icmp"
+	if s.Check == "tcp" {
+		check = fmt.Sprintf("tcp %d", s.Port)
+	}
+	per := (len(s.Addrs) + s.Zones - 1) / s.Zones
+	for z := 0; z < s.Zones; z++ {
+		lo, hi := z*per, min((z+1)*per, len(s.Addrs))
+		if lo >= hi {
+			break
+		}
+		fmt.Fprintf(&b, " healthdns z%d.scale.lan {\n", z)
+		for _, a := range s.Addrs[lo:hi] {
+			fmt.Fprintf(&b, "  backend %s\n", a)
+		}
+		fmt.Fprintf(&b, "  check %s\n  interval %s\n  timeout %s\n }\n", check, s.Interval, s.Timeout)
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// backendAddrs returns n distinct addresses in 127.16.0.0/12, which loopback answers.
+func backendAddrs(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		j := i + 1
+		out[i] = fmt.Sprintf("127.%d.%d.%d", 16+j>>16, (j>>8)&255, j&255)
+	}
+	return out
+}
+
+type arrivalLog struct {
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func (a *arrivalLog) reset() {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	a.times = a.times[:0]
+	a.mu.Unlock()
+}
+
+// spread counts arrivals per tenth of the interval (by wall clock modulo the interval).
+func (a *arrivalLog) spread(interval time.Duration) [10]int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var bins [10]int
+	for _, t := range a.times {
+		bins[int(time.Duration(t.UnixNano())%interval*10/interval)]++
+	}
+	return bins
+}
+
+func listenAll(addrs []string, port int) *arrivalLog {
+	a := &arrivalLog{}
+	for _, ip := range addrs {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		if err != nil {
+			log.Fatalf("listen %s: %v", ip, err)
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				now := time.Now()
+				c.Close()
+				a.mu.Lock()
+				a.times = append(a.times, now)
+				a.mu.Unlock()
+			}
+		}()
+	}
+	return a
+}
+
+type histogram struct {
+	bounds []float64
+	counts []float64 // cumulative, as exported
+}
+
+func (h histogram) minus(o histogram) histogram {
+	d := histogram{bounds: h.bounds, counts: make([]float64, len(h.counts))}
+	for i := range h.counts {
+		d.counts[i] = h.counts[i]
+		if i < len(o.counts) {
+			d.counts[i] -= o.counts[i]
+		}
+	}
+	return d
+}
+
+// quantile returns the upper bound of the bucket holding quantile q ("≤ 5ms").
+func (h histogram) quantile(q float64) string {
+	if len(h.counts) == 0 || h.counts[len(h.counts)-1] == 0 {
+		return "n/a"
+	}
+	total := h.counts[len(h.counts)-1]
+	for i, c := range h.counts {
+		if c >= q*total {
+			if math.IsInf(h.bounds[i], 1) {
+				return "> " + fmtSeconds(h.bounds[i-1])
+			}
+			return "≤ " + fmtSeconds(h.bounds[i])
+		}
+	}
+	return "n/a"
+}
+
+func fmtSeconds(s float64) string { return time.Duration(s * float64(time.Second)).String() }
+
+// scrapeHistogram sums a histogram's buckets over all its label sets.
+func scrapeHistogram(url, name string) histogram {
+	byBound := map[float64]float64{}
+	eachSample(url, func(line string) {
+		if !strings.HasPrefix(line, name+"_bucket{") {
+			return
+		}
+		i := strings.Index(line, `le="`)
+		j := strings.Index(line[i+4:], `"`)
+		le := line[i+4 : i+4+j]
+		bound, err := strconv.ParseFloat(le, 64)
+		if le == "+Inf" {
+			bound, err = math.Inf(1), nil
+		}
+		v, err2 := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
+		if err == nil && err2 == nil {
+			byBound[bound] += v
+		}
+	})
+	var h histogram
+	for b := range byBound {
+		h.bounds = append(h.bounds, b)
+	}
+	sort.Float64s(h.bounds)
+	for _, b := range h.bounds {
+		h.counts = append(h.counts, byBound[b])
+	}
+	return h
+}
+
+func scrapeSum(url, prefix string) (float64, int) {
+	var sum float64
+	var n int
+	eachSample(url, func(line string) {
+		if strings.HasPrefix(line, prefix) {
+			v, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
+			if err == nil {
+				sum += v
+				n++
+			}
+		}
+	})
+	return sum, n
+}
+
+func eachSample(url string, fn func(string)) {
+	resp, err := http.Get(url)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		fn(sc.Text())
+	}
+}
+
+func httpOK(url string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func waitFor(limit time.Duration, cond func() bool, cmd *exec.Cmd, out *syncBuffer) time.Time {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			log.Fatalf("gave up after %s; coredns output:\n%s", limit, out.String())
+		}
+		if cmd.ProcessState != nil {
+			log.Fatalf("coredns exited:\n%s", out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Now()
+}
+
+// cpuSeconds reads user+system time of pid (and its threads) from /proc.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
+func rssMiB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err == nil {
+		l.Cur = l.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+func freePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
