@@ -79,7 +79,7 @@ func main() {
 		args = append([]string{"taskset", "-c", *cpu}, args...)
 	}
 	cmd := exec.Command(args[0], args[1:]...)
-	out := &syncBuffer{}
+	out := serverOutput
 	cmd.Stdout, cmd.Stderr = out, out
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -295,10 +295,14 @@ func scrapeSum(url, prefix string) (float64, int) {
 	return sum, n
 }
 
+// serverOutput is coredns's output, shown when the driver gives up.
+var serverOutput = &syncBuffer{}
+
 func eachSample(url string, fn func(string)) {
 	resp, err := http.Get(url)
 	if err != nil {
-		log.Fatal(err)
+		out := serverOutput.String()
+		log.Fatalf("%v; coredns output (last 3000 bytes):\n%s", err, out[max(0, len(out)-3000):])
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
