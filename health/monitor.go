@@ -112,6 +112,9 @@ func (m *Monitor) notify() {
 }
 
 func (m *Monitor) start() {
+	if r, ok := m.prober.(retainer); ok {
+		r.retain()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	go m.run(ctx)
@@ -120,6 +123,9 @@ func (m *Monitor) start() {
 func (m *Monitor) stop() {
 	m.cancel()
 	<-m.done
+	if r, ok := m.prober.(retainer); ok {
+		r.release()
+	}
 }
 
 // run probes at once, so the first answer is already true, and then every Interval at a random

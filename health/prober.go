@@ -12,7 +12,10 @@ import (
 func NewProber(c Check, icmpPrivileged bool) (Prober, error) {
 	switch c.Kind {
 	case ICMP:
-		return ICMPProber{Privileged: icmpPrivileged}, nil
+		if icmpPrivileged {
+			return NewRawICMPProber(), nil
+		}
+		return ICMPProber{}, nil
 	case TCP:
 		if c.Port == 0 {
 			return nil, fmt.Errorf("tcp check needs a port")

@@ -74,6 +74,10 @@ func TestICMPProber(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if r, ok := p.(retainer); ok { // as a Monitor does
+		r.retain()
+		defer r.release()
+	}
 	for _, a := range []string{"127.0.0.1", "127.0.0.42", "::1"} {
 		addr := netip.MustParseAddr(a)
 		if addr.Is6() {
@@ -146,6 +150,10 @@ func BenchmarkProbe(b *testing.B) {
 		b.Skip(err)
 	}
 	icmp, _ := NewProber(Check{Kind: ICMP}, privileged)
+	if r, ok := icmp.(retainer); ok {
+		r.retain()
+		defer r.release()
+	}
 	b.Run("icmp", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -177,5 +185,40 @@ func TestICMPUnprivileged(t *testing.T) {
 	p := ICMPProber{Privileged: false}
 	if err := probeWithin(p, netip.MustParseAddr("127.0.0.1"), 2*time.Second); err != nil {
 		t.Fatalf("unprivileged ping: %v", err)
+	}
+}
+
+// TestRawICMPSharedSocket sends many concurrent echoes through the one shared raw socket: each
+// reply must reach its own probe, and releasing the prober closes the socket and its reader
+// (goleak in TestMain checks the latter).
+func TestRawICMPSharedSocket(t *testing.T) {
+	if priv, err := icmpMode(func() error { return errors.New("skip datagram") }, openSocket("ip4:icmp"), pingGroupRange); err != nil || !priv {
+		t.Skipf("raw ICMP sockets need CAP_NET_RAW (root): %v", err)
+	}
+	p := NewRawICMPProber()
+	if err := probeWithin(p, netip.MustParseAddr("127.0.0.1"), time.Second); err == nil {
+		t.Fatal("probed without being retained: nothing would close its socket")
+	}
+	p.retain()
+	const n = 500
+	errs := make(chan error, n)
+	for i := range n {
+		addr := netip.AddrFrom4([4]byte{127, 1, byte(i >> 8), byte(i)})
+		go func() { errs <- probeWithin(p, addr, 5*time.Second) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	p.mu.Lock()
+	left := len(p.waiting)
+	p.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d probes still registered after all returned", left)
+	}
+	p.release()
+	if p.conns[0] != nil {
+		t.Error("socket still open after the last release")
 	}
 }

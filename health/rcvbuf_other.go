@@ -1,0 +1,8 @@
+//go:build !linux
+
+package health
+
+import "net"
+
+// setReceiveBuffer asks for size bytes; the system's cap applies.
+func setReceiveBuffer(c *net.IPConn, size int) { c.SetReadBuffer(size) }
