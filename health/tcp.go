@@ -28,7 +28,8 @@ func (p *TCPProber) Probe(ctx context.Context, addr netip.Addr) error {
 // unwrapDial strips "dial tcp 10.0.0.7:8080:" from a dial error: the log line already names the
 // backend, and the cause ("connection refused", "timeout") is what an operator reads.
 func unwrapDial(ctx context.Context, err error) error {
-	if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
+	var ne net.Error
+	if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		return errTimeout{err}
 	}
 	var op *net.OpError

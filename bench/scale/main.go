@@ -89,16 +89,19 @@ func main() {
 
 	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort)
 	ready := waitFor(2*time.Minute, func() bool { return httpOK(fmt.Sprintf("http://127.0.0.1:%d/ready", httpPort+1)) }, cmd, out)
-	readyAfter := time.Since(start)
 
 	time.Sleep(3 * *interval) // let the first rounds settle into their phases
 	before := scrapeHistogram(metrics, "coredns_healthdns_probe_lateness_seconds")
 	cpuBefore := cpuSeconds(cmd.Process.Pid)
+	driverBefore := cpuSeconds(os.Getpid())
 	arrivals.reset()
 	t0 := time.Now()
 	time.Sleep(*window)
 	cpuUsed := cpuSeconds(cmd.Process.Pid) - cpuBefore
+	driverUsed := cpuSeconds(os.Getpid()) - driverBefore
 	elapsed := time.Since(t0)
+	stack, _ := scrapeSum(metrics, "go_memstats_stack_inuse_bytes ")
+	heap, _ := scrapeSum(metrics, "go_memstats_heap_inuse_bytes ")
 	after := scrapeHistogram(metrics, "coredns_healthdns_probe_lateness_seconds")
 	rss := rssMiB(cmd.Process.Pid)
 	late := after.minus(before)
@@ -116,9 +119,10 @@ func main() {
 	fmt.Printf("| %s | %d | %d | %s | %.0f ms | %.2f | %.0f | %s | %s | %d/%d | %.0f ms |\n",
 		*check, *backends, *zones, *interval, float64(ready.Sub(start).Milliseconds()), cpuUsed/elapsed.Seconds(), rss,
 		late.quantile(0.5), late.quantile(0.99), int(up), *backends, float64(reload.Milliseconds()))
-	_ = readyAfter
+	fmt.Printf("\n%s %d: coredns stacks %.0f MiB, heap %.0f MiB; this driver (the backends' side) used %.2f cores\n",
+		*check, *backends, stack/(1<<20), heap/(1<<20), driverUsed/elapsed.Seconds())
 	if arrivals != nil {
-		fmt.Printf("\nconnections received per tenth of the interval (send-time spread over %s): %v\n", *window, arrivals.spread(*interval))
+		fmt.Printf("connections received per tenth of the interval (send-time spread over %s): %v\n", *window, arrivals.spread(*interval))
 	}
 }
 
