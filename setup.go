@@ -242,6 +242,9 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, error) {
 	if len(cfg.backends) == 0 {
 		return cfg, errAt(c, line, "no backend; want at least one 'backend ADDRESS [weight W]'")
 	}
+	if len(cfg.backends) > balance.MaxSetSize {
+		return cfg, errAt(c, line, "%d backends; at most %d fit in one zone", len(cfg.backends), balance.MaxSetSize)
+	}
 	if cfg.spec.Timeout >= cfg.spec.Interval {
 		return cfg, errAt(c, timingLine, "timeout %s must be shorter than interval %s", cfg.spec.Timeout, cfg.spec.Interval)
 	}
