@@ -20,21 +20,24 @@ func probeWithin(p Prober, addr netip.Addr, timeout time.Duration) error {
 	return p.Probe(ctx, addr)
 }
 
+// acceptAndClose plays a TCP backend until ln is closed.
+func acceptAndClose(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
 func TestTCPProber(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln)
 	p, err := NewProber(Check{Kind: TCP, Port: port}, false)
 	if err != nil {
 		t.Fatal(err)
@@ -126,15 +129,7 @@ func BenchmarkProbe(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln)
 	loopback := netip.MustParseAddr("127.0.0.1")
 	tcp, _ := NewProber(Check{Kind: TCP, Port: uint16(ln.Addr().(*net.TCPAddr).Port)}, false)
 	b.Run("tcp", func(b *testing.B) {

@@ -40,6 +40,7 @@ func main() {
 		window   = flag.Duration("measure", 20*time.Second, "how long to measure steady state")
 		binary   = flag.String("coredns", "", "coredns binary (default: build ./build)")
 		cpu      = flag.String("cpu", "1", "CPU list to pin coredns to with taskset (empty: no pinning)")
+		qps      = flag.Duration("qps", 0, "after measuring, run dnsperf (pinned to CPU 0) this long against a zone and report its QPS")
 	)
 	flag.Parse()
 	log.SetFlags(0)
@@ -107,6 +108,10 @@ func main() {
 	late := after.minus(before)
 	up, _ := scrapeSum(metrics, "coredns_healthdns_backend_up{")
 
+	if *qps > 0 {
+		fmt.Printf("dnsperf while probing %d %s targets: %.0f qps\n", *backends, *check, dnsperf(dnsPort, *qps, work))
+	}
+
 	// Reload: one backend fewer in the first zone, then time until the reload is logged.
 	spec.Addrs = addrs[1:]
 	os.WriteFile(conf, []byte(spec.Corefile()), 0o644)
@@ -124,6 +129,25 @@ func main() {
 	if arrivals != nil {
 		fmt.Printf("connections received per tenth of the interval (send-time spread over %s): %v\n", *window, arrivals.spread(*interval))
 	}
+}
+
+// dnsperf runs dnsperf on CPU 0 against z0.scale.lan and returns its queries per second.
+func dnsperf(port int, d time.Duration, work string) float64 {
+	qfile := filepath.Join(work, "queries")
+	os.WriteFile(qfile, []byte("www.z0.scale.lan A\n"), 0o644)
+	out, err := exec.Command("taskset", "-c", "0", "dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(port),
+		"-d", qfile, "-l", strconv.Itoa(int(d.Seconds())), "-c", "8", "-q", "200").CombinedOutput()
+	if err != nil {
+		log.Fatalf("dnsperf: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 4 && f[0] == "Queries" && f[2] == "second:" {
+			v, _ := strconv.ParseFloat(f[3], 64)
+			return v
+		}
+	}
+	log.Fatalf("no QPS in dnsperf output:\n%s", out)
+	return 0
 }
 
 // Spec describes the generated Corefile.
