@@ -7,7 +7,10 @@
 # For each round and each system: the maximum QPS (dnsperf -c 8 -q 200, as in
 # ../shared/research/anchors-measured.md), then p50/p99 latency at a fixed RATE (dnsperf -Q,
 # per-query latencies from -v). Prints a Markdown table of the medians over the rounds.
-# Needs dnsperf (apt-get install dnsperf) and taskset (util-linux). Sends traffic only to 127.0.0.1.
+# Where installed, gdnsd (multifo + tcp_connect) and PowerDNS (LUA ifportup, lua records
+# "shared") serve the same health-checked name against the same backends, on the same CPU.
+# Needs dnsperf (apt-get install dnsperf) and taskset (util-linux); optionally gdnsd, pdns-server
+# and pdns-backend-bind. Sends traffic only to 127.0.0.1.
 set -euo pipefail
 rounds=${1:-3}
 seconds=${2:-10}
@@ -15,9 +18,9 @@ rate=${3:-10000}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
-server_pid=
+pids=()
 cleanup() {
-	[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -63,24 +66,82 @@ COREFILE
 echo "www.app.lan A" > "$work/q.healthdns"
 echo "static.lan A" > "$work/q.hosts"
 echo "www.file.lan A" > "$work/q.file"
+declare -A ports=([healthdns]=$port [hosts]=$port [file]=$port)
+systems="healthdns hosts file"
 
 taskset -c 1 "$work/coredns" -conf "$work/Corefile" > "$work/coredns.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 100); do
-	dnsperf -s 127.0.0.1 -p "$port" -d "$work/q.healthdns" -n 1 -t 1 2>/dev/null | grep -q "Queries completed:.*1 (100" && break
-	sleep 0.1
-done
+pids+=($!)
 
-systems="healthdns hosts file"
+# The peers, checking the same three backends on the same port, as fast as each allows.
+if command -v gdnsd >/dev/null; then
+	mkdir -p "$work/gdnsd/zones"
+	cat > "$work/gdnsd/config" <<GDNSD
+options => {
+  listen => [ 127.0.0.1:$((port + 3)) ]
+  run_dir => $work/gdnsd/run
+  state_dir => $work/gdnsd/state
+}
+service_types => {
+  tcp => { plugin => tcp_connect, port => $backend_port, interval => 2, timeout => 1, up_thresh => 2, down_thresh => 2, ok_thresh => 2 }
+}
+plugins => { multifo => { app => { service_types => tcp, b1 => 127.0.0.1, b2 => 127.0.0.2, b3 => 127.0.0.3 } } }
+GDNSD
+	cat > "$work/gdnsd/zones/app.lan" <<ZONE
+@   3600 SOA ns hostmaster 1 7200 1800 1209600 5
+@   3600 NS  ns
+ns  3600 A   127.0.0.1
+www 5    DYNA multifo!app
+ZONE
+	taskset -c 1 gdnsd -c "$work/gdnsd" start > "$work/gdnsd.log" 2>&1 &
+	pids+=($!)
+	ports[gdnsd]=$((port + 3))
+	cp "$work/q.healthdns" "$work/q.gdnsd"
+	systems="$systems gdnsd"
+fi
+if command -v pdns_server >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/pdns/libbindbackend.so ]; then
+	mkdir -p "$work/pdns"
+	cat > "$work/pdns/pdns.conf" <<PDNS
+launch=bind
+bind-config=$work/pdns/named.conf
+local-address=127.0.0.1
+local-port=$((port + 4))
+enable-lua-records=shared
+socket-dir=$work/pdns
+guardian=no
+daemon=no
+loglevel=3
+PDNS
+	echo "zone \"app.lan\" { type master; file \"$work/pdns/app.lan.zone\"; };" > "$work/pdns/named.conf"
+	cat > "$work/pdns/app.lan.zone" <<ZONE
+\$ORIGIN app.lan.
+@   3600 IN SOA ns hostmaster 1 7200 1800 1209600 5
+@   3600 IN NS  ns
+ns  3600 IN A   127.0.0.1
+www 5 IN LUA A "ifportup($backend_port, {'127.0.0.1', '127.0.0.2', '127.0.0.3'})"
+ZONE
+	taskset -c 1 pdns_server --config-dir="$work/pdns" > "$work/pdns.log" 2>&1 &
+	pids+=($!)
+	ports[pdns]=$((port + 4))
+	cp "$work/q.healthdns" "$work/q.pdns"
+	systems="$systems pdns"
+fi
+
+for sys in $systems; do
+	for _ in $(seq 100); do
+		dnsperf -s 127.0.0.1 -p "${ports[$sys]}" -d "$work/q.$sys" -n 1 -t 1 2>/dev/null | grep -q "Queries completed:.*1 (100" && break
+		sleep 0.1
+	done
+done
+sleep 3 # let every system finish its first checks
 for r in $(seq "$rounds"); do
 	for sys in $systems; do
-		qps=$(taskset -c 0 dnsperf -s 127.0.0.1 -p "$port" -d "$work/q.$sys" -l "$seconds" -c 8 -q 200 2>&1 |
+		qps=$(taskset -c 0 dnsperf -s 127.0.0.1 -p "${ports[$sys]}" -d "$work/q.$sys" -l "$seconds" -c 8 -q 200 2>&1 |
 			awk '/Queries per second:/ {print $4}')
 		# Written to a file and read afterwards, so no parser competes with the server's CPU.
-		taskset -c 0 dnsperf -s 127.0.0.1 -p "$port" -d "$work/q.$sys" -l "$seconds" -Q "$rate" -v > "$work/lat" 2>&1
+		taskset -c 0 dnsperf -s 127.0.0.1 -p "${ports[$sys]}" -d "$work/q.$sys" -l "$seconds" -Q "$rate" -v > "$work/lat" 2>&1
 		lat=$(awk '/^> NOERROR/ {print $NF}' "$work/lat" | sort -g |
 			awk '{v[NR]=$1} END {printf "%.0f %.0f", v[int(NR*0.5)]*1e6, v[int(NR*0.99)]*1e6}')
-		[ "$lat" != "0 0" ] || { echo "$sys gave no NOERROR answer: see $work/coredns.log" >&2; exit 1; }
+		[ "$lat" != "0 0" ] || { echo "$sys gave no NOERROR answer; its log:" >&2; cat "$work/$sys.log" "$work/coredns.log" >&2 2>/dev/null; exit 1; }
 		echo "$r $sys $qps $lat" >> "$work/results"
 		echo "round $r $sys: $qps qps; p50/p99 at $rate qps: ${lat// /\/} us" >&2
 	done
@@ -101,3 +162,5 @@ for sys in $systems; do
 done
 echo
 echo "$rounds rounds of ${seconds}s each; $(nproc) CPUs; $("$work/coredns" -version | head -1)"
+command -v gdnsd >/dev/null && echo "gdnsd $(gdnsd -h 2>&1 | awk '/version/ {print $3; exit}'): multifo answers every healthy backend (3 records), the others one."
+command -v pdns_server >/dev/null && echo "PowerDNS $(pdns_server --version 2>&1 | awk '/Authoritative Server/ {print $7; exit}') with enable-lua-records=shared."
