@@ -1,8 +1,8 @@
 package test
 
 import (
-	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -10,198 +10,227 @@ import (
 	"github.com/miekg/dns"
 )
 
-func fastPool(zone string, port int, extra string, backends ...string) string {
-	return fmt.Sprintf(` healthdns %s {
-  backend %s
-  check tcp %d
-  interval 200ms
-  timeout 100ms
-  fall 2
-  rise 2
-  answers 8
-  %s
- }
-`, zone, strings.Join(backends, "\n  backend "), port, extra)
-}
-
-// TestFailover stops a backend's service and watches it leave the answers, then starts it and
-// watches it return. It logs the measured removal time: the bound is fall × interval + timeout
-// (500ms here) plus up to one interval of phase.
+// TestFailover closes a backend's listener and measures how long the dead backend keeps being
+// answered, then reopens it and waits for it to come back. With interval 200ms, timeout 100ms
+// and fall 2 the theoretical bound is about fall × interval + timeout (0.5s) plus up to one
+// interval of phase; the assertion allows several times that.
 func TestFailover(t *testing.T) {
 	t.Parallel()
-	port := backendPort(t, "127.0.0.41", "127.0.0.42")
-	newBackend(t, "127.0.0.41", port)
-	victim := newBackend(t, "127.0.0.42", port)
-	s := startServer(t, corefile(".:{{DNS}} {\n bind 127.0.0.1\n prometheus 127.0.0.1:{{HTTP}}\n"+fastPool("fo.lan", port, "", "127.0.0.41", "127.0.0.42")+"}\n"))
+	const victim, other = "127.0.0.102", "127.0.0.101"
+	port, bs := startBackends(t, other, victim)
+	s := startServer(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
+		tcpPool("fo.lan", port, "200ms", "100ms", []string{other, victim}, "fall 2", "rise 2", "answers 8")+"}\n")
+	eventually(t, 5*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", "fo.lan.", dns.TypeA), other, victim) },
+		"both backends up")
 
-	if got := s.addrs("fo.lan."); len(got) != 2 {
-		t.Fatalf("before: %v", got)
-	}
-	victim.stop()
-	stopped := time.Now()
-	var removal time.Duration
+	mark := len(s.Output())
+	bs[victim].Stop()
+	closed := time.Now()
+	var failover time.Duration
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for {
-		got := s.addrs("fo.lan.")
-		if !contains(got, "127.0.0.42") {
-			removal = time.Since(stopped)
-			if !contains(got, "127.0.0.41") {
-				t.Fatalf("the live backend left too: %v", got)
+		got := s.Addrs(t, "udp", "fo.lan.", dns.TypeA)
+		if !contains(got, victim) {
+			failover = time.Since(closed)
+			if !sameSet(got, other) {
+				t.Fatalf("after the failover: %v, want only %s", got, other)
 			}
 			break
 		}
-		if time.Since(stopped) > 5*time.Second {
-			t.Fatalf("dead backend still answered after 5s")
+		if time.Since(closed) > 10*time.Second {
+			t.Fatalf("%s still answered 10s after its listener closed", victim)
 		}
-		time.Sleep(10 * time.Millisecond)
+		<-tick.C
 	}
-	t.Logf("failover: %s (interval 200ms, timeout 100ms, fall 2)", removal.Round(time.Millisecond))
-
-	victim.start()
-	eventually(t, 5*time.Second, "the backend to return", func() bool { return contains(s.addrs("fo.lan."), "127.0.0.42") })
-
-	out := s.out.String()
-	if n := strings.Count(out, "backend 127.0.0.42: down:"); n != 1 {
-		t.Errorf("%d down lines for 127.0.0.42, want 1", n)
+	t.Logf("failover: %s", failover.Round(time.Millisecond))
+	if failover > 3*time.Second {
+		t.Errorf("failover took %s, want at most 3s (interval 200ms, timeout 100ms, fall 2)", failover)
 	}
-	if n := strings.Count(out, "backend 127.0.0.42: up:"); n != 1 {
-		t.Errorf("%d up lines for 127.0.0.42, want 1", n)
-	}
-	check := fmt.Sprintf("tcp :%d", port)
-	for _, to := range []string{"down", "up"} {
-		if v, _ := s.metric(fmt.Sprintf(`coredns_healthdns_transitions_total{backend="127.0.0.42",check="%s",to="%s"}`, check, to)); v != 1 {
-			t.Errorf("transitions to %s: %v, want 1", to, v)
+	// Once gone it stays gone.
+	for range 20 {
+		if got := s.Addrs(t, "udp", "fo.lan.", dns.TypeA); contains(got, victim) {
+			t.Fatalf("%s came back while its listener is closed: %v", victim, got)
 		}
+	}
+
+	bs[victim].Start()
+	reopened := time.Now()
+	eventually(t, 5*time.Second, func() bool { return contains(s.Addrs(t, "udp", "fo.lan.", dns.TypeA), victim) },
+		victim, " to return after its listener reopened")
+	t.Logf("recovery: %s", time.Since(reopened).Round(time.Millisecond))
+	if got := s.Addrs(t, "tcp", "fo.lan.", dns.TypeA); !sameSet(got, other, victim) {
+		t.Errorf("after recovery: %v", got)
+	}
+
+	log := s.Output()[mark:]
+	ip := ipWord(victim)
+	down := linesMatching(log, ip, regexp.MustCompile(`\bdown\b`))
+	up := linesMatching(log, ip, regexp.MustCompile(`\bup\b`))
+	if len(down) != 1 || len(up) != 1 {
+		t.Errorf("log since the listener closed has %d down and %d up lines for %s, want one each:\n%s", len(down), len(up), victim, log)
+	}
+	if lines := linesMatching(log, ipWord(other)); len(lines) != 0 {
+		// Not an error: two 100ms timeouts in a row on a loaded machine are a real failure
+		// by the configured rules. Worth seeing, though.
+		t.Logf("note: the live backend changed state meanwhile: %q", lines)
 	}
 }
 
-// TestFirstAnswerIsTrue queries from the moment the process starts: the first answer it gives
-// must already leave out the backend that is down.
-func TestFirstAnswerIsTrue(t *testing.T) {
+// TestFirstAnswer queries from the moment the process starts: the very first reply must already
+// leave out the backend whose port is closed.
+func TestFirstAnswer(t *testing.T) {
 	t.Parallel()
-	port := backendPort(t, "127.0.0.43", "127.0.0.44")
-	newBackend(t, "127.0.0.43", port) // 127.0.0.44 never listens
-	s := newServer(t, corefile(".:{{DNS}} {\n bind 127.0.0.1\n"+fastPool("first.lan", port, "", "127.0.0.43", "127.0.0.44")+"}\n"))
-	if err := s.start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &dns.Client{Net: "udp", Timeout: 100 * time.Millisecond}
-	m := new(dns.Msg)
-	m.SetQuestion("first.lan.", dns.TypeA)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		r, _, err := c.Exchange(m, s.addr)
-		if err == nil {
-			if got := addrs(r); len(got) != 1 || got[0] != "127.0.0.43" {
-				t.Fatalf("first answer %v, want only the live 127.0.0.43", got)
+	const live, dead = "127.0.0.103", "127.0.0.104"
+	port, _ := startBackends(t, live) // nothing listens on dead:port
+	var first *dns.Msg
+	attempts := 0
+	s := launch(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
+		tcpPool("first.lan", port, "1s", "500ms", []string{live, dead}, "answers 8")+"}\n",
+		func(s *Server) bool {
+			attempts++
+			r, err := s.try("udp", "first.lan.", dns.TypeA, 100*time.Millisecond)
+			if err != nil {
+				return false
 			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no answer: %v", err)
-		}
+			first = r
+			return true
+		})
+	t.Logf("first reply after %d attempts: %s %v", attempts, dns.RcodeToString[first.Rcode], addrs(first))
+	if first.Rcode != dns.RcodeSuccess || !sameSet(addrs(first), live) {
+		t.Errorf("first reply: %s %v, want NOERROR with only %s", dns.RcodeToString[first.Rcode], addrs(first), live)
+	}
+	if got := s.Addrs(t, "tcp", "first.lan.", dns.TypeA); !sameSet(got, live) {
+		t.Errorf("second reply: %v", got)
 	}
 }
 
-// TestAllDownThenBack takes every backend down, then brings one back.
-func TestAllDownThenBack(t *testing.T) {
+// TestAllDown takes every backend down under the three all_down modes, then brings one back.
+func TestAllDown(t *testing.T) {
 	t.Parallel()
-	port := backendPort(t, "127.0.0.45", "127.0.0.46")
-	a := newBackend(t, "127.0.0.45", port)
-	b := newBackend(t, "127.0.0.46", port)
-	s := startServer(t, corefile(".:{{DNS}} {\n bind 127.0.0.1\n prometheus 127.0.0.1:{{HTTP}}\n"+
-		fastPool("alldown.lan", port, "all_down servfail", "127.0.0.45", "127.0.0.46")+
-		fastPool("allopen.lan", port, "all_down serve_all", "127.0.0.45", "127.0.0.46")+"}\n"))
-
-	a.stop()
-	b.stop()
-	eventually(t, 5*time.Second, "SERVFAIL with every backend down", func() bool {
-		return s.query("udp", "alldown.lan.", dns.TypeA).Rcode == dns.RcodeServerFailure
-	})
-	if got := s.addrs("allopen.lan."); len(got) != 2 {
-		t.Errorf("serve_all with every backend down: %v, want both configured", got)
+	const a, b = "127.0.0.105", "127.0.0.106"
+	port, bs := startBackends(t, a, b, "::1")
+	pool := func(zone, mode string) string {
+		return tcpPool(zone, port, "200ms", "100ms", []string{a, b}, "answers 8", "all_down "+mode)
 	}
-	for _, zone := range []string{"alldown.lan.", "allopen.lan."} {
-		if v, _ := s.metric(`coredns_healthdns_all_down_total{family="ipv4",zone="` + zone + `"}`); v != 1 {
-			t.Errorf("all_down_total for %s: %v, want 1", zone, v)
-		}
-	}
-	if !strings.Contains(s.out.String(), "zone alldown.lan.: every ipv4 backend is down (2 configured): all_down servfail") {
-		t.Error("the all-down event was not logged")
-	}
-
-	b.start()
-	eventually(t, 5*time.Second, "answers again", func() bool {
-		r := s.query("udp", "alldown.lan.", dns.TypeA)
-		return r.Rcode == dns.RcodeSuccess && len(addrs(r)) == 1 && addrs(r)[0] == "127.0.0.46"
-	})
-	if got := s.addrs("allopen.lan."); len(got) != 1 || got[0] != "127.0.0.46" {
-		t.Errorf("serve_all after one came back: %v, want only 127.0.0.46", got)
-	}
-}
-
-func TestPolicies(t *testing.T) {
-	t.Parallel()
-	port := backendPort(t, "127.0.0.47", "127.0.0.48", "127.0.0.49")
-	for _, ip := range []string{"127.0.0.47", "127.0.0.48", "127.0.0.49"} {
-		newBackend(t, ip, port)
-	}
-	s := startServer(t, corefile(fmt.Sprintf(`.:{{DNS}} {
- bind 127.0.0.1
- healthdns rr.lan {
-  backend 127.0.0.47
-  backend 127.0.0.48
-  backend 127.0.0.49
-  check tcp %[1]d
-  policy round_robin
- }
- healthdns w.lan {
-  backend 127.0.0.47 weight 9
-  backend 127.0.0.48 weight 1
-  check tcp %[1]d
-  policy weighted
- }
-}
-`, port)))
-
-	t.Run("round_robin cycles", func(t *testing.T) {
-		var order []string
-		for range 12 {
-			got := s.addrs("rr.lan.")
-			if len(got) != 1 {
-				t.Fatalf("answer %v", got)
-			}
-			order = append(order, got[0])
-		}
-		for i := 3; i < len(order); i++ {
-			if order[i] != order[i-3] || order[i] == order[i-1] {
-				t.Fatalf("not a cycle of 3: %v", order)
+	// mix.lan has an IPv6 backend that stays up: all_down is decided per address family.
+	s := startServer(t, ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n"+
+		pool("open.lan", "serve_all")+pool("fail.lan", "servfail")+pool("onward.lan", "fallthrough")+
+		tcpPool("mix.lan", port, "200ms", "100ms", []string{a, b, "::1"}, "answers 8", "all_down servfail")+
+		" hosts {\n  127.0.0.98 onward.lan x.onward.lan\n  fallthrough\n }\n}\n")
+	zones := []string{"open.lan.", "fail.lan.", "onward.lan.", "mix.lan."}
+	eventually(t, 5*time.Second, func() bool {
+		for _, z := range zones {
+			if !sameSet(s.Addrs(t, "udp", z, dns.TypeA), a, b) {
+				return false
 			}
 		}
-	})
-	t.Run("weighted 9:1", func(t *testing.T) {
-		counts := map[string]int{}
-		const n = 1000
-		for range n {
-			counts[s.addrs("w.lan.")[0]]++
+		return sameSet(s.Addrs(t, "udp", "mix.lan.", dns.TypeAAAA), "::1")
+	}, "every zone to answer both backends")
+
+	allDown := func(zone string) float64 {
+		v, _ := s.Scrape(t).Value("coredns_healthdns_all_down_total", map[string]string{"zone": zone, "family": "ipv4"})
+		return v
+	}
+	before := map[string]float64{}
+	for _, z := range zones {
+		before[z] = allDown(z)
+	}
+
+	bs[a].Stop()
+	bs[b].Stop()
+	// Each zone's pool rebuilds its own snapshot on a transition, one after another: wait until
+	// every zone shows the all-down state before asserting on any.
+	eventually(t, 5*time.Second, func() bool {
+		return s.Query(t, "udp", "fail.lan.", dns.TypeA).Rcode == dns.RcodeServerFailure &&
+			s.Query(t, "udp", "mix.lan.", dns.TypeA).Rcode == dns.RcodeServerFailure &&
+			sameSet(s.Addrs(t, "udp", "onward.lan.", dns.TypeA), "127.0.0.98") &&
+			sameSet(s.Addrs(t, "udp", "open.lan.", dns.TypeA), a, b)
+	}, "every zone to show every IPv4 backend down")
+
+	for _, proto := range []string{"udp", "tcp"} {
+		r := s.Query(t, proto, "x.open.lan.", dns.TypeA)
+		if r.Rcode != dns.RcodeSuccess || !sameSet(addrs(r), a, b) {
+			t.Errorf("serve_all, %s: %s %v, want NOERROR with every configured address", proto, dns.RcodeToString[r.Rcode], addrs(r))
 		}
-		// Expected 0.9, standard deviation 0.0095 over 1000 draws: ±5 sd.
-		if share := float64(counts["127.0.0.47"]) / n; share < 0.85 || share > 0.95 {
-			t.Errorf("weight 9 got %.3f of answers (%v), want about 0.9", share, counts)
+		if r := s.Query(t, proto, "x.fail.lan.", dns.TypeA); r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
+			t.Errorf("servfail, %s: %s %v", proto, dns.RcodeToString[r.Rcode], r.Answer)
 		}
-	})
+		if got := s.Addrs(t, proto, "x.onward.lan.", dns.TypeA); !sameSet(got, "127.0.0.98") {
+			t.Errorf("fallthrough, %s: %v, want the hosts plugin's 127.0.0.98", proto, got)
+		}
+	}
+	// A family without backends is never "all down": AAAA stays NODATA whatever the mode.
+	for _, z := range []string{"open.lan.", "fail.lan.", "onward.lan."} {
+		wantNoData(t, s.Query(t, "udp", z, dns.TypeAAAA), z)
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		if r := s.Query(t, proto, "mix.lan.", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
+			t.Errorf("mix.lan. A with every IPv4 backend down (servfail), %s: %s %v", proto, dns.RcodeToString[r.Rcode], addrs(r))
+		}
+		if r := s.Query(t, proto, "mix.lan.", dns.TypeAAAA); r.Rcode != dns.RcodeSuccess || !sameSet(addrs(r), "::1") {
+			t.Errorf("mix.lan. AAAA with its IPv6 backend up, %s: %s %v, want ::1", proto, dns.RcodeToString[r.Rcode], addrs(r))
+		}
+	}
+	if v, _ := s.Scrape(t).Value("coredns_healthdns_all_down_total", map[string]string{"zone": "mix.lan", "family": "ipv6"}); v != 0 {
+		t.Errorf("all_down_total{zone=mix.lan,family=ipv6} = %v, but its IPv6 backend never went down", v)
+	}
+	// The SOA and NS of a zone do not depend on its backends.
+	if r := s.Query(t, "udp", "fail.lan.", dns.TypeSOA); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Errorf("SOA fail.lan. with every backend down: %s %v", dns.RcodeToString[r.Rcode], r.Answer)
+	}
+	eventually(t, 2*time.Second, func() bool {
+		for _, z := range zones {
+			if allDown(z) <= before[z] {
+				return false
+			}
+		}
+		return true
+	}, "coredns_healthdns_all_down_total to increase for every zone")
+
+	bs[b].Start()
+	eventually(t, 5*time.Second, func() bool {
+		for _, z := range zones {
+			r := s.Query(t, "udp", z, dns.TypeA)
+			if r.Rcode != dns.RcodeSuccess || !sameSet(addrs(r), b) {
+				return false
+			}
+		}
+		return true
+	}, "every zone to answer again with the returned backend")
+	for _, z := range zones {
+		for _, proto := range []string{"udp", "tcp"} {
+			if got := s.Addrs(t, proto, "x."+z, dns.TypeA); !sameSet(got, b) {
+				t.Errorf("%s after %s returned, %s: %v, want only it", z, b, proto, got)
+			}
+		}
+	}
+	if !strings.Contains(s.Output(), "down") {
+		t.Errorf("nothing was logged about the backends going down")
+	}
+
+	// The counter counts events: a second all-down counts again.
+	bs[b].Stop()
+	eventually(t, 5*time.Second, func() bool {
+		return s.Query(t, "udp", "fail.lan.", dns.TypeA).Rcode == dns.RcodeServerFailure
+	}, "SERVFAIL again")
+	eventually(t, 2*time.Second, func() bool { return allDown("fail.lan.") >= before["fail.lan."]+2 },
+		"all_down_total for fail.lan to count the second event")
 }
 
+// TestReady: the ready plugin reports 200 once healthdns has started.
 func TestReady(t *testing.T) {
 	t.Parallel()
-	port := backendPort(t, "127.0.0.50")
-	newBackend(t, "127.0.0.50", port)
-	s := startServer(t, corefile(".:{{DNS}} {\n bind 127.0.0.1\n ready 127.0.0.1:{{HTTP}}\n"+fastPool("ready.lan", port, "", "127.0.0.50")+"}\n"))
-	eventually(t, 5*time.Second, "/ready to return 200", func() bool {
-		resp, err := http.Get("http://" + s.httpAddr + "/ready")
+	port, _ := startBackends(t, "127.0.0.110")
+	s := startServer(t, ".:{{PORT}} {\n bind 127.0.0.1\n ready {{READY}}\n"+
+		tcpPool("ready.lan", port, "200ms", "100ms", []string{"127.0.0.110"})+"}\n")
+	c := &http.Client{Timeout: time.Second}
+	eventually(t, 5*time.Second, func() bool {
+		resp, err := c.Get("http://" + s.ReadyAddr + "/ready")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	})
+	}, "GET /ready to return 200")
 }
