@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,19 +18,29 @@ type ICMPProber struct {
 	Privileged bool
 }
 
-// Probe implements Prober. One pro-bing Pinger per probe: it opens its own socket, which also
-// means each probe only sees its own replies.
+// icmpFallbackTimeout bounds a probe whose context has no deadline: pro-bing's own default
+// Timeout is forever.
+const icmpFallbackTimeout = time.Second
+
+// Probe implements Prober. One pro-bing Pinger per probe: it opens its own socket and runs three
+// goroutines until the probe returns. In unprivileged mode the kernel hands each datagram ping
+// socket only its own replies; a raw socket sees every ICMP packet of the host, which is why
+// NewProber prefers RawICMPProber in privileged mode.
 func (p ICMPProber) Probe(ctx context.Context, addr netip.Addr) error {
-	timeout := time.Second
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("icmp: not sent: %w", err)
+	}
+	timeout := icmpFallbackTimeout
 	if deadline, ok := ctx.Deadline(); ok {
 		timeout = time.Until(deadline)
 	}
-	if timeout <= 0 {
-		return fmt.Errorf("icmp: no reply: %w", context.DeadlineExceeded)
+	if timeout <= 0 { // pro-bing's ticker would panic on it
+		return fmt.Errorf("icmp: %w", errNoReply{0})
 	}
+	addr = addr.Unmap()
 	pinger := probing.New("")
 	// SetIPAddr before running, so pro-bing does not resolve (which ignores ctx).
-	pinger.SetIPAddr(&net.IPAddr{IP: addr.AsSlice()})
+	pinger.SetIPAddr(&net.IPAddr{IP: addr.AsSlice(), Zone: addr.Zone()})
 	if addr.Is4() {
 		pinger.SetNetwork("ip4")
 	} else {
@@ -42,12 +53,25 @@ func (p ICMPProber) Probe(ctx context.Context, addr netip.Addr) error {
 	// The default logger prints "FATAL" lines, and a nil one panics.
 	pinger.SetLogger(probing.NoopLogger{})
 	pinger.SetPrivileged(p.Privileged)
-	if err := pinger.RunWithContext(ctx); err != nil {
-		return fmt.Errorf("icmp: %w", err)
+	err := pinger.RunWithContext(ctx)
+	if err == nil && pinger.Statistics().PacketsRecv > 0 {
+		return nil
 	}
-	// A timeout is not an error to pro-bing: only a received reply is a pass.
-	if pinger.Statistics().PacketsRecv == 0 {
-		return fmt.Errorf("icmp: no reply within %s", timeout.Round(time.Millisecond))
+	// An unanswered echo ends one of two ways, whichever timer fires first: pro-bing's Timeout
+	// returns nil (a timeout is not an error to it), the context's deadline returns
+	// DeadlineExceeded. Both mean the same, so both read the same.
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("icmp: %w", errNoReply{timeout})
 	}
-	return nil
+	return fmt.Errorf("icmp: %w", err)
 }
+
+// errNoReply says an echo request went unanswered for the probe's whole timeout. It matches
+// context.DeadlineExceeded, as a TCP dial that timed out does.
+type errNoReply struct{ within time.Duration }
+
+func (e errNoReply) Error() string {
+	return "no reply within " + e.within.Round(time.Millisecond).String()
+}
+
+func (e errNoReply) Unwrap() error { return context.DeadlineExceeded }

@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -51,6 +52,9 @@ var echoPayload = []byte("healthdns")
 
 // Probe implements Prober.
 func (p *RawICMPProber) Probe(ctx context.Context, addr netip.Addr) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("icmp: not sent: %w", err) // loopback would answer before we look again
+	}
 	conn, err := p.conn(addr.Is4())
 	if err != nil {
 		return fmt.Errorf("icmp: %w", err)
@@ -83,7 +87,10 @@ func (p *RawICMPProber) Probe(ctx context.Context, addr netip.Addr) error {
 	case <-replied:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("icmp: no reply within %s", time.Since(start).Round(time.Millisecond))
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return fmt.Errorf("icmp: cancelled: %w", ctx.Err())
+		}
+		return fmt.Errorf("icmp: %w", errNoReply{time.Since(start)})
 	}
 }
 
