@@ -86,6 +86,7 @@ func main() {
 	if err := cmd.Start(); err != nil {
 		log.Fatal(err)
 	}
+	server = cmd
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
 
 	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort)
@@ -138,7 +139,7 @@ func dnsperf(port int, d time.Duration, work string) float64 {
 	out, err := exec.Command("taskset", "-c", "0", "dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(port),
 		"-d", qfile, "-l", strconv.Itoa(int(d.Seconds())), "-c", "8", "-q", "200").CombinedOutput()
 	if err != nil {
-		log.Fatalf("dnsperf: %v\n%s", err, out)
+		fatal("dnsperf: %v\n%s", err, out)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		if f := strings.Fields(line); len(f) >= 4 && f[0] == "Queries" && f[2] == "second:" {
@@ -146,7 +147,7 @@ func dnsperf(port int, d time.Duration, work string) float64 {
 			return v
 		}
 	}
-	log.Fatalf("no QPS in dnsperf output:\n%s", out)
+	fatal("no QPS in dnsperf output:\n%s", out)
 	return 0
 }
 
@@ -224,7 +225,7 @@ func listenAll(addrs []string, port int) *arrivalLog {
 	for _, ip := range addrs {
 		ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
 		if err != nil {
-			log.Fatalf("listen %s: %v", ip, err)
+			fatal("listen %s: %v", ip, err)
 		}
 		go func() {
 			for {
@@ -326,11 +327,23 @@ func scrapeSum(url, prefix string) (float64, int) {
 // serverOutput is coredns's output, shown when the driver gives up.
 var serverOutput = &syncBuffer{}
 
+// server is the coredns being measured; fatal stops it, since log.Fatal skips deferred calls
+// and a forgotten server would go on probing thousands of targets.
+var server *exec.Cmd
+
+func fatal(format string, args ...any) {
+	if server != nil && server.Process != nil {
+		server.Process.Kill()
+		server.Wait()
+	}
+	log.Fatalf(format, args...)
+}
+
 func eachSample(url string, fn func(string)) {
 	resp, err := http.Get(url)
 	if err != nil {
 		out := serverOutput.String()
-		log.Fatalf("%v; coredns output (last 3000 bytes):\n%s", err, out[max(0, len(out)-3000):])
+		fatal("%v; coredns output (last 3000 bytes):\n%s", err, out[max(0, len(out)-3000):])
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
@@ -357,10 +370,10 @@ func waitFor(limit time.Duration, cond func() bool, cmd *exec.Cmd, out *syncBuff
 	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
-			log.Fatalf("gave up after %s; coredns output:\n%s", limit, out.String())
+			fatal("gave up after %s; coredns output:\n%s", limit, out.String())
 		}
 		if cmd.ProcessState != nil {
-			log.Fatalf("coredns exited:\n%s", out.String())
+			fatal("coredns exited:\n%s", out.String())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -371,7 +384,7 @@ func waitFor(limit time.Duration, cond func() bool, cmd *exec.Cmd, out *syncBuff
 func cpuSeconds(pid int) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		log.Fatal(err)
+		fatal("%v", err)
 	}
 	// Fields after the parenthesised command name; utime and stime are fields 14 and 15.
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
@@ -383,7 +396,7 @@ func cpuSeconds(pid int) float64 {
 func rssMiB(pid int) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		log.Fatal(err)
+		fatal("%v", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if strings.HasPrefix(line, "VmRSS:") {
@@ -405,7 +418,7 @@ func raiseFileLimit() {
 func freePort() int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		log.Fatal(err)
+		fatal("%v", err)
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
