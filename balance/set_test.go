@@ -81,19 +81,25 @@ func TestWeightedIndexFollowsWeights(t *testing.T) {
 		for range draws {
 			counts[s.weightedIndex(rand.Uint64())]++
 		}
-		var total float64
-		for _, w := range weights {
-			total += float64(w)
-		}
-		for i, w := range weights {
-			want := float64(w) / total
-			got := counts[i] / draws
-			// Seven standard deviations of a binomial share. The worst case here, weight 1 of
-			// 1001 (about 200 hits), falls outside with chance 3.6e-11 (exact binomial tail); the
-			// others are near the normal 2.6e-12. Together: well under 1e-9.
-			if tol := 7 * math.Sqrt(want*(1-want)/draws); math.Abs(got-want) > tol {
-				t.Errorf("weights %v: index %d drawn %.5f of the time, want %.5f ± %.5f", weights, i, got, want, tol)
-			}
+		checkShares(t, weights, counts, draws)
+	}
+}
+
+// checkShares fails when an index's share of draws strays from its weight's share by more than
+// seven standard deviations of a binomial share. The worst case in these tests, weight 1 of 1001
+// (about 200 hits), falls outside with chance 3.6e-11 (exact binomial tail); the others are near
+// the normal 2.6e-12. Together: well under 1e-9.
+func checkShares(t *testing.T, weights []uint32, counts []float64, draws float64) {
+	t.Helper()
+	var total float64
+	for _, w := range weights {
+		total += float64(w)
+	}
+	for i, w := range weights {
+		want := float64(w) / total
+		got := counts[i] / draws
+		if tol := 7 * math.Sqrt(want*(1-want)/draws); math.Abs(got-want) > tol {
+			t.Errorf("weights %v: index %d drawn %.5f of the time, want %.5f ± %.5f", weights, i, got, want, tol)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package balance
 
 import (
-	"math"
 	"testing"
 )
 
@@ -33,18 +32,7 @@ func TestWeightedFirstPickFollowsWeights(t *testing.T) {
 		for range draws {
 			counts[Weighted{}.Pick(s, 1).Idx[0]]++
 		}
-		var total float64
-		for _, w := range weights {
-			total += float64(w)
-		}
-		for i, w := range weights {
-			want := float64(w) / total
-			got := counts[i] / draws
-			// Seven standard deviations: see TestWeightedIndexFollowsWeights.
-			if tol := 7 * math.Sqrt(want*(1-want)/draws); math.Abs(got-want) > tol {
-				t.Errorf("weights %v: index %d first %.5f of the time, want %.5f ± %.5f", weights, i, got, want, tol)
-			}
-		}
+		checkShares(t, weights, counts, draws)
 	}
 }
 
