@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
+	"github.com/coredns/coredns/plugin/pkg/dnsutil"
 	"github.com/coredns/coredns/plugin/pkg/fall"
 	"github.com/coredns/coredns/plugin/test"
 	"github.com/miekg/dns"
@@ -39,7 +40,7 @@ func testConfig(zone string, backends ...string) poolConfig {
 		policy:  "round_robin",
 		answers: 8,
 		ttl:     5,
-		nsName:  dnsutilJoin("ns.dns", zone),
+		nsName:  dnsutil.Join("ns.dns", zone),
 		nsAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.53")},
 	}
 	for _, b := range backends {

@@ -38,11 +38,10 @@ type snapshot struct {
 // family is the answerable set of one address family. When every configured backend of the
 // family is down, set holds all of them if all_down is serve_all, and allDown is true.
 type family struct {
-	set        *balance.Set
-	ips        []net.IP             // set.Addrs as net.IP, made once so answers copy nothing
-	answered   []prometheus.Counter // per set index, resolved once so answers take no lock
-	configured int
-	allDown    bool
+	set      *balance.Set
+	ips      []net.IP             // set.Addrs as net.IP, made once so answers copy nothing
+	answered []prometheus.Counter // per set index, resolved once so answers take no lock
+	allDown  bool
 }
 
 func newPool(cfg poolConfig, policy balance.Policy, prober health.Prober, reg *health.Registry) *Pool {
@@ -116,11 +115,11 @@ func (p *Pool) rebuild() {
 	var up4, up6 []int
 	for i, b := range p.cfg.backends {
 		up := i < len(p.leases) && p.leases[i].Up()
+		gauge := 0.0
 		if up {
-			backendUp.WithLabelValues(p.cfg.zone, b.addr.String()).Set(1)
-		} else {
-			backendUp.WithLabelValues(p.cfg.zone, b.addr.String()).Set(0)
+			gauge = 1
 		}
+		backendUp.WithLabelValues(p.cfg.zone, b.addr.String()).Set(gauge)
 		if b.addr.Is4() {
 			v4 = append(v4, i)
 			if up {
@@ -147,7 +146,7 @@ func (p *Pool) rebuild() {
 }
 
 func (p *Pool) family(name string, configured, up []int, wasAllDown, settled bool) family {
-	f := family{configured: len(configured)}
+	var f family
 	members := up
 	if settled && len(configured) > 0 && len(up) == 0 {
 		f.allDown = true

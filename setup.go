@@ -11,6 +11,7 @@ import (
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/plugin/pkg/dnsutil"
 	"github.com/coredns/coredns/plugin/pkg/fall"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
 	"github.com/miekg/dns"
@@ -77,11 +78,11 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
-	var icmp health.Prober // one for every ICMP pool: the socket mode is decided once
+	var icmpMode *bool // decided once per setup, at the first ICMP pool
 	serverAddrs := serverAddrs(dnsserver.GetConfig(c).ListenHosts)
 	h := &HealthDNS{pools: map[string]*Pool{}}
 	for _, cfg := range cfgs {
-		prober, err := proberFor(cfg.spec.Check, &icmp)
+		prober, err := proberFor(cfg.spec.Check, &icmpMode)
 		if err != nil {
 			return plugin.Error(pluginName, c.Errf("zone %s: %v", cfg.zone, err))
 		}
@@ -106,22 +107,21 @@ func setup(c *caddy.Controller) error {
 	return nil
 }
 
-// proberFor returns the prober of a check; ICMP's needs a socket mode decided once, here, so that
-// a machine where ICMP cannot work fails at startup with the fix rather than marking all down.
-func proberFor(c health.Check, icmp *health.Prober) (health.Prober, error) {
+// proberFor returns the prober of a check from the registry. ICMP's socket mode is decided here,
+// at setup, so that a machine where ICMP cannot work fails at startup with the fix rather than
+// marking every backend down.
+func proberFor(c health.Check, privileged **bool) (health.Prober, error) {
 	if c.Kind != health.ICMP {
-		return health.NewProber(c, false)
+		return targets.Prober(c, false)
 	}
-	if *icmp == nil {
-		privileged, err := health.ICMPMode()
+	if *privileged == nil {
+		mode, err := health.ICMPMode()
 		if err != nil {
 			return nil, err
 		}
-		if *icmp, err = health.NewProber(c, privileged); err != nil {
-			return nil, err
-		}
+		*privileged = &mode
 	}
-	return *icmp, nil
+	return targets.Prober(c, **privileged)
 }
 
 // parse reads every healthdns block of a server block: one poolConfig per zone.
@@ -146,7 +146,7 @@ func parse(c *caddy.Controller) ([]poolConfig, error) {
 			zc := cfg
 			zc.zone = z
 			if zc.nsName == "" {
-				zc.nsName = dnsutilJoin("ns.dns", z)
+				zc.nsName = dnsutil.Join("ns.dns", z)
 			}
 			if zc.nsName == z {
 				return nil, errAt(c, line, "ns name %s is the zone itself; its addresses would replace the backends'", z)
@@ -355,13 +355,6 @@ func parseNS(c *caddy.Controller, args []string) (string, []netip.Addr, error) {
 		addrs = append(addrs, addr)
 	}
 	return name, addrs, nil
-}
-
-func dnsutilJoin(label, zone string) string {
-	if zone == "." {
-		return label + "."
-	}
-	return label + "." + zone
 }
 
 // serverAddrs returns the addresses the server answers on, for the zone's NS host: the bound

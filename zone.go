@@ -4,6 +4,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/coredns/coredns/plugin/pkg/dnsutil"
 	"github.com/miekg/dns"
 )
 
@@ -35,7 +36,7 @@ func newZoneRecords(cfg *poolConfig, serial uint32) zoneRecords {
 		soa: &dns.SOA{
 			Hdr:     hdr(cfg.zone, dns.TypeSOA),
 			Ns:      cfg.nsName,
-			Mbox:    dnsutilJoin("hostmaster", cfg.zone),
+			Mbox:    dnsutil.Join("hostmaster", cfg.zone),
 			Serial:  serial,
 			Refresh: soaRefresh,
 			Retry:   soaRetry,

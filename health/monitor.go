@@ -67,9 +67,6 @@ func newMonitor(t Target, p Prober, obs Observer) *Monitor {
 	}
 }
 
-// Target returns what this monitor probes.
-func (m *Monitor) Target() Target { return m.target }
-
 // Up reports the current verdict; it is false until the first probe succeeded.
 func (m *Monitor) Up() bool { return m.up.Load() }
 

@@ -298,3 +298,21 @@ func (s stampProber) Probe(context.Context, netip.Addr) error {
 	}
 	return nil
 }
+
+func TestRegistrySharesOneRawICMPProber(t *testing.T) {
+	reg := NewRegistry(&recorder{})
+	a, _ := reg.Prober(Check{Kind: ICMP}, true)
+	b, _ := reg.Prober(Check{Kind: ICMP}, true)
+	if _, ok := a.(*RawICMPProber); !ok || a != b {
+		t.Fatalf("privileged ICMP probers %T %p and %p: want one shared *RawICMPProber", a, a, b)
+	}
+	if other, _ := NewRegistry(&recorder{}).Prober(Check{Kind: ICMP}, true); other == a {
+		t.Fatal("two registries share a prober")
+	}
+	if p, _ := reg.Prober(Check{Kind: ICMP}, false); p == a {
+		t.Fatal("an unprivileged check got the raw prober")
+	}
+	if p, err := reg.Prober(Check{Kind: TCP, Port: 80}, true); err != nil || p == a {
+		t.Fatalf("a TCP check got %T, %v", p, err)
+	}
+}

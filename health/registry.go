@@ -21,6 +21,7 @@ type Registry struct {
 	probed   map[probedAddr]int // loops per (address, check), for Observer.Stopped
 	pending  []*Lease           // leases taken since OpenGeneration
 	open     bool
+	rawICMP  *RawICMPProber // shared by every privileged ping; see Prober
 }
 
 type ownedAddr struct {
@@ -143,6 +144,22 @@ func (r *Registry) AbortGeneration() {
 	for _, l := range pending {
 		l.Release()
 	}
+}
+
+// Prober returns the prober for c. Every privileged ICMP check of the registry gets the same
+// RawICMPProber, so a process pings through one raw socket per family however many server
+// blocks or reloads ask (each raw socket receives every echo reply of the host). Unused, it holds
+// no socket and no goroutine, so it can live as long as the registry.
+func (r *Registry) Prober(c Check, icmpPrivileged bool) (Prober, error) {
+	if c.Kind != ICMP || !icmpPrivileged {
+		return NewProber(c, icmpPrivileged)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rawICMP == nil {
+		r.rawICMP = NewRawICMPProber()
+	}
+	return r.rawICMP, nil
 }
 
 // Lookup returns the monitor probing t, if any.
