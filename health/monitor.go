@@ -166,7 +166,7 @@ func (m *Monitor) run(ctx context.Context) {
 func (m *Monitor) probe(ctx context.Context, scheduled time.Time) Result {
 	begin := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, m.target.Spec.Timeout)
-	err := m.prober.Probe(pctx, m.target.Addr)
+	err := attempt(pctx, m.prober, m.target.Addr, probeAttempts)
 	cancel()
 	r := Result{Took: time.Since(begin), Late: begin.Sub(scheduled), Err: err}
 	if r.Late < 0 {

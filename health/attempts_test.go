@@ -1,0 +1,102 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// scriptedProber answers try n (from 0) with script[n]: nil or an error right away, or silence
+// (errSilent) until the context ends.
+type scriptedProber struct {
+	script []error
+	tries  atomic.Int32
+}
+
+var errSilent = errors.New("silent")
+
+func (p *scriptedProber) Probe(ctx context.Context, _ netip.Addr) error {
+	n := int(p.tries.Add(1)) - 1
+	if n < len(p.script) && p.script[n] != errSilent {
+		return p.script[n]
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func TestAttempt(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	addr := netip.MustParseAddr("127.0.0.1")
+	tests := []struct {
+		name      string
+		script    []error
+		tries     int
+		wantErr   error // nil: success
+		wantTries int32
+		fullTime  bool // the probe must last the whole timeout
+	}{
+		{"first answers", []error{nil}, 3, nil, 1, false},
+		{"lost first packet", []error{errSilent, nil}, 3, nil, 2, false},
+		{"only the last try answers", []error{errSilent, errSilent, nil}, 3, nil, 3, false},
+		{"refused is an answer", []error{syscall.ECONNREFUSED}, 3, syscall.ECONNREFUSED, 1, false},
+		{"refused after a lost packet", []error{errSilent, syscall.ECONNREFUSED}, 3, syscall.ECONNREFUSED, 2, false},
+		{"all silent", []error{errSilent, errSilent, errSilent}, 3, context.DeadlineExceeded, 3, true},
+		{"one try, silent", []error{errSilent, nil}, 1, context.DeadlineExceeded, 1, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &scriptedProber{script: tc.script}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			begin := time.Now()
+			err := attempt(ctx, p, addr, tc.tries)
+			took := time.Since(begin)
+			if tc.wantErr == nil && err != nil {
+				t.Fatalf("attempt = %v, want success", err)
+			}
+			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Fatalf("attempt = %v, want %v", err, tc.wantErr)
+			}
+			if got := p.tries.Load(); got != tc.wantTries {
+				t.Errorf("%d tries made, want %d", got, tc.wantTries)
+			}
+			if tc.fullTime && took < timeout {
+				t.Errorf("gave up after %v, before the %v timeout", took, timeout)
+			}
+		})
+	}
+}
+
+// A try that is still waiting keeps its chance: a reply to the first packet that arrives after
+// the second was sent still passes the probe (jitter, not loss).
+func TestAttemptLateReplyCounts(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	var tries atomic.Int32
+	p := proberFunc(func(ctx context.Context, _ netip.Addr) error {
+		if tries.Add(1) == 1 {
+			select { // answers at 150ms, after the second try (100ms) went out
+			case <-time.After(150 * time.Millisecond):
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if err := attempt(ctx, p, netip.MustParseAddr("127.0.0.1"), 3); err != nil {
+		t.Fatalf("attempt = %v, want the late reply to count", err)
+	}
+	if got := tries.Load(); got != 2 {
+		t.Errorf("%d tries, want 2 (the third was not due yet)", got)
+	}
+}
+
+type proberFunc func(context.Context, netip.Addr) error
+
+func (f proberFunc) Probe(ctx context.Context, a netip.Addr) error { return f(ctx, a) }
