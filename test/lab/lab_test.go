@@ -1,0 +1,243 @@
+// Package lab runs healthdns the way operators will meet it: the real coredns binary on port 53
+// of a DNS host, real HTTP services on three backend hosts, and real clients (glibc's getent,
+// curl) on a client host whose resolv.conf points at the DNS host. Hosts are network namespaces
+// on one bridge (test/netlab), addressed in 198.18.0.0/24, the benchmarking range, which exists
+// only inside them. Lossy and slow links are made in user space (netlab.Impairment), since this
+// machine's kernel has no netem.
+//
+// The lab needs root and iproute2; without them every test skips and says so. .ci/run installs
+// iproute2, curl and getent's libc-bin.
+package lab
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/healthdns/healthdns/test/netlab"
+	"github.com/miekg/dns"
+)
+
+const (
+	prefix   = "hdlab" // every namespace of the lab; a stale one from a killed run is removed first
+	dns1Addr = "198.18.0.2"
+	dns2Addr = "198.18.0.3"
+	clAddr   = "198.18.0.100"
+	webPort  = 8080
+	altPort  = 8081 // the same service on a second port, for a second, differently tuned check
+)
+
+var backendAddrs = []string{"198.18.0.11", "198.18.0.12", "198.18.0.13"}
+
+var (
+	corednsBin string
+	skipReason string // why the lab cannot run here, if it cannot
+)
+
+func TestMain(m *testing.M) {
+	if err := netlab.Available(); err != nil {
+		skipReason = err.Error()
+		os.Exit(m.Run())
+	}
+	for _, tool := range []string{"getent", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			skipReason = fmt.Sprintf("needs %s (apt-get install libc-bin curl): %v", tool, err)
+			os.Exit(m.Run())
+		}
+	}
+	dir, err := os.MkdirTemp("", "healthdns-lab-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FATAL:", err)
+		os.Exit(2)
+	}
+	corednsBin, err = netlab.BuildCoreDNS(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		fmt.Fprintln(os.Stderr, "FATAL:", err)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// world is one lab: two DNS hosts, three backends serving HTTP, one client.
+type world struct {
+	t        *testing.T
+	lab      *netlab.Lab
+	dns1     *netlab.Host
+	dns2     *netlab.Host
+	client   *netlab.Host
+	backends []*netlab.Host
+	services []*netlab.Service
+}
+
+// newWorld builds the lab for one test and removes it when the test ends, also when it fails or
+// panics (t.Cleanup) and when the run is interrupted (CloseOnSignal). The backends numbered in
+// impairable (0 is b1) are cabled so that their links can be made lossy or slow.
+func newWorld(t *testing.T, impairable ...int) *world {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip("skipping the namespace lab: " + skipReason)
+	}
+	lab, err := netlab.New(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("removing the lab: %v", err)
+		}
+	})
+	t.Cleanup(lab.CloseOnSignal())
+	w := &world{t: t, lab: lab}
+	must := func(h *netlab.Host, err error) *netlab.Host {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	w.dns1 = must(lab.Host("dns1", dns1Addr))
+	w.dns2 = must(lab.Host("dns2", dns2Addr))
+	w.client = must(lab.Host("client", clAddr))
+	for i, addr := range backendAddrs {
+		add := lab.Host
+		if slices.Contains(impairable, i) {
+			add = lab.ImpairableHost
+		}
+		h := must(add(fmt.Sprintf("b%d", i+1), addr))
+		svc, err := h.Serve(webPort, altPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(svc.Stop)
+		w.backends = append(w.backends, h)
+		w.services = append(w.services, svc)
+	}
+	if err := w.client.SetResolvConf("nameserver " + dns1Addr + "\noptions timeout:1 attempts:2\n"); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// startDNS runs coredns on port 53 of host with the server block body given, and waits until it
+// answers the client.
+func (w *world) startDNS(host *netlab.Host, body string) *netlab.Process {
+	w.t.Helper()
+	conf := filepath.Join(w.t.TempDir(), "Corefile")
+	corefile := fmt.Sprintf(".:53 {\n bind %s\n errors\n%s}\n", host.Addr, body)
+	if err := os.WriteFile(conf, []byte(corefile), 0o644); err != nil {
+		w.t.Fatal(err)
+	}
+	p, err := host.StartProcess(corednsBin, "-conf", conf)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { p.Stop() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := w.query(host.Addr.String(), "lab.probe.", dns.TypeSOA); err == nil {
+			return p
+		}
+		select {
+		case <-p.Exited():
+			w.t.Fatalf("coredns on %s exited:\n%s", host.Name, p.Output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("coredns on %s does not answer after 10s:\n%s", host.Name, p.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// query asks server from the client host over UDP. Any answer counts, an error code included.
+func (w *world) query(server, name string, qtype uint16) (*dns.Msg, error) {
+	conn, err := w.client.Dial("udp", net.JoinHostPort(server, "53"), time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	c := dns.Client{Timeout: time.Second}
+	r, _, err := c.ExchangeWithConn(m, &dns.Conn{Conn: conn})
+	return r, err
+}
+
+// answer returns the A records' addresses of name from dns1, sorted as they came.
+func (w *world) answer(name string) ([]string, int, error) {
+	r, err := w.query(dns1Addr, name, dns.TypeA)
+	if err != nil {
+		return nil, 0, err
+	}
+	var ips []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			ips = append(ips, a.A.String())
+		}
+	}
+	return ips, r.Rcode, nil
+}
+
+// waitFor polls name every 10ms until cond holds, and returns when it first held.
+func (w *world) waitFor(name string, within time.Duration, what string, cond func(ips []string, rcode int) bool) time.Time {
+	w.t.Helper()
+	deadline := time.Now().Add(within)
+	var last []string
+	for time.Now().Before(deadline) {
+		ips, rcode, err := w.answer(name)
+		if err == nil && cond(ips, rcode) {
+			return time.Now()
+		}
+		last = ips
+		time.Sleep(10 * time.Millisecond)
+	}
+	w.t.Fatalf("%s: not within %v; last answer %v", what, within, last)
+	return time.Time{}
+}
+
+// transitions counts the transition log lines of one backend's check after its first verdict.
+func transitions(out, backend, check string) (down, up int) {
+	re := regexp.MustCompile(`backend ` + regexp.QuoteMeta(backend) + `: (up|down): ` + regexp.QuoteMeta(check))
+	for _, m := range re.FindAllStringSubmatch(out, -1) {
+		if m[1] == "down" {
+			down++
+		} else {
+			up++
+		}
+	}
+	return down, up
+}
+
+func has(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// pool is a healthdns block over the lab's backends with a TCP check on port.
+func pool(zone string, port int, backends []string, lines ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, " healthdns %s {\n", zone)
+	for _, ip := range backends {
+		fmt.Fprintf(&b, "  backend %s\n", ip)
+	}
+	fmt.Fprintf(&b, "  check tcp %d\n", port)
+	for _, l := range lines {
+		fmt.Fprintf(&b, "  %s\n", l)
+	}
+	b.WriteString(" }\n")
+	return b.String()
+}

@@ -1,0 +1,312 @@
+package lab
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/healthdns/healthdns/test/netlab"
+	"github.com/miekg/dns"
+)
+
+// Tuned settings of the death scenarios: a dead backend leaves within fall×interval+timeout.
+const (
+	interval = 200 * time.Millisecond
+	timeout  = 100 * time.Millisecond
+	fall     = 2 // the default
+	rise     = 2 // the default
+	// schedSlack is what a loaded 2-core host adds to timers and to one query round (the 10ms
+	// poll plus its round trip).
+	schedSlack = 60 * time.Millisecond
+)
+
+var tuned = []string{"interval 200ms", "timeout 100ms", "answers 3"}
+
+// Scenario 1: a backend dies, once as a service (its port is closed: connections are refused)
+// and once as a host (its link is down: probes time out, pings go unanswered). Each time it
+// leaves the answers within fall×interval+timeout and comes back after rise good probes. The
+// ICMP pool beside the TCP one shows why the check is per service: a host whose service died
+// still answers pings.
+func TestBackendDeath(t *testing.T) {
+	w := newWorld(t)
+	w.startDNS(w.dns1,
+		pool("app.lan", webPort, backendAddrs, tuned...)+
+			strings.Replace(pool("ping.lan", 0, backendAddrs, tuned...), "check tcp 0", "check icmp", 1))
+	leaveBound := fall*interval + timeout
+	returnBound := rise*interval + timeout
+
+	for _, tc := range []struct {
+		name      string
+		victim    int
+		kill, fix func() error
+		pingSeen  bool // whether the ICMP pool should keep the victim
+	}{
+		{"service stopped", 0,
+			func() error { w.services[0].Stop(); return nil }, w.services[0].Start, true},
+		{"link down", 1, w.backends[1].LinkDown, w.backends[1].LinkUp, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			victim := backendAddrs[tc.victim]
+			w.waitFor("app.lan", 5*time.Second, "all three backends answered", func(ips []string, _ int) bool { return len(ips) == 3 })
+			killed := time.Now()
+			if err := tc.kill(); err != nil {
+				t.Fatal(err)
+			}
+			gone := w.waitFor("app.lan", 5*time.Second, victim+" left the answers", func(ips []string, _ int) bool { return !has(ips, victim) && len(ips) == 2 })
+			left := gone.Sub(killed)
+			t.Logf("%s: %s left the answers after %v (bound fall×interval+timeout = %v)", tc.name, victim, left.Round(time.Millisecond), leaveBound)
+			if left > leaveBound+schedSlack {
+				t.Errorf("%s left after %v, want within %v (+%v for scheduling and the query round)", victim, left, leaveBound, schedSlack)
+			}
+			ping, _, err := w.answer("ping.lan")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.pingSeen {
+				if !has(ping, victim) {
+					t.Errorf("ping.lan %v: a host whose service stopped still answers pings and should stay", ping)
+				}
+			} else {
+				w.waitFor("ping.lan", leaveBound+schedSlack, "the ICMP pool dropped the unplugged host", func(ips []string, _ int) bool { return !has(ips, victim) })
+			}
+
+			fixed := time.Now()
+			if err := tc.fix(); err != nil {
+				t.Fatal(err)
+			}
+			back := w.waitFor("app.lan", 5*time.Second, victim+" came back", func(ips []string, _ int) bool { return has(ips, victim) })
+			returned := back.Sub(fixed)
+			t.Logf("%s: %s came back after %v (bound rise×interval+timeout = %v)", tc.name, victim, returned.Round(time.Millisecond), returnBound)
+			if returned > returnBound+schedSlack {
+				t.Errorf("%s came back after %v, want within %v (+%v)", victim, returned, returnBound, schedSlack)
+			}
+		})
+	}
+}
+
+// clientLoop runs lookups and HTTP requests from the client host, through glibc and
+// /etc/netns/<client>/resolv.conf, until stop is closed, and reports every failure.
+type clientLoop struct {
+	mu       sync.Mutex
+	runs     int
+	failures []string
+	slowest  time.Duration
+}
+
+func (c *clientLoop) record(took time.Duration, failure string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.runs++
+	if failure != "" {
+		c.failures = append(c.failures, failure)
+	}
+	if took > c.slowest {
+		c.slowest = took
+	}
+}
+
+func (c *clientLoop) run(w *world, stop <-chan struct{}, args ...string) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			begin := time.Now()
+			out, err := w.client.Command(args[0], args[1:]...).CombinedOutput()
+			failure := ""
+			if err != nil {
+				failure = fmt.Sprintf("%s at %s: %v: %s", strings.Join(args, " "), begin.Format("15:04:05.000"), err, strings.TrimSpace(string(out)))
+			}
+			c.record(time.Since(begin), failure)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return &wg
+}
+
+// Scenario 2: the client's own tools keep working while a backend dies. getent goes through
+// glibc's resolver and the client's resolv.conf; curl resolves the same way and connects. With
+// answers 3 every reply carries every healthy backend, so in the moment between a death and
+// its detection curl still has somewhere else to connect: the client fails over on its own
+// until the DNS answer has caught up.
+func TestClientPath(t *testing.T) {
+	w := newWorld(t)
+	w.startDNS(w.dns1, pool("app.lan", webPort, backendAddrs, tuned...))
+	url := fmt.Sprintf("http://app.lan:%d/", webPort)
+	if out, err := w.client.Command("getent", "hosts", "app.lan").CombinedOutput(); err != nil || !strings.Contains(string(out), "app.lan") {
+		t.Fatalf("getent hosts app.lan from the client: %v: %s", err, out)
+	}
+	if out, err := w.client.Command("curl", "-sS", "--max-time", "5", url).CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "b") {
+		t.Fatalf("curl %s from the client: %v: %s", url, err, out)
+	}
+
+	var lookups, requests clientLoop
+	stop := make(chan struct{})
+	l := lookups.run(w, stop, "getent", "hosts", "app.lan")
+	r := requests.run(w, stop, "curl", "-sS", "--fail", "--connect-timeout", "3", "--max-time", "5", url)
+	time.Sleep(500 * time.Millisecond)
+	w.services[0].Stop() // service death on b1
+	time.Sleep(time.Second)
+	if err := w.backends[1].LinkDown(); err != nil { // host death of b2
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	close(stop)
+	l.Wait()
+	r.Wait()
+
+	for _, c := range []struct {
+		what string
+		loop *clientLoop
+	}{{"getent hosts app.lan", &lookups}, {"curl " + url, &requests}} {
+		t.Logf("%s: %d runs through two backend deaths, %d failed, slowest %v", c.what, c.loop.runs, len(c.loop.failures), c.loop.slowest.Round(time.Millisecond))
+		for _, f := range c.loop.failures {
+			t.Errorf("failed: %s", f)
+		}
+		if c.loop.runs < 10 {
+			t.Errorf("%s ran only %d times", c.what, c.loop.runs)
+		}
+	}
+	out, err := w.client.Command("curl", "-sS", "--max-time", "5", url).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "b3" {
+		t.Errorf("after b1 and b2 died, curl %s = %q, %v; want b3", url, out, err)
+	}
+}
+
+// Scenario 3: a lossy link and a jittery one, as netem's "loss 30%" and "delay 200ms 150ms" on
+// the backend's interface would make them. Replies from b1 lose 30% of packets, replies from b2
+// are delayed 200ms±150ms. With rise and fall at their defaults neither backend flaps; with
+// fall 1 the lossy one does, which is what hysteresis prevents.
+//
+// The bounds, for the record: a probe makes up to three tries, so with 30% loss it fails with
+// p = 0.3³ = 2.7%. At interval 100ms the test sees about 300 probes per pool. With fall 2 a
+// flap needs two failures in a row: about 0.2 expected, and more than 2 flaps has a chance of
+// about 1 in 1,000. With fall 1 every failed probe is a flap: about 8 expected, and fewer than 2
+// has a chance of about 1 in 300. Jittered replies all arrive within 350ms, inside the 500ms
+// timeout: no probe should fail at all.
+func TestLossAndJitter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes 30s")
+	}
+	w := newWorld(t, 0, 1)
+	lossy, jittery := backendAddrs[0], backendAddrs[1]
+	fast := []string{"interval 100ms", "timeout 50ms"}
+	p := w.startDNS(w.dns1,
+		pool("loss.lan", webPort, []string{lossy, backendAddrs[2]}, append(fast, "answers 2")...)+
+			pool("loss-fall1.lan", altPort, []string{lossy}, append(fast, "fall 1")...)+
+			pool("jitter.lan", webPort, []string{jittery}, "timeout 500ms")+
+			pool("jitter-fall1.lan", altPort, []string{jittery}, "timeout 500ms", "fall 1"))
+	if err := w.backends[0].Impair(netlab.Impairment{Loss: 0.3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.backends[1].Impair(netlab.Impairment{Delay: 200 * time.Millisecond, Jitter: 150 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	const watch = 30 * time.Second
+	var lossyAnswered, lossyAsked int
+	for end := time.Now().Add(watch); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		ips, _, err := w.answer("loss.lan")
+		if err == nil {
+			lossyAsked++
+			if has(ips, lossy) {
+				lossyAnswered++
+			}
+		}
+	}
+	out := p.Output()
+	check := func(backend string, port int) (int, int) {
+		return transitions(out, backend, fmt.Sprintf("tcp :%d", port))
+	}
+	lossDown, lossUp := check(lossy, webPort)
+	loss1Down, loss1Up := check(lossy, altPort)
+	jitDown, jitUp := check(jittery, webPort)
+	jit1Down, jit1Up := check(jittery, altPort)
+	t.Logf("30%% loss, %v at 100ms: defaults (rise 2, fall 2) %d down/%d up; fall 1 %d down/%d up", watch, lossDown, lossUp, loss1Down, loss1Up)
+	t.Logf("delay 200ms±150ms, timeout 500ms, %v at 1s: defaults %d down/%d up; fall 1 %d down/%d up", watch, jitDown, jitUp, jit1Down, jit1Up)
+	t.Logf("loss.lan carried the lossy backend in %d of %d answers", lossyAnswered, lossyAsked)
+	if lossDown > 2 {
+		t.Errorf("with the default rise/fall, the lossy backend flapped %d times in %v; want at most 2", lossDown, watch)
+	}
+	if loss1Down < 2 {
+		t.Errorf("with fall 1 the lossy backend went down %d times in %v; expected about 8: is the loss in place?", loss1Down, watch)
+	}
+	if jitDown+jit1Down > 0 {
+		t.Errorf("jitter within the timeout took the backend down (%d times at defaults, %d at fall 1)", jitDown, jit1Down)
+	}
+}
+
+// Scenario 4: every backend down, then one back. app.lan keeps the default all_down serve_all
+// (answer with every backend, since a check failing everywhere is more often wrong than the whole
+// pool); strict.lan says servfail. When b2 returns both answer with b2 alone.
+func TestAllDownThenOneBack(t *testing.T) {
+	w := newWorld(t)
+	w.startDNS(w.dns1,
+		pool("app.lan", webPort, backendAddrs, tuned...)+
+			pool("strict.lan", webPort, backendAddrs, append(tuned, "all_down servfail")...))
+	w.waitFor("app.lan", 5*time.Second, "all three backends answered", func(ips []string, _ int) bool { return len(ips) == 3 })
+	for _, svc := range w.services {
+		svc.Stop()
+	}
+	w.waitFor("strict.lan", 2*time.Second, "strict.lan answers SERVFAIL with every backend down", func(_ []string, rcode int) bool { return rcode == dns.RcodeServerFailure })
+	if ips, rcode, err := w.answer("app.lan"); err != nil || rcode != dns.RcodeSuccess || len(ips) != 3 {
+		t.Errorf("app.lan with every backend down = %v rcode %s, %v; want all three (serve_all)", ips, dns.RcodeToString[rcode], err)
+	}
+	if out, err := w.client.Command("getent", "hosts", "strict.lan").CombinedOutput(); err == nil {
+		t.Errorf("getent hosts strict.lan succeeded with every backend down: %s", out)
+	}
+
+	fixed := time.Now()
+	if err := w.services[1].Start(); err != nil {
+		t.Fatal(err)
+	}
+	only := func(ips []string, rcode int) bool {
+		return rcode == dns.RcodeSuccess && len(ips) == 1 && ips[0] == backendAddrs[1]
+	}
+	back := w.waitFor("app.lan", 2*time.Second, "app.lan answers b2 alone", only)
+	w.waitFor("strict.lan", time.Second, "strict.lan answers b2 alone", only)
+	t.Logf("b2 answered alone %v after it came back", back.Sub(fixed).Round(time.Millisecond))
+	out, err := w.client.Command("curl", "-sS", "--max-time", "5", fmt.Sprintf("http://strict.lan:%d/", webPort)).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "b2" {
+		t.Errorf("curl strict.lan = %q, %v; want b2", out, err)
+	}
+}
+
+// Scenario 5: the DNS server itself restarts. The client's resolv.conf names two servers, each
+// running healthdns with the same pools; each is stopped and started again in turn while the
+// client keeps looking the name up, and no lookup fails.
+func TestDNSServerRestart(t *testing.T) {
+	w := newWorld(t)
+	if err := w.client.SetResolvConf(fmt.Sprintf("nameserver %s\nnameserver %s\noptions timeout:1 attempts:2\n", dns1Addr, dns2Addr)); err != nil {
+		t.Fatal(err)
+	}
+	body := pool("app.lan", webPort, backendAddrs, tuned...)
+	procs := []*netlab.Process{w.startDNS(w.dns1, body), w.startDNS(w.dns2, body)}
+	hosts := []*netlab.Host{w.dns1, w.dns2}
+
+	var lookups clientLoop
+	stop := make(chan struct{})
+	l := lookups.run(w, stop, "getent", "hosts", "app.lan")
+	time.Sleep(300 * time.Millisecond)
+	for i, h := range hosts {
+		procs[i].Stop()
+		time.Sleep(time.Second) // lookups meanwhile go to the other server
+		procs[i] = w.startDNS(h, body)
+		time.Sleep(300 * time.Millisecond)
+	}
+	close(stop)
+	l.Wait()
+	t.Logf("getent hosts app.lan: %d lookups while each of two servers restarted, %d failed, slowest %v", lookups.runs, len(lookups.failures), lookups.slowest.Round(time.Millisecond))
+	for _, f := range lookups.failures {
+		t.Errorf("failed: %s", f)
+	}
+	if lookups.runs < 20 {
+		t.Errorf("only %d lookups ran", lookups.runs)
+	}
+}

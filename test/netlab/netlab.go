@@ -1,0 +1,354 @@
+// Package netlab builds a small network of hosts on one machine: each host is a network
+// namespace with one veth link ("eth0") into a bridge that lives in a namespace of its own, as
+// if every host were cabled to one switch. The failover lab (test/lab) and the failover
+// benchmark (bench/failover) run real servers and clients on these hosts.
+//
+// It needs root and iproute2. Every namespace it creates is named after the lab's prefix, so a
+// lab left behind by a killed run is found and removed by the next New with the same prefix.
+// Addresses are the caller's, and live only inside the lab's namespaces.
+package netlab
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Available says why this machine cannot run a lab, or nil when it can.
+func Available() error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root to create network namespaces (run as root)")
+	}
+	for _, tool := range []string{"ip", "tc"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("needs %s from iproute2 (apt-get install iproute2): %v", tool, err)
+		}
+	}
+	return nil
+}
+
+// Lab is a set of hosts on one bridge.
+type Lab struct {
+	prefix string
+	bridge string // namespace holding br0
+
+	mu     sync.Mutex
+	hosts  []*Host
+	procs  []*exec.Cmd
+	links  []*tapLink
+	closed bool
+}
+
+// Host is one namespace with its link into the bridge.
+type Host struct {
+	Name string     // short name, as given to Lab.Host
+	NS   string     // namespace name
+	Addr netip.Addr // address on eth0
+	lab  *Lab
+	port string   // the link's end on the bridge, in the bridge's namespace
+	link *tapLink // for an ImpairableHost
+}
+
+// New removes what an earlier lab with this prefix left behind, then creates the bridge.
+func New(prefix string) (*Lab, error) {
+	if err := Available(); err != nil {
+		return nil, err
+	}
+	if err := RemoveStale(prefix); err != nil {
+		return nil, err
+	}
+	l := &Lab{prefix: prefix, bridge: prefix + "-br"}
+	steps := [][]string{
+		{"ip", "netns", "add", l.bridge},
+		{"ip", "-n", l.bridge, "link", "set", "lo", "up"},
+		{"ip", "-n", l.bridge, "link", "add", "br0", "type", "bridge"},
+		{"ip", "-n", l.bridge, "link", "set", "br0", "up"},
+	}
+	if err := runAll(steps); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Host adds a host named prefix-name with addr/24 (an IPv6 address: /64) on its eth0, a veth
+// whose other end is a port of the bridge. The port is named after the host, so names must be
+// short (interface names have 15 characters).
+func (l *Lab) Host(name, addr string) (*Host, error) {
+	h, err := l.newHost(name, addr)
+	if err != nil {
+		return nil, err
+	}
+	steps := [][]string{
+		{"ip", "netns", "add", h.NS},
+		{"ip", "link", "add", h.port, "netns", l.bridge, "type", "veth", "peer", "name", "eth0", "netns", h.NS},
+	}
+	if err := runAll(steps); err != nil {
+		return nil, fmt.Errorf("host %s: %w", name, err)
+	}
+	return h, h.configure(addr, true)
+}
+
+func (l *Lab) newHost(name, addr string) (*Host, error) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return nil, fmt.Errorf("host %s: %w", name, err)
+	}
+	h := &Host{Name: name, NS: l.prefix + "-" + name, Addr: a, lab: l, port: "p-" + name}
+	if len(h.port) > 15 {
+		return nil, fmt.Errorf("host %s: name too long for an interface name", name)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, fmt.Errorf("host %s: the lab is closed", name)
+	}
+	l.hosts = append(l.hosts, h)
+	return h, nil
+}
+
+// configure puts the host's eth0 and its bridge port up, with the host's address.
+func (h *Host) configure(addr string, veth bool) error {
+	bits := "24"
+	if h.Addr.Is6() {
+		bits = "64"
+	}
+	steps := [][]string{
+		{"ip", "-n", h.NS, "link", "set", "lo", "up"},
+		{"ip", "-n", h.lab.bridge, "link", "set", h.port, "master", "br0", "up"},
+		{"ip", "-n", h.NS, "addr", "add", addr + "/" + bits, "dev", "eth0"},
+		{"ip", "-n", h.NS, "link", "set", "eth0", "up"},
+	}
+	if err := runAll(steps); err != nil {
+		return fmt.Errorf("host %s: %w", h.Name, err)
+	}
+	return nil
+}
+
+// Close stops every process the lab started, deletes its namespaces and their /etc/netns
+// files. It is safe to call more than once, and from a signal handler's goroutine.
+func (l *Lab) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	procs, links := l.procs, l.links
+	l.mu.Unlock()
+	for _, cmd := range procs {
+		if cmd.Process != nil {
+			cmd.Process.Kill()
+		}
+	}
+	var errs []error
+	for _, k := range links {
+		errs = append(errs, k.close())
+	}
+	return errors.Join(append(errs, RemoveStale(l.prefix))...)
+}
+
+// CloseOnSignal closes the lab when the process gets SIGINT or SIGTERM, then exits, so an
+// interrupted run leaves no namespace behind. The returned func stops watching.
+func (l *Lab) CloseOnSignal() (stop func()) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sig:
+			fmt.Fprintf(os.Stderr, "netlab: %v: removing lab %s\n", s, l.prefix)
+			l.Close()
+			os.Exit(1)
+		case <-done:
+		}
+	}()
+	return func() {
+		signal.Stop(sig)
+		close(done)
+	}
+}
+
+// RemoveStale kills every process inside the namespaces named prefix-* and deletes them.
+func RemoveStale(prefix string) error {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return fmt.Errorf("ip netns list: %w", err)
+	}
+	var errs []error
+	for _, line := range strings.Split(string(out), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || !strings.HasPrefix(fields[0], prefix+"-") {
+			continue
+		}
+		ns := fields[0]
+		killAll(ns)
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("ip netns del %s: %v: %s", ns, err, bytes.TrimSpace(out)))
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join("/etc/netns", prefix+"-*"))
+	for _, d := range dirs {
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// killAll kills the processes in ns and waits (briefly) until they are gone, so that the
+// namespace's sockets are closed before it is deleted.
+func killAll(ns string) {
+	for i := 0; i < 50; i++ {
+		out, _ := exec.Command("ip", "netns", "pids", ns).Output()
+		pids := strings.Fields(string(out))
+		if len(pids) == 0 {
+			return
+		}
+		for _, p := range pids {
+			var pid int
+			if _, err := fmt.Sscan(p, &pid); err == nil && pid != os.Getpid() {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Command returns a command that runs name inside the host (ip netns exec), so it sees the
+// host's network and its /etc/netns/<ns> files (resolv.conf).
+func (h *Host) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+}
+
+// Start starts cmd and has the lab kill it on Close, should the caller not have stopped it.
+func (h *Host) Start(cmd *exec.Cmd) error {
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("host %s: %s: %w", h.Name, strings.Join(cmd.Args, " "), err)
+	}
+	h.lab.mu.Lock()
+	h.lab.procs = append(h.lab.procs, cmd)
+	h.lab.mu.Unlock()
+	return nil
+}
+
+// Run runs a command inside the host and returns its combined output.
+func (h *Host) Run(name string, args ...string) (string, error) {
+	out, err := h.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("host %s: %s %s: %v: %s", h.Name, name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return string(out), nil
+}
+
+// LinkDown unplugs the host's cable: its bridge port goes down, so nothing reaches the host
+// and nothing it sends leaves; probes of it time out rather than being refused.
+func (h *Host) LinkDown() error {
+	return run("ip", "-n", h.lab.bridge, "link", "set", h.port, "down")
+}
+
+// LinkUp plugs the cable back in.
+func (h *Host) LinkUp() error {
+	return run("ip", "-n", h.lab.bridge, "link", "set", h.port, "up")
+}
+
+// SetResolvConf writes /etc/netns/<ns>/resolv.conf, which ip netns exec mounts over
+// /etc/resolv.conf for the commands it runs in this host.
+func (h *Host) SetResolvConf(content string) error {
+	dir := filepath.Join("/etc/netns", h.NS)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(content), 0o644)
+}
+
+// Listen opens a listener inside the host. The socket belongs to the host's namespace for its
+// whole life, while this process serves it from any thread.
+func (h *Host) Listen(network, address string) (net.Listener, error) {
+	var l net.Listener
+	err := h.Do(func() (err error) {
+		l, err = net.Listen(network, address)
+		return err
+	})
+	return l, err
+}
+
+// ListenPacket opens a packet socket inside the host.
+func (h *Host) ListenPacket(network, address string) (net.PacketConn, error) {
+	var c net.PacketConn
+	err := h.Do(func() (err error) {
+		c, err = net.ListenPacket(network, address)
+		return err
+	})
+	return c, err
+}
+
+// Dial connects from inside the host. The address must be an IP literal: a name would be
+// resolved on another thread, outside the namespace.
+func (h *Host) Dial(network, address string, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := h.Do(func() (err error) {
+		c, err = net.DialTimeout(network, address, timeout)
+		return err
+	})
+	return c, err
+}
+
+// Do runs fn on a thread that has entered the host's namespace. Sockets fn creates stay in the
+// namespace; fn must create them itself, not in goroutines it starts.
+func (h *Host) Do(fn func() error) error {
+	target, err := os.Open(filepath.Join("/run/netns", h.NS))
+	if err != nil {
+		return fmt.Errorf("host %s: %w", h.Name, err)
+	}
+	defer target.Close()
+	runtime.LockOSThread()
+	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("host %s: %w", h.Name, err)
+	}
+	defer self.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("host %s: setns: %w", h.Name, err)
+	}
+	ferr := fn()
+	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+		// Leave the thread locked: the runtime ends it with this goroutine instead of reusing
+		// a thread that is in the wrong namespace.
+		return fmt.Errorf("host %s: returning from its namespace: %w", h.Name, err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+func run(args ...string) error {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+func runAll(steps [][]string) error {
+	for _, s := range steps {
+		if err := run(s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
