@@ -60,6 +60,29 @@ type lab struct {
 	dir                string
 	coredns            string
 	dnsHost, b1, b2, c *netlab.Host
+	procs              []*netlab.Process // the system's servers, whose output explains a failure
+}
+
+// start runs a system's server on a host.
+func (l *lab) start(h *netlab.Host, name string, args ...string) (*netlab.Process, error) {
+	p, err := h.StartProcess(name, args...)
+	if err == nil {
+		l.procs = append(l.procs, p)
+	}
+	return p, err
+}
+
+// logs is the tail of every server's output.
+func (l *lab) logs() string {
+	var b strings.Builder
+	for _, p := range l.procs {
+		lines := strings.Split(strings.TrimSpace(p.Output()), "\n")
+		if len(lines) > 15 {
+			lines = lines[len(lines)-15:]
+		}
+		fmt.Fprintf(&b, "--- %s on %s:\n%s\n", p.Name, p.Host.Name, strings.Join(lines, "\n"))
+	}
+	return b.String()
 }
 
 func main() {
@@ -115,6 +138,15 @@ func measure(s system, dir, bin string, trials int, lossFor time.Duration) (row,
 	defer l.Close()
 	stop := l.CloseOnSignal()
 	defer stop()
+	r, err = run(l, s, trials, lossFor)
+	if err != nil {
+		err = fmt.Errorf("%w\n%s", err, l.logs())
+	}
+	return r, err
+}
+
+func run(l *lab, s system, trials int, lossFor time.Duration) (r row, err error) {
+	r.s = s
 	if err := s.start(l); err != nil {
 		return r, err
 	}
@@ -157,7 +189,13 @@ func newLab(dir, bin string) (*lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &lab{Lab: nl, dir: dir, coredns: bin}
+	// A directory per lab: daemons refuse to start over an earlier run's pid files.
+	runDir, err := os.MkdirTemp(dir, "lab-")
+	if err != nil {
+		nl.Close()
+		return nil, err
+	}
+	l := &lab{Lab: nl, dir: runDir, coredns: bin}
 	for _, h := range []struct {
 		dst  **netlab.Host
 		add  func(string, string) (*netlab.Host, error)

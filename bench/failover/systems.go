@@ -11,6 +11,13 @@ func systems() []system {
 		healthdnsSystem("healthdns", "defaults: interval 1s, timeout 500ms, fall 2, rise 2, tcp check", nil),
 		healthdnsSystem("healthdns", "tuned: interval 200ms, timeout 100ms, fall 2, rise 2, tcp check",
 			[]string{"interval 200ms", "timeout 100ms"}),
+		keepalivedSystem("VRRPv2, advert_int 1 (master down after 3×advert + skew)", 2, "1"),
+		keepalivedSystem("VRRPv3, advert_int 0.2 (healthdns tuned's interval)", 3, "0.2"),
+		gdnsdSystem("fastest: interval 2, timeout 1, up/ok/down_thresh 1", 2, 1, 1),
+		gdnsdSystem("interval 2, timeout 1, thresholds 2 (healthdns's rise/fall)", 2, 1, 2),
+		// Its fastest: checks run every second at most, and a fractional timeout is truncated to
+		// 0, which disables it (a dead host is never marked down).
+		pdnsSystem("fastest: lua-health-checks-interval 1 (healthdns's default), ifportup timeout 1", 1, "1"),
 	}
 }
 
@@ -24,7 +31,7 @@ func healthdnsSystem(name, settings string, lines []string) system {
 		if err != nil {
 			return err
 		}
-		p, err := l.dnsHost.StartProcess(l.coredns, "-conf", conf)
+		p, err := l.start(l.dnsHost, l.coredns, "-conf", conf)
 		if err != nil {
 			return err
 		}

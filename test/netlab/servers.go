@@ -75,6 +75,7 @@ func (s *Service) stopLocked() {
 // Process is a long-running program on a host, with its output kept for the test to read.
 type Process struct {
 	Host *Host
+	Name string
 	cmd  *exec.Cmd
 	out  *syncBuffer
 	done chan struct{}
@@ -83,7 +84,7 @@ type Process struct {
 
 // StartProcess runs name on the host until Stop or the lab's Close.
 func (h *Host) StartProcess(name string, args ...string) (*Process, error) {
-	p := &Process{Host: h, cmd: h.Command(name, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{Host: h, Name: filepath.Base(name), cmd: h.Command(name, args...), out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	if err := h.Start(p.cmd); err != nil {
