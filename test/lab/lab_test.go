@@ -241,3 +241,42 @@ func pool(zone string, port int, backends []string, lines ...string) string {
 	b.WriteString(" }\n")
 	return b.String()
 }
+
+// A lab left behind by a killed run (namespaces, a process inside, /etc/netns files) is removed
+// before a new one is built.
+func TestStaleLabRemoved(t *testing.T) {
+	if skipReason != "" {
+		t.Skip("skipping the namespace lab: " + skipReason)
+	}
+	stale := prefix + "-stale"
+	if out, err := exec.Command("ip", "netns", "add", stale).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", stale, err, out)
+	}
+	sleeper := exec.Command("ip", "netns", "exec", stale, "sleep", "600")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- sleeper.Wait() }()
+	if err := os.MkdirAll(filepath.Join("/etc/netns", stale), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	newWorld(t)
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), stale) {
+		t.Errorf("stale namespace %s survived a new lab:\n%s", stale, out)
+	}
+	if _, err := os.Stat(filepath.Join("/etc/netns", stale)); !os.IsNotExist(err) {
+		t.Errorf("/etc/netns/%s survived a new lab (stat: %v)", stale, err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		sleeper.Process.Kill()
+		t.Errorf("the process inside the stale namespace survived a new lab")
+	}
+}
