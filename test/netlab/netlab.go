@@ -3,7 +3,7 @@
 // if every host were cabled to one switch. The failover lab (test/lab) and the failover
 // benchmark (bench/failover) run real servers and clients on these hosts.
 //
-// It needs root and iproute2. Every namespace it creates is named after the lab's prefix, so a
+// It needs root, iproute2 and /dev/net/tun. Every namespace it creates is named after the lab's prefix, so a
 // lab left behind by a killed run is found and removed by the next New with the same prefix.
 // Addresses are the caller's, and live only inside the lab's namespaces.
 package netlab
@@ -32,10 +32,11 @@ func Available() error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root to create network namespaces (run as root)")
 	}
-	for _, tool := range []string{"ip", "tc"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("needs %s from iproute2 (apt-get install iproute2): %v", tool, err)
-		}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return fmt.Errorf("needs ip from iproute2 (apt-get install iproute2): %v", err)
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return fmt.Errorf("needs /dev/net/tun for impairable links: %v", err)
 	}
 	return nil
 }
