@@ -19,7 +19,7 @@ const (
 	rise     = 2 // the default
 	// schedSlack is what a loaded 2-core host adds to timers and to one query round (the 10ms
 	// poll plus its round trip).
-	schedSlack = 60 * time.Millisecond
+	schedSlack = 100 * time.Millisecond
 )
 
 var tuned = []string{"interval 200ms", "timeout 100ms", "answers 3"}
