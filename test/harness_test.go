@@ -39,6 +39,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healthdns/healthdns/test/netlab"
 	"github.com/miekg/dns"
 )
 
@@ -48,38 +49,17 @@ var corednsBin string
 func TestMain(m *testing.M) { os.Exit(runMain(m)) }
 
 func runMain(m *testing.M) int {
-	root, err := moduleRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "FATAL: finding the module root:", err)
-		return 2
-	}
 	dir, err := os.MkdirTemp("", "healthdns-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "FATAL:", err)
 		return 2
 	}
 	defer os.RemoveAll(dir)
-	corednsBin = filepath.Join(dir, "coredns")
-	build := exec.Command("go", "build", "-o", corednsBin, "./build")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "FATAL: 'go build -o %s ./build' in %s failed: %v\n%s\n", corednsBin, root, err, out)
+	if corednsBin, err = netlab.BuildCoreDNS(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "FATAL:", err)
 		return 2
 	}
 	return m.Run()
-}
-
-// moduleRoot is the directory of go.mod, found the way the go command finds it.
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("not inside a module (GOMOD=%q)", gomod)
-	}
-	return filepath.Dir(gomod), nil
 }
 
 // ---- ports ----
