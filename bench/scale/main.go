@@ -41,6 +41,7 @@ func main() {
 		binary   = flag.String("coredns", "", "coredns binary (default: build ./build)")
 		cpu      = flag.String("cpu", "1", "CPU list to pin coredns to with taskset (empty: no pinning)")
 		qps      = flag.Duration("qps", 0, "after measuring, run dnsperf (pinned to CPU 0) this long against a zone and report its QPS")
+		profile  = flag.String("profile", "", "write a CPU profile of coredns over the measuring window to this file (go tool pprof -top FILE)")
 	)
 	flag.Parse()
 	log.SetFlags(0)
@@ -70,7 +71,7 @@ func main() {
 		arrivals = listenAll(addrs, backendPort)
 	}
 	conf := filepath.Join(work, "Corefile")
-	spec := Spec{Zones: *zones, Addrs: addrs, Check: *check, Port: backendPort, Interval: *interval, Timeout: *timeout, DNSPort: dnsPort, HTTPPort: httpPort}
+	spec := Spec{Zones: *zones, Addrs: addrs, Check: *check, Port: backendPort, Interval: *interval, Timeout: *timeout, DNSPort: dnsPort, HTTPPort: httpPort, Pprof: *profile != ""}
 	if err := os.WriteFile(conf, []byte(spec.Corefile()), 0o644); err != nil {
 		log.Fatal(err)
 	}
@@ -98,7 +99,18 @@ func main() {
 	driverBefore := cpuSeconds(os.Getpid())
 	arrivals.reset()
 	t0 := time.Now()
+	profiled := make(chan struct{})
+	go func() {
+		defer close(profiled)
+		if *profile != "" {
+			url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", httpPort+2, int(window.Seconds()))
+			if err := download(url, *profile); err != nil {
+				log.Printf("profile: %v", err)
+			}
+		}
+	}()
 	time.Sleep(*window)
+	<-profiled
 	cpuUsed := cpuSeconds(cmd.Process.Pid) - cpuBefore
 	driverUsed := cpuSeconds(os.Getpid()) - driverBefore
 	elapsed := time.Since(t0)
@@ -159,12 +171,16 @@ type Spec struct {
 	Port              int
 	Interval, Timeout time.Duration
 	DNSPort, HTTPPort int
+	Pprof             bool // serve net/http/pprof on HTTPPort+2
 }
 
 // Corefile spreads the backends evenly over the zones z0.scale.lan ... zN.scale.lan.
 func (s Spec) Corefile() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, ".:%d {\n bind 127.0.0.1\n prometheus 127.0.0.1:%d\n ready 127.0.0.1:%d\n", s.DNSPort, s.HTTPPort, s.HTTPPort+1)
+	if s.Pprof {
+		fmt.Fprintf(&b, " pprof 127.0.0.1:%d\n", s.HTTPPort+2)
+	}
 	check := "icmp"
 	if s.Check == "tcp" {
 		check = fmt.Sprintf("tcp %d", s.Port)
@@ -439,4 +455,25 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// download saves what url serves to path.
+func download(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
