@@ -17,7 +17,7 @@ import (
 // TestMetricNames lints our collectors as CoreDNS's own test/metric_naming_test.go does.
 func TestMetricNames(t *testing.T) {
 	target := health.Target{Addr: netip.MustParseAddr("192.0.2.1"), Spec: health.Spec{Check: health.Check{Kind: health.TCP, Port: 80}}}
-	observer{}.Probed(target, health.Result{Took: time.Millisecond})
+	observer{}.ProbeRecorder(target)(health.Result{Took: time.Millisecond})
 	observer{}.Changed(target, health.Change{Up: true})
 	backendUp.WithLabelValues("lint.lan.", "192.0.2.1").Set(1)
 	allDownTotal.WithLabelValues("lint.lan.", "ipv4").Inc()

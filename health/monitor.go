@@ -28,7 +28,9 @@ type Change struct {
 // Observer is told of every probe and every state change, from the probing goroutine. It must not
 // block: metrics and one log line are its job.
 type Observer interface {
-	Probed(t Target, r Result)
+	// ProbeRecorder returns what t's loop calls after each probe. It is asked once per loop,
+	// so that what a record needs (its metric series) is looked up once, not at every probe.
+	ProbeRecorder(t Target) func(Result)
 	Changed(t Target, c Change)
 	// Released is called when owner holds no lease on addr any more (whatever the spec).
 	Released(owner string, addr netip.Addr)
@@ -42,6 +44,7 @@ type Monitor struct {
 	target Target
 	prober Prober
 	obs    Observer
+	probed func(Result)
 
 	up      atomic.Bool
 	checked chan struct{} // closed once the first probe has decided the state
@@ -61,6 +64,7 @@ func newMonitor(t Target, p Prober, obs Observer) *Monitor {
 		target:  t,
 		prober:  p,
 		obs:     obs,
+		probed:  obs.ProbeRecorder(t),
 		checked: make(chan struct{}),
 		subs:    map[uint64]func(){},
 		done:    make(chan struct{}),
@@ -166,14 +170,14 @@ func (m *Monitor) run(ctx context.Context) {
 func (m *Monitor) probe(ctx context.Context, scheduled time.Time) Result {
 	begin := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, m.target.Spec.Timeout)
-	err := attempt(pctx, m.prober, m.target.Addr, probeAttempts)
+	err := attempt(pctx, cancel, m.prober, m.target.Addr, probeAttempts)
 	cancel()
 	r := Result{Took: time.Since(begin), Late: begin.Sub(scheduled), Err: err}
 	if r.Late < 0 {
 		r.Late = 0
 	}
 	if ctx.Err() == nil {
-		m.obs.Probed(m.target, r)
+		m.probed(r)
 	}
 	return r
 }

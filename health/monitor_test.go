@@ -73,7 +73,9 @@ type recorder struct {
 	probed   int
 }
 
-func (r *recorder) Probed(Target, Result) { r.mu.Lock(); r.probed++; r.mu.Unlock() }
+func (r *recorder) ProbeRecorder(Target) func(Result) {
+	return func(Result) { r.mu.Lock(); r.probed++; r.mu.Unlock() }
+}
 func (r *recorder) Changed(_ Target, c Change) {
 	r.mu.Lock()
 	r.changes = append(r.changes, c)
