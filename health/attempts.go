@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -19,43 +20,86 @@ const probeAttempts = 3
 // success, or a failure that came before the deadline (a refused connection or an unreachable
 // network is an answer, and asking again would only get it again). When every try runs into the
 // deadline, the probe timed out. It returns only after every try has returned, so no goroutine
-// outlives the probe.
-func attempt(ctx context.Context, p Prober, addr netip.Addr, tries int) error {
+// outlives the probe. cancel must cancel ctx: the caller's own, because a context derived here
+// would cost a registration in its parent at every probe.
+//
+// The first try runs on the caller's goroutine and the later ones on a timer's, only when the
+// first is slow: a probe that is answered in time costs a timer, not a goroutine hand-off.
+func attempt(ctx context.Context, cancel context.CancelFunc, p Prober, addr netip.Addr, tries int) error {
 	deadline, ok := ctx.Deadline()
 	if !ok || tries <= 1 {
 		return p.Probe(ctx, addr)
 	}
-	gap := time.Until(deadline) / time.Duration(tries)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	r := &retries{ctx: ctx, cancel: cancel, p: p, addr: addr, left: tries - 1, gap: time.Until(deadline) / time.Duration(tries)}
+	r.mu.Lock()
+	r.timer = time.AfterFunc(r.gap, r.launch)
+	r.mu.Unlock()
 
-	results := make(chan error, tries)
-	started, finished := 0, 0
-	launch := func() {
-		started++
-		go func() { results <- p.Probe(ctx, addr) }()
+	err := p.Probe(ctx, addr)
+	conclusive := err == nil || ctx.Err() == nil
+
+	r.mu.Lock()
+	r.done = true
+	launched := r.launched
+	r.mu.Unlock()
+	r.timer.Stop()
+	if launched == 0 {
+		return err
 	}
-	launch()
-	retry := time.NewTimer(gap)
-	defer retry.Stop()
-
-	var err error
-	for decided := false; !decided && finished < started; {
-		select {
-		case err = <-results:
-			finished++
-			// A try that failed while time was left failed for a reason, not for want of a reply.
-			decided = err == nil || ctx.Err() == nil
-		case <-retry.C:
-			launch()
-			if started < tries {
-				retry.Reset(gap)
-			}
+	if conclusive {
+		cancel()
+	}
+	for i := 0; i < launched; i++ {
+		t := <-r.results
+		if !conclusive && t.conclusive {
+			err, conclusive = t.err, true
 		}
 	}
-	cancel()
-	for ; finished < started; finished++ {
-		<-results
-	}
 	return err
+}
+
+// retries are the tries after the first, started by a timer while the first has no answer.
+type retries struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	p      Prober
+	addr   netip.Addr
+	gap    time.Duration
+
+	mu       sync.Mutex
+	timer    *time.Timer
+	left     int
+	launched int
+	done     bool // the first try has returned: start no more
+	results  chan tryResult
+}
+
+type tryResult struct {
+	err        error
+	conclusive bool
+}
+
+// launch runs one more try on the timer's goroutine, and arms the timer for the next.
+func (r *retries) launch() {
+	r.mu.Lock()
+	if r.done || r.left == 0 {
+		r.mu.Unlock()
+		return
+	}
+	if r.results == nil {
+		r.results = make(chan tryResult, r.left)
+	}
+	r.left--
+	r.launched++
+	if r.left > 0 {
+		r.timer.Reset(r.gap)
+	}
+	r.mu.Unlock()
+
+	err := r.p.Probe(r.ctx, r.addr)
+	conclusive := err == nil || r.ctx.Err() == nil
+	if conclusive {
+		r.cancel() // the first try, and any other, can stop waiting
+	}
+	r.results <- tryResult{err, conclusive}
 }

@@ -53,7 +53,7 @@ func TestAttempt(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			begin := time.Now()
-			err := attempt(ctx, p, addr, tc.tries)
+			err := attempt(ctx, cancel, p, addr, tc.tries)
 			took := time.Since(begin)
 			if tc.wantErr == nil && err != nil {
 				t.Fatalf("attempt = %v, want success", err)
@@ -89,7 +89,7 @@ func TestAttemptLateReplyCounts(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	})
-	if err := attempt(ctx, p, netip.MustParseAddr("127.0.0.1"), 3); err != nil {
+	if err := attempt(ctx, cancel, p, netip.MustParseAddr("127.0.0.1"), 3); err != nil {
 		t.Fatalf("attempt = %v, want the late reply to count", err)
 	}
 	if got := tries.Load(); got != 2 {
