@@ -22,7 +22,6 @@ package test
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -118,24 +117,6 @@ func freePort(t testing.TB, extra ...string) int {
 
 // ---- coredns ----
 
-// syncBuffer collects a process's output while tests read it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // Server is a running coredns. Its Corefile is a template: {{PORT}} is replaced by the DNS port,
 // {{METRICS}} and {{READY}} by host:port addresses on 127.0.0.1 for the prometheus and ready
 // plugins.
@@ -146,7 +127,7 @@ type Server struct {
 	ReadyAddr   string
 	confPath    string
 	cmd         *exec.Cmd
-	out         *syncBuffer
+	out         *netlab.Buffer
 	exited      chan struct{}
 }
 
@@ -172,7 +153,7 @@ func launch(t *testing.T, tmpl string, up func(*Server) bool) *Server {
 			MetricsAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))),
 			ReadyAddr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))),
 			confPath:    filepath.Join(dir, "Corefile"),
-			out:         &syncBuffer{},
+			out:         &netlab.Buffer{},
 			exited:      make(chan struct{}),
 		}
 		s.writeConf(t, tmpl)

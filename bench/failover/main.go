@@ -61,6 +61,15 @@ type lab struct {
 	coredns            string
 	dnsHost, b1, b2, c *netlab.Host
 	procs              []*netlab.Process // the system's servers, whose output explains a failure
+	closers            []func()          // the backends' services, which live in this process
+}
+
+// Close stops the backends' services and removes the lab.
+func (l *lab) Close() error {
+	for _, c := range l.closers {
+		c()
+	}
+	return l.Lab.Close()
 }
 
 // start runs a system's server on a host.
@@ -155,7 +164,7 @@ func run(l *lab, s system, trials int, lossFor time.Duration) (r row, err error)
 		return r, err
 	}
 	for i := 0; i < trials; i++ {
-		// A random moment within the probe interval, so that trials sample every phase.
+		// A random moment (0–2 s), so that trials sample every phase of the probe interval.
 		time.Sleep(time.Duration(rand.Int64N(int64(2 * time.Second))))
 		down := time.Now()
 		if err := l.b1.LinkDown(); err != nil {
@@ -213,13 +222,15 @@ func newLab(dir, bin string) (*lab, error) {
 		}
 	}
 	for _, b := range []*netlab.Host{l.b1, l.b2} {
-		if _, err := b.Serve(webPort); err != nil {
-			nl.Close()
+		svc, err := b.Serve(webPort)
+		if err != nil {
+			l.Close()
 			return nil, err
 		}
+		l.closers = append(l.closers, svc.Stop)
 		// A service on the VIP too, for Keepalived: whichever host holds the VIP answers on it.
-		if err := serveAny(b); err != nil {
-			nl.Close()
+		if err := l.serveAny(b); err != nil {
+			l.Close()
 			return nil, err
 		}
 	}
@@ -228,12 +239,14 @@ func newLab(dir, bin string) (*lab, error) {
 
 // serveAny listens on every address of the host on another port, so that a VIP that moves to
 // the host is served without a restart.
-func serveAny(h *netlab.Host) error {
+func (l *lab) serveAny(h *netlab.Host) error {
 	ln, err := h.Listen("tcp", fmt.Sprintf(":%d", webPort+1))
 	if err != nil {
 		return err
 	}
-	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, h.Name) }))
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, h.Name) })}
+	l.closers = append(l.closers, func() { srv.Close() })
+	go srv.Serve(ln)
 	return nil
 }
 

@@ -77,14 +77,14 @@ type Process struct {
 	Host *Host
 	Name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *Buffer
 	done chan struct{}
 	err  error
 }
 
 // StartProcess runs name on the host until Stop or the lab's Close.
 func (h *Host) StartProcess(name string, args ...string) (*Process, error) {
-	p := &Process{Host: h, Name: filepath.Base(name), cmd: h.Command(name, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{Host: h, Name: filepath.Base(name), cmd: h.Command(name, args...), out: &Buffer{}, done: make(chan struct{})}
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	if err := h.Start(p.cmd); err != nil {
@@ -123,18 +123,19 @@ func (p *Process) Stop() error {
 // Signal sends sig to the process.
 func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
-type syncBuffer struct {
+// Buffer collects a process's output while another goroutine reads it.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
