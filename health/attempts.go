@@ -25,12 +25,16 @@ const probeAttempts = 3
 //
 // The first try runs on the caller's goroutine and the later ones on a timer's, only when the
 // first is slow: a probe that is answered in time costs a timer, not a goroutine hand-off.
-func attempt(ctx context.Context, cancel context.CancelFunc, p Prober, addr netip.Addr, tries int) error {
+//
+// Later tries are paid from budget, which the registry's monitors share: when it is empty (the
+// prober is slow everywhere, not just for one lossy backend), no extra try is sent.
+func attempt(ctx context.Context, cancel context.CancelFunc, p Prober, addr netip.Addr, tries int, budget *retryBudget) error {
 	deadline, ok := ctx.Deadline()
 	if !ok || tries <= 1 {
 		return p.Probe(ctx, addr)
 	}
-	r := &retries{ctx: ctx, cancel: cancel, p: p, addr: addr, left: tries - 1, gap: time.Until(deadline) / time.Duration(tries)}
+	budget.deposit()
+	r := &retries{ctx: ctx, cancel: cancel, p: p, addr: addr, left: tries - 1, gap: time.Until(deadline) / time.Duration(tries), budget: budget}
 	r.mu.Lock()
 	r.timer = time.AfterFunc(r.gap, r.launch)
 	r.mu.Unlock()
@@ -65,6 +69,7 @@ type retries struct {
 	p      Prober
 	addr   netip.Addr
 	gap    time.Duration
+	budget *retryBudget
 
 	mu       sync.Mutex
 	timer    *time.Timer
@@ -82,7 +87,7 @@ type tryResult struct {
 // launch runs one more try on the timer's goroutine, and arms the timer for the next.
 func (r *retries) launch() {
 	r.mu.Lock()
-	if r.done || r.left == 0 {
+	if r.done || r.left == 0 || !r.budget.withdraw() {
 		r.mu.Unlock()
 		return
 	}

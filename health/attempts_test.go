@@ -53,7 +53,7 @@ func TestAttempt(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			begin := time.Now()
-			err := attempt(ctx, cancel, p, addr, tc.tries)
+			err := attempt(ctx, cancel, p, addr, tc.tries, newRetryBudget())
 			took := time.Since(begin)
 			if tc.wantErr == nil && err != nil {
 				t.Fatalf("attempt = %v, want success", err)
@@ -89,7 +89,7 @@ func TestAttemptLateReplyCounts(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	})
-	if err := attempt(ctx, cancel, p, netip.MustParseAddr("127.0.0.1"), 3); err != nil {
+	if err := attempt(ctx, cancel, p, netip.MustParseAddr("127.0.0.1"), 3, newRetryBudget()); err != nil {
 		t.Fatalf("attempt = %v, want the late reply to count", err)
 	}
 	if got := tries.Load(); got != 2 {
@@ -100,3 +100,45 @@ func TestAttemptLateReplyCounts(t *testing.T) {
 type proberFunc func(context.Context, netip.Addr) error
 
 func (f proberFunc) Probe(ctx context.Context, a netip.Addr) error { return f(ctx, a) }
+
+// An empty budget sends no second try: the slow first try is all the probe gets.
+func TestAttemptBudgetSpent(t *testing.T) {
+	budget := newRetryBudget()
+	budget.tokens = 0
+	budget.last = time.Now().Add(time.Hour) // no refill during the test
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	p := &scriptedProber{script: []error{errSilent, nil}}
+	if err := attempt(ctx, cancel, p, netip.MustParseAddr("127.0.0.1"), 3, budget); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("attempt = %v, want a timeout: the budget had no try to spare", err)
+	}
+	if got := p.tries.Load(); got != 1 {
+		t.Errorf("%d tries, want 1", got)
+	}
+}
+
+func TestRetryBudget(t *testing.T) {
+	b := newRetryBudget()
+	b.tokens, b.last = 0, time.Now()
+	if b.withdraw() {
+		t.Fatal("withdrew from an empty budget")
+	}
+	for i := 0; i < 5; i++ { // five probes earn one try
+		b.deposit()
+	}
+	if !b.withdraw() {
+		t.Fatal("five probes did not earn a try")
+	}
+	b.tokens, b.last = 0, time.Now().Add(-time.Second) // a second earns retryFloor tries
+	for i := 0; i < int(retryFloor); i++ {
+		if !b.withdraw() {
+			t.Fatalf("try %d of a second's floor refused", i+1)
+		}
+	}
+	b.tokens, b.last = retryCap, time.Now().Add(-time.Hour)
+	b.deposit()
+	b.withdraw()
+	if b.tokens > retryCap {
+		t.Errorf("balance %v above the cap %v", b.tokens, retryCap)
+	}
+}

@@ -45,6 +45,7 @@ type Monitor struct {
 	prober Prober
 	obs    Observer
 	probed func(Result)
+	budget *retryBudget // for tries beyond the first; shared by the registry's monitors
 
 	up      atomic.Bool
 	checked chan struct{} // closed once the first probe has decided the state
@@ -59,10 +60,11 @@ type Monitor struct {
 	refs int // guarded by the Registry's mutex
 }
 
-func newMonitor(t Target, p Prober, obs Observer) *Monitor {
+func newMonitor(t Target, p Prober, obs Observer, budget *retryBudget) *Monitor {
 	return &Monitor{
 		target:  t,
 		prober:  p,
+		budget:  budget,
 		obs:     obs,
 		probed:  obs.ProbeRecorder(t),
 		checked: make(chan struct{}),
@@ -170,7 +172,7 @@ func (m *Monitor) run(ctx context.Context) {
 func (m *Monitor) probe(ctx context.Context, scheduled time.Time) Result {
 	begin := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, m.target.Spec.Timeout)
-	err := attempt(pctx, cancel, m.prober, m.target.Addr, probeAttempts)
+	err := attempt(pctx, cancel, m.prober, m.target.Addr, probeAttempts, m.budget)
 	cancel()
 	r := Result{Took: time.Since(begin), Late: begin.Sub(scheduled), Err: err}
 	if r.Late < 0 {

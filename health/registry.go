@@ -22,6 +22,7 @@ type Registry struct {
 	pending  []*Lease           // leases taken since OpenGeneration
 	open     bool
 	rawICMP  *RawICMPProber // shared by every privileged ping; see Prober
+	retries  *retryBudget   // shared by every monitor
 }
 
 type ownedAddr struct {
@@ -38,6 +39,7 @@ type probedAddr struct {
 func NewRegistry(obs Observer) *Registry {
 	return &Registry{
 		obs:      obs,
+		retries:  newRetryBudget(),
 		monitors: map[Target]*Monitor{},
 		owned:    map[ownedAddr]int{},
 		probed:   map[probedAddr]int{},
@@ -59,7 +61,7 @@ func (r *Registry) Acquire(t Target, p Prober, owner string) *Lease {
 	defer r.mu.Unlock()
 	m, ok := r.monitors[t]
 	if !ok {
-		m = newMonitor(t, p, r.obs)
+		m = newMonitor(t, p, r.obs, r.retries)
 		r.monitors[t] = m
 		r.probed[probedAddr{t.Addr, t.Spec.Check}]++
 		m.start()
