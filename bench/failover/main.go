@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -118,7 +119,7 @@ func main() {
 		if *only != "" && !slices.Contains(strings.Split(*only, ","), s.name) {
 			continue
 		}
-		if s.needs != "" && !installed(s.needs) {
+		if _, err := exec.LookPath(s.needs); s.needs != "" && err != nil {
 			fmt.Fprintf(os.Stderr, "%s: skipped, %s is not installed\n", s.name, s.needs)
 			continue
 		}
@@ -139,15 +140,14 @@ type row struct {
 }
 
 func measure(s system, dir, bin string, trials int, lossFor time.Duration) (row, error) {
-	r := row{s: s}
 	l, err := newLab(dir, bin)
 	if err != nil {
-		return r, err
+		return row{}, err
 	}
 	defer l.Close()
 	stop := l.CloseOnSignal()
 	defer stop()
-	r, err = run(l, s, trials, lossFor)
+	r, err := run(l, s, trials, lossFor)
 	if err != nil {
 		err = fmt.Errorf("%w\n%s", err, l.logs())
 	}
@@ -260,15 +260,7 @@ func (l *lab) observe(s system) observation {
 	if s.vip {
 		return l.observeVIP()
 	}
-	conn, err := l.c.Dial("udp", net.JoinHostPort(dnsAddr, "53"), time.Second)
-	if err != nil {
-		return nil
-	}
-	defer conn.Close()
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(zone), dns.TypeA)
-	c := dns.Client{Timeout: 250 * time.Millisecond}
-	r, _, err := c.ExchangeWithConn(m, &dns.Conn{Conn: conn})
+	r, err := l.c.Query(dnsAddr, zone, dns.TypeA, 250*time.Millisecond)
 	if err != nil || r.Rcode != dns.RcodeSuccess {
 		return nil
 	}
@@ -376,15 +368,6 @@ func writeFile(dir, name, content string) (string, error) {
 	return path, os.WriteFile(path, []byte(content), 0o644)
 }
 
-func installed(program string) bool {
-	for _, dir := range filepath.SplitList(os.Getenv("PATH") + ":/usr/sbin:/sbin") {
-		if st, err := os.Stat(filepath.Join(dir, program)); err == nil && !st.IsDir() {
-			return true
-		}
-	}
-	return false
-}
-
 func printTable(w io.Writer, rows []row, trials int, lossFor time.Duration) {
 	bw := bufio.NewWriter(w)
 	defer bw.Flush()
@@ -414,5 +397,3 @@ func fatal(err error) {
 	netlab.RemoveStale(prefix)
 	os.Exit(1)
 }
-
-func sleepPoll() { time.Sleep(50 * time.Millisecond) }

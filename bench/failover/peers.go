@@ -109,7 +109,7 @@ ns1   A   %s
 		if err != nil {
 			return err
 		}
-		return waitAnswering(l, p.Exited(), p.Output)
+		return waitAnswering(l, p)
 	}}
 }
 
@@ -158,7 +158,7 @@ ns1  IN A   %s
 		if err != nil {
 			return err
 		}
-		if err := waitAnswering(l, p.Exited(), p.Output); err != nil {
+		if err := waitAnswering(l, p); err != nil {
 			return err
 		}
 		time.Sleep(time.Duration(interval) * time.Second) // the first query only starts the checks

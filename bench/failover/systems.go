@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
-	"strings"
+	"time"
+
+	"github.com/healthdns/healthdns/test/netlab"
 )
 
 // systems lists what is measured, in table order.
@@ -35,22 +37,11 @@ func healthdnsSystem(name, settings string, lines []string) system {
 		if err != nil {
 			return err
 		}
-		return waitAnswering(l, p.Exited(), p.Output)
+		return waitAnswering(l, p)
 	}}
 }
 
 // waitAnswering waits until the DNS host answers for the zone, or the server exits.
-func waitAnswering(l *lab, exited <-chan struct{}, output func() string) error {
-	for i := 0; i < 200; i++ {
-		select {
-		case <-exited:
-			return fmt.Errorf("the DNS server exited:\n%s", output())
-		default:
-		}
-		if len(l.observe(system{})) > 0 {
-			return nil
-		}
-		sleepPoll()
-	}
-	return fmt.Errorf("the DNS server does not answer for %s:\n%s", zone, strings.TrimSpace(output()))
+func waitAnswering(l *lab, p *netlab.Process) error {
+	return p.AwaitReady(10*time.Second, func() bool { return len(l.observe(system{})) > 0 })
 }

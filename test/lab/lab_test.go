@@ -11,7 +11,6 @@ package lab
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -142,40 +141,19 @@ func (w *world) startDNS(host *netlab.Host, body string) *netlab.Process {
 		w.t.Fatal(err)
 	}
 	w.t.Cleanup(func() { p.Stop() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := w.query(host.Addr.String(), "lab.probe.", dns.TypeSOA); err == nil {
-			return p
-		}
-		select {
-		case <-p.Exited():
-			w.t.Fatalf("coredns on %s exited:\n%s", host.Name, p.Output())
-		default:
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("coredns on %s does not answer after 10s:\n%s", host.Name, p.Output())
-		}
-		time.Sleep(20 * time.Millisecond)
+	answers := func() bool {
+		_, err := w.client.Query(host.Addr.String(), "lab.probe.", dns.TypeSOA, time.Second)
+		return err == nil // any answer, an error code included
 	}
-}
-
-// query asks server from the client host over UDP. Any answer counts, an error code included.
-func (w *world) query(server, name string, qtype uint16) (*dns.Msg, error) {
-	conn, err := w.client.Dial("udp", net.JoinHostPort(server, "53"), time.Second)
-	if err != nil {
-		return nil, err
+	if err := p.AwaitReady(10*time.Second, answers); err != nil {
+		w.t.Fatal(err)
 	}
-	defer conn.Close()
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
-	c := dns.Client{Timeout: time.Second}
-	r, _, err := c.ExchangeWithConn(m, &dns.Conn{Conn: conn})
-	return r, err
+	return p
 }
 
 // answer returns the A records' addresses of name from dns1, sorted as they came.
 func (w *world) answer(name string) ([]string, int, error) {
-	r, err := w.query(dns1Addr, name, dns.TypeA)
+	r, err := w.client.Query(dns1Addr, name, dns.TypeA, time.Second)
 	if err != nil {
 		return nil, 0, err
 	}

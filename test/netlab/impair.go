@@ -24,10 +24,6 @@ type Impairment struct {
 	Jitter time.Duration
 }
 
-func (im Impairment) String() string {
-	return fmt.Sprintf("loss %.0f%%, delay %v ±%v", im.Loss*100, im.Delay, im.Jitter)
-}
-
 // tapLink joins a host to the bridge through two TAP devices and this process, which copies
 // frames between them and impairs those the host sends.
 type tapLink struct {
@@ -70,7 +66,7 @@ func (l *Lab) ImpairableHost(name, addr string) (*Host, error) {
 	l.mu.Unlock()
 	go k.pump(k.host, k.bridge, true)
 	go k.pump(k.bridge, k.host, false)
-	return h, h.configure(addr, false)
+	return h, h.configure()
 }
 
 // Impair sets what the host's link does to the frames it sends; the zero Impairment clears it.

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,7 +48,6 @@ type Lab struct {
 	bridge string // namespace holding br0
 
 	mu     sync.Mutex
-	hosts  []*Host
 	procs  []*exec.Cmd
 	links  []*tapLink
 	closed bool
@@ -100,7 +100,7 @@ func (l *Lab) Host(name, addr string) (*Host, error) {
 	if err := runAll(steps); err != nil {
 		return nil, fmt.Errorf("host %s: %w", name, err)
 	}
-	return h, h.configure(addr, true)
+	return h, h.configure()
 }
 
 func (l *Lab) newHost(name, addr string) (*Host, error) {
@@ -117,12 +117,11 @@ func (l *Lab) newHost(name, addr string) (*Host, error) {
 	if l.closed {
 		return nil, fmt.Errorf("host %s: the lab is closed", name)
 	}
-	l.hosts = append(l.hosts, h)
 	return h, nil
 }
 
 // configure puts the host's eth0 and its bridge port up, with the host's address.
-func (h *Host) configure(addr string, veth bool) error {
+func (h *Host) configure() error {
 	bits := "24"
 	if h.Addr.Is6() {
 		bits = "64"
@@ -130,7 +129,7 @@ func (h *Host) configure(addr string, veth bool) error {
 	steps := [][]string{
 		{"ip", "-n", h.NS, "link", "set", "lo", "up"},
 		{"ip", "-n", h.lab.bridge, "link", "set", h.port, "master", "br0", "up"},
-		{"ip", "-n", h.NS, "addr", "add", addr + "/" + bits, "dev", "eth0"},
+		{"ip", "-n", h.NS, "addr", "add", h.Addr.String() + "/" + bits, "dev", "eth0"},
 		{"ip", "-n", h.NS, "link", "set", "eth0", "up"},
 	}
 	if err := runAll(steps); err != nil {
@@ -246,15 +245,6 @@ func (h *Host) Start(cmd *exec.Cmd) error {
 	return nil
 }
 
-// Run runs a command inside the host and returns its combined output.
-func (h *Host) Run(name string, args ...string) (string, error) {
-	out, err := h.Command(name, args...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("host %s: %s %s: %v: %s", h.Name, name, strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return string(out), nil
-}
-
 // LinkDown unplugs the host's cable: its bridge port goes down, so nothing reaches the host
 // and nothing it sends leaves; probes of it time out rather than being refused.
 func (h *Host) LinkDown() error {
@@ -287,14 +277,18 @@ func (h *Host) Listen(network, address string) (net.Listener, error) {
 	return l, err
 }
 
-// ListenPacket opens a packet socket inside the host.
-func (h *Host) ListenPacket(network, address string) (net.PacketConn, error) {
-	var c net.PacketConn
-	err := h.Do(func() (err error) {
-		c, err = net.ListenPacket(network, address)
-		return err
-	})
-	return c, err
+// Query asks the DNS server at server (an address; port 53) from inside the host, over UDP.
+func (h *Host) Query(server, name string, qtype uint16, timeout time.Duration) (*dns.Msg, error) {
+	conn, err := h.Dial("udp", net.JoinHostPort(server, "53"), timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	c := dns.Client{Timeout: timeout}
+	r, _, err := c.ExchangeWithConn(m, &dns.Conn{Conn: conn})
+	return r, err
 }
 
 // Dial connects from inside the host. The address must be an IP literal: a name would be

@@ -103,6 +103,24 @@ func (p *Process) Output() string { return p.out.String() }
 // Exited is closed when the process has ended.
 func (p *Process) Exited() <-chan struct{} { return p.done }
 
+// AwaitReady polls ready every 20ms until it holds. It fails, with the process's output, when
+// the process exits first or within passes.
+func (p *Process) AwaitReady(within time.Duration, ready func() bool) error {
+	deadline := time.Now().Add(within)
+	for !ready() {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s on %s exited:\n%s", p.Name, p.Host.Name, p.Output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s on %s not ready after %v:\n%s", p.Name, p.Host.Name, within, p.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
 // Stop sends SIGTERM, then SIGKILL if the process is still there after a grace period.
 func (p *Process) Stop() error {
 	select {
@@ -119,9 +137,6 @@ func (p *Process) Stop() error {
 	}
 	return nil
 }
-
-// Signal sends sig to the process.
-func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
 // Buffer collects a process's output while another goroutine reads it.
 type Buffer struct {
