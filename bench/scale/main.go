@@ -6,7 +6,8 @@
 //	go run ./bench/scale -backends 10000 -zones 1000 -check icmp   # needs root or ping_group_range
 //
 // With -check tcp it listens itself on every backend address, and records when each connection
-// arrives, which shows the send-time distribution over the interval.
+// arrives, which shows the send-time distribution over the interval. With -netns (root) the
+// backends live in a network namespace instead of on loopback (see netns.go).
 package main
 
 import (
@@ -42,6 +43,7 @@ func main() {
 		cpu      = flag.String("cpu", "1", "CPU list to pin coredns to with taskset (empty: no pinning)")
 		qps      = flag.Duration("qps", 0, "after measuring, run dnsperf (pinned to CPU 0) this long against a zone and report its QPS")
 		profile  = flag.String("profile", "", "write a CPU profile of coredns over the measuring window to this file (go tool pprof -top FILE)")
+		inNS     = flag.Bool("netns", false, "put the backends in a network namespace behind a veth (needs root) instead of on loopback")
 	)
 	flag.Parse()
 	log.SetFlags(0)
@@ -64,16 +66,25 @@ func main() {
 		}
 	}
 
-	addrs := backendAddrs(*backends)
+	addrs, listen := backendAddrs(*backends), netListen
+	if *inNS {
+		remove, err := makeBackendNamespace()
+		if err != nil {
+			log.Fatal(err)
+		}
+		cleanups = append(cleanups, remove)
+		defer remove()
+		addrs, listen = namespaceAddrs(*backends), listenInNamespace
+	}
 	dnsPort, httpPort, backendPort := freePort(), freePort(), freePort()
 	var arrivals *arrivalLog
 	if *check == "tcp" {
-		arrivals = listenAll(addrs, backendPort)
+		arrivals = listenAll(addrs, backendPort, listen)
 	}
 	conf := filepath.Join(work, "Corefile")
 	spec := Spec{Zones: *zones, Addrs: addrs, Check: *check, Port: backendPort, Interval: *interval, Timeout: *timeout, DNSPort: dnsPort, HTTPPort: httpPort, Pprof: *profile != ""}
 	if err := os.WriteFile(conf, []byte(spec.Corefile()), 0o644); err != nil {
-		log.Fatal(err)
+		fatal("%v", err)
 	}
 
 	args := []string{*binary, "-conf", conf}
@@ -85,7 +96,7 @@ func main() {
 	cmd.Stdout, cmd.Stderr = out, out
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		log.Fatal(err)
+		fatal("%v", err)
 	}
 	server = cmd
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
@@ -236,10 +247,12 @@ func (a *arrivalLog) spread(interval time.Duration) [10]int {
 	return bins
 }
 
-func listenAll(addrs []string, port int) *arrivalLog {
+func netListen(address string) (net.Listener, error) { return net.Listen("tcp", address) }
+
+func listenAll(addrs []string, port int, listen func(string) (net.Listener, error)) *arrivalLog {
 	a := &arrivalLog{}
 	for _, ip := range addrs {
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		ln, err := listen(net.JoinHostPort(ip, strconv.Itoa(port)))
 		if err != nil {
 			fatal("listen %s: %v", ip, err)
 		}
@@ -347,10 +360,16 @@ var serverOutput = &syncBuffer{}
 // and a forgotten server would go on probing thousands of targets.
 var server *exec.Cmd
 
+// cleanups undo what the driver set up (the backends' namespace); fatal runs them too.
+var cleanups []func()
+
 func fatal(format string, args ...any) {
 	if server != nil && server.Process != nil {
 		server.Process.Kill()
 		server.Wait()
+	}
+	for _, c := range cleanups {
+		c()
 	}
 	log.Fatalf(format, args...)
 }

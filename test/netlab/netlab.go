@@ -305,27 +305,36 @@ func (h *Host) Dial(network, address string, timeout time.Duration) (net.Conn, e
 // Do runs fn on a thread that has entered the host's namespace. Sockets fn creates stay in the
 // namespace; fn must create them itself, not in goroutines it starts.
 func (h *Host) Do(fn func() error) error {
-	target, err := os.Open(filepath.Join("/run/netns", h.NS))
-	if err != nil {
+	if err := InNamespace(h.NS, fn); err != nil {
 		return fmt.Errorf("host %s: %w", h.Name, err)
+	}
+	return nil
+}
+
+// InNamespace runs fn on a thread that has entered the named network namespace, so that the
+// sockets fn opens live there; it returns the thread to this process's namespace afterwards.
+func InNamespace(ns string, fn func() error) error {
+	target, err := os.Open(filepath.Join("/run/netns", ns))
+	if err != nil {
+		return err
 	}
 	defer target.Close()
 	runtime.LockOSThread()
 	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
 	if err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("host %s: %w", h.Name, err)
+		return err
 	}
 	defer self.Close()
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("host %s: setns: %w", h.Name, err)
+		return fmt.Errorf("setns %s: %w", ns, err)
 	}
 	ferr := fn()
 	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
 		// Leave the thread locked: the runtime ends it with this goroutine instead of reusing
 		// a thread that is in the wrong namespace.
-		return fmt.Errorf("host %s: returning from its namespace: %w", h.Name, err)
+		return fmt.Errorf("returning from namespace %s: %w", ns, err)
 	}
 	runtime.UnlockOSThread()
 	return ferr
