@@ -50,6 +50,13 @@ type Monitor struct {
 	up      atomic.Bool
 	checked chan struct{} // closed once the first probe has decided the state
 
+	// record's state. A scheduler may report from more than one goroutine, and a result it
+	// has taken out may arrive after stop: stopped turns that away.
+	mu      sync.Mutex
+	h       hysteresis
+	decided bool
+	stopped bool
+
 	subMu   sync.Mutex
 	subs    map[uint64]func()
 	nextSub uint64
@@ -67,6 +74,7 @@ func newMonitor(t Target, p Prober, obs Observer, budget *retryBudget) *Monitor 
 		budget:  budget,
 		obs:     obs,
 		probed:  obs.ProbeRecorder(t),
+		h:       hysteresis{rise: t.Spec.Rise, fall: t.Spec.Fall},
 		checked: make(chan struct{}),
 		subs:    map[uint64]func(){},
 		done:    make(chan struct{}),
@@ -118,14 +126,26 @@ func (m *Monitor) start() {
 	if r, ok := m.prober.(retainer); ok {
 		r.retain()
 	}
+	if s, ok := m.prober.(scheduler); ok {
+		close(m.done)
+		s.schedule(m)
+		return
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	go m.run(ctx)
 }
 
 func (m *Monitor) stop() {
-	m.cancel()
+	if s, ok := m.prober.(scheduler); ok {
+		s.unschedule(m)
+	} else {
+		m.cancel()
+	}
 	<-m.done
+	m.mu.Lock()
+	m.stopped = true // waits for a record under way
+	m.mu.Unlock()
 	if r, ok := m.prober.(retainer); ok {
 		r.release()
 	}
@@ -136,13 +156,12 @@ func (m *Monitor) stop() {
 func (m *Monitor) run(ctx context.Context) {
 	defer close(m.done)
 	spec := m.target.Spec
-	h := hysteresis{rise: spec.Rise, fall: spec.Fall}
-
 	start := time.Now()
-	m.apply(h.first(m.probe(ctx, start)))
+	r := m.probe(ctx, start)
 	if ctx.Err() != nil {
-		return
+		return // a probe cut short by shutdown says nothing about the backend
 	}
+	m.record(r)
 	next := start.Add(time.Duration(rand.Int64N(int64(spec.Interval))))
 	timer := time.NewTimer(time.Until(next))
 	defer timer.Stop()
@@ -154,11 +173,9 @@ func (m *Monitor) run(ctx context.Context) {
 		}
 		r := m.probe(ctx, next)
 		if ctx.Err() != nil {
-			return // a probe cut short by shutdown says nothing about the backend
+			return
 		}
-		if c, changed := h.observe(r.Err); changed {
-			m.apply(c)
-		}
+		m.record(r)
 		// Stay on the grid; if a probe overran whole intervals, skip them rather than burst.
 		next = next.Add(spec.Interval)
 		if now := time.Now(); !next.After(now) {
@@ -174,14 +191,26 @@ func (m *Monitor) probe(ctx context.Context, scheduled time.Time) Result {
 	pctx, cancel := context.WithTimeout(ctx, m.target.Spec.Timeout)
 	err := attempt(pctx, cancel, m.prober, m.target.Addr, probeAttempts, m.budget)
 	cancel()
-	r := Result{Took: time.Since(begin), Late: begin.Sub(scheduled), Err: err}
-	if r.Late < 0 {
-		r.Late = 0
+	return Result{Took: time.Since(begin), Late: max(begin.Sub(scheduled), 0), Err: err}
+}
+
+// record takes one probe's result: the metrics, then the state. The first result sets the
+// state outright; later ones go through rise/fall.
+func (m *Monitor) record(r Result) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopped {
+		return
 	}
-	if ctx.Err() == nil {
-		m.probed(r)
+	m.probed(r)
+	if !m.decided {
+		m.decided = true
+		m.apply(m.h.first(r))
+		return
 	}
-	return r
+	if c, changed := m.h.observe(r.Err); changed {
+		m.apply(c)
+	}
 }
 
 func (m *Monitor) apply(c Change) {

@@ -1,0 +1,238 @@
+package health
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+)
+
+// stampRecorder is a recorder that also notes when each probe result came in.
+type stampRecorder struct {
+	recorder
+	stamps []time.Time
+}
+
+func (r *stampRecorder) ProbeRecorder(Target) func(Result) {
+	return func(Result) {
+		r.mu.Lock()
+		r.probed++
+		r.stamps = append(r.stamps, time.Now())
+		r.mu.Unlock()
+	}
+}
+
+func (r *stampRecorder) probes() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.probed
+}
+
+// changeAfter waits for more than n changes to be recorded (Checked closes just before the
+// observer hears of the first verdict) and returns the latest.
+func (r *stampRecorder) changeAfter(t *testing.T, n int) Change {
+	t.Helper()
+	var c Change
+	eventually(t, "a change recorded", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if len(r.changes) <= n {
+			return false
+		}
+		c = r.changes[len(r.changes)-1]
+		return true
+	})
+	return c
+}
+
+func needRawICMP(t *testing.T) {
+	t.Helper()
+	if priv, err := icmpMode(func() error { return errors.New("skip datagram") }, openSocket("ip4:icmp"), pingGroupRange); err != nil || !priv {
+		t.Skipf("raw ICMP sockets need CAP_NET_RAW (root): %v", err)
+	}
+}
+
+var icmpSpec = Spec{Check: Check{Kind: ICMP}, Interval: 200 * time.Millisecond, Timeout: 100 * time.Millisecond, Rise: 2, Fall: 2}
+
+// Monitors of privileged pings are probed by the prober's one loop: every target comes up,
+// probes are spread over the interval, and once the last lease is gone nothing more is
+// reported and the loop and its socket are gone (goleak in TestMain checks the loop).
+func TestRawICMPScheduled(t *testing.T) {
+	needRawICMP(t)
+	obs := &stampRecorder{}
+	reg := NewRegistry(obs)
+	p, err := reg.Prober(Check{Kind: ICMP}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := p.(*RawICMPProber)
+	var leases []*Lease
+	for i := range 200 {
+		addr := netip.AddrFrom4([4]byte{127, 3, byte(i >> 8), byte(i)})
+		leases = append(leases, reg.Acquire(Target{Addr: addr, Spec: icmpSpec}, p, "z."))
+	}
+	for _, addr := range loopbacks(t) {
+		leases = append(leases, reg.Acquire(Target{Addr: addr, Spec: icmpSpec}, p, "z."))
+	}
+	for _, l := range leases {
+		<-l.Checked()
+		if !l.Up() {
+			t.Errorf("%s: down after its first ping", l.target.Addr)
+		}
+	}
+	eventually(t, "five rounds of probes", func() bool { return obs.probes() >= 5*len(leases) })
+
+	// Each target keeps its random phase: results arrive spread over the interval, not in a
+	// burst. 1,000 results over 10 bins, 100 expected in each: an empty bin is a herd.
+	obs.mu.Lock()
+	var bins [10]int
+	for _, s := range obs.stamps[len(leases):] { // the first round is at once, on purpose
+		bins[int(time.Duration(s.UnixNano())%icmpSpec.Interval*10/icmpSpec.Interval)]++
+	}
+	changes := len(obs.changes)
+	obs.mu.Unlock()
+	t.Logf("results per tenth of the interval: %v", bins)
+	for i, n := range bins {
+		if n == 0 {
+			t.Errorf("no probe in tenth %d of the interval: %v", i, bins)
+		}
+	}
+	if changes != len(leases) {
+		t.Errorf("%d changes for %d targets that stayed up: want only the first verdicts", changes, len(leases))
+	}
+
+	for _, l := range leases {
+		l.Release()
+	}
+	after := obs.probes()
+	time.Sleep(3 * icmpSpec.Interval)
+	if n := obs.probes(); n != after {
+		t.Errorf("%d probe results reported after every lease was released", n-after)
+	}
+	raw.mu.Lock()
+	defer raw.mu.Unlock()
+	if len(raw.targets) != 0 || raw.queue.Len() != 0 || len(raw.flight) != 0 || raw.conns[0] != nil {
+		t.Errorf("after the last release: %d targets, %d queued, %d in flight, socket %v", len(raw.targets), raw.queue.Len(), len(raw.flight), raw.conns[0])
+	}
+}
+
+// In a namespace of the test's own: a target that ignores pings goes down, having been sent
+// three tries per probe; when it answers again it comes back; an address with no route fails
+// at once with the kernel's reason.
+func TestRawICMPScheduledNoReply(t *testing.T) {
+	if !inOwnNetns() {
+		runInOwnNetns(t)
+		return
+	}
+	needRawICMP(t)
+	sysctl(t, "net.ipv4.icmp_echo_ignore_all", "1")
+
+	// On loopback a raw socket without a filter sees our own requests too: count them.
+	watch, err := icmp.ListenPacket("ip4:icmp", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	var mu sync.Mutex
+	requests := 0
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := watch.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if m, err := icmp.ParseMessage(1, buf[:n]); err == nil && m.Type == ipv4.ICMPTypeEcho {
+				mu.Lock()
+				requests++
+				mu.Unlock()
+			}
+		}
+	}()
+	defer func() { watch.Close(); <-watched }()
+
+	obs := &stampRecorder{}
+	reg := NewRegistry(obs)
+	p, _ := reg.Prober(Check{Kind: ICMP}, true)
+	silent := reg.Acquire(Target{Addr: loopback4, Spec: icmpSpec}, p, "z.")
+	defer silent.Release()
+	<-silent.Checked()
+	if silent.Up() {
+		t.Fatal("up with echoes ignored")
+	}
+	first := obs.changeAfter(t, 0)
+	if first.Err == nil || !strings.HasPrefix(first.Err.Error(), "icmp: no reply within ") {
+		t.Errorf("first verdict's error %v, want icmp: no reply within ...", first.Err)
+	}
+	probes := obs.probes()
+	mu.Lock()
+	sent := requests
+	mu.Unlock()
+	if sent < 2*probes || sent > 3*(probes+1) {
+		t.Errorf("%d echo requests for %d unanswered probes, want up to %d tries each", sent, probes, probeAttempts)
+	}
+	t.Logf("%d echo requests for %d unanswered probes", sent, probes)
+
+	sysctl(t, "net.ipv4.icmp_echo_ignore_all", "0")
+	eventually(t, "up once echoes are answered", silent.Up)
+
+	unrouted := netip.MustParseAddr("10.99.0.1") // the namespace has no route but loopback's
+	before, _, _ := obs.count()
+	l := reg.Acquire(Target{Addr: unrouted, Spec: icmpSpec}, p, "z.")
+	defer l.Release()
+	<-l.Checked()
+	last := obs.changeAfter(t, before)
+	if l.Up() || last.Err == nil || !errors.Is(last.Err, syscall.ENETUNREACH) {
+		t.Errorf("unrouted %s: up=%v, error %v; want down with network is unreachable", unrouted, l.Up(), last.Err)
+	}
+}
+
+// The echo requests the loop builds are what the kernel and other tools read: a valid
+// checksum, our identifier and the sequence, and a reply parses back to its key.
+func TestEchoWireFormat(t *testing.T) {
+	b := echoRequest(0, 0x1234, echoPayload)
+	setEchoSeq(0, b, 0xbeef)
+	m, err := icmp.ParseMessage(1, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo, ok := m.Body.(*icmp.Echo)
+	if m.Type != ipv4.ICMPTypeEcho || !ok || echo.ID != 0x1234 || echo.Seq != 0xbeef || string(echo.Data) != "healthdns" {
+		t.Fatalf("parsed %+v %+v", m, m.Body)
+	}
+	if checksum(b) != 0 {
+		t.Errorf("checksum does not verify: %#x", checksum(b))
+	}
+	want, _ := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: 0x1234, Seq: 0xbeef, Data: echoPayload}}).Marshal(nil)
+	if string(want) != string(b) {
+		t.Errorf("request % x, x/net/icmp makes % x", b, want)
+	}
+
+	reply := append([]byte(nil), b...)
+	reply[0] = byte(ipv4.ICMPTypeEchoReply)
+	header := make([]byte, 20)
+	header[0] = 0x45
+	from := &net.IPAddr{IP: net.IPv4(127, 0, 0, 9)}
+	key, ok := parseEchoReply(0, append(header, reply...), from, 0x1234)
+	if !ok || key != (echoKey{netip.MustParseAddr("127.0.0.9"), 0xbeef}) {
+		t.Errorf("reply with IP header: %v %v", key, ok)
+	}
+	if _, ok := parseEchoReply(0, reply, from, 0x4321); ok {
+		t.Error("took another identifier's reply")
+	}
+	if _, ok := parseEchoReply(0, b, from, 0x1234); ok {
+		t.Error("took a request for a reply")
+	}
+	if _, ok := parseEchoReply(0, []byte{0x45, 0}, from, 0x1234); ok {
+		t.Error("took a truncated packet")
+	}
+}
