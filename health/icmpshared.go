@@ -387,15 +387,10 @@ func (p *RawICMPProber) finishLocked(l *icmpLoop, s *scheduled, now time.Time, e
 	}
 	l.reports = append(l.reports, report{s.m, Result{Took: now.Sub(s.sent), Late: max(s.sent.Sub(s.due), 0), Err: err}})
 	if !s.phased {
-		s.phased = true
-		s.due = s.due.Add(time.Duration(rand.Int64N(int64(s.interval))))
-	} else {
-		s.due = s.due.Add(s.interval)
+		s.phased = true // the first probe was at once; the grid starts at a random phase
+		s.due = s.due.Add(time.Duration(rand.Int64N(int64(s.interval))) - s.interval)
 	}
-	// Stay on the grid; if the probe overran whole intervals, skip them rather than burst.
-	if !s.due.After(now) {
-		s.due = s.due.Add((now.Sub(s.due)/s.interval + 1) * s.interval)
-	}
+	s.due = nextOnGrid(s.due, s.interval, now)
 	s.at = p.since(s.due)
 	heap.Fix(&p.queue, s.index)
 }

@@ -176,14 +176,19 @@ func (m *Monitor) run(ctx context.Context) {
 			return
 		}
 		m.record(r)
-		// Stay on the grid; if a probe overran whole intervals, skip them rather than burst.
-		next = next.Add(spec.Interval)
-		if now := time.Now(); !next.After(now) {
-			missed := now.Sub(next)/spec.Interval + 1
-			next = next.Add(missed * spec.Interval)
-		}
+		next = nextOnGrid(next, spec.Interval, time.Now())
 		timer.Reset(time.Until(next))
 	}
+}
+
+// nextOnGrid returns the probe time after last on its grid of interval. If a probe overran
+// whole intervals they are skipped rather than made up in a burst.
+func nextOnGrid(last time.Time, interval time.Duration, now time.Time) time.Time {
+	next := last.Add(interval)
+	if !next.After(now) {
+		next = next.Add((now.Sub(next)/interval + 1) * interval)
+	}
+	return next
 }
 
 func (m *Monitor) probe(ctx context.Context, scheduled time.Time) Result {
