@@ -85,16 +85,15 @@ var echoPayload = []byte("healthdns")
 
 // scheduled is one target the loop probes, with its probe in flight if any.
 type scheduled struct {
-	m        *Monitor
-	to       *net.IPAddr
-	family   int
-	interval time.Duration
-	timeout  time.Duration
-	phased   bool      // the first probe is done and the target is on its random phase
-	due      time.Time // next probe, on the target's grid
-	at       int64     // next event (due, the next try, or the deadline) as since(epoch), for a cheap heap
-	index    int       // in the queue; -1 when not queued
-	packet   [][]byte  // the echo request, as one buffer of a batch message
+	m      *Monitor
+	addr   netip.Addr // unmapped, as replies are keyed
+	to     *net.IPAddr
+	family int
+	phased bool      // the first probe is done and the target is on its random phase
+	due    time.Time // next probe, on the target's grid
+	at     int64     // next event (due, the next try, or the deadline) as since(epoch), for a cheap heap
+	index  int       // in the queue; -1 when not queued
+	packet [][]byte  // the echo request, as one buffer of a batch message
 
 	inFlight bool
 	seq      uint16
@@ -152,14 +151,13 @@ func (p *RawICMPProber) schedule(m *Monitor) {
 	addr := m.target.Addr.Unmap()
 	family := familyOf(addr)
 	s := &scheduled{
-		m:        m,
-		to:       &net.IPAddr{IP: addr.AsSlice(), Zone: addr.Zone()},
-		family:   family,
-		interval: m.target.Spec.Interval,
-		timeout:  m.target.Spec.Timeout,
-		due:      time.Now(),
-		index:    -1,
-		packet:   [][]byte{echoRequest(family, p.id, echoPayload)},
+		m:      m,
+		to:     &net.IPAddr{IP: addr.AsSlice(), Zone: addr.Zone()},
+		family: family,
+		addr:   addr,
+		due:    time.Now(),
+		index:  -1,
+		packet: [][]byte{echoRequest(family, p.id, echoPayload)},
 	}
 	p.mu.Lock()
 	s.at = p.since(s.due)
@@ -183,13 +181,11 @@ func (p *RawICMPProber) unschedule(m *Monitor) {
 		heap.Remove(&p.queue, s.index)
 	}
 	if s.inFlight {
-		delete(p.flight, echoKey{s.addr(), s.seq})
+		delete(p.flight, echoKey{s.addr, s.seq})
 	}
 }
 
 func (p *RawICMPProber) since(t time.Time) int64 { return int64(t.Sub(p.epoch)) }
-
-func (s *scheduled) addr() netip.Addr { return s.m.target.Addr.Unmap() }
 
 func (p *RawICMPProber) poke() {
 	p.mu.Lock()
@@ -382,15 +378,15 @@ func (p *RawICMPProber) replyLocked(l *icmpLoop, key echoKey, now time.Time) {
 // finishLocked reports s's probe and puts s back on its grid.
 func (p *RawICMPProber) finishLocked(l *icmpLoop, s *scheduled, now time.Time, err error) {
 	if s.inFlight {
-		delete(p.flight, echoKey{s.addr(), s.seq})
+		delete(p.flight, echoKey{s.addr, s.seq})
 		s.inFlight = false
 	}
 	l.reports = append(l.reports, report{s.m, Result{Took: now.Sub(s.sent), Late: max(s.sent.Sub(s.due), 0), Err: err}})
 	if !s.phased {
 		s.phased = true // the first probe was at once; the grid starts at a random phase
-		s.due = s.due.Add(time.Duration(rand.Int64N(int64(s.interval))) - s.interval)
+		s.due = s.due.Add(time.Duration(rand.Int64N(int64(s.m.target.Spec.Interval))) - s.m.target.Spec.Interval)
 	}
-	s.due = nextOnGrid(s.due, s.interval, now)
+	s.due = nextOnGrid(s.due, s.m.target.Spec.Interval, now)
 	s.at = p.since(s.due)
 	heap.Fix(&p.queue, s.index)
 }
@@ -409,7 +405,7 @@ func (p *RawICMPProber) dueLocked(l *icmpLoop, now time.Time) {
 				p.queueSendLocked(l, s)
 				s.tries++
 			}
-			s.nextTry = s.nextTry.Add(s.timeout / probeAttempts)
+			s.nextTry = s.nextTry.Add(s.m.target.Spec.Timeout / probeAttempts)
 			s.at = p.since(s.deadline)
 			if s.tries < probeAttempts && s.nextTry.Before(s.deadline) {
 				s.at = p.since(s.nextTry)
@@ -426,10 +422,10 @@ func (p *RawICMPProber) dueLocked(l *icmpLoop, now time.Time) {
 			p.seq++
 			s.seq = p.seq
 			s.sent, s.tries = now, 1
-			s.deadline = now.Add(s.timeout)
-			s.nextTry = now.Add(s.timeout / probeAttempts)
+			s.deadline = now.Add(s.m.target.Spec.Timeout)
+			s.nextTry = now.Add(s.m.target.Spec.Timeout / probeAttempts)
 			s.at = p.since(s.nextTry)
-			p.flight[echoKey{s.addr(), s.seq}] = s
+			p.flight[echoKey{s.addr, s.seq}] = s
 			p.queueSendLocked(l, s)
 			heap.Fix(&p.queue, s.index)
 		}
