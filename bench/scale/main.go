@@ -29,6 +29,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/healthdns/healthdns/test/netlab"
 )
 
 func main() {
@@ -354,7 +356,7 @@ func scrapeSum(url, prefix string) (float64, int) {
 }
 
 // serverOutput is coredns's output, shown when the driver gives up.
-var serverOutput = &syncBuffer{}
+var serverOutput = &netlab.Buffer{}
 
 // server is the coredns being measured; fatal stops it, since log.Fatal skips deferred calls
 // and a forgotten server would go on probing thousands of targets.
@@ -401,7 +403,7 @@ func httpOK(url string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-func waitFor(limit time.Duration, cond func() bool, cmd *exec.Cmd, out *syncBuffer) time.Time {
+func waitFor(limit time.Duration, cond func() bool, cmd *exec.Cmd, out *netlab.Buffer) time.Time {
 	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -457,23 +459,6 @@ func freePort() int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // download saves what url serves to path.
