@@ -52,6 +52,24 @@ func (r *stampRecorder) changeAfter(t *testing.T, n int) Change {
 	return c
 }
 
+// requireSpread fails t if the results after the first round (at once, on purpose) leave a
+// tenth of the interval empty: each target keeps a random phase, so an empty bin is a herd.
+func (r *stampRecorder) requireSpread(t *testing.T, firstRound int, interval time.Duration) {
+	t.Helper()
+	r.mu.Lock()
+	var bins [10]int
+	for _, s := range r.stamps[firstRound:] {
+		bins[int(time.Duration(s.UnixNano())%interval*10/interval)]++
+	}
+	r.mu.Unlock()
+	t.Logf("results per tenth of the interval: %v", bins)
+	for i, n := range bins {
+		if n == 0 {
+			t.Errorf("no probe in tenth %d of the interval: %v", i, bins)
+		}
+	}
+}
+
 func needRawICMP(t *testing.T) {
 	t.Helper()
 	if priv, err := icmpMode(func() error { return errors.New("skip datagram") }, openSocket("ip4:icmp"), pingGroupRange); err != nil || !priv {
@@ -91,20 +109,8 @@ func TestRawICMPScheduled(t *testing.T) {
 
 	// Each target keeps its random phase: results arrive spread over the interval, not in a
 	// burst. 1,000 results over 10 bins, 100 expected in each: an empty bin is a herd.
-	obs.mu.Lock()
-	var bins [10]int
-	for _, s := range obs.stamps[len(leases):] { // the first round is at once, on purpose
-		bins[int(time.Duration(s.UnixNano())%icmpSpec.Interval*10/icmpSpec.Interval)]++
-	}
-	changes := len(obs.changes)
-	obs.mu.Unlock()
-	t.Logf("results per tenth of the interval: %v", bins)
-	for i, n := range bins {
-		if n == 0 {
-			t.Errorf("no probe in tenth %d of the interval: %v", i, bins)
-		}
-	}
-	if changes != len(leases) {
+	obs.requireSpread(t, len(leases), icmpSpec.Interval)
+	if changes, _, _ := obs.count(); changes != len(leases) {
 		t.Errorf("%d changes for %d targets that stayed up: want only the first verdicts", changes, len(leases))
 	}
 

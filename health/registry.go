@@ -22,6 +22,7 @@ type Registry struct {
 	pending  []*Lease           // leases taken since OpenGeneration
 	open     bool
 	rawICMP  *RawICMPProber // shared by every privileged ping; see Prober
+	tcp      *tcpConnector  // shared by every TCP check, where there is one (Linux)
 	retries  *retryBudget   // shared by every monitor
 }
 
@@ -150,18 +151,22 @@ func (r *Registry) AbortGeneration() {
 
 // Prober returns the prober for c. Every privileged ICMP check of the registry gets the same
 // RawICMPProber, so a process pings through one raw socket per family however many server
-// blocks or reloads ask (each raw socket receives every echo reply of the host). Unused, it holds
-// no socket and no goroutine, so it can live as long as the registry.
+// blocks or reloads ask (each raw socket receives every echo reply of the host). Every TCP check
+// shares one loop too (tcpConnector, on Linux). Unused, they hold no socket and no goroutine, so
+// they can live as long as the registry.
 func (r *Registry) Prober(c Check, icmpPrivileged bool) (Prober, error) {
-	if c.Kind != ICMP || !icmpPrivileged {
-		return NewProber(c, icmpPrivileged)
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.rawICMP == nil {
-		r.rawICMP = NewRawICMPProber()
+	switch {
+	case c.Kind == ICMP && icmpPrivileged:
+		if r.rawICMP == nil {
+			r.rawICMP = NewRawICMPProber()
+		}
+		return r.rawICMP, nil
+	case c.Kind == TCP && c.Port != 0:
+		return r.tcpProberLocked(c.Port), nil
 	}
-	return r.rawICMP, nil
+	return NewProber(c, icmpPrivileged)
 }
 
 // Lookup returns the monitor probing t, if any.

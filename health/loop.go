@@ -1,0 +1,343 @@
+package health
+
+import (
+	"container/heap"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// probeLoop probes the targets of many monitors from one goroutine, through a wire that sends
+// without waiting and collects answers in batches: raw ICMP echo (RawICMPProber) and TCP
+// connects through epoll (tcpConnector). A goroutine, a timer and a context per probe cost more
+// than the probe's packets did: at 10,000 targets they were most of the prober's CPU, taken from
+// the query path, and TCP at that size fell behind its own schedule (bench/RESULTS.md).
+//
+// The loop keeps every target on a heap by its next event (its next probe, its probe's next try,
+// or its deadline), wakes at most once per loopTick, and then collects answers, handles every
+// event that is due, flushes what the wire queued, and reports to the monitors. A target is
+// probed at once when scheduled, so the first answer is already true, and then every interval
+// at a random phase, so that targets started together do not probe together (as Monitor.run).
+//
+// The loop, and whatever its wire holds open, exist while some monitor or caller retains it.
+type probeLoop struct {
+	wire  wire
+	epoch time.Time // of the event times in the queue
+
+	mu       sync.Mutex // guards the loop's state below and the wire's
+	users    int
+	targets  map[*Monitor]*scheduled
+	queue    eventQueue // targets by their next event
+	inFlight int        // probes awaiting an answer
+	wake     chan struct{}
+	quit     chan struct{} // closed by the last release: the loop returns
+	done     chan struct{} // closed when the loop has returned
+
+	reports []report // the loop goroutine's, reused at every wake
+}
+
+// wire is how a probeLoop probes. Its methods marked "locked" run under the loop's mutex; the
+// others run on the loop's goroutine outside it.
+type wire interface {
+	// prepare fills in what the wire keeps of a newly scheduled target (locked).
+	prepare(s *scheduled)
+	// try starts one try of s's probe, the probe's first if first (locked). It may only queue
+	// it for flush. An error ends the probe at once with that error.
+	try(s *scheduled, first bool) error
+	// end forgets s's probe: the probe is over, or its target unscheduled (locked).
+	end(s *scheduled)
+	// poll takes in what has arrived since the last poll, without waiting.
+	poll()
+	// answered matches what poll took in to the probes in flight (locked): err is nil for an
+	// answer, or a conclusive failure (a refused connection). A probe may appear twice.
+	answered() []answer
+	// flush sends what try queued, and returns the tries the kernel refused.
+	flush() []answer
+	// busy reports whether the wire awaits answers outside the loop's probes (locked).
+	busy() bool
+	// timedOut is the error of s's probe when no try was answered within took (locked).
+	timedOut(s *scheduled, took time.Duration) error
+	// close releases what the wire holds open, after the loop has returned (locked).
+	close()
+}
+
+type answer struct {
+	s   *scheduled
+	err error
+}
+
+type report struct {
+	m *Monitor
+	r Result
+}
+
+// scheduled is one target the loop probes, with its probe in flight if any.
+type scheduled struct {
+	m      *Monitor
+	addr   netip.Addr // unmapped
+	phased bool       // the first probe is done and the target is on its random phase
+	due    time.Time  // next probe, on the target's grid
+	at     int64      // next event (due, the next try, or the deadline) as since(epoch), for a cheap heap
+	index  int        // in the queue; -1 when not queued
+
+	inFlight bool
+	sent     time.Time // the first try
+	deadline time.Time
+	tries    int
+	nextTry  time.Time
+
+	echo echoTarget // RawICMPProber's
+	tcp  tcpTarget  // tcpConnector's
+}
+
+// loopTick bounds how often the loop wakes: every event due within one tick is handled in
+// the same wake. It is also the granularity of the measured round trip and the most a probe's
+// send or timeout is delayed.
+const loopTick = time.Millisecond
+
+func (l *probeLoop) init(w wire) {
+	l.wire = w
+	l.epoch = time.Now()
+	l.targets = map[*Monitor]*scheduled{}
+}
+
+// schedule starts probing m's target: once at once, then every interval at a random phase.
+func (l *probeLoop) schedule(m *Monitor) {
+	now := time.Now()
+	s := &scheduled{m: m, addr: m.target.Addr.Unmap(), due: now, index: -1}
+	l.mu.Lock()
+	l.wire.prepare(s)
+	s.at = l.since(now)
+	l.targets[m] = s
+	heap.Push(&l.queue, s)
+	l.mu.Unlock()
+	l.poke()
+}
+
+// unschedule stops probing m's target. After it returns the loop starts no probe of it and
+// reports no result for it, except one it had already taken out (Monitor.stop handles that).
+func (l *probeLoop) unschedule(m *Monitor) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.targets[m]
+	if s == nil {
+		return
+	}
+	delete(l.targets, m)
+	if s.index >= 0 {
+		heap.Remove(&l.queue, s.index)
+	}
+	if s.inFlight {
+		l.wire.end(s)
+		s.inFlight = false
+		l.inFlight--
+	}
+}
+
+func (l *probeLoop) since(t time.Time) int64 { return int64(t.Sub(l.epoch)) }
+
+// poke tells the loop that its schedule changed.
+func (l *probeLoop) poke() {
+	l.mu.Lock()
+	wake := l.wake
+	l.mu.Unlock()
+	if wake != nil {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (l *probeLoop) retain() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.users++
+	if l.users == 1 {
+		l.wake = make(chan struct{}, 1)
+		l.quit = make(chan struct{})
+		l.done = make(chan struct{})
+		go l.run(l.wake, l.quit, l.done)
+	}
+}
+
+// release ends the loop, and closes what the wire holds, when the last user stops.
+func (l *probeLoop) release() {
+	l.mu.Lock()
+	l.users--
+	if l.users > 0 {
+		l.mu.Unlock()
+		return
+	}
+	close(l.quit)
+	done := l.done
+	l.mu.Unlock()
+	<-done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.users > 0 {
+		return // retained again meanwhile: a new loop runs on what the wire holds
+	}
+	l.wire.close()
+	l.wake = nil
+}
+
+// run is the loop: take in the answers that came, handle the events that are due, flush,
+// report, sleep until the next event (no sooner than a tick away).
+func (l *probeLoop) run(wake, quit <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		l.wire.poll()
+		now := time.Now()
+		l.mu.Lock()
+		for _, a := range l.wire.answered() {
+			if a.s.inFlight { // not when an earlier answer in the batch ended its probe
+				l.finishLocked(a.s, now, a.err)
+			}
+		}
+		l.dueLocked(now)
+		next := time.Duration(-1) // no event: sleep until poked
+		if l.inFlight > 0 || l.wire.busy() {
+			next = loopTick // answers are taken in at the next wake
+		}
+		if l.queue.Len() > 0 {
+			if d := max(time.Duration(l.queue[0].at-l.since(now)), loopTick); next < 0 || d < next {
+				next = d
+			}
+		}
+		l.mu.Unlock()
+
+		if failed := l.wire.flush(); len(failed) > 0 {
+			l.refused(failed)
+		}
+		for _, rep := range l.reports {
+			rep.m.record(rep.r)
+		}
+		clear(l.reports)
+		l.reports = l.reports[:0]
+
+		if next >= 0 {
+			timer.Reset(next)
+		} else {
+			timer.Stop()
+		}
+		select {
+		case <-quit:
+			return
+		case <-wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// refused ends the probes whose tries the kernel refused to send (no route, say) with that
+// error at once, as a refused connection ends a TCP probe.
+func (l *probeLoop) refused(failed []answer) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, a := range failed {
+		if l.targets[a.s.m] == a.s && a.s.inFlight { // not unscheduled meanwhile
+			l.finishLocked(a.s, now, a.err)
+		}
+	}
+}
+
+// finishLocked reports s's probe and puts s back on its grid.
+func (l *probeLoop) finishLocked(s *scheduled, now time.Time, err error) {
+	if s.inFlight {
+		l.wire.end(s)
+		s.inFlight = false
+		l.inFlight--
+	}
+	l.reports = append(l.reports, report{s.m, Result{Took: now.Sub(s.sent), Late: max(s.sent.Sub(s.due), 0), Err: err}})
+	spec := &s.m.target.Spec
+	if !s.phased {
+		s.phased = true // the first probe was at once; the grid starts at a random phase
+		s.due = s.due.Add(time.Duration(rand.Int64N(int64(spec.Interval))) - spec.Interval)
+	}
+	s.due = nextOnGrid(s.due, spec.Interval, now)
+	s.at = l.since(s.due)
+	heap.Fix(&l.queue, s.index)
+}
+
+// dueLocked handles every event due by now: a probe to start, a try to repeat, a deadline.
+func (l *probeLoop) dueLocked(now time.Time) {
+	for nowAt := l.since(now); l.queue.Len() > 0 && l.queue[0].at <= nowAt; {
+		s := l.queue[0]
+		spec := &s.m.target.Spec
+		switch {
+		case s.inFlight && !now.Before(s.deadline):
+			l.finishLocked(s, now, l.wire.timedOut(s, now.Sub(s.sent)))
+		case s.inFlight:
+			// The next try: paid from the budget the registry's monitors share, so an
+			// overloaded prober does not multiply its own load.
+			if s.tries < probeAttempts && s.m.budget.withdraw() {
+				s.tries++
+				if err := l.wire.try(s, false); err != nil {
+					l.finishLocked(s, now, err)
+					continue
+				}
+			}
+			s.nextTry = s.nextTry.Add(spec.Timeout / probeAttempts)
+			s.at = l.since(s.deadline)
+			if s.tries < probeAttempts && s.nextTry.Before(s.deadline) {
+				s.at = l.since(s.nextTry)
+			}
+			heap.Fix(&l.queue, s.index)
+		default:
+			s.m.budget.deposit()
+			s.inFlight = true
+			l.inFlight++
+			s.sent, s.tries = now, 1
+			s.deadline = now.Add(spec.Timeout)
+			s.nextTry = now.Add(spec.Timeout / probeAttempts)
+			if err := l.wire.try(s, true); err != nil {
+				l.finishLocked(s, now, err)
+				continue
+			}
+			s.at = l.since(s.nextTry)
+			heap.Fix(&l.queue, s.index)
+		}
+	}
+}
+
+// eventQueue orders scheduled targets by their next event (container/heap).
+type eventQueue []*scheduled
+
+func (q eventQueue) Len() int           { return len(q) }
+func (q eventQueue) Less(i, j int) bool { return q[i].at < q[j].at }
+func (q eventQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index, q[j].index = i, j
+}
+func (q *eventQueue) Push(x any) {
+	s := x.(*scheduled)
+	s.index = len(*q)
+	*q = append(*q, s)
+}
+func (q *eventQueue) Pop() any {
+	old := *q
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	s.index = -1
+	*q = old[:len(old)-1]
+	return s
+}
+
+// retainer is a Prober holding resources that its monitors keep open while they run.
+type retainer interface {
+	retain()
+	release()
+}
+
+// scheduler is a Prober that runs its monitors' probes itself instead of a goroutine per
+// monitor. It calls Monitor.record with each result.
+type scheduler interface {
+	retainer
+	schedule(m *Monitor)
+	unschedule(m *Monitor)
+}
