@@ -123,6 +123,7 @@ func main() {
 		}
 	}()
 	time.Sleep(*window)
+	spread := arrivals.spread(*interval) // before dnsperf and the reload add theirs
 	<-profiled
 	cpuUsed := cpuSeconds(cmd.Process.Pid) - cpuBefore
 	driverUsed := cpuSeconds(os.Getpid()) - driverBefore
@@ -153,7 +154,7 @@ func main() {
 	fmt.Printf("\n%s %d: coredns stacks %.0f MiB, heap %.0f MiB; this driver (the backends' side) used %.2f cores\n",
 		*check, *backends, stack/(1<<20), heap/(1<<20), driverUsed/elapsed.Seconds())
 	if arrivals != nil {
-		fmt.Printf("connections received per tenth of the interval (send-time spread over %s): %v\n", *window, arrivals.spread(*interval))
+		fmt.Printf("connections received per tenth of the interval (send-time spread over %s): %v\n", *window, spread)
 	}
 }
 
@@ -240,6 +241,9 @@ func (a *arrivalLog) reset() {
 
 // spread counts arrivals per tenth of the interval (by wall clock modulo the interval).
 func (a *arrivalLog) spread(interval time.Duration) [10]int {
+	if a == nil {
+		return [10]int{}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var bins [10]int

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Probe cost at 100, 1,000 and 10,000 backends (10 per zone), TCP then ICMP checks, interval 1s.
 # coredns is not pinned: on loopback the kernel charges both ends of a TCP handshake to the
-# dialing CPU, and pinned to one core the 10,000-target case overloads (see bench/RESULTS.md).
+# dialing CPU, so the prober's figures are taken with both cores available to it; -cpu 1 with
+# -qps measures the cost to queries instead (see bench/RESULTS.md).
 #   bench/scale/run.sh [MEASURE=20s]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
