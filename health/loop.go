@@ -155,10 +155,13 @@ func (l *probeLoop) retain() {
 	defer l.mu.Unlock()
 	l.users++
 	if l.users == 1 {
+		// A release may still be waiting for the last loop to return; the new one waits
+		// too, since the wire's buffers are the loop goroutine's.
+		previous := l.done
 		l.wake = make(chan struct{}, 1)
 		l.quit = make(chan struct{})
 		l.done = make(chan struct{})
-		go l.run(l.wake, l.quit, l.done)
+		go l.run(previous, l.wake, l.quit, l.done)
 	}
 }
 
@@ -185,8 +188,11 @@ func (l *probeLoop) release() {
 
 // run is the loop: take in the answers that came, handle the events that are due, flush,
 // report, sleep until the next event (no sooner than a tick away).
-func (l *probeLoop) run(wake, quit <-chan struct{}, done chan<- struct{}) {
+func (l *probeLoop) run(previous, wake, quit <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
+	if previous != nil {
+		<-previous
+	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
