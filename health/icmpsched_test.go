@@ -70,6 +70,19 @@ func (r *stampRecorder) requireSpread(t *testing.T, firstRound int, interval tim
 	}
 }
 
+// releaseAll releases leases and fails t if any result is reported over three intervals after.
+func (r *stampRecorder) releaseAll(t *testing.T, leases []*Lease, interval time.Duration) {
+	t.Helper()
+	for _, l := range leases {
+		l.Release()
+	}
+	after := r.probes()
+	time.Sleep(3 * interval)
+	if n := r.probes(); n != after {
+		t.Errorf("%d probe results reported after every lease was released", n-after)
+	}
+}
+
 func needRawICMP(t *testing.T) {
 	t.Helper()
 	if priv, err := icmpMode(func() error { return errors.New("skip datagram") }, openSocket("ip4:icmp"), pingGroupRange); err != nil || !priv {
@@ -114,14 +127,7 @@ func TestRawICMPScheduled(t *testing.T) {
 		t.Errorf("%d changes for %d targets that stayed up: want only the first verdicts", changes, len(leases))
 	}
 
-	for _, l := range leases {
-		l.Release()
-	}
-	after := obs.probes()
-	time.Sleep(3 * icmpSpec.Interval)
-	if n := obs.probes(); n != after {
-		t.Errorf("%d probe results reported after every lease was released", n-after)
-	}
+	obs.releaseAll(t, leases, icmpSpec.Interval)
 	raw.mu.Lock()
 	defer raw.mu.Unlock()
 	if len(raw.targets) != 0 || raw.queue.Len() != 0 || len(raw.flight) != 0 || raw.conns[0] != nil {

@@ -102,14 +102,7 @@ func TestTCPScheduled(t *testing.T) {
 	go acceptAndClose(ln)
 	eventually(t, "up once it listens again", dying.Up)
 
-	for _, l := range leases {
-		l.Release()
-	}
-	after := obs.probes()
-	time.Sleep(3 * tcpLoopSpec.Interval)
-	if n := obs.probes(); n != after {
-		t.Errorf("%d probe results reported after every lease was released", n-after)
-	}
+	obs.releaseAll(t, leases, tcpLoopSpec.Interval)
 	connector.mu.Lock()
 	if len(connector.targets) != 0 || connector.queue.Len() != 0 || len(connector.flight) != 0 || connector.inFlight != 0 || connector.epfd != -1 {
 		t.Errorf("after the last release: %d targets, %d queued, %d sockets in flight, %d probes, epoll %d",
