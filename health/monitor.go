@@ -38,7 +38,8 @@ type Observer interface {
 	Stopped(addr netip.Addr, check Check)
 }
 
-// Monitor runs the probe loop of one target and holds its state. The state is read with atomics,
+// Monitor holds the state of one target, and runs its probe loop unless its prober is a
+// scheduler that probes it from a loop of its own. The state is read with atomics,
 // so readers never wait for a probe.
 type Monitor struct {
 	target Target

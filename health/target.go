@@ -1,8 +1,9 @@
 // Package health probes backends and keeps their up/down state with rise/fall hysteresis.
 //
 // It knows nothing of DNS or CoreDNS: a Target is an address plus the Spec that decides its
-// verdict, a Prober runs one check, a Monitor runs the loop for one Target, and a Registry shares
-// Monitors between everyone who asks for the same Target.
+// verdict, a Prober runs one check, a Monitor holds one Target's state, and a Registry shares
+// Monitors between everyone who asks for the same Target. Raw ICMP and (on Linux) TCP probers
+// probe all their monitors from one loop (probeLoop); other probers run a loop per monitor.
 package health
 
 import (
