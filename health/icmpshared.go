@@ -41,7 +41,8 @@ type RawICMPProber struct {
 	keys    []echoKey
 	sends   [2][]ipv4.Message
 	sentTo  [2][]*scheduled
-	answers []answer
+	answers []answer // of answered
+	refusal []answer // of flush
 }
 
 // rawConn is a raw ICMP socket with its batch reads and writes (recvmmsg, sendmmsg).
@@ -240,7 +241,7 @@ func (p *RawICMPProber) answered() []answer {
 // flush writes the queued requests, a batch per family.
 func (p *RawICMPProber) flush() []answer {
 	conns := p.openConns()
-	failed := p.answers[:0]
+	failed := p.refusal[:0]
 	for family, msgs := range p.sends {
 		for i := 0; i < len(msgs); {
 			n, err := conns[family].batch.WriteBatch(msgs[i:], 0)
@@ -255,7 +256,7 @@ func (p *RawICMPProber) flush() []answer {
 		clear(p.sentTo[family])
 		p.sentTo[family] = p.sentTo[family][:0]
 	}
-	p.answers = failed
+	p.refusal = failed
 	return failed
 }
 

@@ -128,6 +128,11 @@ func (l *probeLoop) unschedule(m *Monitor) {
 	if s.index >= 0 {
 		heap.Remove(&l.queue, s.index)
 	}
+	l.endLocked(s)
+}
+
+// endLocked ends s's probe in flight, if any.
+func (l *probeLoop) endLocked(s *scheduled) {
 	if s.inFlight {
 		l.wire.end(s)
 		s.inFlight = false
@@ -254,11 +259,7 @@ func (l *probeLoop) refused(failed []answer) {
 
 // finishLocked reports s's probe and puts s back on its grid.
 func (l *probeLoop) finishLocked(s *scheduled, now time.Time, err error) {
-	if s.inFlight {
-		l.wire.end(s)
-		s.inFlight = false
-		l.inFlight--
-	}
+	l.endLocked(s)
 	l.reports = append(l.reports, report{s.m, Result{Took: now.Sub(s.sent), Late: max(s.sent.Sub(s.due), 0), Err: err}})
 	spec := &s.m.target.Spec
 	if !s.phased {

@@ -1,10 +1,9 @@
 package health
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"net"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -34,7 +33,6 @@ type tcpConnector struct {
 // tcpTarget is what a tcpConnector keeps of a scheduled target.
 type tcpTarget struct {
 	to    unix.Sockaddr
-	err   error // why to could not be made; every probe fails with it
 	socks []int // one per try of the probe in flight
 }
 
@@ -46,43 +44,22 @@ func newTCPConnector() *tcpConnector {
 	return c
 }
 
+// prepare builds the target's socket address. It has no zone: setup refuses scoped addresses.
 func (c *tcpConnector) prepare(s *scheduled) {
 	port := int(s.m.target.Spec.Check.Port)
 	if s.addr.Is4() {
 		s.tcp.to = &unix.SockaddrInet4{Port: port, Addr: s.addr.As4()}
-		return
+	} else {
+		s.tcp.to = &unix.SockaddrInet6{Port: port, Addr: s.addr.As16()}
 	}
-	zone, err := zoneIndex(s.addr.Zone())
-	if err != nil {
-		s.tcp.err = c.fail(s, err)
-		return
-	}
-	s.tcp.to = &unix.SockaddrInet6{Port: port, Addr: s.addr.As16(), ZoneId: zone}
-}
-
-func zoneIndex(zone string) (uint32, error) {
-	if zone == "" {
-		return 0, nil
-	}
-	if n, err := strconv.ParseUint(zone, 10, 32); err == nil {
-		return uint32(n), nil
-	}
-	ifi, err := net.InterfaceByName(zone)
-	if err != nil {
-		return 0, err
-	}
-	return uint32(ifi.Index), nil
 }
 
 // fail names the check in err, as a failed dial reads: "tcp :8080: connection refused".
 func (c *tcpConnector) fail(s *scheduled, err error) error {
-	return fmt.Errorf("tcp :%d: %w", s.m.target.Spec.Check.Port, err)
+	return fmt.Errorf("%s: %w", s.m.target.Spec.Check, err)
 }
 
 func (c *tcpConnector) try(s *scheduled, first bool) error {
-	if s.tcp.err != nil {
-		return s.tcp.err
-	}
 	if c.epfd < 0 {
 		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 		if err != nil {
@@ -131,13 +108,12 @@ func (c *tcpConnector) end(s *scheduled) {
 func (c *tcpConnector) busy() bool { return false }
 
 func (c *tcpConnector) timedOut(s *scheduled, took time.Duration) error {
-	return c.fail(s, errTimeout{errNoReply{took}})
+	return c.fail(s, errTimeout{context.DeadlineExceeded})
 }
 
+// close closes the epoll set. No socket is left: the last release comes after every monitor
+// was unscheduled, which ended its probe.
 func (c *tcpConnector) close() {
-	for _, s := range c.flight {
-		c.end(s) // only when a one-off caller retained the loop past its monitors
-	}
 	if c.epfd >= 0 {
 		unix.Close(c.epfd)
 		c.epfd = -1
