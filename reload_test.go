@@ -90,6 +90,30 @@ func queryA(t *testing.T, port int, name string) []string {
 	return got
 }
 
+// awaitServing waits until the instance that owns port answers over UDP and over TCP. CoreDNS's
+// Stop skips a server that has not started serving yet (miekg/dns refuses to shut down a server
+// that is not started, and a server not yet created is not in the list), and that server then
+// serves forever: an instance must be serving before the next reload or Stop, or Wait hangs.
+func awaitServing(t *testing.T, port int) {
+	t.Helper()
+	for _, network := range []string{"udp", "tcp"} {
+		c := dns.Client{Net: network, Timeout: time.Second}
+		m := new(dns.Msg)
+		m.SetQuestion("app.lan.", dns.TypeA)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, _, err := c.Exchange(m, fmt.Sprintf("127.0.0.1:%d", port))
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not serving over %s: %v", network, err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
 func tcpTarget(addr string, port int) health.Target {
 	return health.Target{
 		Addr: netip.MustParseAddr(addr),
@@ -115,6 +139,7 @@ func TestReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	awaitServing(t, dnsPort)
 	first, ok := targets.Lookup(tcpTarget("127.0.0.1", port))
 	if !ok || !first.IsChecked() || !first.Up() {
 		t.Fatal("not probed and up after start")
@@ -128,6 +153,7 @@ func TestReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	awaitServing(t, dnsPort)
 	if again, _ := targets.Lookup(tcpTarget("127.0.0.1", port)); again != first {
 		t.Fatal("reload restarted the probe loop instead of adopting it")
 	}
@@ -166,6 +192,7 @@ func TestReload(t *testing.T) {
 		if inst, err = inst.Restart(corefile(dnsPort, pool(backends...))); err != nil {
 			t.Fatal(err)
 		}
+		awaitServing(t, dnsPort)
 	}
 	if targets.Len() != 2 {
 		t.Fatalf("%d targets, want 2", targets.Len())
