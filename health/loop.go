@@ -89,6 +89,7 @@ type scheduled struct {
 
 	echo echoTarget // RawICMPProber's
 	tcp  tcpTarget  // tcpConnector's
+	syn  synTarget  // halfOpenProber's
 }
 
 // loopTick bounds how often the loop wakes: every event due within one tick is handled in

@@ -22,8 +22,10 @@ type Registry struct {
 	pending  []*Lease           // leases taken since OpenGeneration
 	open     bool
 	rawICMP  *RawICMPProber // shared by every privileged ping; see Prober
-	tcp      *tcpConnector  // shared by every TCP check, where there is one (Linux)
+	tcp      scheduler      // the loop shared by every TCP check, where there is one (Linux)
 	retries  *retryBudget   // shared by every monitor
+
+	connectOnly bool // TCP checks connect even with CAP_NET_RAW (the connector's tests)
 }
 
 type ownedAddr struct {

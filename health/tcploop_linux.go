@@ -166,23 +166,28 @@ func (c *tcpConnector) answered() []answer {
 
 func (c *tcpConnector) flush() []answer { return nil }
 
-// scheduledTCPProber is a TCP check whose monitors the registry's tcpConnector probes. Probe, a
+// scheduledTCPProber is a TCP check whose monitors the registry's TCP loop probes. Probe, a
 // one-off check outside any monitor, still dials.
 type scheduledTCPProber struct {
 	TCPProber
-	connector *tcpConnector
+	loop scheduler // a *halfOpenProber, or a *tcpConnector without CAP_NET_RAW
 }
 
-func (p *scheduledTCPProber) retain()               { p.connector.retain() }
-func (p *scheduledTCPProber) release()              { p.connector.release() }
-func (p *scheduledTCPProber) schedule(m *Monitor)   { p.connector.schedule(m) }
-func (p *scheduledTCPProber) unschedule(m *Monitor) { p.connector.unschedule(m) }
+func (p *scheduledTCPProber) retain()               { p.loop.retain() }
+func (p *scheduledTCPProber) release()              { p.loop.release() }
+func (p *scheduledTCPProber) schedule(m *Monitor)   { p.loop.schedule(m) }
+func (p *scheduledTCPProber) unschedule(m *Monitor) { p.loop.unschedule(m) }
 
 // tcpProberLocked returns the prober of a TCP check on port: every one of the registry's
-// shares its tcpConnector, so one loop probes every TCP target of the process.
+// shares one loop, whatever its port, so one loop probes every TCP target of the process. It
+// sends SYNs from a raw socket where the process may (halfOpenProber), and connects otherwise.
 func (r *Registry) tcpProberLocked(port uint16) Prober {
 	if r.tcp == nil {
-		r.tcp = newTCPConnector()
+		if !r.connectOnly && rawTCPAllowed() {
+			r.tcp = newHalfOpenProber()
+		} else {
+			r.tcp = newTCPConnector()
+		}
 	}
-	return &scheduledTCPProber{TCPProber: TCPProber{Port: port}, connector: r.tcp}
+	return &scheduledTCPProber{TCPProber: TCPProber{Port: port}, loop: r.tcp}
 }

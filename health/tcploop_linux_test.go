@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -36,11 +37,59 @@ func openFDs(t *testing.T) int {
 	return len(fds)
 }
 
-// TCP monitors are probed by the registry's one connector: every listening target comes up, a
-// closed port goes down with the kernel's "connection refused" at once (not at the deadline),
-// a backend that stops listening goes down and comes back, probes are spread over the interval,
-// and once the last lease is gone nothing more is reported and no socket is left open.
+// tcpWires returns a registry per TCP loop this process can run: the connector always, and the
+// half-open prober where raw sockets are allowed.
+func tcpWires(t *testing.T, obs Observer) map[string]*Registry {
+	t.Helper()
+	connect := NewRegistry(obs)
+	connect.connectOnly = true
+	wires := map[string]*Registry{"connect": connect}
+	if rawTCPAllowed() {
+		wires["half-open"] = NewRegistry(obs)
+	} else {
+		t.Log("not testing half-open TCP probes: raw sockets need CAP_NET_RAW")
+	}
+	return wires
+}
+
+// loopLeftover describes what a released TCP loop still holds; "" when it holds nothing.
+func loopLeftover(loop scheduler) string {
+	var l *probeLoop
+	held := ""
+	switch w := loop.(type) {
+	case *tcpConnector:
+		l = &w.probeLoop
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if len(w.flight) != 0 || w.epfd != -1 {
+			held = fmt.Sprintf("%d sockets in flight, epoll %d; ", len(w.flight), w.epfd)
+		}
+	case *halfOpenProber:
+		l = &w.probeLoop
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if len(w.flight) != 0 || w.conns != [2]*synConn{} {
+			held = fmt.Sprintf("%d SYNs in flight, sockets %v; ", len(w.flight), w.conns)
+		}
+	}
+	if len(l.targets) != 0 || l.queue.Len() != 0 || l.inFlight != 0 {
+		held += fmt.Sprintf("%d targets, %d queued, %d probes", len(l.targets), l.queue.Len(), l.inFlight)
+	}
+	return held
+}
+
+// TCP monitors are probed by the registry's one loop, by connect or half-open: every listening
+// target comes up, a closed port goes down with "connection refused" at once (not at the
+// deadline), a backend that stops listening goes down and comes back, probes are spread over
+// the interval, and once the last lease is gone nothing more is reported and no socket is left
+// open.
 func TestTCPScheduled(t *testing.T) {
+	for name, reg := range tcpWires(t, nil) {
+		t.Run(name, func(t *testing.T) { testTCPScheduled(t, reg) })
+	}
+}
+
+func testTCPScheduled(t *testing.T, reg *Registry) {
 	fdsBefore := openFDs(t)
 	first, port := listenTCP(t)
 	backends := []net.Listener{first}
@@ -55,15 +104,15 @@ func TestTCPScheduled(t *testing.T) {
 	}
 
 	obs := &stampRecorder{}
-	reg := NewRegistry(obs)
+	reg.obs = obs
 	p, err := reg.Prober(Check{Kind: TCP, Port: port}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if other, _ := reg.Prober(Check{Kind: TCP, Port: port + 1}, false); other.(*scheduledTCPProber).connector != p.(*scheduledTCPProber).connector {
-		t.Fatal("two TCP checks of one registry have two connectors")
+	if other, _ := reg.Prober(Check{Kind: TCP, Port: port + 1}, false); other.(*scheduledTCPProber).loop != p.(*scheduledTCPProber).loop {
+		t.Fatal("two TCP checks of one registry have two loops")
 	}
-	connector := p.(*scheduledTCPProber).connector
+	loop := p.(*scheduledTCPProber).loop
 	var leases []*Lease
 	for _, ln := range backends {
 		addr := netip.MustParseAddrPort(ln.Addr().String()).Addr()
@@ -72,7 +121,7 @@ func TestTCPScheduled(t *testing.T) {
 	for _, l := range leases {
 		<-l.Checked()
 		if !l.Up() {
-			t.Errorf("%s: down after its first connect", l.target.Addr)
+			t.Errorf("%s: down after its first probe", l.target.Addr)
 		}
 	}
 
@@ -103,12 +152,9 @@ func TestTCPScheduled(t *testing.T) {
 	eventually(t, "up once it listens again", dying.Up)
 
 	obs.releaseAll(t, leases, tcpLoopSpec.Interval)
-	connector.mu.Lock()
-	if len(connector.targets) != 0 || connector.queue.Len() != 0 || len(connector.flight) != 0 || connector.inFlight != 0 || connector.epfd != -1 {
-		t.Errorf("after the last release: %d targets, %d queued, %d sockets in flight, %d probes, epoll %d",
-			len(connector.targets), connector.queue.Len(), len(connector.flight), connector.inFlight, connector.epfd)
+	if held := loopLeftover(loop); held != "" {
+		t.Errorf("after the last release: %s", held)
 	}
-	connector.mu.Unlock()
 	for _, ln := range backends {
 		ln.Close()
 	}
@@ -116,9 +162,85 @@ func TestTCPScheduled(t *testing.T) {
 	eventually(t, "every socket closed", func() bool { return openFDs(t) <= fdsBefore })
 }
 
-// In a namespace of the test's own: a backend that never answers a SYN goes down, having been
-// sent three SYNs per probe; an address with no route fails at once; and probes that were
-// accepted leave no TIME_WAIT behind, because the connector closes them with a reset.
+// A half-open probe is invisible to the backend's application and leaves nothing on the
+// backend: no connection is accepted, and no half-open entry (SYN_RECV) outlives the probe,
+// since the prober's kernel resets every SYN-ACK. IPv6 probes, whose checksum the kernel sums,
+// pass and are refused as IPv4's are.
+func TestHalfOpenUnseen(t *testing.T) {
+	if !rawTCPAllowed() {
+		t.Skip("half-open TCP probes need CAP_NET_RAW to open a raw socket")
+	}
+	for _, addr := range loopbacks(t) {
+		t.Run(addr.String(), func(t *testing.T) {
+			ln, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			var accepted atomic.Int32
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					accepted.Add(1)
+					c.Close()
+				}
+			}()
+			port := uint16(ln.Addr().(*net.TCPAddr).Port)
+
+			obs := &stampRecorder{}
+			reg := NewRegistry(obs)
+			p, _ := reg.Prober(Check{Kind: TCP, Port: port}, false)
+			if _, ok := p.(*scheduledTCPProber).loop.(*halfOpenProber); !ok {
+				t.Fatalf("TCP checks probe through %T with raw sockets allowed", p.(*scheduledTCPProber).loop)
+			}
+			l := reg.Acquire(Target{Addr: addr, Spec: tcpSpec(port)}, p, "z.")
+			eventually(t, "five probes", func() bool { return obs.probes() >= 5 })
+			if !l.Up() {
+				t.Errorf("%s: listening backend is down", addr)
+			}
+			refused := reg.Acquire(Target{Addr: addr, Spec: tcpSpec(port + 1)}, p, "z.")
+			<-refused.Checked()
+			if refused.Up() {
+				t.Errorf("%s port %d, where nothing listens: up", addr, port+1)
+			}
+			refused.Release()
+			l.Release()
+			if n := accepted.Load(); n != 0 {
+				t.Errorf("the backend accepted %d connections; half-open probes should open none", n)
+			}
+			eventually(t, "no half-open entry left at the backend", func() bool { return synRecvsOn(t, addr, port) == 0 })
+		})
+	}
+}
+
+// synRecvsOn counts the half-open (SYN_RECV) entries of local port on addr's family.
+func synRecvsOn(t *testing.T, addr netip.Addr, port uint16) int {
+	t.Helper()
+	table := "/proc/net/tcp"
+	if addr.Is6() {
+		table = "/proc/net/tcp6"
+	}
+	b, err := os.ReadFile(table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line) // sl local_address rem_address st ...
+		if len(fields) > 3 && fields[3] == "03" && strings.HasSuffix(fields[1], fmt.Sprintf(":%04X", port)) {
+			n++
+		}
+	}
+	return n
+}
+
+// In a namespace of the test's own, for each TCP loop: a backend that never answers a SYN goes
+// down, having been sent three SYNs per probe; an address with no route fails at once; and
+// probes leave no TIME_WAIT behind (the connector closes with a reset; half-open probes open
+// no connection).
 func TestTCPScheduledNoAnswer(t *testing.T) {
 	if !inOwnNetns() {
 		runInOwnNetns(t)
@@ -137,11 +259,17 @@ func TestTCPScheduledNoAnswer(t *testing.T) {
 			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
+	for name, reg := range tcpWires(t, nil) {
+		t.Run(name, func(t *testing.T) { testTCPScheduledNoAnswer(t, reg) })
+	}
+}
+
+func testTCPScheduledNoAnswer(t *testing.T, reg *Registry) {
 	const port = 8080
 	syns := countSYNs(t, "silent0", port)
 
 	obs := &stampRecorder{}
-	reg := NewRegistry(obs)
+	reg.obs = obs
 	p, _ := reg.Prober(Check{Kind: TCP, Port: port}, false)
 	silent := reg.Acquire(Target{Addr: netip.MustParseAddr("10.98.0.2"), Spec: tcpSpec(port)}, p, "z.")
 	<-silent.Checked()

@@ -6,6 +6,6 @@ package health
 // own (Monitor.run).
 type tcpTarget struct{}
 
-type tcpConnector struct{}
+type synTarget struct{}
 
 func (r *Registry) tcpProberLocked(port uint16) Prober { return &TCPProber{Port: port} }
