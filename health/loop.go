@@ -9,8 +9,8 @@ import (
 )
 
 // probeLoop probes the targets of many monitors from one goroutine, through a wire that sends
-// without waiting and collects answers in batches: raw ICMP echo (RawICMPProber) and TCP
-// connects through epoll (tcpConnector). A goroutine, a timer and a context per probe cost more
+// without waiting and collects answers in batches: raw ICMP echo (RawICMPProber), raw TCP SYNs
+// (halfOpenProber) and TCP connects through epoll (tcpConnector). A goroutine, a timer and a context per probe cost more
 // than the probe's packets did: at 10,000 targets they were most of the prober's CPU, taken from
 // the query path, and TCP at that size fell behind its own schedule (bench/RESULTS.md).
 //

@@ -81,7 +81,18 @@ func main() {
 	dnsPort, httpPort, backendPort := freePort(), freePort(), freePort()
 	var arrivals *arrivalLog
 	if *check == "tcp" {
-		arrivals = listenAll(addrs, backendPort, listen)
+		listenAll(addrs, backendPort, listen)
+		arrivals = &arrivalLog{}
+		tap := func() error { return tapSYNs("lo", backendPort, arrivals) }
+		if *inNS {
+			tap = func() error {
+				return netlab.InNamespace(backendNS, func() error { return tapSYNs("eth0", backendPort, arrivals) })
+			}
+		}
+		if err := tap(); err != nil {
+			log.Printf("no send-time spread: %v", err)
+			arrivals = nil
+		}
 	}
 	conf := filepath.Join(work, "Corefile")
 	spec := Spec{Zones: *zones, Addrs: addrs, Check: *check, Port: backendPort, Interval: *interval, Timeout: *timeout, DNSPort: dnsPort, HTTPPort: httpPort, Pprof: *profile != ""}
@@ -154,7 +165,7 @@ func main() {
 	fmt.Printf("\n%s %d: coredns stacks %.0f MiB, heap %.0f MiB; this driver (the backends' side) used %.2f cores\n",
 		*check, *backends, stack/(1<<20), heap/(1<<20), driverUsed/elapsed.Seconds())
 	if arrivals != nil {
-		fmt.Printf("connections received per tenth of the interval (send-time spread over %s): %v\n", *window, spread)
+		fmt.Printf("SYNs the backends received per tenth of the interval (send-time spread over %s): %v\n", *window, spread)
 	}
 }
 
@@ -255,8 +266,7 @@ func (a *arrivalLog) spread(interval time.Duration) [10]int {
 
 func netListen(address string) (net.Listener, error) { return net.Listen("tcp", address) }
 
-func listenAll(addrs []string, port int, listen func(string) (net.Listener, error)) *arrivalLog {
-	a := &arrivalLog{}
+func listenAll(addrs []string, port int, listen func(string) (net.Listener, error)) {
 	for _, ip := range addrs {
 		ln, err := listen(net.JoinHostPort(ip, strconv.Itoa(port)))
 		if err != nil {
@@ -268,15 +278,10 @@ func listenAll(addrs []string, port int, listen func(string) (net.Listener, erro
 				if err != nil {
 					return
 				}
-				now := time.Now()
 				c.Close()
-				a.mu.Lock()
-				a.times = append(a.times, now)
-				a.mu.Unlock()
 			}
 		}()
 	}
-	return a
 }
 
 type histogram struct {
