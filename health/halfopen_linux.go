@@ -45,12 +45,9 @@ type halfOpenProber struct {
 	flight map[synKey]*scheduled
 
 	// The loop goroutine's, reused at every wake.
-	in      []ipv4.Message
+	rawBatch
 	replies []synReply
-	sends   [2][]ipv4.Message
-	sentTo  [2][]*scheduled
 	answers []answer
-	refusal []answer
 }
 
 // synConn is a raw TCP socket and the local ports its SYNs come from.
@@ -91,10 +88,7 @@ type synTarget struct {
 const tcpHeaderLen = 20
 
 func newHalfOpenProber() *halfOpenProber {
-	p := &halfOpenProber{flight: map[synKey]*scheduled{}, in: make([]ipv4.Message, readBatch)}
-	for i := range p.in {
-		p.in[i].Buffers = [][]byte{make([]byte, 1500)}
-	}
+	p := &halfOpenProber{flight: map[synKey]*scheduled{}, rawBatch: newRawBatch()}
 	p.init(p)
 	return p
 }
@@ -139,8 +133,7 @@ func (p *halfOpenProber) try(s *scheduled, first bool) error {
 	}
 	writeSYN(t.packet[0], c.base+uint16(t.tries%synPorts), s.m.target.Spec.Check.Port, t.isn, t.src, s.addr)
 	t.tries++
-	p.sends[t.family] = append(p.sends[t.family], ipv4.Message{Buffers: t.packet, Addr: t.to})
-	p.sentTo[t.family] = append(p.sentTo[t.family], s)
+	p.queueTry(t.family, t.packet, t.to, s)
 	return nil
 }
 
@@ -181,18 +174,11 @@ func (p *halfOpenProber) poll() {
 		if c == nil {
 			continue
 		}
-		for {
-			n, err := c.batch.ReadBatch(p.in, syscall.MSG_DONTWAIT)
-			n = max(n, 0) // -1 with EAGAIN
-			for _, m := range p.in[:n] {
-				if r, ok := parseSYNReply(family, m.Buffers[0][:m.N], m.Addr, c.base); ok {
-					replies = append(replies, r)
-				}
+		p.drain(&c.rawConn, func(m ipv4.Message) {
+			if r, ok := parseSYNReply(family, m.Buffers[0][:m.N], m.Addr, c.base); ok {
+				replies = append(replies, r)
 			}
-			if err != nil || n < len(p.in) {
-				break // drained (EAGAIN), or closed by release
-			}
-		}
+		})
 	}
 	p.replies = replies
 }
@@ -216,25 +202,13 @@ func (p *halfOpenProber) answered() []answer {
 
 // flush writes the queued SYNs, a batch per family.
 func (p *halfOpenProber) flush() []answer {
-	conns := p.openConns()
-	failed := p.refusal[:0]
-	for family, msgs := range p.sends {
-		for i := 0; i < len(msgs); {
-			n, err := conns[family].batch.WriteBatch(msgs[i:], 0)
-			i += max(n, 0)
-			if err != nil && i < len(msgs) {
-				s := p.sentTo[family][i]
-				failed = append(failed, answer{s, p.fail(s, unwrapDial(context.Background(), err))})
-				i++
-			}
+	var conns [2]*rawConn
+	for family, c := range p.openConns() {
+		if c != nil {
+			conns[family] = &c.rawConn
 		}
-		clear(p.sends[family])
-		p.sends[family] = p.sends[family][:0]
-		clear(p.sentTo[family])
-		p.sentTo[family] = p.sentTo[family][:0]
 	}
-	p.refusal = failed
-	return failed
+	return p.rawBatch.flush(conns, p.fail)
 }
 
 // connLocked returns the family's socket, opening it and reserving its port on first use.

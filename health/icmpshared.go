@@ -37,12 +37,9 @@ type RawICMPProber struct {
 	seq     uint16                    // of the last request
 
 	// The loop goroutine's, reused at every wake.
-	in      []ipv4.Message // ipv4.Message and ipv6.Message are the same type
+	rawBatch
 	keys    []echoKey
-	sends   [2][]ipv4.Message
-	sentTo  [2][]*scheduled
 	answers []answer // of answered
-	refusal []answer // of flush
 }
 
 // rawConn is a raw ICMP socket with its batch reads and writes (recvmmsg, sendmmsg).
@@ -72,13 +69,10 @@ const readBatch = 64
 // NewRawICMPProber returns a prober; it needs CAP_NET_RAW when it first probes.
 func NewRawICMPProber() *RawICMPProber {
 	p := &RawICMPProber{
-		id:      int(rand.N[uint16](65535)) + 1,
-		flight:  map[echoKey]*scheduled{},
-		waiting: map[echoKey]chan struct{}{},
-		in:      make([]ipv4.Message, readBatch),
-	}
-	for i := range p.in {
-		p.in[i].Buffers = [][]byte{make([]byte, 1500)}
+		id:       int(rand.N[uint16](65535)) + 1,
+		flight:   map[echoKey]*scheduled{},
+		waiting:  map[echoKey]chan struct{}{},
+		rawBatch: newRawBatch(),
 	}
 	p.init(p)
 	return p
@@ -172,8 +166,7 @@ func (p *RawICMPProber) try(s *scheduled, first bool) error {
 		p.flight[echoKey{s.addr, e.seq}] = s
 	}
 	setEchoSeq(e.family, e.packet[0], e.seq)
-	p.sends[e.family] = append(p.sends[e.family], ipv4.Message{Buffers: e.packet, Addr: e.to})
-	p.sentTo[e.family] = append(p.sentTo[e.family], s)
+	p.queueTry(e.family, e.packet, e.to, s)
 	return nil
 }
 
@@ -205,21 +198,11 @@ func (p *RawICMPProber) openConns() [2]*rawConn {
 func (p *RawICMPProber) poll() {
 	keys := p.keys[:0]
 	for family, c := range p.openConns() {
-		if c == nil {
-			continue
-		}
-		for {
-			n, err := c.batch.ReadBatch(p.in, syscall.MSG_DONTWAIT)
-			n = max(n, 0) // -1 with EAGAIN
-			for _, m := range p.in[:n] {
-				if key, ok := parseEchoReply(family, m.Buffers[0][:m.N], m.Addr, p.id); ok {
-					keys = append(keys, key)
-				}
+		p.drain(c, func(m ipv4.Message) {
+			if key, ok := parseEchoReply(family, m.Buffers[0][:m.N], m.Addr, p.id); ok {
+				keys = append(keys, key)
 			}
-			if err != nil || n < len(p.in) {
-				break // drained (EAGAIN), or closed by release
-			}
-		}
+		})
 	}
 	p.keys = keys
 }
@@ -240,23 +223,65 @@ func (p *RawICMPProber) answered() []answer {
 
 // flush writes the queued requests, a batch per family.
 func (p *RawICMPProber) flush() []answer {
-	conns := p.openConns()
-	failed := p.refusal[:0]
-	for family, msgs := range p.sends {
+	return p.rawBatch.flush(p.openConns(), func(_ *scheduled, err error) error { return fmt.Errorf("icmp: %w", err) })
+}
+
+// rawBatch is what a wire over raw sockets (one per address family) keeps for its loop's
+// goroutine: the messages it reads into, and the tries queued for the next flush.
+type rawBatch struct {
+	in      []ipv4.Message // ipv4.Message and ipv6.Message are the same type
+	sends   [2][]ipv4.Message
+	sentTo  [2][]*scheduled
+	refusal []answer // of flush
+}
+
+func newRawBatch() rawBatch {
+	b := rawBatch{in: make([]ipv4.Message, readBatch)}
+	for i := range b.in {
+		b.in[i].Buffers = [][]byte{make([]byte, 1500)}
+	}
+	return b
+}
+
+// queueTry adds a try of s to the next flush: packet, to be sent to "to" through family's socket.
+func (b *rawBatch) queueTry(family int, packet [][]byte, to net.Addr, s *scheduled) {
+	b.sends[family] = append(b.sends[family], ipv4.Message{Buffers: packet, Addr: to})
+	b.sentTo[family] = append(b.sentTo[family], s)
+}
+
+// drain hands take every packet c has received, without waiting. c may be nil.
+func (b *rawBatch) drain(c *rawConn, take func(ipv4.Message)) {
+	for c != nil {
+		n, err := c.batch.ReadBatch(b.in, syscall.MSG_DONTWAIT)
+		for _, m := range b.in[:max(n, 0)] { // -1 with EAGAIN
+			take(m)
+		}
+		if err != nil || n < len(b.in) {
+			return // drained (EAGAIN), or closed by release
+		}
+	}
+}
+
+// flush writes the queued tries through conns, a batch per family, and returns those the
+// kernel refused to send (no route, say), each with the error wrap makes of the cause.
+func (b *rawBatch) flush(conns [2]*rawConn, wrap func(s *scheduled, err error) error) []answer {
+	failed := b.refusal[:0]
+	for family, msgs := range b.sends {
 		for i := 0; i < len(msgs); {
 			n, err := conns[family].batch.WriteBatch(msgs[i:], 0)
 			i += max(n, 0)
 			if err != nil && i < len(msgs) {
-				failed = append(failed, answer{p.sentTo[family][i], fmt.Errorf("icmp: %w", unwrapDial(context.Background(), err))})
+				s := b.sentTo[family][i]
+				failed = append(failed, answer{s, wrap(s, unwrapDial(context.Background(), err))})
 				i++
 			}
 		}
-		clear(p.sends[family])
-		p.sends[family] = p.sends[family][:0]
-		clear(p.sentTo[family])
-		p.sentTo[family] = p.sentTo[family][:0]
+		clear(b.sends[family])
+		b.sends[family] = b.sends[family][:0]
+		clear(b.sentTo[family])
+		b.sentTo[family] = b.sentTo[family][:0]
 	}
-	p.refusal = failed
+	b.refusal = failed
 	return failed
 }
 
