@@ -30,7 +30,7 @@ import (
 // took 71 µs of CPU per probe against 19 µs here (bench/RESULTS.md). It needs CAP_NET_RAW;
 // without it the registry uses the tcpConnector.
 //
-// Its SYNs leave from a few local ports per family, each reserved by a socket bound to it that
+// Its SYNs leave from synPorts local ports per family, each reserved by a socket bound to it that
 // never listens, so no connection of the host can take them and the kernel resets every SYN-ACK
 // to them. Each try of a target leaves from the next port: a try is a new connection attempt,
 // as a connect's fresh socket is, not a retransmission that the backend rate-limits, and a
@@ -111,21 +111,16 @@ func (p *halfOpenProber) prepare(s *scheduled) {
 	}
 }
 
-// fail names the check in err, as a failed dial reads: "tcp :8080: connection refused".
-func (p *halfOpenProber) fail(s *scheduled, err error) error {
-	return fmt.Errorf("%s: %w", s.m.target.Spec.Check, err)
-}
-
 func (p *halfOpenProber) try(s *scheduled, first bool) error {
 	t := &s.syn
 	c, err := p.connLocked(t.family)
 	if err != nil {
-		return p.fail(s, err)
+		return tcpFailure(s, err)
 	}
 	if first {
 		if t.family == 0 && !t.src.IsValid() {
 			if t.src, err = routeSource(s.addr); err != nil {
-				return p.fail(s, err)
+				return tcpFailure(s, err)
 			}
 		}
 		t.isn = rand.Uint32()
@@ -149,7 +144,7 @@ func (p *halfOpenProber) busy() bool { return false }
 // silence, and the next probe looks it up again.
 func (p *halfOpenProber) timedOut(s *scheduled, took time.Duration) error {
 	s.syn.src = netip.Addr{}
-	return p.fail(s, errTimeout{context.DeadlineExceeded})
+	return tcpFailure(s, errTimeout{context.DeadlineExceeded})
 }
 
 func (p *halfOpenProber) close() {
@@ -192,7 +187,7 @@ func (p *halfOpenProber) answered() []answer {
 		}
 		var err error
 		if r.reset {
-			err = p.fail(s, syscall.ECONNREFUSED)
+			err = tcpFailure(s, syscall.ECONNREFUSED)
 		}
 		answers = append(answers, answer{s, err})
 	}
@@ -208,10 +203,10 @@ func (p *halfOpenProber) flush() []answer {
 			conns[family] = &c.rawConn
 		}
 	}
-	return p.rawBatch.flush(conns, p.fail)
+	return p.rawBatch.flush(conns, tcpFailure)
 }
 
-// connLocked returns the family's socket, opening it and reserving its port on first use.
+// connLocked returns the family's socket, opening it and reserving its ports on first use.
 func (p *halfOpenProber) connLocked(family int) (*synConn, error) {
 	if c := p.conns[family]; c != nil {
 		return c, nil
@@ -365,7 +360,7 @@ func writeSYN(b []byte, sport, dport uint16, isn uint32, src, dst netip.Addr) {
 	binary.BigEndian.PutUint16(b[14:], 64240) // window
 	if dst.Is4() {
 		s, d := src.As4(), dst.As4()
-		pseudo := make([]byte, 0, 12+tcpHeaderLen)
+		pseudo := make([]byte, 0, 12+tcpHeaderLen) // of constant size, so on the stack
 		pseudo = append(append(append(pseudo, s[:]...), d[:]...), 0, unix.IPPROTO_TCP, 0, tcpHeaderLen)
 		binary.BigEndian.PutUint16(b[16:], checksum(append(pseudo, b...)))
 	}
@@ -397,7 +392,7 @@ func routeSource(dst netip.Addr) (netip.Addr, error) {
 // port's answer to a SYN), to one of our ports (base on). The acknowledgment names the SYN.
 func parseSYNReply(family int, b []byte, from net.Addr, base uint16) (synReply, bool) {
 	if family == 0 {
-		if len(b) < 20 || b[0]>>4 != 4 || b[9] != unix.IPPROTO_TCP {
+		if len(b) < 20 || b[0]>>4 != 4 || b[9] != unix.IPPROTO_TCP || len(b) < int(b[0]&0x0f)*4 {
 			return synReply{}, false
 		}
 		b = b[int(b[0]&0x0f)*4:]

@@ -54,8 +54,9 @@ func (c *tcpConnector) prepare(s *scheduled) {
 	}
 }
 
-// fail names the check in err, as a failed dial reads: "tcp :8080: connection refused".
-func (c *tcpConnector) fail(s *scheduled, err error) error {
+// tcpFailure names the check in err, as a failed dial reads: "tcp :8080: connection refused".
+// Both TCP loops' errors read so, whichever probes.
+func tcpFailure(s *scheduled, err error) error {
 	return fmt.Errorf("%s: %w", s.m.target.Spec.Check, err)
 }
 
@@ -63,7 +64,7 @@ func (c *tcpConnector) try(s *scheduled, first bool) error {
 	if c.epfd < 0 {
 		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 		if err != nil {
-			return c.fail(s, fmt.Errorf("epoll: %w", err))
+			return tcpFailure(s, fmt.Errorf("epoll: %w", err))
 		}
 		c.epfd = fd
 	}
@@ -73,7 +74,7 @@ func (c *tcpConnector) try(s *scheduled, first bool) error {
 	}
 	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return c.fail(s, err)
+		return tcpFailure(s, err)
 	}
 	err = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 	if err == nil {
@@ -88,7 +89,7 @@ func (c *tcpConnector) try(s *scheduled, first bool) error {
 	}
 	if err != nil {
 		unix.Close(fd)
-		return c.fail(s, err) // no route, no port to connect from, ...: an answer of sorts
+		return tcpFailure(s, err) // no route, no port to connect from, ...: an answer of sorts
 	}
 	s.tcp.socks = append(s.tcp.socks, fd)
 	c.flight[int32(fd)] = s
@@ -108,7 +109,7 @@ func (c *tcpConnector) end(s *scheduled) {
 func (c *tcpConnector) busy() bool { return false }
 
 func (c *tcpConnector) timedOut(s *scheduled, took time.Duration) error {
-	return c.fail(s, errTimeout{context.DeadlineExceeded})
+	return tcpFailure(s, errTimeout{context.DeadlineExceeded})
 }
 
 // close closes the epoll set. No socket is left: the last release comes after every monitor
@@ -154,9 +155,9 @@ func (c *tcpConnector) answered() []answer {
 		errno, gerr := unix.GetsockoptInt(int(ev.Fd), unix.SOL_SOCKET, unix.SO_ERROR)
 		switch {
 		case gerr != nil:
-			err = c.fail(s, gerr)
+			err = tcpFailure(s, gerr)
 		case errno != 0:
-			err = c.fail(s, unix.Errno(errno))
+			err = tcpFailure(s, unix.Errno(errno))
 		}
 		answers = append(answers, answer{s, err})
 	}
