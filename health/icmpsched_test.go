@@ -2,7 +2,6 @@ package health
 
 import (
 	"errors"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -130,8 +129,8 @@ func TestRawICMPScheduled(t *testing.T) {
 	obs.releaseAll(t, leases, icmpSpec.Interval)
 	raw.mu.Lock()
 	defer raw.mu.Unlock()
-	if len(raw.targets) != 0 || raw.queue.Len() != 0 || len(raw.flight) != 0 || raw.conns[0] != nil {
-		t.Errorf("after the last release: %d targets, %d queued, %d in flight, socket %v", len(raw.targets), raw.queue.Len(), len(raw.flight), raw.conns[0])
+	if len(raw.targets) != 0 || raw.events.size != 0 || len(raw.flight) != 0 || raw.conns[0] != nil {
+		t.Errorf("after the last release: %d targets, %d queued, %d in flight, socket %v", len(raw.targets), raw.events.size, len(raw.flight), raw.conns[0])
 	}
 }
 
@@ -233,7 +232,7 @@ func TestEchoWireFormat(t *testing.T) {
 	reply[0] = byte(ipv4.ICMPTypeEchoReply)
 	header := make([]byte, 20)
 	header[0] = 0x45
-	from := &net.IPAddr{IP: net.IPv4(127, 0, 0, 9)}
+	from := netip.AddrFrom4([4]byte{127, 0, 0, 9})
 	key, ok := parseEchoReply(0, append(header, reply...), from, 0x1234)
 	if !ok || key != (echoKey{netip.MustParseAddr("127.0.0.9"), 0xbeef}) {
 		t.Errorf("reply with IP header: %v %v", key, ok)

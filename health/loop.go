@@ -1,7 +1,6 @@
 package health
 
 import (
-	"container/heap"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
@@ -14,8 +13,8 @@ import (
 // than the probe's packets did: at 10,000 targets they were most of the prober's CPU, taken from
 // the query path, and TCP at that size fell behind its own schedule (bench/RESULTS.md).
 //
-// The loop keeps every target on a heap by its next event (its next probe, its probe's next try,
-// or its deadline), wakes at most once per loopTick, and then collects answers, handles every
+// The loop keeps every target's next event (its next probe, its probe's next try, or its
+// deadline) on a timing wheel, wakes at most once per loopTick, and then collects answers, handles every
 // event that is due, flushes what the wire queued, and reports to the monitors. A target is
 // probed at once when scheduled, so the first answer is already true, and then every interval
 // at a random phase, so that targets started together do not probe together (as Monitor.run).
@@ -23,13 +22,15 @@ import (
 // The loop, and whatever its wire holds open, exist while some monitor or caller retains it.
 type probeLoop struct {
 	wire  wire
-	epoch time.Time // of the event times in the queue
+	epoch time.Time // of the events' times
 
 	mu       sync.Mutex // guards the loop's state below and the wire's
 	users    int
 	targets  map[*Monitor]*scheduled
-	queue    eventQueue // targets by their next event
-	inFlight int        // probes awaiting an answer
+	events   wheel     // every target's next event, and stale ones
+	byID     []idPlace // targets by scheduled.id, for the events
+	freeIDs  []uint32  // places in byID that no target holds
+	inFlight int       // probes awaiting an answer
 	wake     chan struct{}
 	quit     chan struct{} // closed by the last release: the loop returns
 	done     chan struct{} // closed when the loop has returned
@@ -67,6 +68,13 @@ type answer struct {
 	err error
 }
 
+// idPlace is a target's place in probeLoop.byID. Its generation counts the events queued for
+// the place: only the last one is the target's next event.
+type idPlace struct {
+	s   *scheduled // nil when free
+	gen uint32
+}
+
 type report struct {
 	m *Monitor
 	r Result
@@ -78,8 +86,8 @@ type scheduled struct {
 	addr   netip.Addr // unmapped
 	phased bool       // the first probe is done and the target is on its random phase
 	due    time.Time  // next probe, on the target's grid
-	at     int64      // next event (due, the next try, or the deadline) as since(epoch), for a cheap heap
-	index  int        // in the queue; -1 when not queued
+	at     int64      // next event (due, the next try, or the deadline) as since(epoch)
+	id     uint32     // place in probeLoop.byID
 
 	inFlight bool
 	sent     time.Time // the first try
@@ -106,12 +114,20 @@ func (l *probeLoop) init(w wire) {
 // schedule starts probing m's target: once at once, then every interval at a random phase.
 func (l *probeLoop) schedule(m *Monitor) {
 	now := time.Now()
-	s := &scheduled{m: m, addr: m.target.Addr.Unmap(), due: now, index: -1}
+	s := &scheduled{m: m, addr: m.target.Addr.Unmap(), due: now}
 	l.mu.Lock()
 	l.wire.prepare(s)
-	s.at = l.since(now)
+	if n := len(l.freeIDs); n > 0 {
+		s.id = l.freeIDs[n-1]
+		l.freeIDs = l.freeIDs[:n-1]
+		l.byID[s.id].s = s
+	} else {
+		s.id = uint32(len(l.byID))
+		l.byID = append(l.byID, idPlace{s: s})
+	}
 	l.targets[m] = s
-	heap.Push(&l.queue, s)
+	s.at = l.since(now)
+	l.queueLocked(s)
 	l.mu.Unlock()
 	l.poke()
 }
@@ -126,10 +142,23 @@ func (l *probeLoop) unschedule(m *Monitor) {
 		return
 	}
 	delete(l.targets, m)
-	if s.index >= 0 {
-		heap.Remove(&l.queue, s.index)
-	}
 	l.endLocked(s)
+	if len(l.targets) == 0 { // and so every event is stale
+		l.events.reset()
+		l.byID, l.freeIDs = nil, nil
+		return
+	}
+	place := &l.byID[s.id]
+	place.s = nil
+	place.gen++ // s's events are stale
+	l.freeIDs = append(l.freeIDs, s.id)
+}
+
+// queueLocked makes s.at its next event, and any earlier one stale.
+func (l *probeLoop) queueLocked(s *scheduled) {
+	place := &l.byID[s.id]
+	place.gen++
+	l.events.add(wheelEvent{at: s.at, id: s.id, gen: place.gen})
 }
 
 // endLocked ends s's probe in flight, if any.
@@ -215,8 +244,8 @@ func (l *probeLoop) run(previous, wake, quit <-chan struct{}, done chan<- struct
 		if l.inFlight > 0 || l.wire.busy() {
 			next = loopTick // answers are taken in at the next wake
 		}
-		if l.queue.Len() > 0 {
-			if d := max(time.Duration(l.queue[0].at-l.since(now)), loopTick); next < 0 || d < next {
+		if at, ok := l.events.next(); ok {
+			if d := max(time.Duration(at-l.since(now)), loopTick); next < 0 || d < next {
 				next = d
 			}
 		}
@@ -269,71 +298,54 @@ func (l *probeLoop) finishLocked(s *scheduled, now time.Time, err error) {
 	}
 	s.due = nextOnGrid(s.due, spec.Interval, now)
 	s.at = l.since(s.due)
-	heap.Fix(&l.queue, s.index)
+	l.queueLocked(s)
 }
 
 // dueLocked handles every event due by now: a probe to start, a try to repeat, a deadline.
 func (l *probeLoop) dueLocked(now time.Time) {
-	for nowAt := l.since(now); l.queue.Len() > 0 && l.queue[0].at <= nowAt; {
-		s := l.queue[0]
-		spec := &s.m.target.Spec
-		switch {
-		case s.inFlight && !now.Before(s.deadline):
-			l.finishLocked(s, now, l.wire.timedOut(s, now.Sub(s.sent)))
-		case s.inFlight:
-			// The next try: paid from the budget the registry's monitors share, so an
-			// overloaded prober does not multiply its own load.
-			if s.tries < probeAttempts && s.m.budget.withdraw() {
-				s.tries++
-				if err := l.wire.try(s, false); err != nil {
-					l.finishLocked(s, now, err)
-					continue
-				}
-			}
-			s.nextTry = s.nextTry.Add(spec.Timeout / probeAttempts)
-			s.at = l.since(s.deadline)
-			if s.tries < probeAttempts && s.nextTry.Before(s.deadline) {
-				s.at = l.since(s.nextTry)
-			}
-			heap.Fix(&l.queue, s.index)
-		default:
-			s.m.budget.deposit()
-			s.inFlight = true
-			l.inFlight++
-			s.sent, s.tries = now, 1
-			s.deadline = now.Add(spec.Timeout)
-			s.nextTry = now.Add(spec.Timeout / probeAttempts)
-			if err := l.wire.try(s, true); err != nil {
-				l.finishLocked(s, now, err)
-				continue
-			}
-			s.at = l.since(s.nextTry)
-			heap.Fix(&l.queue, s.index)
+	l.events.expire(l.since(now), func(e wheelEvent) {
+		if place := l.byID[e.id]; place.s != nil && place.gen == e.gen {
+			l.handleLocked(place.s, now)
 		}
+	})
+}
+
+// handleLocked handles s's next event, which is due.
+func (l *probeLoop) handleLocked(s *scheduled, now time.Time) {
+	spec := &s.m.target.Spec
+	switch {
+	case s.inFlight && !now.Before(s.deadline):
+		l.finishLocked(s, now, l.wire.timedOut(s, now.Sub(s.sent)))
+	case s.inFlight:
+		// The next try: paid from the budget the registry's monitors share, so an
+		// overloaded prober does not multiply its own load.
+		if s.tries < probeAttempts && s.m.budget.withdraw() {
+			s.tries++
+			if err := l.wire.try(s, false); err != nil {
+				l.finishLocked(s, now, err)
+				return
+			}
+		}
+		s.nextTry = s.nextTry.Add(spec.Timeout / probeAttempts)
+		s.at = l.since(s.deadline)
+		if s.tries < probeAttempts && s.nextTry.Before(s.deadline) {
+			s.at = l.since(s.nextTry)
+		}
+		l.queueLocked(s)
+	default:
+		s.m.budget.deposit()
+		s.inFlight = true
+		l.inFlight++
+		s.sent, s.tries = now, 1
+		s.deadline = now.Add(spec.Timeout)
+		s.nextTry = now.Add(spec.Timeout / probeAttempts)
+		if err := l.wire.try(s, true); err != nil {
+			l.finishLocked(s, now, err)
+			return
+		}
+		s.at = l.since(s.nextTry)
+		l.queueLocked(s)
 	}
-}
-
-// eventQueue orders scheduled targets by their next event (container/heap).
-type eventQueue []*scheduled
-
-func (q eventQueue) Len() int           { return len(q) }
-func (q eventQueue) Less(i, j int) bool { return q[i].at < q[j].at }
-func (q eventQueue) Swap(i, j int) {
-	q[i], q[j] = q[j], q[i]
-	q[i].index, q[j].index = i, j
-}
-func (q *eventQueue) Push(x any) {
-	s := x.(*scheduled)
-	s.index = len(*q)
-	*q = append(*q, s)
-}
-func (q *eventQueue) Pop() any {
-	old := *q
-	s := old[len(old)-1]
-	old[len(old)-1] = nil
-	s.index = -1
-	*q = old[:len(old)-1]
-	return s
 }
 
 // retainer is a Prober holding resources that its monitors keep open while they run.

@@ -72,8 +72,8 @@ func loopLeftover(loop scheduler) string {
 			held = fmt.Sprintf("%d SYNs in flight, sockets %v; ", len(w.flight), w.conns)
 		}
 	}
-	if len(l.targets) != 0 || l.queue.Len() != 0 || l.inFlight != 0 {
-		held += fmt.Sprintf("%d targets, %d queued, %d probes", len(l.targets), l.queue.Len(), l.inFlight)
+	if len(l.targets) != 0 || l.events.size != 0 || l.inFlight != 0 {
+		held += fmt.Sprintf("%d targets, %d queued, %d probes", len(l.targets), l.events.size, l.inFlight)
 	}
 	return held
 }
