@@ -52,7 +52,7 @@ type halfOpenProber struct {
 
 // synConn is a raw TCP socket and the local ports its SYNs come from.
 type synConn struct {
-	rawConn
+	*rawConn
 	base     uint16 // the ports are base to base+synPorts-1
 	reserved []int  // the sockets bound to them
 }
@@ -77,10 +77,10 @@ type synReply struct {
 
 // synTarget is what a halfOpenProber keeps of a scheduled target.
 type synTarget struct {
-	to     *net.IPAddr
+	to     *rawAddr
 	family int
 	src    netip.Addr // the IPv4 source the kernel routes from, for the checksum; invalid: look it up
-	packet [][]byte   // the TCP header, as one buffer of a batch message
+	packet []byte     // the TCP header
 	isn    uint32     // of the probe in flight; its tries repeat it, so a late answer counts
 	tries  uint32     // every try ever sent, which picks the next try's local port
 }
@@ -105,9 +105,9 @@ func rawTCPAllowed() bool {
 
 func (p *halfOpenProber) prepare(s *scheduled) {
 	s.syn = synTarget{
-		to:     &net.IPAddr{IP: s.addr.AsSlice()},
+		to:     newRawAddr(s.addr),
 		family: familyOf(s.addr),
-		packet: [][]byte{make([]byte, tcpHeaderLen)},
+		packet: make([]byte, tcpHeaderLen),
 	}
 }
 
@@ -126,7 +126,7 @@ func (p *halfOpenProber) try(s *scheduled, first bool) error {
 		t.isn = rand.Uint32()
 		p.flight[p.keyOf(s)] = s
 	}
-	writeSYN(t.packet[0], c.base+uint16(t.tries%synPorts), s.m.target.Spec.Check.Port, t.isn, t.src, s.addr)
+	writeSYN(t.packet, c.base+uint16(t.tries%synPorts), s.m.target.Spec.Check.Port, t.isn, t.src, s.addr)
 	t.tries++
 	p.queueTry(t.family, t.packet, t.to, s)
 	return nil
@@ -169,8 +169,8 @@ func (p *halfOpenProber) poll() {
 		if c == nil {
 			continue
 		}
-		p.drain(&c.rawConn, func(m ipv4.Message) {
-			if r, ok := parseSYNReply(family, m.Buffers[0][:m.N], m.Addr, c.base); ok {
+		p.drain(c.rawConn, func(b []byte, from netip.Addr) {
+			if r, ok := parseSYNReply(family, b, from, c.base); ok {
 				replies = append(replies, r)
 			}
 		})
@@ -200,7 +200,7 @@ func (p *halfOpenProber) flush() []answer {
 	var conns [2]*rawConn
 	for family, c := range p.openConns() {
 		if c != nil {
-			conns[family] = &c.rawConn
+			conns[family] = c.rawConn
 		}
 	}
 	return p.rawBatch.flush(conns, tcpFailure)
@@ -231,7 +231,12 @@ func listenRawTCP(family int) (c *synConn, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c = &synConn{rawConn: rawConn{IPConn: pc.(*net.IPConn)}}
+	rc, err := newRawConn(pc.(*net.IPConn))
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	c = &synConn{rawConn: rc}
 	defer func() {
 		if err != nil {
 			c.close()
@@ -241,12 +246,9 @@ func listenRawTCP(family int) (c *synConn, err error) {
 		return nil, err
 	}
 	if family == 0 {
-		pc := ipv4.NewPacketConn(c.IPConn)
-		c.batch = pc
-		err = pc.SetBPF(synReplyFilter(0, c.base))
+		err = ipv4.NewPacketConn(c.IPConn).SetBPF(synReplyFilter(0, c.base))
 	} else {
 		pc := ipv6.NewPacketConn(c.IPConn)
-		c.batch = pc
 		err = pc.SetBPF(synReplyFilter(1, c.base))
 		if err == nil {
 			err = pc.SetChecksum(true, 16) // the kernel sums the TCP header with its own source
@@ -390,7 +392,7 @@ func routeSource(dst netip.Addr) (netip.Addr, error) {
 
 // parseSYNReply returns the probe a segment answers: a SYN-ACK, or a reset with an ACK (a closed
 // port's answer to a SYN), to one of our ports (base on). The acknowledgment names the SYN.
-func parseSYNReply(family int, b []byte, from net.Addr, base uint16) (synReply, bool) {
+func parseSYNReply(family int, b []byte, from netip.Addr, base uint16) (synReply, bool) {
 	if family == 0 {
 		if len(b) < 20 || b[0]>>4 != 4 || b[9] != unix.IPPROTO_TCP || len(b) < int(b[0]&0x0f)*4 {
 			return synReply{}, false
@@ -409,14 +411,9 @@ func parseSYNReply(family int, b []byte, from net.Addr, base uint16) (synReply, 
 	default:
 		return synReply{}, false
 	}
-	ip, ok := from.(*net.IPAddr)
-	if !ok {
+	if !from.IsValid() {
 		return synReply{}, false
 	}
-	addr, ok := netip.AddrFromSlice(ip.IP)
-	if !ok {
-		return synReply{}, false
-	}
-	key := synKey{addr: addr.Unmap(), port: binary.BigEndian.Uint16(b[0:]), isn: binary.BigEndian.Uint32(b[8:]) - 1}
+	key := synKey{addr: from.Unmap(), port: binary.BigEndian.Uint16(b[0:]), isn: binary.BigEndian.Uint32(b[8:]) - 1}
 	return synReply{key: key, reset: reset}, true
 }

@@ -2,7 +2,6 @@ package health
 
 import (
 	"encoding/binary"
-	"net"
 	"net/netip"
 	"testing"
 
@@ -70,7 +69,7 @@ func disassemble(t *testing.T, raw []bpf.RawInstruction) []bpf.Instruction {
 // packet too short for the header it claims, is not an answer.
 func TestParseSYNReply(t *testing.T) {
 	const base = 40000
-	from := &net.IPAddr{IP: net.IPv4(10, 0, 0, 7)}
+	from := netip.AddrFrom4([4]byte{10, 0, 0, 7})
 	reply := func(flags byte) []byte {
 		b := make([]byte, 20+tcpHeaderLen)
 		b[0], b[9] = 0x45, 6

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/ipv4"
@@ -42,15 +41,6 @@ type RawICMPProber struct {
 	answers []answer // of answered
 }
 
-// rawConn is a raw ICMP socket with its batch reads and writes (recvmmsg, sendmmsg).
-type rawConn struct {
-	*net.IPConn
-	batch interface {
-		ReadBatch(ms []ipv4.Message, flags int) (int, error) // ipv6.Message is the same type
-		WriteBatch(ms []ipv4.Message, flags int) (int, error)
-	}
-}
-
 type echoKey struct {
 	addr netip.Addr
 	seq  uint16
@@ -58,10 +48,10 @@ type echoKey struct {
 
 // echoTarget is what RawICMPProber keeps of a scheduled target.
 type echoTarget struct {
-	to     *net.IPAddr
+	to     *rawAddr
 	family int
-	packet [][]byte // the echo request, as one buffer of a batch message
-	seq    uint16   // of the probe in flight; its tries repeat it, so a late reply counts
+	packet []byte // the echo request
+	seq    uint16 // of the probe in flight; its tries repeat it, so a late reply counts
 }
 
 const readBatch = 64
@@ -138,9 +128,10 @@ func (p *RawICMPProber) connLocked(family int) (*rawConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc := &rawConn{IPConn: c, batch: ipv4.NewPacketConn(c)}
-	if family == 1 {
-		rc.batch = ipv6.NewPacketConn(c)
+	rc, err := newRawConn(c)
+	if err != nil {
+		c.Close()
+		return nil, err
 	}
 	p.conns[family] = rc
 	return rc, nil
@@ -149,9 +140,9 @@ func (p *RawICMPProber) connLocked(family int) (*rawConn, error) {
 func (p *RawICMPProber) prepare(s *scheduled) {
 	family := familyOf(s.addr)
 	s.echo = echoTarget{
-		to:     &net.IPAddr{IP: s.addr.AsSlice(), Zone: s.addr.Zone()},
+		to:     newRawAddr(s.addr),
 		family: family,
-		packet: [][]byte{echoRequest(family, p.id, echoPayload)},
+		packet: echoRequest(family, p.id, echoPayload),
 	}
 }
 
@@ -165,7 +156,7 @@ func (p *RawICMPProber) try(s *scheduled, first bool) error {
 		e.seq = p.seq
 		p.flight[echoKey{s.addr, e.seq}] = s
 	}
-	setEchoSeq(e.family, e.packet[0], e.seq)
+	setEchoSeq(e.family, e.packet, e.seq)
 	p.queueTry(e.family, e.packet, e.to, s)
 	return nil
 }
@@ -198,8 +189,8 @@ func (p *RawICMPProber) openConns() [2]*rawConn {
 func (p *RawICMPProber) poll() {
 	keys := p.keys[:0]
 	for family, c := range p.openConns() {
-		p.drain(c, func(m ipv4.Message) {
-			if key, ok := parseEchoReply(family, m.Buffers[0][:m.N], m.Addr, p.id); ok {
+		p.drain(c, func(b []byte, from netip.Addr) {
+			if key, ok := parseEchoReply(family, b, from, p.id); ok {
 				keys = append(keys, key)
 			}
 		})
@@ -227,37 +218,40 @@ func (p *RawICMPProber) flush() []answer {
 }
 
 // rawBatch is what a wire over raw sockets (one per address family) keeps for its loop's
-// goroutine: the messages it reads into, and the tries queued for the next flush.
+// goroutine: the buffers it reads into, and the tries queued for the next flush.
 type rawBatch struct {
-	in      []ipv4.Message // ipv4.Message and ipv6.Message are the same type
-	sends   [2][]ipv4.Message
-	sentTo  [2][]*scheduled
+	in      rawInbox
+	sends   [2]rawOutbox
 	refusal []answer // of flush
 }
 
-func newRawBatch() rawBatch {
-	b := rawBatch{in: make([]ipv4.Message, readBatch)}
-	for i := range b.in {
-		b.in[i].Buffers = [][]byte{make([]byte, 1500)}
-	}
-	return b
+// rawOutbox is a family's tries queued for the next flush.
+type rawOutbox struct {
+	packets [][]byte
+	to      []*rawAddr
+	sentTo  []*scheduled
+	scratch sendScratch
 }
+
+func newRawBatch() rawBatch { return rawBatch{in: newRawInbox()} }
 
 // queueTry adds a try of s to the next flush: packet, to be sent to "to" through family's socket.
-func (b *rawBatch) queueTry(family int, packet [][]byte, to net.Addr, s *scheduled) {
-	b.sends[family] = append(b.sends[family], ipv4.Message{Buffers: packet, Addr: to})
-	b.sentTo[family] = append(b.sentTo[family], s)
+func (b *rawBatch) queueTry(family int, packet []byte, to *rawAddr, s *scheduled) {
+	o := &b.sends[family]
+	o.packets = append(o.packets, packet)
+	o.to = append(o.to, to)
+	o.sentTo = append(o.sentTo, s)
 }
 
-// drain hands take every packet c has received, without waiting. c may be nil.
-func (b *rawBatch) drain(c *rawConn, take func(ipv4.Message)) {
+// drain hands take every packet c has received, and its source, without waiting. c may be nil.
+func (b *rawBatch) drain(c *rawConn, take func(packet []byte, from netip.Addr)) {
 	for c != nil {
-		n, err := c.batch.ReadBatch(b.in, syscall.MSG_DONTWAIT)
-		for _, m := range b.in[:max(n, 0)] { // -1 with EAGAIN
-			take(m)
+		n, err := c.recvBatch(&b.in)
+		for i := range n {
+			take(b.in.packet(i))
 		}
-		if err != nil || n < len(b.in) {
-			return // drained (EAGAIN), or closed by release
+		if err != nil || n < readBatch {
+			return // drained, or closed by release
 		}
 	}
 }
@@ -266,20 +260,23 @@ func (b *rawBatch) drain(c *rawConn, take func(ipv4.Message)) {
 // kernel refused to send (no route, say), each with the error wrap makes of the cause.
 func (b *rawBatch) flush(conns [2]*rawConn, wrap func(s *scheduled, err error) error) []answer {
 	failed := b.refusal[:0]
-	for family, msgs := range b.sends {
-		for i := 0; i < len(msgs); {
-			n, err := conns[family].batch.WriteBatch(msgs[i:], 0)
-			i += max(n, 0)
-			if err != nil && i < len(msgs) {
-				s := b.sentTo[family][i]
+	for family := range b.sends {
+		o := &b.sends[family]
+		for i := 0; i < len(o.packets); {
+			n, err := conns[family].sendBatch(o, i)
+			i += n
+			if err != nil && i < len(o.packets) {
+				s := o.sentTo[i]
 				failed = append(failed, answer{s, wrap(s, unwrapDial(context.Background(), err))})
 				i++
 			}
 		}
-		clear(b.sends[family])
-		b.sends[family] = b.sends[family][:0]
-		clear(b.sentTo[family])
-		b.sentTo[family] = b.sentTo[family][:0]
+		clear(o.packets)
+		o.packets = o.packets[:0]
+		clear(o.to)
+		o.to = o.to[:0]
+		clear(o.sentTo)
+		o.sentTo = o.sentTo[:0]
 	}
 	b.refusal = failed
 	return failed
@@ -329,7 +326,7 @@ func checksum(b []byte) uint16 {
 
 // parseEchoReply returns the key of an echo reply with our identifier. An IPv4 raw socket
 // receives the IP header too; an IPv6 one does not.
-func parseEchoReply(family int, b []byte, from net.Addr, id int) (echoKey, bool) {
+func parseEchoReply(family int, b []byte, from netip.Addr, id int) (echoKey, bool) {
 	if family == 0 && len(b) > 0 && b[0]>>4 == 4 {
 		hl := int(b[0]&0x0f) * 4
 		if len(b) < hl {
@@ -344,15 +341,10 @@ func parseEchoReply(family int, b []byte, from net.Addr, id int) (echoKey, bool)
 	if len(b) < 8 || b[0] != reply || int(binary.BigEndian.Uint16(b[4:])) != id {
 		return echoKey{}, false // another process's ping, or not an echo reply
 	}
-	ip, ok := from.(*net.IPAddr)
-	if !ok {
+	if !from.IsValid() {
 		return echoKey{}, false
 	}
-	addr, ok := netip.AddrFromSlice(ip.IP)
-	if !ok {
-		return echoKey{}, false
-	}
-	return echoKey{addr: addr.Unmap(), seq: binary.BigEndian.Uint16(b[6:])}, true
+	return echoKey{addr: from.Unmap(), seq: binary.BigEndian.Uint16(b[6:])}, true
 }
 
 // rawReceiveBuffer holds a first round's burst of replies: a socket that overflows drops them,
