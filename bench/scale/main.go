@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,6 +47,7 @@ func main() {
 		qps      = flag.Duration("qps", 0, "after measuring, run dnsperf (pinned to CPU 0) this long against a zone and report its QPS")
 		profile  = flag.String("profile", "", "write a CPU profile of coredns over the measuring window to this file (go tool pprof -top FILE)")
 		inNS     = flag.Bool("netns", false, "put the backends in a network namespace behind a veth (needs root) instead of on loopback")
+		pairs    = flag.Int("pairs", 0, "with -qps: then alternate this many times between 10 backends and all of them by reloading, running dnsperf after each, and report each pair's ratio")
 	)
 	flag.Parse()
 	log.SetFlags(0)
@@ -86,7 +88,7 @@ func main() {
 		tap := func() error { return tapSYNs("lo", backendPort, arrivals) }
 		if *inNS {
 			tap = func() error {
-				return netlab.InNamespace(backendNS, func() error { return tapSYNs("eth0", backendPort, arrivals) })
+				return netlab.InNamespace(backendNS, func() error { return tapSYNs(backendLink, backendPort, arrivals) })
 			}
 		}
 		if err := tap(); err != nil {
@@ -158,6 +160,29 @@ func main() {
 	cmd.Process.Signal(syscall.SIGUSR1)
 	waitFor(2*time.Minute, func() bool { return strings.Count(out.String(), "Reloading complete") > reloads }, cmd, out)
 	reload := time.Since(r0)
+
+	if *qps > 0 && *pairs > 0 {
+		full, idle := spec, spec
+		full.Addrs = addrs
+		idle.Addrs, idle.Zones = addrs[:10], 1
+		var ratios []float64
+		for i := range *pairs {
+			var q [2]float64
+			for j, sp := range []Spec{idle, full} {
+				os.WriteFile(conf, []byte(sp.Corefile()), 0o644)
+				reloads := strings.Count(out.String(), "Reloading complete")
+				cmd.Process.Signal(syscall.SIGUSR1)
+				waitFor(2*time.Minute, func() bool { return strings.Count(out.String(), "Reloading complete") > reloads }, cmd, out)
+				time.Sleep(3 * *interval) // past the first round, which probes every target at once
+				q[j] = dnsperf(dnsPort, *qps, work)
+			}
+			ratios = append(ratios, q[1]/q[0])
+			fmt.Printf("pair %d: %.0f qps probing 10, %.0f qps probing %d: ratio %.2f\n", i+1, q[0], q[1], *backends, q[1]/q[0])
+		}
+		slices.Sort(ratios)
+		median := (ratios[(len(ratios)-1)/2] + ratios[len(ratios)/2]) / 2
+		fmt.Printf("median ratio of %d pairs: %.3f\n", len(ratios), median)
+	}
 
 	fmt.Printf("| %s | %d | %d | %s | %.0f ms | %.2f | %.0f | %s | %s | %d/%d | %.0f ms |\n",
 		*check, *backends, *zones, *interval, float64(ready.Sub(start).Milliseconds()), cpuUsed/elapsed.Seconds(), rss,
