@@ -9,15 +9,17 @@ import (
 
 // probeLoop probes the targets of many monitors from one goroutine, through a wire that sends
 // without waiting and collects answers in batches: raw ICMP echo (RawICMPProber), raw TCP SYNs
-// (halfOpenProber) and TCP connects through epoll (tcpConnector). A goroutine, a timer and a context per probe cost more
-// than the probe's packets did: at 10,000 targets they were most of the prober's CPU, taken from
-// the query path, and TCP at that size fell behind its own schedule (bench/RESULTS.md).
+// (halfOpenProber) and TCP connects through epoll (tcpConnector). A goroutine, a timer and a
+// context per probe cost more than the probe's packets did: at 10,000 targets they were most of
+// the prober's CPU, taken from the query path, and TCP at that size fell behind its own
+// schedule (bench/RESULTS.md).
 //
 // The loop keeps every target's next event (its next probe, its probe's next try, or its
-// deadline) on a timing wheel, wakes at most once per loopTick, and then collects answers, handles every
-// event that is due, flushes what the wire queued, and reports to the monitors. A target is
-// probed at once when scheduled, so the first answer is already true, and then every interval
-// at a random phase, so that targets started together do not probe together (as Monitor.run).
+// deadline) on a timing wheel, wakes at most once per loopTick, and then collects answers,
+// handles every event that is due, flushes what the wire queued, and reports to the monitors.
+// A target is probed at once when scheduled, so the first answer is already true, and then
+// every interval at a random phase, so that targets started together do not probe together
+// (as Monitor.run).
 //
 // The loop, and whatever its wire holds open, exist while some monitor or caller retains it.
 type probeLoop struct {

@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // Elsewhere the raw-socket wires batch through x/net, which sends and reads one packet per
@@ -15,10 +16,16 @@ import (
 
 type rawConn struct {
 	*net.IPConn
-	batch *ipv4.PacketConn // its batch methods serve IPv6 sockets too: ipv4.Message is ipv6.Message
+	batch interface {
+		ReadBatch(ms []ipv4.Message, flags int) (int, error) // ipv6.Message is the same type
+		WriteBatch(ms []ipv4.Message, flags int) (int, error)
+	}
 }
 
 func newRawConn(c *net.IPConn) (*rawConn, error) {
+	if local, ok := c.LocalAddr().(*net.IPAddr); ok && local.IP.To4() == nil {
+		return &rawConn{IPConn: c, batch: ipv6.NewPacketConn(c)}, nil
+	}
 	return &rawConn{IPConn: c, batch: ipv4.NewPacketConn(c)}, nil
 }
 

@@ -164,7 +164,7 @@ func main() {
 	if *qps > 0 && *pairs > 0 {
 		full, idle := spec, spec
 		full.Addrs = addrs
-		idle.Addrs, idle.Zones = addrs[:10], 1
+		idle.Addrs, idle.Zones = addrs[:min(10, len(addrs))], 1
 		var ratios []float64
 		for i := range *pairs {
 			var q [2]float64
@@ -177,7 +177,7 @@ func main() {
 				q[j] = dnsperf(dnsPort, *qps, work)
 			}
 			ratios = append(ratios, q[1]/q[0])
-			fmt.Printf("pair %d: %.0f qps probing 10, %.0f qps probing %d: ratio %.2f\n", i+1, q[0], q[1], *backends, q[1]/q[0])
+			fmt.Printf("pair %d: %.0f qps probing %d, %.0f qps probing %d: ratio %.2f\n", i+1, q[0], len(idle.Addrs), q[1], *backends, q[1]/q[0])
 		}
 		slices.Sort(ratios)
 		median := (ratios[(len(ratios)-1)/2] + ratios[len(ratios)/2]) / 2
