@@ -152,14 +152,18 @@ func main() {
 		fmt.Printf("dnsperf while probing %d %s targets: %.0f qps\n", *backends, *check, dnsperf(dnsPort, *qps, work))
 	}
 
-	// Reload: one backend fewer in the first zone, then time until the reload is logged.
+	// reloadTo writes sp's Corefile and returns how long coredns took to log its reload.
+	reloadTo := func(sp Spec) time.Duration {
+		os.WriteFile(conf, []byte(sp.Corefile()), 0o644)
+		reloads := strings.Count(out.String(), "Reloading complete")
+		r0 := time.Now()
+		cmd.Process.Signal(syscall.SIGUSR1)
+		waitFor(2*time.Minute, func() bool { return strings.Count(out.String(), "Reloading complete") > reloads }, cmd, out)
+		return time.Since(r0)
+	}
+	// Reload: one backend fewer in the first zone.
 	spec.Addrs = addrs[1:]
-	os.WriteFile(conf, []byte(spec.Corefile()), 0o644)
-	reloads := strings.Count(out.String(), "Reloading complete")
-	r0 := time.Now()
-	cmd.Process.Signal(syscall.SIGUSR1)
-	waitFor(2*time.Minute, func() bool { return strings.Count(out.String(), "Reloading complete") > reloads }, cmd, out)
-	reload := time.Since(r0)
+	reload := reloadTo(spec)
 
 	if *qps > 0 && *pairs > 0 {
 		full, idle := spec, spec
@@ -169,10 +173,7 @@ func main() {
 		for i := range *pairs {
 			var q [2]float64
 			for j, sp := range []Spec{idle, full} {
-				os.WriteFile(conf, []byte(sp.Corefile()), 0o644)
-				reloads := strings.Count(out.String(), "Reloading complete")
-				cmd.Process.Signal(syscall.SIGUSR1)
-				waitFor(2*time.Minute, func() bool { return strings.Count(out.String(), "Reloading complete") > reloads }, cmd, out)
+				reloadTo(sp)
 				time.Sleep(3 * *interval) // past the first round, which probes every target at once
 				q[j] = dnsperf(dnsPort, *qps, work)
 			}
