@@ -247,6 +247,9 @@ func listenRawTCP(family int) (c *synConn, err error) {
 	}
 	if family == 0 {
 		err = ipv4.NewPacketConn(c.IPConn).SetBPF(synReplyFilter(0, c.base))
+		if err == nil {
+			err = setDontFragment(c.IPConn)
+		}
 	} else {
 		pc := ipv6.NewPacketConn(c.IPConn)
 		err = pc.SetBPF(synReplyFilter(1, c.base))

@@ -364,16 +364,22 @@ func listenRawICMP(network string, v4 bool) (*net.IPConn, error) {
 		var f ipv4.ICMPFilter
 		f.SetAll(true)
 		f.Accept(ipv4.ICMPTypeEchoReply)
-		err = ipv4.NewPacketConn(c).SetICMPFilter(&f)
+		if err = ipv4.NewPacketConn(c).SetICMPFilter(&f); err != nil {
+			err = fmt.Errorf("setting the ICMP filter: %w", err)
+		} else if err = setDontFragment(c); err != nil {
+			err = fmt.Errorf("setting DF: %w", err)
+		}
 	} else {
 		var f ipv6.ICMPFilter
 		f.SetAll(true)
 		f.Accept(ipv6.ICMPTypeEchoReply)
-		err = ipv6.NewPacketConn(c).SetICMPFilter(&f)
+		if err = ipv6.NewPacketConn(c).SetICMPFilter(&f); err != nil {
+			err = fmt.Errorf("setting the ICMP filter: %w", err)
+		}
 	}
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("setting the ICMP filter: %w", err)
+		return nil, fmt.Errorf("raw icmp socket: %w", err)
 	}
 	setReceiveBuffer(c, rawReceiveBuffer)
 	return c, nil
