@@ -75,14 +75,14 @@ type synReply struct {
 	reset bool
 }
 
-// synTarget is what a halfOpenProber keeps of a scheduled target.
+// synTarget is what a halfOpenProber keeps of a scheduled target; in it, as echoTarget.
 type synTarget struct {
-	to     *rawAddr
+	to     rawAddr
 	family int
 	src    netip.Addr // the IPv4 source the kernel routes from, for the checksum; invalid: look it up
-	packet []byte     // the TCP header
-	isn    uint32     // of the probe in flight; its tries repeat it, so a late answer counts
-	tries  uint32     // every try ever sent, which picks the next try's local port
+	header [tcpHeaderLen]byte
+	isn    uint32 // of the probe in flight; its tries repeat it, so a late answer counts
+	tries  uint32 // every try ever sent, which picks the next try's local port
 }
 
 const tcpHeaderLen = 20
@@ -104,11 +104,7 @@ func rawTCPAllowed() bool {
 }
 
 func (p *halfOpenProber) prepare(s *scheduled) {
-	s.syn = synTarget{
-		to:     newRawAddr(s.addr),
-		family: familyOf(s.addr),
-		packet: make([]byte, tcpHeaderLen),
-	}
+	s.syn = synTarget{to: *newRawAddr(s.addr), family: familyOf(s.addr)}
 }
 
 func (p *halfOpenProber) try(s *scheduled, first bool) error {
@@ -126,9 +122,9 @@ func (p *halfOpenProber) try(s *scheduled, first bool) error {
 		t.isn = rand.Uint32()
 		p.flight[p.keyOf(s)] = s
 	}
-	writeSYN(t.packet, c.base+uint16(t.tries%synPorts), s.m.target.Spec.Check.Port, t.isn, t.src, s.addr)
+	writeSYN(t.header[:], c.base+uint16(t.tries%synPorts), s.m.target.Spec.Check.Port, t.isn, t.src, s.addr)
 	t.tries++
-	p.queueTry(t.family, t.packet, t.to, s)
+	p.queueTry(t.family, t.header[:], &t.to, s)
 	return nil
 }
 

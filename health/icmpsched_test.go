@@ -223,7 +223,7 @@ func TestEchoWireFormat(t *testing.T) {
 	if checksum(b) != 0 {
 		t.Errorf("checksum does not verify: %#x", checksum(b))
 	}
-	want, _ := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: 0x1234, Seq: 0xbeef, Data: echoPayload}}).Marshal(nil)
+	want, _ := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: 0x1234, Seq: 0xbeef, Data: []byte(echoPayload)}}).Marshal(nil)
 	if string(want) != string(b) {
 		t.Errorf("request % x, x/net/icmp makes % x", b, want)
 	}
