@@ -244,7 +244,9 @@ func listenRawTCP(family int) (c *synConn, err error) {
 	if family == 0 {
 		err = ipv4.NewPacketConn(c.IPConn).SetBPF(synReplyFilter(0, c.base))
 		if err == nil {
-			err = setDontFragment(c.IPConn)
+			if err = setDontFragment(c.IPConn); err != nil {
+				err = fmt.Errorf("setting DF: %w", err)
+			}
 		}
 	} else {
 		pc := ipv6.NewPacketConn(c.IPConn)

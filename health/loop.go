@@ -86,9 +86,9 @@ type report struct {
 type scheduled struct {
 	m    *Monitor
 	addr netip.Addr // unmapped
-	// Copied from m, so that an event reads this object alone: at 10,000 targets a first read
-	// of an object is a cache miss, and the monitor's was a quarter of the loop's time
-	// (BenchmarkProbeLoop).
+	// Copied from m, so that an event reads this object alone: at 10,000 targets the first
+	// read of an object is a cache miss, and the monitor's was a seventh of the loop's time
+	// (BenchmarkProbeLoop's profile).
 	interval, timeout time.Duration
 	budget            *retryBudget
 	phased            bool      // the first probe is done and the target is on its random phase
