@@ -210,7 +210,8 @@ func TestRawICMPScheduledNoReply(t *testing.T) {
 // The echo requests the loop builds are what the kernel and other tools read: a valid
 // checksum, our identifier and the sequence, and a reply parses back to its key.
 func TestEchoWireFormat(t *testing.T) {
-	b := echoRequest(0, 0x1234, echoPayload)
+	request := echoRequest(0, 0x1234)
+	b := request[:]
 	setEchoSeq(0, b, 0xbeef)
 	m, err := icmp.ParseMessage(1, b)
 	if err != nil {

@@ -100,10 +100,10 @@ func (p *RawICMPProber) Probe(ctx context.Context, addr netip.Addr) error {
 		p.mu.Unlock()
 	}()
 
-	packet := echoRequest(family, p.id, echoPayload)
-	setEchoSeq(family, packet, key.seq)
+	packet := echoRequest(family, p.id)
+	setEchoSeq(family, packet[:], key.seq)
 	start := time.Now()
-	if _, err := conn.WriteTo(packet, &net.IPAddr{IP: addr.AsSlice(), Zone: addr.Zone()}); err != nil {
+	if _, err := conn.WriteTo(packet[:], &net.IPAddr{IP: addr.AsSlice(), Zone: addr.Zone()}); err != nil {
 		return fmt.Errorf("icmp: %w", unwrapDial(ctx, err))
 	}
 	select {
@@ -144,8 +144,7 @@ func (p *RawICMPProber) connLocked(family int) (*rawConn, error) {
 
 func (p *RawICMPProber) prepare(s *scheduled) {
 	family := familyOf(s.addr)
-	s.echo = echoTarget{to: *newRawAddr(s.addr), family: family}
-	copy(s.echo.buf[:], echoRequest(family, p.id, echoPayload))
+	s.echo = echoTarget{to: *newRawAddr(s.addr), family: family, buf: echoRequest(family, p.id)}
 }
 
 func (p *RawICMPProber) try(s *scheduled, first bool) error {
@@ -292,14 +291,14 @@ func familyOf(addr netip.Addr) int {
 }
 
 // echoRequest builds an echo request of ours; setEchoSeq numbers it.
-func echoRequest(family, id int, payload string) []byte {
-	b := make([]byte, 8+len(payload))
+func echoRequest(family, id int) [echoRequestLen]byte {
+	var b [echoRequestLen]byte
 	b[0] = byte(ipv4.ICMPTypeEcho)
 	if family == 1 {
 		b[0] = byte(ipv6.ICMPTypeEchoRequest) // the kernel fills in the ICMPv6 checksum
 	}
 	binary.BigEndian.PutUint16(b[4:], uint16(id))
-	copy(b[8:], payload)
+	copy(b[8:], echoPayload)
 	return b
 }
 
