@@ -43,6 +43,12 @@ type halfOpenProber struct {
 	// Guarded by probeLoop.mu.
 	conns  [2]*synConn // by family: 0 IPv4, 1 IPv6; open while retained
 	flight map[synKey]*scheduled
+	// A family's socket that would not open: each try fails with the same error until the
+	// retry time, rather than every due target walking the port range again.
+	openErr     [2]error
+	openRetryAt [2]time.Time
+	// The range to reserve ports in: the kernel's ephemeral range when the prober was made.
+	portsLow, portsHigh int
 
 	// The loop goroutine's, reused at every wake.
 	rawBatch
@@ -62,6 +68,9 @@ type synConn struct {
 // lost (it resends that SYN-ACK after 1 and 3 s, and our kernel resets it). With 16 ports, at
 // 100 ms and 30% loss, stale entries doubled the failed probes (test/lab TestLossAndJitter).
 const synPorts = 64
+
+// openRetryDelay spaces the attempts to open a raw socket that failed to open.
+const openRetryDelay = time.Second
 
 // synKey names a probe's SYN: the backend that answers it and the sequence number it chose.
 type synKey struct {
@@ -89,6 +98,7 @@ const tcpHeaderLen = 20
 
 func newHalfOpenProber() *halfOpenProber {
 	p := &halfOpenProber{flight: map[synKey]*scheduled{}, rawBatch: newRawBatch()}
+	p.portsLow, p.portsHigh = ephemeralPorts()
 	p.init(p)
 	return p
 }
@@ -210,15 +220,21 @@ func (p *halfOpenProber) connLocked(family int) (*synConn, error) {
 	if p.users == 0 {
 		return nil, fmt.Errorf("prober is not retained by any monitor")
 	}
-	c, err := listenRawTCP(family)
+	if p.openErr[family] != nil && time.Now().Before(p.openRetryAt[family]) {
+		return nil, p.openErr[family]
+	}
+	c, err := listenRawTCP(family, p.portsLow, p.portsHigh)
 	if err != nil {
+		p.openErr[family], p.openRetryAt[family] = err, time.Now().Add(openRetryDelay)
 		return nil, err
 	}
+	p.openErr[family] = nil
 	p.conns[family] = c
 	return c, nil
 }
 
-func listenRawTCP(family int) (c *synConn, err error) {
+// listenRawTCP opens the family's raw TCP socket, reserving its ports in low-high.
+func listenRawTCP(family, low, high int) (_ *synConn, err error) {
 	network := "ip4:tcp"
 	if family == 1 {
 		network = "ip6:tcp"
@@ -232,13 +248,13 @@ func listenRawTCP(family int) (c *synConn, err error) {
 		pc.Close()
 		return nil, err
 	}
-	c = &synConn{rawConn: rc}
+	c := &synConn{rawConn: rc} // not a named result, which the error returns set to nil
 	defer func() {
 		if err != nil {
 			c.close()
 		}
 	}()
-	if c.base, c.reserved, err = reservePorts(family); err != nil {
+	if c.base, c.reserved, err = reservePorts(family, low, high); err != nil {
 		return nil, err
 	}
 	if family == 0 {
@@ -271,21 +287,30 @@ func (c *synConn) close() {
 
 // reservePorts binds synPorts TCP sockets of family to consecutive free ports, which it
 // returns as the first port and the sockets. It looks in the kernel's ephemeral range, where
-// services do not listen; bound, the ports are no longer the kernel's to hand out.
-func reservePorts(family int) (base uint16, fds []int, err error) {
-	low, high := ephemeralPorts()
-	for range 32 {
-		base = uint16(low + rand.IntN(high-low+2-synPorts))
-		fds, err = bindPorts(family, base)
+// services do not listen; bound, the ports are no longer the kernel's to hand out. A host short
+// of ephemeral ports (client sockets in TIME_WAIT fill them) may have few free runs left, so it
+// walks the whole range from a random start rather than guessing.
+func reservePorts(family, low, high int) (base uint16, fds []int, err error) {
+	bases := high - low + 2 - synPorts // the runs that fit: low .. high+1-synPorts
+	start := rand.IntN(bases)
+	for i := 0; i < bases; {
+		base = uint16(low + (start+i)%bases)
+		var taken int
+		fds, taken, err = bindPorts(family, base)
 		if err == nil {
 			return base, fds, nil
 		}
+		// No run that holds the taken port can be free: go on from the port after it, or
+		// from the range's start when that is past the last run.
+		at := (start + i) % bases
+		i += max(min(taken+1-low, bases)-at, 1)
 	}
-	return 0, nil, fmt.Errorf("reserving %d consecutive ports in %d-%d: %w", synPorts, low, high, err)
+	return 0, nil, fmt.Errorf("reserving %d consecutive ports in %d-%d: none free (last: %w)", synPorts, low, high, err)
 }
 
-func bindPorts(family int, base uint16) ([]int, error) {
-	var fds []int
+// bindPorts binds synPorts sockets from base on; when one will not bind it closes the rest and
+// returns that port.
+func bindPorts(family int, base uint16) (fds []int, taken int, err error) {
 	for i := range uint16(synPorts) {
 		domain, addr := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Port: int(base + i)})
 		if family == 1 {
@@ -301,11 +326,11 @@ func bindPorts(family int, base uint16) ([]int, error) {
 			for _, fd := range fds {
 				unix.Close(fd)
 			}
-			return nil, err
+			return nil, int(base + i), fmt.Errorf("port %d: %w", base+i, err)
 		}
 		fds = append(fds, fd)
 	}
-	return fds, nil
+	return fds, 0, nil
 }
 
 // ephemeralPorts returns net.ipv4.ip_local_port_range (which IPv6 shares), or its default.

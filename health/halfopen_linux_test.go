@@ -2,10 +2,15 @@ package health
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 )
 
 // The raw socket's filter queues only answers to our ports: SYN-ACKs and resets to base through
@@ -104,5 +109,161 @@ func TestWriteSYNAllocates(t *testing.T) {
 	src, dst := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.7")
 	if n := testing.AllocsPerRun(100, func() { writeSYN(b, 40000, 8080, 1, src, dst) }); n != 0 {
 		t.Errorf("writeSYN made %v allocations", n)
+	}
+}
+
+// freePortRange finds n consecutive ports that all bind now, so a test can place its own
+// obstacles in them.
+func freePortRange(t *testing.T, n int) int {
+	t.Helper()
+	for low := 20000; low+n < 32000; low += n {
+		if fds, err := bindRun(low, n); err == nil {
+			closeAll(fds)
+			return low
+		}
+	}
+	t.Skipf("no %d consecutive free ports below 32000", n)
+	return 0
+}
+
+func bindRun(low, n int) (fds []int, err error) {
+	for port := low; port < low+n; port++ {
+		fd, err := occupy(port)
+		if err != nil {
+			closeAll(fds)
+			return nil, err
+		}
+		fds = append(fds, fd)
+	}
+	return fds, nil
+}
+
+// occupy binds a TCP socket to port without listening, as a client socket holds its port.
+func occupy(port int) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// On a host whose ephemeral ports are nearly all taken (client sockets in TIME_WAIT), the
+// half-open prober still finds a free run of synPorts if there is one, and says so when there
+// is none.
+func TestReservePortsFindsTheOnlyFreeRun(t *testing.T) {
+	const span = 200
+	low := freePortRange(t, span)
+	// Taken: low+37, low+101, low+166. A run of 64 that misses all three starts at low+102.
+	for _, port := range []int{low + 37, low + 101, low + 166} {
+		fd, err := occupy(port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+	}
+	for range 20 { // the search starts at a random place
+		base, fds, err := reservePorts(0, low, low+span-1)
+		if err != nil {
+			t.Fatalf("the free run at %d was not found: %v", low+102, err)
+		}
+		closeAll(fds)
+		if int(base) != low+102 {
+			t.Fatalf("reserved from %d, want %d", base, low+102)
+		}
+		if len(fds) != synPorts {
+			t.Fatalf("%d sockets reserved, want %d", len(fds), synPorts)
+		}
+	}
+
+	fd, err := occupy(low + 102)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if _, _, err := reservePorts(0, low, low+span-1); err == nil || !strings.Contains(err.Error(), "none free") {
+		t.Fatalf("with no free run: %v, want an error that says none is free", err)
+	}
+}
+
+// When its ports cannot be reserved the raw socket is closed and an error returned: this path
+// once dereferenced nil and took the server down.
+func TestListenRawTCPWithoutPorts(t *testing.T) {
+	if !rawTCPAllowed() {
+		t.Skip("half-open probes need raw sockets (CAP_NET_RAW)")
+	}
+	low := freePortRange(t, synPorts)
+	fd, err := occupy(low + 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	before := openFiles(t)
+	c, err := listenRawTCP(0, low, low+synPorts-1)
+	if err == nil {
+		c.close()
+		t.Fatal("listenRawTCP succeeded with a port of its only run taken")
+	}
+	t.Logf("error: %v", err)
+	if !strings.Contains(err.Error(), fmt.Sprint(low+10)) {
+		t.Errorf("the error does not name the taken port %d: %v", low+10, err)
+	}
+	if after := openFiles(t); after != before {
+		t.Errorf("open files %d before, %d after: the raw socket or a reserved port leaked", before, after)
+	}
+}
+
+func openFiles(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("counting open files: %v", err)
+	}
+	return len(entries)
+}
+
+// A socket that would not open is not tried again for every due target: tries fail with the
+// same error until openRetryDelay has passed, and then the socket opens.
+func TestHalfOpenRetriesOpeningAfterADelay(t *testing.T) {
+	if !rawTCPAllowed() {
+		t.Skip("half-open probes need raw sockets (CAP_NET_RAW)")
+	}
+	low := freePortRange(t, synPorts)
+	blocker, err := occupy(low + 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newHalfOpenProber()
+	p.portsLow, p.portsHigh = low, low+synPorts-1
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.users = 1 // as a monitor's retain would, without starting the loop
+	defer p.close()
+
+	_, first := p.connLocked(0)
+	if first == nil {
+		unix.Close(blocker)
+		t.Fatal("opened with a port of the only run taken")
+	}
+	unix.Close(blocker) // the run is free now, but the failure stands until the retry time
+	if _, err := p.connLocked(0); err != first {
+		t.Fatalf("second try: %v, want the first failure again (%v)", err, first)
+	}
+	p.openRetryAt[0] = time.Now().Add(-time.Nanosecond)
+	c, err := p.connLocked(0)
+	if err != nil {
+		t.Fatalf("after the retry time: %v", err)
+	}
+	if int(c.base) != low {
+		t.Errorf("reserved from %d, want %d", c.base, low)
 	}
 }
