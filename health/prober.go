@@ -12,10 +12,10 @@ import (
 func NewProber(c Check, icmpPrivileged bool) (Prober, error) {
 	switch c.Kind {
 	case ICMP:
-		if icmpPrivileged {
+		if icmpPrivileged && sharedICMPWorks {
 			return NewRawICMPProber(), nil
 		}
-		return ICMPProber{}, nil
+		return ICMPProber{Privileged: icmpPrivileged}, nil
 	case TCP:
 		if c.Port == 0 {
 			return nil, fmt.Errorf("tcp check needs a port")

@@ -18,6 +18,9 @@ import (
 // allocate one for every packet read: at 10,000 probes a second that was a tenth of the probe
 // loop's CPU (bench/RESULTS.md).
 
+// sharedICMPWorks: privileged pings go through RawICMPProber's one socket.
+const sharedICMPWorks = true
+
 // rawConn is a raw socket with its batch reads and writes.
 type rawConn struct {
 	*net.IPConn

@@ -5,7 +5,6 @@ package health
 import (
 	"net"
 	"net/netip"
-	"syscall"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -59,7 +58,7 @@ func newRawInbox() rawInbox {
 }
 
 func (c *rawConn) recvBatch(in *rawInbox) (int, error) {
-	n, err := c.batch.ReadBatch(in.msgs, syscall.MSG_DONTWAIT)
+	n, err := c.batch.ReadBatch(in.msgs, recvDontWait)
 	return max(n, 0), err // -1 with EAGAIN
 }
 

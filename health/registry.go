@@ -160,7 +160,7 @@ func (r *Registry) Prober(c Check, icmpPrivileged bool) (Prober, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
-	case c.Kind == ICMP && icmpPrivileged:
+	case c.Kind == ICMP && icmpPrivileged && sharedICMPWorks:
 		if r.rawICMP == nil {
 			r.rawICMP = NewRawICMPProber()
 		}
