@@ -2,11 +2,13 @@
 # Query-path throughput and latency of healthdns against the same binary's hosts and file
 # plugins, alternating in one run. The server is pinned to CPU 1 and dnsperf to CPU 0.
 #
-#   bench/qps/run.sh [ROUNDS=3] [SECONDS=10] [RATE=10000]
+#   [SYSTEMS="healthdns hosts ..."] bench/qps/run.sh [ROUNDS=3] [SECONDS=10] [RATE=10000]
 #
 # For each round and each system: the maximum QPS (dnsperf -c 8 -q 200, as in
 # ../shared/research/anchors-measured.md), then p50/p99 latency at a fixed RATE (dnsperf -Q,
-# per-query latencies from -v). Prints a Markdown table of the medians over the rounds.
+# per-query latencies from -v), with the CPU steal of that window. Prints a Markdown table of the
+# medians over the rounds. Then, ROUNDS times, healthdns's, hosts' and file's names in turn in
+# one dnsperf run at RATE, so that their latencies are compared within the same window.
 # Where installed, gdnsd (multifo + tcp_connect) and PowerDNS (LUA ifportup, lua records
 # "shared") serve the same health-checked name against the same backends, on the same CPU.
 # Needs dnsperf (apt-get install dnsperf) and taskset (util-linux); optionally gdnsd, pdns-server
@@ -128,6 +130,9 @@ ZONE
 	systems="$systems pdns"
 fi
 
+# SYSTEMS="healthdns hosts" measures those alone: more short rounds in the same time, for more
+# windows without steal.
+systems=${SYSTEMS:-$systems}
 for sys in $systems; do
 	for _ in $(seq 100); do
 		dnsperf -s 127.0.0.1 -p "${ports[$sys]}" -d "$work/q.$sys" -n 1 -t 1 2>/dev/null | grep -q "Queries completed:.*1 (100" && break
@@ -159,29 +164,49 @@ for r in $(seq "$rounds"); do
 done
 
 median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-# Latency medians come from the windows with steal under max_steal, when a system has at least
-# three of them; otherwise from all its windows, and the table says so.
 max_steal=1
-latency_rows() {
-	local clean
-	clean=$(awk -v s="$1" -v m="$max_steal" '$2==s && $6 < m' "$work/results")
-	if [ "$(printf '%s\n' "$clean" | grep -c .)" -ge 3 ]; then printf '%s\n' "$clean"; else awk -v s="$1" '$2==s' "$work/results"; fi
-}
 hosts_qps=$(awk '$2=="hosts" {print $3}' "$work/results" | median)
-hosts_p99=$(latency_rows hosts | awk '{print $5}' | median)
+hosts_p99=$(awk '$2=="hosts" {print $5}' "$work/results" | median)
 echo
 echo "| system | median QPS | ratio to hosts | p50 µs at $rate qps | p99 µs at $rate qps | p99 ratio to hosts | latency windows with steal < $max_steal% |"
 echo "|---|---|---|---|---|---|---|"
 for sys in $systems; do
 	qps=$(awk -v s="$sys" '$2==s {print $3}' "$work/results" | median)
-	p50=$(latency_rows "$sys" | awk '{print $4}' | median)
-	p99=$(latency_rows "$sys" | awk '{print $5}' | median)
+	p50=$(awk -v s="$sys" '$2==s {print $4}' "$work/results" | median)
+	p99=$(awk -v s="$sys" '$2==s {print $5}' "$work/results" | median)
 	clean=$(awk -v s="$sys" -v m="$max_steal" '$2==s && $6 < m' "$work/results" | grep -c . || true)
-	used="$clean of $rounds"
-	[ "$clean" -ge 3 ] || used="$clean of $rounds: all $rounds used"
-	awk -v s="$sys" -v q="$qps" -v h="$hosts_qps" -v p50="$p50" -v p99="$p99" -v hp="$hosts_p99" -v u="$used" \
-		'BEGIN {printf "| %s | %.0f | %.3f | %d | %d | %.2f | %s |\n", s, q, q/h, p50, p99, p99/hp, u}'
+	awk -v s="$sys" -v q="$qps" -v h="$hosts_qps" -v p50="$p50" -v p99="$p99" -v hp="$hosts_p99" -v c="$clean of $rounds" \
+		'BEGIN {printf "| %s | %.0f | %.3f | %d | %d | %.2f | %s |\n", s, q, q/h, p50, p99, p99/hp, c}'
 done
+
+# Latency in the same window. The systems' own windows above are seconds apart, and steal in one
+# and not the other decides their p99 ratio. healthdns, hosts and file share one server, so one
+# dnsperf run can send their names in turn (RATE in all) and every name meets the same host.
+if [[ " $systems " == *" healthdns "* && " $systems " == *" hosts "* ]]; then
+	cat "$work/q.healthdns" "$work/q.hosts" "$work/q.file" > "$work/q.mixed"
+	echo
+	echo "Same window: the three names in turn at $rate qps in all, $seconds s per round, p50/p99 in µs."
+	echo
+	echo "| round | steal | healthdns | hosts | file | p99 healthdns / hosts |"
+	echo "|---|---|---|---|---|---|"
+	for r in $(seq "$rounds"); do
+		before=$(steal_ticks)
+		taskset -c 0 dnsperf -s 127.0.0.1 -p "$port" -d "$work/q.mixed" -l "$seconds" -Q "$rate" -v > "$work/lat" 2>&1
+		steal=$(steal_percent "$before" "$(steal_ticks)")
+		for sys in healthdns hosts file; do
+			name=$(awk '{print $1}' "$work/q.$sys")
+			awk -v n="$name" '/^> NOERROR/ && $3 == n {print $NF}' "$work/lat" | sort -g |
+				awk '{v[NR]=$1} END {printf "%.0f %.0f\n", v[int(NR*0.5)]*1e6, v[int(NR*0.99)]*1e6}' > "$work/lat.$sys"
+		done
+		read -r h50 h99 < "$work/lat.healthdns"
+		read -r o50 o99 < "$work/lat.hosts"
+		read -r f50 f99 < "$work/lat.file"
+		echo "$r $steal $h50 $h99 $o50 $o99 $f50 $f99" >> "$work/same"
+		awk -v r="$r" -v st="$steal" -v a="$h50/$h99" -v b="$o50/$o99" -v c="$f50/$f99" -v x="$h99" -v y="$o99" \
+			'BEGIN {printf "| %d | %s%% | %s | %s | %s | %.2f |\n", r, st, a, b, c, x/y}'
+	done
+	awk '{print $4/$6}' "$work/same" | median | awk '{printf "| median | | | | | **%.2f** |\n", $1}'
+fi
 echo
 echo "$rounds rounds of ${seconds}s each; $(nproc) CPUs; $("$work/coredns" -version | head -1)"
 command -v gdnsd >/dev/null && echo "gdnsd $(gdnsd -h 2>&1 | awk '/version/ {print $3; exit}'): multifo answers every healthy backend (3 records), the others one."
