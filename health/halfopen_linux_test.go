@@ -198,15 +198,8 @@ func TestReservePortsFindsTheOnlyFreeRun(t *testing.T) {
 // When its ports cannot be reserved the raw socket is closed and an error returned: this path
 // once dereferenced nil and took the server down.
 func TestListenRawTCPWithoutPorts(t *testing.T) {
-	if !rawTCPAllowed() {
-		t.Skip("half-open probes need raw sockets (CAP_NET_RAW)")
-	}
-	low := freePortRange(t, synPorts)
-	fd, err := occupy(low + 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
+	low, blocker := oneRunBlocked(t)
+	defer unix.Close(blocker)
 	before := openFiles(t)
 	c, err := listenRawTCP(0, low, low+synPorts-1)
 	if err == nil {
@@ -222,6 +215,21 @@ func TestListenRawTCPWithoutPorts(t *testing.T) {
 	}
 }
 
+// oneRunBlocked returns the first port of a range that holds one run of synPorts ports, and the
+// socket that holds its port low+10, so that no run is free. It skips without raw sockets.
+func oneRunBlocked(t *testing.T) (low, blocker int) {
+	t.Helper()
+	if !rawTCPAllowed() {
+		t.Skip("half-open probes need raw sockets (CAP_NET_RAW)")
+	}
+	low = freePortRange(t, synPorts)
+	blocker, err := occupy(low + 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return low, blocker
+}
+
 func openFiles(t *testing.T) int {
 	t.Helper()
 	entries, err := os.ReadDir("/proc/self/fd")
@@ -234,14 +242,7 @@ func openFiles(t *testing.T) int {
 // A socket that would not open is not tried again for every due target: tries fail with the
 // same error until openRetryDelay has passed, and then the socket opens.
 func TestHalfOpenRetriesOpeningAfterADelay(t *testing.T) {
-	if !rawTCPAllowed() {
-		t.Skip("half-open probes need raw sockets (CAP_NET_RAW)")
-	}
-	low := freePortRange(t, synPorts)
-	blocker, err := occupy(low + 10)
-	if err != nil {
-		t.Fatal(err)
-	}
+	low, blocker := oneRunBlocked(t)
 	p := newHalfOpenProber()
 	p.portsLow, p.portsHigh = low, low+synPorts-1
 	p.mu.Lock()

@@ -132,6 +132,9 @@ fi
 
 # SYSTEMS="healthdns hosts" measures those alone: more short rounds in the same time, for more
 # windows without steal.
+for sys in ${SYSTEMS:-}; do
+	[[ " $systems " == *" $sys "* ]] || { echo "SYSTEMS: $sys is not one of: $systems" >&2; exit 1; }
+done
 systems=${SYSTEMS:-$systems}
 for sys in $systems; do
 	for _ in $(seq 100); do
