@@ -11,7 +11,8 @@ import (
 	"golang.org/x/net/ipv4"
 )
 
-// The raw wires' IPv4 probes leave with DF set and IP ID 0: the kernel drew no ID for them. A watcher socket bound to the target's address sees each probe as loopback delivers it.
+// The raw wires' IPv4 probes leave with DF set and IP ID 0: the kernel drew no ID for them. A
+// watcher socket bound to the target's address sees each probe as loopback delivers it.
 func TestRawProbesDontFragment(t *testing.T) {
 	t.Run("icmp", func(t *testing.T) {
 		needRawICMP(t)
