@@ -91,16 +91,17 @@ type scheduled struct {
 	// (BenchmarkProbeLoop's profile).
 	interval, timeout time.Duration
 	budget            *retryBudget
-	phased            bool      // the first probe is done and the target is on its random phase
-	due               time.Time // next probe, on the target's grid
-	at                int64     // next event (due, the next try, or the deadline) as since(epoch)
-	id                uint32    // place in probeLoop.byID
-
+	// Times are durations since the loop's epoch: a time.Time is three words, one of them a
+	// pointer, and this object is read at every event.
+	due      time.Duration // next probe, on the target's grid
+	at       int64         // next event (due, the next try, or the deadline)
+	sent     time.Duration // the first try of the probe in flight
+	deadline time.Duration
+	nextTry  time.Duration
+	id       uint32 // place in probeLoop.byID
+	tries    int32
 	inFlight bool
-	sent     time.Time // the first try
-	deadline time.Time
-	tries    int
-	nextTry  time.Time
+	phased   bool // the first probe is done and the target is on its random phase
 
 	echo echoTarget // RawICMPProber's
 	tcp  tcpTarget  // tcpConnector's
@@ -127,7 +128,6 @@ func (l *probeLoop) schedule(m *Monitor) {
 		interval: m.target.Spec.Interval,
 		timeout:  m.target.Spec.Timeout,
 		budget:   m.budget,
-		due:      now,
 	}
 	l.mu.Lock()
 	l.wire.prepare(s)
@@ -140,7 +140,8 @@ func (l *probeLoop) schedule(m *Monitor) {
 		l.byID = append(l.byID, idPlace{s: s})
 	}
 	l.targets[m] = s
-	s.at = l.since(now)
+	s.due = l.since(now)
+	s.at = int64(s.due)
 	l.queueLocked(s)
 	l.mu.Unlock()
 	l.poke()
@@ -184,7 +185,7 @@ func (l *probeLoop) endLocked(s *scheduled) {
 	}
 }
 
-func (l *probeLoop) since(t time.Time) int64 { return int64(t.Sub(l.epoch)) }
+func (l *probeLoop) since(t time.Time) time.Duration { return t.Sub(l.epoch) }
 
 // poke tells the loop that its schedule changed.
 func (l *probeLoop) poke() {
@@ -246,7 +247,7 @@ func (l *probeLoop) run(previous, wake, quit <-chan struct{}, done chan<- struct
 	defer timer.Stop()
 	for {
 		l.wire.poll()
-		now := time.Now()
+		now := l.since(time.Now())
 		l.mu.Lock()
 		for _, a := range l.wire.answered() {
 			if a.s.inFlight { // not when an earlier answer in the batch ended its probe
@@ -259,7 +260,7 @@ func (l *probeLoop) run(previous, wake, quit <-chan struct{}, done chan<- struct
 			next = loopTick // answers are taken in at the next wake
 		}
 		if at, ok := l.events.next(); ok {
-			if d := max(time.Duration(at-l.since(now)), loopTick); next < 0 || d < next {
+			if d := max(time.Duration(at)-now, loopTick); next < 0 || d < next {
 				next = d
 			}
 		}
@@ -291,7 +292,7 @@ func (l *probeLoop) run(previous, wake, quit <-chan struct{}, done chan<- struct
 // refused ends the probes whose tries the kernel refused to send (no route, say) with that
 // error at once, as a refused connection ends a TCP probe.
 func (l *probeLoop) refused(failed []answer) {
-	now := time.Now()
+	now := l.since(time.Now())
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, a := range failed {
@@ -301,22 +302,23 @@ func (l *probeLoop) refused(failed []answer) {
 	}
 }
 
-// finishLocked reports s's probe and puts s back on its grid.
-func (l *probeLoop) finishLocked(s *scheduled, now time.Time, err error) {
+// finishLocked reports s's probe and puts s back on its grid. now is since the epoch.
+func (l *probeLoop) finishLocked(s *scheduled, now time.Duration, err error) {
 	l.endLocked(s)
-	l.reports = append(l.reports, report{s.m, Result{Took: now.Sub(s.sent), Late: max(s.sent.Sub(s.due), 0), Err: err}})
+	l.reports = append(l.reports, report{s.m, Result{Took: now - s.sent, Late: max(s.sent-s.due, 0), Err: err}})
 	if !s.phased {
 		s.phased = true // the first probe was at once; the grid starts at a random phase
-		s.due = s.due.Add(time.Duration(rand.Int64N(int64(s.interval))) - s.interval)
+		s.due += time.Duration(rand.Int64N(int64(s.interval))) - s.interval
 	}
-	s.due = nextOnGrid(s.due, s.interval, now)
-	s.at = l.since(s.due)
+	s.due = gridAfter(s.due, s.interval, now)
+	s.at = int64(s.due)
 	l.queueLocked(s)
 }
 
-// dueLocked handles every event due by now: a probe to start, a try to repeat, a deadline.
-func (l *probeLoop) dueLocked(now time.Time) {
-	l.events.expire(l.since(now), func(e wheelEvent) {
+// dueLocked handles every event due by now (since the epoch): a probe to start, a try to
+// repeat, a deadline.
+func (l *probeLoop) dueLocked(now time.Duration) {
+	l.events.expire(int64(now), func(e wheelEvent) {
 		if place := l.byID[e.id]; place.s != nil && place.gen == e.gen {
 			l.handleLocked(place.s, now)
 		}
@@ -324,10 +326,10 @@ func (l *probeLoop) dueLocked(now time.Time) {
 }
 
 // handleLocked handles s's next event, which is due.
-func (l *probeLoop) handleLocked(s *scheduled, now time.Time) {
+func (l *probeLoop) handleLocked(s *scheduled, now time.Duration) {
 	switch {
-	case s.inFlight && !now.Before(s.deadline):
-		l.finishLocked(s, now, l.wire.timedOut(s, now.Sub(s.sent)))
+	case s.inFlight && now >= s.deadline:
+		l.finishLocked(s, now, l.wire.timedOut(s, now-s.sent))
 	case s.inFlight:
 		// The next try: paid from the budget the registry's monitors share, so an
 		// overloaded prober does not multiply its own load.
@@ -338,10 +340,10 @@ func (l *probeLoop) handleLocked(s *scheduled, now time.Time) {
 				return
 			}
 		}
-		s.nextTry = s.nextTry.Add(s.timeout / probeAttempts)
-		s.at = l.since(s.deadline)
-		if s.tries < probeAttempts && s.nextTry.Before(s.deadline) {
-			s.at = l.since(s.nextTry)
+		s.nextTry += s.timeout / probeAttempts
+		s.at = int64(s.deadline)
+		if s.tries < probeAttempts && s.nextTry < s.deadline {
+			s.at = int64(s.nextTry)
 		}
 		l.queueLocked(s)
 	default:
@@ -349,13 +351,13 @@ func (l *probeLoop) handleLocked(s *scheduled, now time.Time) {
 		s.inFlight = true
 		l.inFlight++
 		s.sent, s.tries = now, 1
-		s.deadline = now.Add(s.timeout)
-		s.nextTry = now.Add(s.timeout / probeAttempts)
+		s.deadline = now + s.timeout
+		s.nextTry = now + s.timeout/probeAttempts
 		if err := l.wire.try(s, true); err != nil {
 			l.finishLocked(s, now, err)
 			return
 		}
-		s.at = l.since(s.nextTry)
+		s.at = int64(s.nextTry)
 		l.queueLocked(s)
 	}
 }

@@ -185,9 +185,14 @@ func (m *Monitor) run(ctx context.Context) {
 // nextOnGrid returns the probe time after last on its grid of interval. If a probe overran
 // whole intervals they are skipped rather than made up in a burst.
 func nextOnGrid(last time.Time, interval time.Duration, now time.Time) time.Time {
-	next := last.Add(interval)
-	if !next.After(now) {
-		next = next.Add((now.Sub(next)/interval + 1) * interval)
+	return last.Add(gridAfter(0, interval, now.Sub(last)))
+}
+
+// gridAfter is nextOnGrid for times measured from a common origin.
+func gridAfter(last, interval, now time.Duration) time.Duration {
+	next := last + interval
+	if next <= now {
+		next += ((now-next)/interval + 1) * interval
 	}
 	return next
 }

@@ -291,6 +291,27 @@ func TestMonitorSpreadsProbes(t *testing.T) {
 	}
 }
 
+func TestGridSkipsOverrunIntervals(t *testing.T) {
+	// A probe that overran its interval, or a loop that woke late, does not make up the probes
+	// it missed in a burst: the next one is the first point of the grid after now.
+	const i = time.Second
+	for _, c := range []struct{ last, now, want time.Duration }{
+		{last: 0, now: 300 * time.Millisecond, want: i},
+		{last: 0, now: i - 1, want: i},
+		{last: 0, now: i, want: 2 * i},
+		{last: 0, now: 2*i + 500*time.Millisecond, want: 3 * i},
+		{last: 250 * time.Millisecond, now: 5 * i, want: 5*i + 250*time.Millisecond},
+	} {
+		if got := gridAfter(c.last, i, c.now); got != c.want {
+			t.Errorf("gridAfter(%v, %v, %v) = %v, want %v", c.last, i, c.now, got, c.want)
+		}
+		epoch := time.Now()
+		if got := nextOnGrid(epoch.Add(c.last), i, epoch.Add(c.now)); !got.Equal(epoch.Add(c.want)) {
+			t.Errorf("nextOnGrid(%v, %v, %v) = %v after, want %v", c.last, i, c.now, got.Sub(epoch), c.want)
+		}
+	}
+}
+
 type stampProber struct{ times chan<- time.Time }
 
 func (s stampProber) Probe(context.Context, netip.Addr) error {
