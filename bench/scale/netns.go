@@ -26,10 +26,11 @@ import (
 //
 // Threaded NAPI alone still woke the backends' thread for most packets, since it drains its
 // queue faster than the prober fills it and then sleeps: that wakeup (__napi_schedule inside
-// veth_xmit) was 7-8% of CPU 1 at 10,000 pings a second (bench/RESULTS.md). So the backends'
-// end also moderates its interrupts, as a NIC does: once woken, its thread polls every
-// backendPollGap for as long as packets keep coming, and sleeps only after backendEmptyPolls
-// polls find nothing. A sender then finds it awake and just queues the packet.
+// veth_xmit) took 1-12% of CPU 1 at 10,000 probes a second, as much as the host's load made an
+// interrupt cost (bench/RESULTS.md). So the backends' end also moderates its interrupts, as a
+// NIC does: once woken, its thread polls every backendPollGap for as long as packets keep
+// coming, and sleeps only after backendEmptyPolls polls find nothing. A sender then finds it
+// awake and just queues the packet.
 const (
 	backendNS   = "hdscale-backends"
 	hostLink    = "hdscale0"
