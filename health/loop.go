@@ -94,7 +94,6 @@ type scheduled struct {
 	// Times are durations since the loop's epoch: a time.Time is three words, one of them a
 	// pointer, and this object is read at every event.
 	due      time.Duration // next probe, on the target's grid
-	at       int64         // next event (due, the next try, or the deadline)
 	sent     time.Duration // the first try of the probe in flight
 	deadline time.Duration
 	nextTry  time.Duration
@@ -141,8 +140,7 @@ func (l *probeLoop) schedule(m *Monitor) {
 	}
 	l.targets[m] = s
 	s.due = l.since(now)
-	s.at = int64(s.due)
-	l.queueLocked(s)
+	l.queueLocked(s, s.due)
 	l.mu.Unlock()
 	l.poke()
 }
@@ -169,11 +167,12 @@ func (l *probeLoop) unschedule(m *Monitor) {
 	l.freeIDs = append(l.freeIDs, s.id)
 }
 
-// queueLocked makes s.at its next event, and any earlier one stale.
-func (l *probeLoop) queueLocked(s *scheduled) {
+// queueLocked makes at (since the epoch: due, the next try, or the deadline) s's next event,
+// and any earlier one stale.
+func (l *probeLoop) queueLocked(s *scheduled, at time.Duration) {
 	place := &l.byID[s.id]
 	place.gen++
-	l.events.add(wheelEvent{at: s.at, id: s.id, gen: place.gen})
+	l.events.add(wheelEvent{at: int64(at), id: s.id, gen: place.gen})
 }
 
 // endLocked ends s's probe in flight, if any.
@@ -311,8 +310,7 @@ func (l *probeLoop) finishLocked(s *scheduled, now time.Duration, err error) {
 		s.due += time.Duration(rand.Int64N(int64(s.interval))) - s.interval
 	}
 	s.due = gridAfter(s.due, s.interval, now)
-	s.at = int64(s.due)
-	l.queueLocked(s)
+	l.queueLocked(s, s.due)
 }
 
 // dueLocked handles every event due by now (since the epoch): a probe to start, a try to
@@ -341,11 +339,11 @@ func (l *probeLoop) handleLocked(s *scheduled, now time.Duration) {
 			}
 		}
 		s.nextTry += s.timeout / probeAttempts
-		s.at = int64(s.deadline)
 		if s.tries < probeAttempts && s.nextTry < s.deadline {
-			s.at = int64(s.nextTry)
+			l.queueLocked(s, s.nextTry)
+		} else {
+			l.queueLocked(s, s.deadline)
 		}
-		l.queueLocked(s)
 	default:
 		s.budget.deposit()
 		s.inFlight = true
@@ -357,8 +355,7 @@ func (l *probeLoop) handleLocked(s *scheduled, now time.Duration) {
 			l.finishLocked(s, now, err)
 			return
 		}
-		s.at = int64(s.nextTry)
-		l.queueLocked(s)
+		l.queueLocked(s, s.nextTry)
 	}
 }
 
