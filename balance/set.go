@@ -19,6 +19,8 @@ type Set struct {
 	Addrs   []netip.Addr
 	Weights []uint32
 
+	total uint64 // the sum of the weights, each counted as weightOf does
+
 	// table is Walker's alias table, built by Vose's method: draw a column uniformly, then keep the
 	// column's own index with chance keep/2^32, or take its alias. Column and alias sit side by
 	// side so a draw touches one cache line.
@@ -48,9 +50,16 @@ func NewSet(addrs []netip.Addr, weights []uint32) *Set {
 		panic(fmt.Sprintf("balance: NewSet got %d addresses, at most %d fit in Picks", len(addrs), MaxSetSize))
 	}
 	s := &Set{Addrs: addrs, Weights: weights}
+	for _, w := range weights {
+		s.total += uint64(weightOf(w))
+	}
 	s.table = aliasTable(weights)
 	return s
 }
+
+// weightOf is the weight a draw gives w: a zero weight counts as 1, so that every healthy
+// address stays reachable.
+func weightOf(w uint32) uint32 { return max(w, 1) }
 
 // Len returns the number of addresses; a nil Set is empty.
 func (s *Set) Len() int {
@@ -72,8 +81,8 @@ func aliasTable(weights []uint32) []column {
 	var total uint64
 	share := make([]uint64, n) // at most 2^32 * 2^16: no overflow
 	for i, w := range weights {
-		share[i] = uint64(max(w, 1)) * uint64(n)
-		total += uint64(max(w, 1))
+		share[i] = uint64(weightOf(w)) * uint64(n)
+		total += uint64(weightOf(w))
 	}
 	small := make([]uint32, 0, n)
 	large := make([]uint32, 0, n)

@@ -2,15 +2,20 @@ package balance
 
 import "math/rand/v2"
 
-// Weighted draws addresses in proportion to their weights from the set's alias table, O(1) a draw
-// whatever the set's size: weight 9 beside weight 1 is first in 9 answers of 10.
+// Weighted draws addresses in proportion to their weights, without repeats: each position of an
+// answer is drawn from the addresses not yet taken, with chance weight / (weight left). That is
+// successive weighted sampling without replacement, so every position favours the heavy ones and
+// none is biased by the order of the set.
 //
-// Later addresses of an answer are drawn the same way, redrawing any address already taken. That
-// is weighted sampling without replacement, so the second address also favours the heavy ones.
-// Redraws are bounded (4 per answer) because a few heavy addresses can make most draws repeats;
-// when the bound is hit, the answer is completed with the unused addresses that follow the last
-// one drawn, in order, so it always carries min(n, size) distinct addresses.
+// A draw first tries the set's alias table (O(1) whatever the set's size), redrawing an address
+// already taken; rejecting the taken ones leaves exactly the distribution above. A few heavy
+// addresses can make most redraws repeats (weights 1000:1:1 repeat 998 times in 1000), so after a
+// bounded number of redraws the position is drawn by one walk over the untaken weights instead:
+// the same distribution, computed directly, in O(size).
 type Weighted struct{}
+
+// redraws bounds the alias-table tries of one position before it is drawn by a walk.
+const redraws = 4
 
 // Pick implements Policy.
 func (Weighted) Pick(s *Set, n int) Picks {
@@ -20,24 +25,41 @@ func (Weighted) Pick(s *Set, n int) Picks {
 		return Picks{}
 	}
 	var p Picks
-	for tries := 4 * n; p.N < n && tries > 0; tries-- {
-		if i := s.weightedIndex(rand.Uint64()); !p.has(i) {
-			p.Idx[p.N] = uint16(i)
-			p.N++
+	taken := uint64(0) // the weight of the addresses in p
+	for p.N < n {
+		i := -1
+		for range redraws {
+			if j := s.weightedIndex(rand.Uint64()); !p.has(j) {
+				i = j
+				break
+			}
 		}
-	}
-	// The first draw is never a repeat, so there is a last drawn address to continue from. At
-	// most p.N used addresses are skipped on the way, so this loop is O(n) too.
-	for i := int(p.Idx[p.N-1]); p.N < n; {
-		if i++; i == size {
-			i = 0
+		if i < 0 {
+			i = s.walk(&p, rand.Uint64N(s.total-taken))
 		}
-		if !p.has(i) {
-			p.Idx[p.N] = uint16(i)
-			p.N++
-		}
+		p.Idx[p.N] = uint16(i)
+		p.N++
+		taken += uint64(weightOf(s.Weights[i]))
 	}
 	return p
+}
+
+// walk returns the untaken address at offset r of the untaken weights laid end to end, which is
+// each untaken address with chance weight / (weight left) when r is uniform below that sum.
+func (s *Set) walk(p *Picks, r uint64) int {
+	last := -1
+	for i, w := range s.Weights {
+		if p.has(i) {
+			continue
+		}
+		last = i
+		w := uint64(weightOf(w))
+		if r < w {
+			return i
+		}
+		r -= w
+	}
+	return last // unreachable while r is below the untaken weight; a safe answer all the same
 }
 
 // has reports whether index i is already in p. A linear scan of at most MaxAnswers entries beats

@@ -1,6 +1,8 @@
 package balance
 
 import (
+	"fmt"
+	"math"
 	"testing"
 )
 
@@ -55,33 +57,83 @@ func TestWeightedSecondAnswerFavoursHeavy(t *testing.T) {
 	}
 }
 
-// TestWeightedCompletesInOrder forces the redraw bound: one address weighs 1000 and nine weigh 1,
-// so redraws almost always repeat the heavy one, and the answer must still fill.
-func TestWeightedCompletesInOrder(t *testing.T) {
-	const size = 10
-	s := NewSet(addrs(size), skewed(size))
-	for range 100 {
-		checkPicks(t, Weighted{}.Pick(s, size), size, size)
+// TestWeightedEveryPositionIsExact compares how often each address lands in each position of an
+// answer with the exact chances of weighted sampling without replacement. Skewed weights force
+// the walk after the redraws, which once completed an answer with the addresses that followed the
+// last one drawn: 1000:1:1 then gave the second position 298 : 2 to the two light addresses
+// instead of 150 : 150.
+func TestWeightedEveryPositionIsExact(t *testing.T) {
+	const draws = 100_000
+	tests := []struct {
+		weights []uint32
+		n       int
+	}{
+		{[]uint32{9, 1, 1}, 2},
+		{[]uint32{1000, 1, 1}, 3},
+		{[]uint32{3, 1, 2, 7}, 4},
+		{[]uint32{5, 5, 1, 1, 1}, 3},
+		{skewed(10), 4},
+		{[]uint32{1, 1000, 1, 1000, 1, 1}, 3},
 	}
-	// Put the heavy address at 7. An answer of 4 is then nearly always 7 (chance 1000/1009), the
-	// 15 redraws mostly repeat it, and the completion continues after it: 7, 8, 9, 0. That
-	// happens about 0.88 of the time (σ 0.0033 over 10000 picks); a completion starting from
-	// the front of the set would give 7, 0, 1, 2 instead.
-	weights := make([]uint32, size)
-	for i := range weights {
-		weights[i] = 1
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%v/answers=%d", tc.weights, tc.n), func(t *testing.T) {
+			size := len(tc.weights)
+			s := NewSet(addrs(size), tc.weights)
+			counts := make([][]float64, tc.n)
+			for pos := range counts {
+				counts[pos] = make([]float64, size)
+			}
+			for range draws {
+				p := Weighted{}.Pick(s, tc.n)
+				checkPicks(t, p, size, tc.n)
+				for pos, i := range p.Idx[:p.N] {
+					counts[pos][i]++
+				}
+			}
+			want := positionChances(tc.weights, tc.n)
+			for pos := range counts {
+				for i := range size {
+					w, got := want[pos][i], counts[pos][i]/draws
+					// 7 standard deviations of the binomial share, and a floor for shares near 0.
+					if tol := 7*math.Sqrt(w*(1-w)/draws) + 1e-4; math.Abs(got-w) > tol {
+						t.Errorf("position %d: index %d drawn %.5f of the time, want %.5f ± %.5f", pos, i, got, w, tol)
+					}
+				}
+			}
+		})
 	}
-	weights[7] = 1000
-	s = NewSet(addrs(size), weights)
-	const draws = 10_000
-	inOrder := 0
-	for range draws {
-		p := Weighted{}.Pick(s, 4)
-		if equal(p.Idx[:p.N], []uint16{7, 8, 9, 0}) {
-			inOrder++
+}
+
+// positionChances returns, for each of the first n positions, the exact chance of each index
+// under successive weighted sampling without replacement, by walking every ordered prefix.
+func positionChances(weights []uint32, n int) [][]float64 {
+	chances := make([][]float64, n)
+	for pos := range chances {
+		chances[pos] = make([]float64, len(weights))
+	}
+	taken := make([]bool, len(weights))
+	var walk func(pos int, p float64)
+	walk = func(pos int, p float64) {
+		if pos == n {
+			return
+		}
+		var left float64
+		for i, w := range weights {
+			if !taken[i] {
+				left += float64(w)
+			}
+		}
+		for i, w := range weights {
+			if taken[i] {
+				continue
+			}
+			q := p * float64(w) / left
+			chances[pos][i] += q
+			taken[i] = true
+			walk(pos+1, q)
+			taken[i] = false
 		}
 	}
-	if got := float64(inOrder) / draws; got < 0.8 {
-		t.Fatalf("answer 7,8,9,0 %.3f of the time, want about 0.88", got)
-	}
+	walk(0, 1)
+	return chances
 }
