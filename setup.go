@@ -243,7 +243,7 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 	var lines blockLines
 	timingLine := line
 	seenAddr := map[netip.Addr]int{}
-	firstLine := map[string]int{} // of each single-valued property
+	firstLine := map[string]int{} // of each property but backend, the one that repeats
 	for c.NextBlock() {
 		prop := c.Val()
 		if prev, dup := firstLine[prop]; dup {
@@ -374,16 +374,14 @@ func parseAddr(c *caddy.Controller, s string) (netip.Addr, error) {
 		not = "unspecified"
 	case addr.IsMulticast():
 		not = "multicast"
-	case addr == limitedBroadcast:
+	case addr == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		// The limited broadcast (RFC 919); a network's own broadcast needs its prefix to be known.
 		not = "broadcast"
 	default:
 		return addr, nil
 	}
 	return addr, c.Errf("invalid address '%s': %s, not the address of a host", s, not)
 }
-
-// limitedBroadcast is the one broadcast address known without the network's prefix (RFC 919).
-var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 
 func parseCheck(c *caddy.Controller, args []string) (health.Check, error) {
 	switch {
