@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,12 @@ const (
 	defaultTTL      = 5
 	maxWeight       = 1000
 	maxTTL          = 86400
+
+	// Floors below which probing costs more than it tells: an interval of microseconds makes
+	// hundreds of probes a second per backend, and a timeout under a millisecond is shorter than
+	// the probers' own resolution.
+	minInterval = 10 * time.Millisecond
+	minTimeout  = time.Millisecond
 )
 
 type allDownMode uint8
@@ -71,9 +78,15 @@ type poolConfig struct {
 	nsName   string       // lower case, fully qualified
 	nsAddrs  []netip.Addr // nil: the server's own addresses
 	fall     fall.F
+
+	checkLine int // the check's line, or the healthdns line for the default: where setup reports it
 }
 
-func setup(c *caddy.Controller) error {
+func setup(c *caddy.Controller) error { return setupWith(c, health.ICMPMode) }
+
+// setupWith is setup with the detection of ICMP's socket mode given, a seam for tests of a
+// machine where ICMP cannot work.
+func setupWith(c *caddy.Controller, detectICMP func() (privileged bool, err error)) error {
 	cfgs, err := parse(c)
 	if err != nil {
 		return plugin.Error(pluginName, err)
@@ -82,9 +95,9 @@ func setup(c *caddy.Controller) error {
 	serverAddrs := serverAddrs(dnsserver.GetConfig(c).ListenHosts)
 	h := &HealthDNS{pools: map[string]*Pool{}}
 	for _, cfg := range cfgs {
-		prober, err := proberFor(cfg.spec.Check, &icmpMode)
+		prober, err := proberFor(cfg.spec.Check, &icmpMode, detectICMP)
 		if err != nil {
-			return plugin.Error(pluginName, c.Errf("zone %s: %v", cfg.zone, err))
+			return plugin.Error(pluginName, errAt(c, cfg.checkLine, "zone %s: %v", cfg.zone, err))
 		}
 		if cfg.nsAddrs == nil {
 			cfg.nsAddrs = serverAddrs
@@ -110,12 +123,12 @@ func setup(c *caddy.Controller) error {
 // proberFor returns the prober of a check from the registry. ICMP's socket mode is decided here,
 // at setup, so that a machine where ICMP cannot work fails at startup with the fix rather than
 // marking every backend down.
-func proberFor(c health.Check, privileged **bool) (health.Prober, error) {
+func proberFor(c health.Check, privileged **bool, detectICMP func() (bool, error)) (health.Prober, error) {
 	if c.Kind != health.ICMP {
 		return targets.Prober(c, false)
 	}
 	if *privileged == nil {
-		mode, err := health.ICMPMode()
+		mode, err := detectICMP()
 		if err != nil {
 			return nil, err
 		}
@@ -130,13 +143,17 @@ func parse(c *caddy.Controller) ([]poolConfig, error) {
 	seen := map[string]bool{}
 	for c.Next() {
 		line := c.Line()
-		zones, err := parseZones(c, c.RemainingArgs())
+		zones, err := parseZones(c, line, c.RemainingArgs())
 		if err != nil {
 			return nil, err
 		}
-		cfg, err := parseBlock(c, line)
+		cfg, lines, err := parseBlock(c, line)
 		if err != nil {
 			return nil, err
+		}
+		if lines.weight != 0 && cfg.policy != "weighted" {
+			log.Warningf("%s:%d - weight is ignored unless 'policy weighted' (the policy of %s is %s)",
+				c.File(), lines.weight, strings.Join(zones, ", "), cfg.policy)
 		}
 		for _, z := range zones {
 			if seen[z] {
@@ -145,11 +162,13 @@ func parse(c *caddy.Controller) ([]poolConfig, error) {
 			seen[z] = true
 			zc := cfg
 			zc.zone = z
-			if zc.nsName == "" {
+			switch {
+			case zc.nsName == "":
 				zc.nsName = dnsutil.Join("ns.dns", z)
-			}
-			if zc.nsName == z {
-				return nil, errAt(c, line, "ns name %s is the zone itself; its addresses would replace the backends'", z)
+			case zc.nsName == z:
+				return nil, errAt(c, lines.ns, "ns name %s is the zone itself; its addresses would replace the backends'", z)
+			case !dns.IsSubDomain(z, zc.nsName):
+				return nil, errAt(c, lines.ns, "ns name %s is not inside zone %s: healthdns answers only names in its zone, so its addresses would never be served; want a name below the zone, such as ns1.%s", zc.nsName, z, z)
 			}
 			cfgs = append(cfgs, zc)
 		}
@@ -157,20 +176,57 @@ func parse(c *caddy.Controller) ([]poolConfig, error) {
 	return cfgs, nil
 }
 
-func parseZones(c *caddy.Controller, args []string) ([]string, error) {
+// parseZones returns the zones of a healthdns line: its arguments, or the server block's zones.
+// A zone must be one that queries reach, inside the server block's zones, and the root only when
+// written out: from the keys of a "." block it would take every name away from the plugins after.
+func parseZones(c *caddy.Controller, line int, args []string) ([]string, error) {
+	// The raw arguments are checked before plugin.Host normalises them, which strips a scheme and
+	// a port and expands a CIDR into reverse zones.
 	for _, a := range args {
-		if len(plugin.Host(a).NormalizeExact()) == 0 {
-			return nil, c.Errf("invalid zone %q", a)
+		switch {
+		case strings.Contains(a, "://"):
+			return nil, c.Errf("invalid zone '%s': a scheme belongs in the server block's key (dns://app.lan:53 { ... }), not in a zone", a)
+		case strings.Contains(a, "/"):
+			return nil, c.Errf("invalid zone '%s': healthdns answers A and AAAA for names, not for an address range; want a domain name such as app.lan", a)
+		case strings.Contains(a, ":"):
+			return nil, c.Errf("invalid zone '%s': a port belongs in the server block's key (app.lan:1053 { ... }), not in a zone", a)
+		case len(plugin.Host(a).NormalizeExact()) != 1:
+			return nil, c.Errf("invalid zone '%s': want a domain name such as app.lan", a)
 		}
 	}
-	zones := plugin.OriginsFromArgsOrServerBlock(args, c.ServerBlockKeys)
-	for i := range zones {
-		zones[i] = strings.ToLower(zones[i])
+	blockZones := lowerAll(plugin.OriginsFromArgsOrServerBlock(nil, c.ServerBlockKeys))
+	if len(args) == 0 {
+		if slices.Contains(blockZones, ".") {
+			return nil, errAt(c, line, "the root zone . comes from this server block's key: healthdns would answer every name in the world with its backends, and no plugin after it would be reached; name the zones (healthdns app.lan { ... }), or write 'healthdns . { ... }' to serve every name")
+		}
+		return blockZones, nil
+	}
+	zones := lowerAll(plugin.OriginsFromArgsOrServerBlock(args, nil))
+	if len(blockZones) == 0 {
+		return zones, nil // a test's controller, outside any server block
+	}
+	for _, z := range zones {
+		if plugin.Zones(blockZones).Matches(z) == "" {
+			return nil, errAt(c, line, "zone %s is outside this server block's zones (%s), so no query for it would reach healthdns; want a zone equal to or below one of them, or a server block of its own", z, strings.Join(blockZones, ", "))
+		}
 	}
 	return zones, nil
 }
 
-func parseBlock(c *caddy.Controller, line int) (poolConfig, error) {
+func lowerAll(names []string) []string {
+	for i := range names {
+		names[i] = strings.ToLower(names[i])
+	}
+	return names
+}
+
+// blockLines are the lines of a block's properties that parse reports after the block.
+type blockLines struct {
+	ns     int // the ns line, 0 for the default
+	weight int // the first backend with a weight, 0 for none
+}
+
+func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 	cfg := poolConfig{
 		spec: health.Spec{
 			Check:    health.Check{Kind: health.ICMP},
@@ -179,14 +235,23 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, error) {
 			Rise:     defaultRise,
 			Fall:     defaultFall,
 		},
-		policy:  "random",
-		answers: defaultAnswers,
-		ttl:     defaultTTL,
+		policy:    "random",
+		answers:   defaultAnswers,
+		ttl:       defaultTTL,
+		checkLine: line,
 	}
+	var lines blockLines
 	timingLine := line
 	seenAddr := map[netip.Addr]int{}
+	firstLine := map[string]int{} // of each property but backend, the one that repeats
 	for c.NextBlock() {
 		prop := c.Val()
+		if prev, dup := firstLine[prop]; dup {
+			return cfg, lines, c.Errf("duplicate '%s' (first on line %d): give it once", prop, prev)
+		}
+		if prop != "backend" {
+			firstLine[prop] = c.Line()
+		}
 		args := c.RemainingArgs()
 		var err error
 		switch prop {
@@ -199,14 +264,18 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, error) {
 				}
 				seenAddr[b.addr] = c.Line()
 				cfg.backends = append(cfg.backends, b)
+				if len(args) == 3 && lines.weight == 0 {
+					lines.weight = c.Line()
+				}
 			}
 		case "check":
 			cfg.spec.Check, err = parseCheck(c, args)
+			cfg.checkLine = c.Line()
 		case "interval":
-			cfg.spec.Interval, err = parseDuration(c, prop, args)
+			cfg.spec.Interval, err = parseDuration(c, prop, args, minInterval)
 			timingLine = c.Line()
 		case "timeout":
-			cfg.spec.Timeout, err = parseDuration(c, prop, args)
+			cfg.spec.Timeout, err = parseDuration(c, prop, args, minTimeout)
 			timingLine = c.Line()
 		case "rise":
 			cfg.spec.Rise, err = parseInt(c, prop, args, 1, 1000)
@@ -214,7 +283,7 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, error) {
 			cfg.spec.Fall, err = parseInt(c, prop, args, 1, 1000)
 		case "policy":
 			if len(args) != 1 {
-				return cfg, c.ArgErr()
+				return cfg, lines, c.ArgErr()
 			}
 			if _, err = balance.New(args[0]); err != nil {
 				err = c.Err(err.Error())
@@ -230,25 +299,36 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, error) {
 			cfg.allDown, err = parseAllDown(c, args)
 		case "ns":
 			cfg.nsName, cfg.nsAddrs, err = parseNS(c, args)
+			lines.ns = c.Line()
 		case "fallthrough":
 			cfg.fall.SetZonesFromArgs(args)
 		default:
 			err = c.Errf("unknown property '%s'; want backend, check, interval, timeout, rise, fall, policy, answers, ttl, all_down, ns or fallthrough", prop)
 		}
 		if err != nil {
-			return cfg, err
+			return cfg, lines, err
 		}
 	}
 	if len(cfg.backends) == 0 {
-		return cfg, errAt(c, line, "no backend; want at least one 'backend ADDRESS [weight W]'")
+		return cfg, lines, errAt(c, line, "no backend; want at least one 'backend ADDRESS [weight W]'")
 	}
 	if len(cfg.backends) > balance.MaxSetSize {
-		return cfg, errAt(c, line, "%d backends; at most %d fit in one zone", len(cfg.backends), balance.MaxSetSize)
+		return cfg, lines, errAt(c, line, "%d backends; at most %d fit in one zone", len(cfg.backends), balance.MaxSetSize)
 	}
 	if cfg.spec.Timeout >= cfg.spec.Interval {
-		return cfg, errAt(c, timingLine, "timeout %s must be shorter than interval %s", cfg.spec.Timeout, cfg.spec.Interval)
+		_, timeoutSet := firstLine["timeout"]
+		_, intervalSet := firstLine["interval"]
+		switch {
+		case !timeoutSet:
+			return cfg, lines, errAt(c, timingLine, "timeout %s (the default) must be shorter than interval %s: set a timeout below the interval",
+				cfg.spec.Timeout, cfg.spec.Interval)
+		case !intervalSet:
+			return cfg, lines, errAt(c, timingLine, "timeout %s must be shorter than interval %s (the default): set an interval above the timeout, or a shorter timeout",
+				cfg.spec.Timeout, cfg.spec.Interval)
+		}
+		return cfg, lines, errAt(c, timingLine, "timeout %s must be shorter than interval %s", cfg.spec.Timeout, cfg.spec.Interval)
 	}
-	return cfg, nil
+	return cfg, lines, nil
 }
 
 // errAt reports a problem found after the token that caused it was read, at that token's line.
@@ -286,10 +366,21 @@ func parseAddr(c *caddy.Controller, s string) (netip.Addr, error) {
 	if addr.Zone() != "" {
 		return addr, c.Errf("invalid address '%s': a scoped (zone) address cannot be served in DNS", s)
 	}
-	if addr.IsUnspecified() || addr.IsMulticast() {
-		return addr, c.Errf("invalid address '%s': unspecified or multicast", s)
+	// Unmapped first: ::ffff:0.0.0.0 is as unspecified as 0.0.0.0, and is served as it.
+	addr = addr.Unmap()
+	var not string
+	switch {
+	case addr.IsUnspecified():
+		not = "unspecified"
+	case addr.IsMulticast():
+		not = "multicast"
+	case addr == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		// The limited broadcast (RFC 919); a network's own broadcast needs its prefix to be known.
+		not = "broadcast"
+	default:
+		return addr, nil
 	}
-	return addr.Unmap(), nil
+	return addr, c.Errf("invalid address '%s': %s, not the address of a host", s, not)
 }
 
 func parseCheck(c *caddy.Controller, args []string) (health.Check, error) {
@@ -305,13 +396,16 @@ func parseCheck(c *caddy.Controller, args []string) (health.Check, error) {
 	return health.Check{}, c.Errf("unknown check '%s'; want 'icmp' or 'tcp PORT'", strings.Join(args, " "))
 }
 
-func parseDuration(c *caddy.Controller, name string, args []string) (time.Duration, error) {
+func parseDuration(c *caddy.Controller, name string, args []string, floor time.Duration) (time.Duration, error) {
 	if len(args) != 1 {
 		return 0, c.Errf("want '%s DURATION'", name)
 	}
 	d, err := time.ParseDuration(args[0])
 	if err != nil || d <= 0 {
 		return 0, c.Errf("invalid %s '%s': want a positive duration such as 500ms or 2s", name, args[0])
+	}
+	if d < floor {
+		return 0, c.Errf("invalid %s '%s': want at least %s", name, args[0], floor)
 	}
 	return d, nil
 }

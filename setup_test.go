@@ -1,13 +1,20 @@
 package healthdns
 
 import (
+	"bytes"
+	"errors"
+	golog "log"
 	"net/netip"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coredns/caddy"
+	"github.com/coredns/caddy/caddyfile"
+	"github.com/coredns/coredns/core/dnsserver"
 
 	"github.com/healthdns/healthdns/health"
 )
@@ -33,7 +40,7 @@ func TestParseDefaults(t *testing.T) {
 }
 
 func TestParseEverything(t *testing.T) {
-	in := `healthdns App.LAN db.lan {
+	in := `healthdns App.LAN www.app.lan {
 		backend 10.0.0.1 weight 9
 		backend 2001:db8::1
 		backend ::ffff:10.0.0.2
@@ -46,14 +53,14 @@ func TestParseEverything(t *testing.T) {
 		answers 3
 		ttl 0
 		all_down fallthrough
-		ns ns1.app.lan 192.0.2.53 2001:db8::53
+		ns ns1.www.app.lan 192.0.2.53 2001:db8::53
 		fallthrough other.lan
 	}`
 	cfgs, err := parse(caddy.NewTestController("dns", in))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfgs) != 2 || cfgs[0].zone != "app.lan." || cfgs[1].zone != "db.lan." {
+	if len(cfgs) != 2 || cfgs[0].zone != "app.lan." || cfgs[1].zone != "www.app.lan." {
 		t.Fatalf("zones: %+v", cfgs)
 	}
 	c := cfgs[0]
@@ -71,7 +78,7 @@ func TestParseEverything(t *testing.T) {
 			t.Errorf("backend %d = %+v, want %+v", i, c.backends[i], b)
 		}
 	}
-	if c.nsName != "ns1.app.lan." || len(c.nsAddrs) != 2 {
+	if c.nsName != "ns1.www.app.lan." || len(c.nsAddrs) != 2 {
 		t.Errorf("ns %s %v", c.nsName, c.nsAddrs)
 	}
 	if !c.fall.Through("x.other.lan.") || c.fall.Through("x.app.lan.") {
@@ -139,9 +146,41 @@ func TestParseErrors(t *testing.T) {
 		{"all_down unknown", "healthdns app.lan {\n backend 10.0.0.1\n all_down nxdomain\n}", 3, "invalid all_down 'nxdomain'"},
 		{"ns without address", "healthdns app.lan {\n backend 10.0.0.1\n ns ns1.app.lan\n}", 3, "want 'ns NAME ADDRESS...'"},
 		{"ns bad address", "healthdns app.lan {\n backend 10.0.0.1\n ns ns1.app.lan 1.2.3\n}", 3, "invalid address '1.2.3'"},
-		{"ns at the apex", "healthdns app.lan {\n backend 10.0.0.1\n ns app.lan 10.0.0.53\n}", 1, "ns name app.lan. is the zone itself"},
+		{"ns at the apex", "healthdns app.lan {\n backend 10.0.0.1\n ns app.lan 10.0.0.53\n}", 3, "ns name app.lan. is the zone itself"},
+		{"ns outside the zone", "healthdns app.lan {\n backend 10.0.0.1\n ns ns1.other.lan 10.0.0.53\n}", 3, "ns name ns1.other.lan. is not inside zone app.lan."},
+		{"ns outside one of the zones", "healthdns app.lan db.lan {\n backend 10.0.0.1\n ns ns1.app.lan 10.0.0.53\n}", 3, "ns name ns1.app.lan. is not inside zone db.lan."},
+		{"ns above the zone", "healthdns app.lan {\n backend 10.0.0.1\n ns lan 10.0.0.53\n}", 3, "ns name lan. is not inside zone app.lan."},
+		{"ns unspecified mapped", "healthdns app.lan {\n backend 10.0.0.1\n ns ns1.app.lan ::ffff:0.0.0.0\n}", 3, "invalid address '::ffff:0.0.0.0': unspecified"},
+		{"ns broadcast", "healthdns app.lan {\n backend 10.0.0.1\n ns ns1.app.lan 10.0.0.53 255.255.255.255\n}", 3, "invalid address '255.255.255.255': broadcast"},
+		{"backend unspecified", "healthdns app.lan {\n backend 0.0.0.0\n}", 2, "invalid address '0.0.0.0': unspecified"},
+		{"backend unspecified v6", "healthdns app.lan {\n backend ::\n}", 2, "invalid address '::': unspecified"},
+		{"backend unspecified mapped", "healthdns app.lan {\n backend ::ffff:0.0.0.0\n}", 2, "invalid address '::ffff:0.0.0.0': unspecified"},
+		{"backend multicast", "healthdns app.lan {\n backend 224.0.0.1\n}", 2, "invalid address '224.0.0.1': multicast"},
+		{"backend multicast mapped", "healthdns app.lan {\n backend ::ffff:224.0.0.1\n}", 2, "invalid address '::ffff:224.0.0.1': multicast"},
+		{"backend multicast v6", "healthdns app.lan {\n backend ff02::1\n}", 2, "invalid address 'ff02::1': multicast"},
+		{"backend broadcast", "healthdns app.lan {\n backend 255.255.255.255\n}", 2, "invalid address '255.255.255.255': broadcast"},
+		{"backend broadcast mapped", "healthdns app.lan {\n backend ::ffff:255.255.255.255\n}", 2, "invalid address '::ffff:255.255.255.255': broadcast"},
+		{"interval below the floor", "healthdns app.lan {\n backend 10.0.0.1\n interval 2us\n timeout 1us\n}", 3, "invalid interval '2us': want at least 10ms"},
+		{"interval just below the floor", "healthdns app.lan {\n backend 10.0.0.1\n interval 9ms\n timeout 5ms\n}", 3, "invalid interval '9ms': want at least 10ms"},
+		{"timeout below the floor", "healthdns app.lan {\n backend 10.0.0.1\n interval 10ms\n timeout 999us\n}", 4, "invalid timeout '999us': want at least 1ms"},
+		{"default timeout above interval", "healthdns app.lan {\n backend 10.0.0.1\n interval 100ms\n}", 3,
+			"timeout 500ms (the default) must be shorter than interval 100ms: set a timeout below the interval"},
+		{"timeout above the default interval", "healthdns app.lan {\n backend 10.0.0.1\n timeout 2s\n}", 3,
+			"timeout 2s must be shorter than interval 1s (the default): set an interval above the timeout"},
 		{"zone twice", "healthdns app.lan {\n backend 10.0.0.1\n}\nhealthdns APP.lan {\n backend 10.0.0.2\n}", 4, "zone app.lan. is configured twice"},
 		{"extra argument", "healthdns app.lan {\n backend 10.0.0.1\n interval 1s 2s\n}", 3, "want 'interval DURATION'"},
+	}
+	// Every single-valued property given twice: the second is refused, naming the first.
+	for _, p := range []string{"check tcp 80", "interval 2s", "timeout 100ms", "rise 3", "fall 3",
+		"policy weighted", "answers 2", "ttl 30", "all_down servfail", "ns ns1.app.lan 10.0.0.53", "fallthrough"} {
+		name := strings.Fields(p)[0]
+		tests = append(tests, struct {
+			name string
+			in   string
+			line int
+			want string
+		}{name + " twice", "healthdns app.lan {\n backend 10.0.0.1\n " + p + "\n backend 10.0.0.2\n " + p + "\n}", 5,
+			"duplicate '" + name + "' (first on line 3)"})
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -172,5 +211,191 @@ func TestServerAddrs(t *testing.T) {
 	}
 	if len(serverAddrs(nil)) == 0 {
 		t.Error("wildcard gave no address")
+	}
+}
+
+// corefileControllers parses a whole Corefile as CoreDNS does and returns a controller over the
+// healthdns lines of each server block that has some, with that block's keys, so that a test sees
+// the zones a server block gives and the lines a user sees.
+func corefileControllers(t *testing.T, corefile string) []*caddy.Controller {
+	t.Helper()
+	blocks, err := caddyfile.Parse("Corefile", strings.NewReader(corefile), append(slices.Clone(dnsserver.Directives), pluginName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs []*caddy.Controller
+	for _, b := range blocks {
+		if tokens := b.Tokens[pluginName]; len(tokens) > 0 {
+			c := caddy.NewTestController("dns", "")
+			c.Dispenser = caddyfile.NewDispenserTokens("Corefile", tokens)
+			c.ServerBlockKeys = b.Keys
+			cs = append(cs, c)
+		}
+	}
+	return cs
+}
+
+// parseCorefile parses every healthdns block of a Corefile; the first error stops it.
+func parseCorefile(t *testing.T, corefile string) ([]poolConfig, error) {
+	t.Helper()
+	var cfgs []poolConfig
+	for _, c := range corefileControllers(t, corefile) {
+		got, err := parse(c)
+		if err != nil {
+			return nil, err
+		}
+		cfgs = append(cfgs, got...)
+	}
+	return cfgs, nil
+}
+
+func TestParseZonesOfTheServerBlock(t *testing.T) {
+	good := []struct {
+		name     string
+		corefile string
+		zones    []string
+	}{
+		{"block's zones", "app.lan:1053 db.lan:1053 {\n healthdns {\n  backend 10.0.0.1\n }\n}", []string{"app.lan.", "db.lan."}},
+		{"root written out", ".:1053 {\n healthdns . {\n  backend 10.0.0.1\n }\n}", []string{"."}},
+		{"root written out with the block's", "app.lan . {\n healthdns . app.lan {\n  backend 10.0.0.1\n }\n}", []string{".", "app.lan."}},
+		{"named zones under root", ".:1053 {\n healthdns API.lan db.lan. {\n  backend 10.0.0.1\n }\n}", []string{"api.lan.", "db.lan."}},
+		{"zone below the block's", "lan:1053 {\n healthdns app.lan {\n  backend 10.0.0.1\n }\n}", []string{"app.lan."}},
+		{"zone is the block's", "dns://App.Lan:1053 {\n healthdns app.lan {\n  backend 10.0.0.1\n }\n}", []string{"app.lan."}},
+		{"zone in the second key", "db.lan app.lan {\n healthdns x.app.lan {\n  backend 10.0.0.1\n }\n}", []string{"x.app.lan."}},
+	}
+	for _, tc := range good {
+		t.Run(tc.name, func(t *testing.T) {
+			cfgs, err := parseCorefile(t, tc.corefile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var zones []string
+			for _, c := range cfgs {
+				zones = append(zones, c.zone)
+			}
+			if !slices.Equal(zones, tc.zones) {
+				t.Errorf("zones %q, want %q", zones, tc.zones)
+			}
+		})
+	}
+
+	bad := []struct {
+		name     string
+		corefile string
+		line     int
+		want     []string
+	}{
+		{"root from the block", ".:1053 {\n healthdns {\n  backend 10.0.0.1\n }\n forward . 127.0.0.1\n}", 2,
+			[]string{"the root zone", "every name", "healthdns app.lan {", "healthdns . {"}},
+		{"root among the block's zones", "app.lan .:1053 {\n healthdns {\n  backend 10.0.0.1\n }\n}", 2, []string{"the root zone"}},
+		{"root from a dns:// key", "dns://. {\n errors\n healthdns {\n  backend 10.0.0.1\n }\n}", 3, []string{"the root zone"}},
+		{"zone outside the block", "app.lan:1053 {\n healthdns other.lan {\n  backend 10.0.0.1\n }\n}", 2,
+			[]string{"zone other.lan. is outside this server block's zones (app.lan.)", "equal to or below"}},
+		{"zone above the block's", "app.lan:1053 {\n healthdns lan {\n  backend 10.0.0.1\n }\n}", 2, []string{"zone lan. is outside"}},
+		{"explicit root in a named block", "app.lan:1053 {\n healthdns . {\n  backend 10.0.0.1\n }\n}", 2, []string{"zone . is outside"}},
+		{"second pool outside", "app.lan db.lan {\n healthdns app.lan {\n  backend 10.0.0.1\n }\n healthdns x.lan {\n  backend 10.0.0.2\n }\n}", 5,
+			[]string{"zone x.lan. is outside this server block's zones (app.lan., db.lan.)"}},
+		{"CIDR", ".:1053 {\n healthdns 10.0.0.0/24 {\n  backend 10.0.0.1\n }\n}", 2, []string{"invalid zone '10.0.0.0/24'", "address range", "want a domain name"}},
+		{"port", ".:1053 {\n healthdns app.lan:53 {\n  backend 10.0.0.1\n }\n}", 2, []string{"invalid zone 'app.lan:53'", "port", "server block"}},
+		{"scheme", ".:1053 {\n healthdns dns://app.lan {\n  backend 10.0.0.1\n }\n}", 2, []string{"invalid zone 'dns://app.lan'", "scheme"}},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseCorefile(t, tc.corefile)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			if prefix := "Corefile:" + strconv.Itoa(tc.line) + " - "; !strings.HasPrefix(msg, prefix) {
+				t.Errorf("error %q does not start with %q", msg, prefix)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not contain %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+// captureLog sends the log (clog writes through the standard logger) to a buffer for the test.
+func captureLog(t *testing.T) *bytes.Buffer {
+	var buf bytes.Buffer
+	golog.SetOutput(&buf)
+	t.Cleanup(func() { golog.SetOutput(os.Stderr) })
+	return &buf
+}
+
+func TestParseWarnsOfIgnoredWeight(t *testing.T) {
+	tests := []struct {
+		name  string
+		block string
+		want  string // "" for no warning
+	}{
+		{"round_robin", " backend 10.0.0.1\n backend 10.0.0.2 weight 2\n backend 10.0.0.3 weight 3\n policy round_robin", "Corefile:4 - weight is ignored unless 'policy weighted' (the policy of app.lan. is round_robin)"},
+		{"default policy", " backend 10.0.0.1 weight 5", "Corefile:3 - weight is ignored unless 'policy weighted' (the policy of app.lan. is random)"},
+		{"weighted", " backend 10.0.0.1 weight 5\n policy weighted", ""},
+		{"no weight", " backend 10.0.0.1\n policy round_robin", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			logged := captureLog(t)
+			if _, err := parseCorefile(t, ".:1053 {\n healthdns app.lan {\n"+tc.block+"\n }\n}"); err != nil {
+				t.Fatal(err)
+			}
+			out := logged.String()
+			switch {
+			case tc.want == "" && out != "":
+				t.Errorf("logged %q, want nothing", out)
+			case tc.want != "" && (!strings.Contains(out, "[WARNING] plugin/healthdns: "+tc.want) || strings.Count(out, "\n") != 1):
+				t.Errorf("logged %q, want one warning %q", out, tc.want)
+			}
+		})
+	}
+}
+
+// TestCorefileExample: the example the README starts from parses, and without a warning.
+func TestCorefileExample(t *testing.T) {
+	text, err := os.ReadFile("Corefile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := captureLog(t)
+	cfgs, err := parseCorefile(t, string(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfgs) == 0 {
+		t.Fatal("no healthdns pool in Corefile.example")
+	}
+	if out := logged.String(); out != "" {
+		t.Errorf("Corefile.example logs %q", out)
+	}
+}
+
+// TestSetupICMPErrorAtItsPool: on a machine where no ICMP socket opens, setup names the ICMP
+// pool's zone and the line of its check (of its healthdns line when the check is the default).
+func TestSetupICMPErrorAtItsPool(t *testing.T) {
+	noICMP := func() (bool, error) { return false, errors.New("no ping socket and no CAP_NET_RAW") }
+	tests := []struct {
+		name     string
+		corefile string
+		want     string
+	}{
+		{"check icmp", "app.lan db.lan {\n healthdns app.lan {\n  backend 10.0.0.1\n  check icmp\n }\n}",
+			"Corefile:4 - Error during parsing: zone app.lan.: no ping socket and no CAP_NET_RAW"},
+		{"default check", "db.lan {\n healthdns db.lan {\n  backend 10.0.0.2\n }\n}",
+			"Corefile:2 - Error during parsing: zone db.lan.: no ping socket"},
+		{"default check alone", "db.lan {\n errors\n healthdns {\n  backend 10.0.0.2\n }\n}",
+			"Corefile:3 - Error during parsing: zone db.lan.: no ping socket"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := corefileControllers(t, tc.corefile)[0]
+			err := setupWith(c, noICMP)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want it to contain %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -48,12 +48,22 @@ func TestBadCorefiles(t *testing.T) {
 		{"fall 0", "healthdns a.lan {\n  backend 127.0.0.1\n  fall 0\n }", []int{5}, []string{"fall"}},
 		{"answers 65", "healthdns a.lan {\n  backend 127.0.0.1\n  answers 65\n }", []int{5}, []string{"answers"}},
 		{"unknown all_down", "healthdns a.lan {\n  backend 127.0.0.1\n  all_down shrug\n }", []int{5}, []string{"shrug"}},
+		{"root zone from the server block", "healthdns {\n  backend 127.0.0.1\n }\n forward . 127.0.0.1", []int{3},
+			[]string{"root zone", "healthdns app.lan {", "healthdns . {"}},
+		{"zone outside the server block", "healthdns other.lan {\n  backend 127.0.0.1\n }", []int{3}, []string{"other.lan.", "outside", "app.lan."}},
+		{"property twice", "healthdns a.lan {\n  backend 127.0.0.1\n  interval 2s\n  interval 3s\n }", []int{6}, []string{"duplicate 'interval' (first on line 5)"}},
 	}
+	// The server block's key, where a case needs another than ".".
+	blockKeys := map[string]string{"zone outside the server block": "app.lan"}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			conf := filepath.Join(t.TempDir(), "Corefile")
-			text := fmt.Sprintf(".:%d {\n bind 127.0.0.1\n %s\n}\n", freePort(t), tc.block)
+			key := "."
+			if k, ok := blockKeys[tc.name]; ok {
+				key = k
+			}
+			text := fmt.Sprintf("%s:%d {\n bind 127.0.0.1\n %s\n}\n", key, freePort(t), tc.block)
 			if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 				t.Fatal(err)
 			}
