@@ -210,3 +210,62 @@ func TestServeDNSAllocations(t *testing.T) {
 type discardWriter struct{ test.ResponseWriter }
 
 func (*discardWriter) WriteMsg(*dns.Msg) error { return nil }
+
+// TestConfigSerial: the SOA serial is a function of the configuration alone, so every instance
+// running the same Corefile shows the same one, and a change of any setting shows another.
+func TestConfigSerial(t *testing.T) {
+	serial := func(cfg poolConfig) uint32 {
+		policy, err := balance.New(cfg.policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return newPool(cfg, policy, dead, health.NewRegistry(observer{})).zone.soa.Serial
+	}
+	base := func() poolConfig { return testConfig("app.lan.", "10.0.0.1", "10.0.0.2", "2001:db8::1") }
+
+	// Pinned so that anything depending on the process (time, map order, pointers) shows up; a
+	// deliberate change of what is hashed changes it, and this value with it.
+	const pinned = 0x321298bd
+	if got := serial(base()); got != pinned {
+		t.Errorf("serial of the base configuration %#x, want %#x", got, pinned)
+	}
+	if a, b := serial(base()), serial(base()); a != b {
+		t.Errorf("the same configuration gave serials %d and %d", a, b)
+	}
+
+	changes := map[string]func(*poolConfig){
+		"zone": func(c *poolConfig) { c.zone = "web.app.lan." },
+		"backend added": func(c *poolConfig) {
+			c.backends = append(c.backends, backend{addr: netip.MustParseAddr("10.0.0.4"), weight: 1})
+		},
+		"backend order":   func(c *poolConfig) { c.backends[0], c.backends[1] = c.backends[1], c.backends[0] },
+		"weight":          func(c *poolConfig) { c.backends[0].weight = 2 },
+		"check":           func(c *poolConfig) { c.spec.Check = health.Check{Kind: health.ICMP} },
+		"check port":      func(c *poolConfig) { c.spec.Check.Port = 443 },
+		"interval":        func(c *poolConfig) { c.spec.Interval = time.Minute },
+		"timeout":         func(c *poolConfig) { c.spec.Timeout = 2 * time.Second },
+		"rise":            func(c *poolConfig) { c.spec.Rise = 3 },
+		"fall":            func(c *poolConfig) { c.spec.Fall = 3 },
+		"policy":          func(c *poolConfig) { c.policy = "random" },
+		"answers":         func(c *poolConfig) { c.answers = 2 },
+		"ttl":             func(c *poolConfig) { c.ttl = 30 },
+		"all_down":        func(c *poolConfig) { c.allDown = allDownServfail },
+		"ns name":         func(c *poolConfig) { c.nsName = "ns1.app.lan." },
+		"ns address":      func(c *poolConfig) { c.nsAddrs = []netip.Addr{netip.MustParseAddr("127.0.0.54")} },
+		"ns address more": func(c *poolConfig) { c.nsAddrs = append(c.nsAddrs, netip.MustParseAddr("127.0.0.54")) },
+		"fallthrough":     func(c *poolConfig) { c.fall = fall.Root },
+		"fallthrough zone": func(c *poolConfig) {
+			c.fall.SetZonesFromArgs([]string{"x.app.lan."})
+		},
+	}
+	seen := map[uint32]string{serial(base()): "base"}
+	for name, change := range changes {
+		cfg := base()
+		change(&cfg)
+		s := serial(cfg)
+		if prev, dup := seen[s]; dup {
+			t.Errorf("%s: serial %d, the same as %s", name, s, prev)
+		}
+		seen[s] = name
+	}
+}

@@ -46,7 +46,7 @@ type family struct {
 
 func newPool(cfg poolConfig, policy balance.Policy, prober health.Prober, reg *health.Registry) *Pool {
 	p := &Pool{cfg: cfg, policy: policy, prober: prober, reg: reg}
-	p.zone = newZoneRecords(&p.cfg, serialNow())
+	p.zone = newZoneRecords(&p.cfg, configSerial(&p.cfg))
 	p.snap.Store(&snapshot{}) // until OnStartup: no address answers
 	return p
 }
