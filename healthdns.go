@@ -36,10 +36,10 @@ func (h *HealthDNS) Ready() bool {
 // ServeDNS implements plugin.Handler. For a name in one of its zones:
 //
 //   - A and AAAA are healthdns's, whatever else serves the zone: the NS host gets this server's
-//     addresses, every other name the backends'. A family with no backend up gets NODATA, and
-//     all_down decides only when the whole pool is down (see family).
-//   - ANY gets an HINFO, as RFC 8482 §4.2 suggests and the any plugin does. AXFR and IXFR are
-//     refused: the zone's addresses are not a set of records that a secondary could copy.
+//     addresses, every other name the backends'. A family with no backend up has no answer (a
+//     NODATA, as below), and all_down decides only when the whole pool is down (see family).
+//   - ANY gets the HINFO that RFC 8482 §4.2 suggests (the any plugin answers with one too).
+//     AXFR and IXFR are refused: the zone's addresses are not records a secondary could copy.
 //   - SOA and NS at the apex, and the NODATA of everything else (with the SOA), are healthdns's
 //     synthesized records, unless fallthrough covers the name: then the next plugin owns them
 //     (a zone file beside the pool), so that one zone never shows two SOAs. Without a next
