@@ -33,7 +33,20 @@ func (h *HealthDNS) Ready() bool {
 	return true
 }
 
-// ServeDNS implements plugin.Handler.
+// ServeDNS implements plugin.Handler. For a name in one of its zones:
+//
+//   - A and AAAA are healthdns's, whatever else serves the zone: the NS host gets this server's
+//     addresses, every other name the backends'. A family with no backend up has no answer (a
+//     NODATA, as below), and all_down decides only when the whole pool is down (see family).
+//   - ANY gets the HINFO that RFC 8482 §4.2 suggests (the any plugin answers with one too).
+//     AXFR and IXFR are refused: the zone's addresses are not records a secondary could copy.
+//   - SOA and NS at the apex, and the NODATA of everything else (with the SOA), are healthdns's
+//     synthesized records, unless fallthrough covers the name: then the next plugin owns them
+//     (a zone file beside the pool), so that one zone never shows two SOAs. Without a next
+//     plugin, fallthrough has no one to defer to, and healthdns answers as without it.
+//   - Whatever the next plugin answers for such a name (fallthrough, or all_down fallthrough),
+//     an NXDOMAIN becomes NODATA: the name exists, since its addresses are answered, and a stub
+//     resolver that sees NXDOMAIN for AAAA discards the A as well (musl's getaddrinfo does).
 func (h *HealthDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	if len(r.Question) != 1 || r.Question[0].Qclass != dns.ClassINET {
 		return plugin.NextOrFailure(h.Name(), h.Next, ctx, w, r)
@@ -49,11 +62,12 @@ func (h *HealthDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.Authoritative = true
-	isAddr := q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA
-	switch {
-	case isAddr && qname == cfg.nsName:
-		m.Answer = p.zone.nsAddresses(q.Name, q.Qtype)
-	case isAddr:
+	switch q.Qtype {
+	case dns.TypeA, dns.TypeAAAA:
+		if qname == cfg.nsName {
+			m.Answer = p.zone.nsAddresses(q.Name, q.Qtype)
+			break
+		}
 		snap := p.snap.Load()
 		fam := &snap.v4
 		if q.Qtype == dns.TypeAAAA {
@@ -64,25 +78,85 @@ func (h *HealthDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 			case allDownServfail:
 				return dns.RcodeServerFailure, nil
 			case allDownFallthrough:
-				return plugin.NextOrFailure(h.Name(), h.Next, ctx, w, r)
+				return h.passOn(ctx, w, r)
 			}
 		}
 		m.Answer = addressRecords(q, fam, p.policy.Pick(fam.set, cfg.answers), cfg.ttl)
-	case qname == cfg.zone && q.Qtype == dns.TypeSOA:
-		m.Answer = []dns.RR{p.zone.soaFor(q.Name)}
-	case qname == cfg.zone && q.Qtype == dns.TypeNS:
-		m.Answer = []dns.RR{p.zone.nsFor(q.Name)}
-		m.Extra = p.zone.glue
+	case dns.TypeANY:
+		m.Answer = []dns.RR{&dns.HINFO{
+			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: cfg.ttl},
+			Cpu: "RFC8482",
+		}}
+	case dns.TypeAXFR, dns.TypeIXFR:
+		m.Authoritative = false
+		m.Rcode = dns.RcodeRefused
+		w.WriteMsg(m) // written here, as the transfer plugin does, so that log shows the refusal
+		return dns.RcodeSuccess, nil
+	case dns.TypeSOA:
+		if qname == cfg.zone && !h.deferred(cfg, qname) {
+			m.Answer = []dns.RR{p.zone.soaFor(q.Name)}
+		}
+	case dns.TypeNS:
+		if qname == cfg.zone && !h.deferred(cfg, qname) {
+			m.Answer = []dns.RR{p.zone.nsFor(q.Name)}
+			m.Extra = p.zone.glue
+		}
 	}
 
 	if len(m.Answer) == 0 {
-		if cfg.fall.Through(qname) {
-			return plugin.NextOrFailure(h.Name(), h.Next, ctx, w, r)
+		if h.deferred(cfg, qname) {
+			return h.passOn(ctx, w, r)
 		}
 		m.Ns = p.zone.authority // NODATA: the SOA tells resolvers how long to cache the absence
 	}
 	w.WriteMsg(m)
 	return dns.RcodeSuccess, nil
+}
+
+// deferred reports whether the next plugin owns qname's SOA, NS and other types.
+func (h *HealthDNS) deferred(cfg *poolConfig, qname string) bool {
+	return h.Next != nil && cfg.fall.Through(qname)
+}
+
+// passOn hands a query for a name in one of the zones to the next plugin, which must not deny
+// that the name exists.
+func (h *HealthDNS) passOn(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	nw := &existingNames{ResponseWriter: w, h: h}
+	rcode, err := plugin.NextOrFailure(h.Name(), h.Next, ctx, nw, r)
+	if nw.rewrote && rcode == dns.RcodeNameError {
+		rcode = dns.RcodeSuccess
+	}
+	return rcode, err
+}
+
+// existingNames writes the next plugin's reply with its NXDOMAIN turned into NODATA when the
+// name it denies lies in a zone of healthdns. The authority section stays the next plugin's:
+// its SOA is the zone's when fallthrough hands the zone to it.
+type existingNames struct {
+	dns.ResponseWriter
+	h       *HealthDNS
+	rewrote bool
+}
+
+// WriteMsg implements dns.ResponseWriter.
+func (w *existingNames) WriteMsg(m *dns.Msg) error {
+	if m.Rcode == dns.RcodeNameError && len(m.Question) == 1 && w.h.match(strings.ToLower(deniedName(m))) != nil {
+		m.Rcode = dns.RcodeSuccess
+		w.rewrote = true
+	}
+	return w.ResponseWriter.WriteMsg(m)
+}
+
+// deniedName is the name an NXDOMAIN is about: the question's, or the end of the CNAME chain in
+// the answer (RFC 6604), which may lie outside the zone.
+func deniedName(m *dns.Msg) string {
+	name := m.Question[0].Name
+	for _, rr := range m.Answer {
+		if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, name) {
+			name = c.Target
+		}
+	}
+	return name
 }
 
 // match returns the pool of the most specific zone that contains qname, walking its labels

@@ -32,21 +32,28 @@ type Pool struct {
 
 // snapshot is what the query path reads: one per address family, rebuilt on each transition.
 type snapshot struct {
-	v4, v6 family
+	v4, v6  family
+	allDown bool // every backend of the pool, of either family, is down
 }
 
-// family is the answerable set of one address family. When every configured backend of the
-// family is down, set holds all of them if all_down is serve_all, and allDown is true.
+// family is the answerable set of one address family: its up backends. all_down is decided for
+// the pool, not per family: while the other family has a backend up, a family whose backends are
+// all down answers nothing (NODATA), since serving its dead addresses would send dual-stack
+// clients to them first, and failing the query would fail the name (musl's getaddrinfo returns
+// "Try again" when either query fails). Only when the whole pool is down does allDown let the
+// all_down mode decide, and set holds every configured backend under serve_all.
 type family struct {
 	set      *balance.Set
 	ips      []net.IP             // set.Addrs as net.IP, made once so answers copy nothing
 	answered []prometheus.Counter // per set index, resolved once so answers take no lock
-	allDown  bool
+	allDown  bool                 // the pool is all down and this family has backends
+	down     bool                 // every backend of this family is down (once all were checked)
+	n, nUp   int                  // configured and up backends, for the log
 }
 
 func newPool(cfg poolConfig, policy balance.Policy, prober health.Prober, reg *health.Registry) *Pool {
 	p := &Pool{cfg: cfg, policy: policy, prober: prober, reg: reg}
-	p.zone = newZoneRecords(&p.cfg, serialNow())
+	p.zone = newZoneRecords(&p.cfg, configSerial(&p.cfg))
 	p.snap.Store(&snapshot{}) // until OnStartup: no address answers
 	return p
 }
@@ -138,27 +145,26 @@ func (p *Pool) rebuild() {
 	if settled {
 		p.ready.Store(true)
 	}
+	poolDown := settled && len(p.cfg.backends) > 0 && len(up4)+len(up6) == 0
 	next := &snapshot{
-		v4: p.family("ipv4", v4, up4, old.v4.allDown, settled),
-		v6: p.family("ipv6", v6, up6, old.v6.allDown, settled),
+		v4:      p.family(v4, up4, poolDown, settled),
+		v6:      p.family(v6, up6, poolDown, settled),
+		allDown: poolDown,
 	}
+	p.report(old, next)
 	p.snap.Store(next)
 }
 
-func (p *Pool) family(name string, configured, up []int, wasAllDown, settled bool) family {
-	var f family
+func (p *Pool) family(configured, up []int, poolDown, settled bool) family {
+	f := family{
+		allDown: poolDown && len(configured) > 0,
+		down:    settled && len(configured) > 0 && len(up) == 0,
+		n:       len(configured),
+		nUp:     len(up),
+	}
 	members := up
-	if settled && len(configured) > 0 && len(up) == 0 {
-		f.allDown = true
-		if !wasAllDown {
-			allDownTotal.WithLabelValues(p.cfg.zone, name).Inc()
-			log.Warningf("zone %s: every %s backend is down (%d configured): all_down %s", p.cfg.zone, name, len(configured), p.cfg.allDown)
-		}
-		if p.cfg.allDown == allDownServeAll {
-			members = configured
-		}
-	} else if wasAllDown {
-		log.Infof("zone %s: %d of %d %s backends up again", p.cfg.zone, len(up), len(configured), name)
+	if f.allDown && p.cfg.allDown == allDownServeAll {
+		members = configured
 	}
 	addrs := make([]netip.Addr, len(members))
 	weights := make([]uint32, len(members))
@@ -172,4 +178,44 @@ func (p *Pool) family(name string, configured, up []int, wasAllDown, settled boo
 	}
 	f.set = balance.NewSet(addrs, weights)
 	return f
+}
+
+// report counts each family that lost its last backend, and logs what the zone's address
+// queries get from now on: NODATA for a dead family while the other has a backend up, or the
+// all_down mode once the whole pool is down.
+func (p *Pool) report(old, next *snapshot) {
+	fams := [...]struct {
+		name, qtype string
+		old, next   *family
+	}{{"ipv4", "A", &old.v4, &next.v4}, {"ipv6", "AAAA", &old.v6, &next.v6}}
+	for i, f := range fams {
+		switch {
+		case f.next.down && !f.old.down:
+			allDownTotal.WithLabelValues(p.cfg.zone, f.name).Inc()
+		case f.old.down && !f.next.down:
+			log.Infof("zone %s: %d of %d %s backends up again", p.cfg.zone, f.next.nUp, f.next.n, f.name)
+		}
+		// Said when the family dies beside a live one, and again when the pool comes back from
+		// all down through the other family.
+		if f.next.down && !next.allDown && (!f.old.down || old.allDown) {
+			other := fams[1-i]
+			log.Warningf("zone %s: every %s backend is down (%d configured); %s queries get NODATA while %d of %d %s backends are up",
+				p.cfg.zone, f.name, f.next.n, f.qtype, other.next.nUp, other.next.n, other.name)
+		}
+	}
+	if next.allDown && !old.allDown {
+		log.Warningf("zone %s: every backend is down (%d configured): all_down %s, %s",
+			p.cfg.zone, len(p.cfg.backends), p.cfg.allDown, allDownAnswer(p.cfg.allDown))
+	}
+}
+
+// allDownAnswer says in the log what an all_down mode answers.
+func allDownAnswer(m allDownMode) string {
+	switch m {
+	case allDownServfail:
+		return "answering SERVFAIL"
+	case allDownFallthrough:
+		return "passing address queries to the next plugin"
+	}
+	return "answering with every configured address"
 }

@@ -1,8 +1,9 @@
 package healthdns
 
 import (
+	"fmt"
+	"hash/fnv"
 	"net"
-	"time"
 
 	"github.com/coredns/coredns/plugin/pkg/dnsutil"
 	"github.com/miekg/dns"
@@ -59,8 +60,29 @@ func newZoneRecords(cfg *poolConfig, serial uint32) zoneRecords {
 	return z
 }
 
-// serialNow is a SOA serial that grows with each configuration load.
-func serialNow() uint32 { return uint32(time.Now().Unix()) }
+// configSerial is the zone's SOA serial: a hash (FNV-32a) of everything that shapes its answers,
+// so every instance that runs the same configuration shows the same serial, and a change shows
+// a different one. It does not grow as RFC 1982 would have it; that only matters to secondaries,
+// and no secondary can transfer these zones (AXFR is refused). The NS host's addresses are the
+// ones served: instances bound to different addresses serve different NS host records, and show
+// different serials unless `ns` lists them all.
+func configSerial(cfg *poolConfig) uint32 {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "zone %s\n", cfg.zone)
+	for _, b := range cfg.backends {
+		fmt.Fprintf(h, "backend %s weight %d\n", b.addr, b.weight)
+	}
+	fmt.Fprintf(h, "spec %+v\npolicy %s\nanswers %d\nttl %d\nall_down %s\nns %s",
+		cfg.spec, cfg.policy, cfg.answers, cfg.ttl, cfg.allDown, cfg.nsName)
+	for _, a := range cfg.nsAddrs {
+		fmt.Fprintf(h, " %s", a)
+	}
+	fmt.Fprintf(h, "\nfallthrough %q\n", cfg.fall.Zones)
+	if s := h.Sum32(); s != 0 {
+		return s
+	}
+	return 1 // serial 0 reads as "unset" to zone checkers
+}
 
 // soaFor and nsFor copy the record so the answer echoes the question's case.
 func (z *zoneRecords) soaFor(name string) dns.RR {

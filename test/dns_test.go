@@ -267,6 +267,30 @@ x 60 IN TXT "from-file"
 				}
 			})
 
+			t.Run("ANY gets RFC 8482's HINFO", func(t *testing.T) {
+				r := q(t, "x.app.lan.", dns.TypeANY)
+				wantAuthoritative(t, r, dns.RcodeSuccess)
+				if len(r.Answer) != 1 {
+					t.Fatalf("ANY x.app.lan.: %v, want one HINFO", r.Answer)
+				}
+				if h, ok := r.Answer[0].(*dns.HINFO); !ok || h.Cpu != "RFC8482" || h.Os != "" || h.Hdr.Ttl != 7 {
+					t.Errorf("ANY x.app.lan.: %v, want HINFO \"RFC8482\" \"\" with the zone's TTL 7", r.Answer[0])
+				}
+			})
+
+			t.Run("zone transfers are refused", func(t *testing.T) {
+				for _, qt := range []uint16{dns.TypeAXFR, dns.TypeIXFR} {
+					m := new(dns.Msg)
+					m.SetQuestion("app.lan.", qt)
+					if qt == dns.TypeIXFR {
+						m.SetIxfr("app.lan.", 1, "ns.dns.app.lan.", "hostmaster.app.lan.")
+					}
+					if r := s.Exchange(t, proto, m); r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 {
+						t.Errorf("%s app.lan.: %s %v, want REFUSED", dns.TypeToString[qt], dns.RcodeToString[r.Rcode], r.Answer)
+					}
+				}
+			})
+
 			t.Run("EDNS0 query gets OPT in the reply", func(t *testing.T) {
 				m := new(dns.Msg)
 				m.SetQuestion("app.lan.", dns.TypeA)
@@ -361,6 +385,131 @@ x 60 IN TXT "from-file"
 			t.Errorf("after the odd queries: %v", got)
 		}
 	})
+}
+
+// writeZone writes a zone file in a test's temporary directory and returns its absolute path.
+func writeZone(t *testing.T, name, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestBesideZoneFile runs healthdns beside the file plugin. app.lan is README's layout: the pool
+// on a sub-zone (web.app.lan) of the file's zone. own.lan is the pool on the file's own zone with
+// fallthrough: healthdns answers every A and AAAA, the file everything else, and the zone shows
+// the file's SOA only, and never NXDOMAIN for a name that has addresses.
+func TestBesideZoneFile(t *testing.T) {
+	t.Parallel()
+	const web, own = "127.0.0.140", "127.0.0.141"
+	port, _ := startBackends(t, web, own)
+	soaLine := func(zone string) string {
+		return "@ 3600 IN SOA ns1." + zone + " admin." + zone + " 2024010101 7200 3600 1209600 300\n"
+	}
+	appDB := writeZone(t, "db.app.lan", "$ORIGIN app.lan.\n"+soaLine("app.lan.")+`@ 3600 IN NS ns1
+@ 3600 IN MX 10 mail
+ns1 3600 IN A 192.0.2.53
+mail 3600 IN A 192.0.2.25
+`)
+	ownDB := writeZone(t, "db.own.lan", "$ORIGIN own.lan.\n"+soaLine("own.lan.")+`@ 3600 IN NS ns1
+ns1 3600 IN A 192.0.2.53
+mail 3600 IN A 192.0.2.25
+mail 3600 IN TXT "from-file"
+`)
+	s := startServer(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
+		tcpPool("web.app.lan", port, "500ms", "400ms", []string{web})+
+		tcpPool("own.lan", port, "500ms", "400ms", []string{own}, "fallthrough")+
+		" file "+appDB+" app.lan\n file "+ownDB+" own.lan\n}\n")
+	eventually(t, 10*time.Second, func() bool {
+		return sameSet(s.Addrs(t, "udp", "web.app.lan.", dns.TypeA), web) && sameSet(s.Addrs(t, "udp", "own.lan.", dns.TypeA), own)
+	}, "both backends up")
+
+	for _, proto := range []string{"udp", "tcp"} {
+		t.Run(proto+" pool on a sub-zone", func(t *testing.T) {
+			for name, want := range map[string]string{"mail.app.lan.": "192.0.2.25", "ns1.app.lan.": "192.0.2.53", "web.app.lan.": web, "x.web.app.lan.": web} {
+				r := s.Query(t, proto, name, dns.TypeA)
+				wantAuthoritative(t, r, dns.RcodeSuccess)
+				if got := addrs(r); !sameSet(got, want) {
+					t.Errorf("A %s: %v, want %s", name, got, want)
+				}
+			}
+			if r := s.Query(t, proto, "app.lan.", dns.TypeMX); len(r.Answer) != 1 || r.Answer[0].(*dns.MX).Mx != "mail.app.lan." {
+				t.Errorf("MX app.lan.: %v, want the file's", r.Answer)
+			}
+			wantFileSOA(t, s.Query(t, proto, "app.lan.", dns.TypeSOA), "app.lan.")
+			wantNoData(t, s.Query(t, proto, "web.app.lan.", dns.TypeAAAA), "web.app.lan.")
+			if r := s.Query(t, proto, "nothing.app.lan.", dns.TypeA); r.Rcode != dns.RcodeNameError {
+				t.Errorf("A nothing.app.lan.: %s, want the file's NXDOMAIN", dns.RcodeToString[r.Rcode])
+			}
+		})
+
+		t.Run(proto+" fallthrough over the pool's zone", func(t *testing.T) {
+			for _, name := range []string{"own.lan.", "web.own.lan.", "mail.own.lan."} {
+				if got := s.Addrs(t, proto, name, dns.TypeA); !sameSet(got, own) {
+					t.Errorf("A %s: %v, want the backend %s (healthdns answers every A of its zone)", name, got, own)
+				}
+			}
+			if r := s.Query(t, proto, "mail.own.lan.", dns.TypeTXT); len(r.Answer) != 1 {
+				t.Errorf("TXT mail.own.lan.: %v, want the file's", r.Answer)
+			}
+			for _, c := range []struct {
+				name  string
+				qtype uint16
+			}{
+				{"web.own.lan.", dns.TypeAAAA}, // NXDOMAIN from the file before
+				{"web.own.lan.", dns.TypeTXT},
+				{"a.b.own.lan.", dns.TypeMX},
+				{"own.lan.", dns.TypeAAAA},
+				{"own.lan.", dns.TypeSOA},
+				{"own.lan.", dns.TypeNS},
+				{"ns.dns.own.lan.", dns.TypeAAAA},
+			} {
+				r := s.Query(t, proto, c.name, c.qtype)
+				if r.Rcode != dns.RcodeSuccess {
+					t.Errorf("%s %s: %s, want NOERROR: healthdns answers the name's addresses", dns.TypeToString[c.qtype], c.name, dns.RcodeToString[r.Rcode])
+				}
+				wantFileSOA(t, r, "own.lan.")
+			}
+			wantFileSOA(t, s.Query(t, proto, "own.lan.", dns.TypeSOA), "own.lan.")
+			if r := s.Query(t, proto, "own.lan.", dns.TypeNS); len(r.Answer) != 1 || r.Answer[0].(*dns.NS).Ns != "ns1.own.lan." {
+				t.Errorf("NS own.lan.: %v, want the file's ns1.own.lan.", r.Answer)
+			}
+		})
+	}
+}
+
+// wantFileSOA checks that every SOA of a reply is the zone file's (TestBesideZoneFile's), never
+// the one healthdns synthesizes.
+func wantFileSOA(t *testing.T, r *dns.Msg, zone string) {
+	t.Helper()
+	for _, rr := range append(append([]dns.RR(nil), r.Answer...), r.Ns...) {
+		if soa, ok := rr.(*dns.SOA); ok && (soa.Serial != 2024010101 || soa.Ns != "ns1."+zone || soa.Hdr.Name != zone) {
+			t.Errorf("%v: SOA %q, want the zone file's (ns1.%s, serial 2024010101)", r.Question, soa, zone)
+		}
+	}
+}
+
+// TestSerialIsTheConfiguration: two instances running the same Corefile show the same SOA
+// serial.
+func TestSerialIsTheConfiguration(t *testing.T) {
+	t.Parallel()
+	port, _ := startBackends(t, "127.0.0.142")
+	conf := ".:{{PORT}} {\n bind 127.0.0.1\n" + tcpPool("app.lan", port, "1s", "500ms", []string{"127.0.0.142"},
+		"ns ns.app.lan 127.0.0.1 127.0.0.2") + "}\n"
+	var serials []uint32
+	for range 2 {
+		s := startServer(t, conf)
+		r := s.Query(t, "udp", "app.lan.", dns.TypeSOA)
+		if len(r.Answer) != 1 {
+			t.Fatalf("SOA app.lan.: %v", r)
+		}
+		serials = append(serials, r.Answer[0].(*dns.SOA).Serial)
+	}
+	if serials[0] != serials[1] {
+		t.Errorf("two instances of one Corefile: serials %d and %d", serials[0], serials[1])
+	}
 }
 
 // TestNoNextPlugin: with healthdns last in the chain, a name outside its zone gets CoreDNS's own

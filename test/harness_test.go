@@ -18,6 +18,9 @@
 //	TestMetrics      127.0.0.115-.117, ::1 (closed)
 //	TestNoNextPlugin 127.0.0.118
 //	TestGoodCorefileDefaults 127.0.0.119, .121 (live), .120 (closed)
+//	TestBesideZoneFile 127.0.0.140, .141
+//	TestSerialIsTheConfiguration 127.0.0.142
+//	TestAllDownDualStack 127.0.0.143, ::1 (closed)
 package test
 
 import (
