@@ -199,7 +199,7 @@ func gridAfter(last, interval, now time.Duration) time.Duration {
 
 func (m *Monitor) probe(ctx context.Context, scheduled time.Time) Result {
 	begin := time.Now()
-	pctx, cancel := context.WithTimeout(ctx, m.target.Spec.Timeout)
+	pctx, cancel := context.WithTimeout(withProbeTimeout(ctx, m.target.Spec.Timeout), m.target.Spec.Timeout)
 	err := attempt(pctx, cancel, m.prober, m.target.Addr, probeAttempts, m.budget)
 	cancel()
 	return Result{Took: time.Since(begin), Late: max(begin.Sub(scheduled), 0), Err: err}
