@@ -1,6 +1,7 @@
 package healthdns
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -55,7 +56,7 @@ func newPool(cfg poolConfig, policy balance.Policy, prober health.Prober, reg *h
 func (p *Pool) start() {
 	p.mu.Lock()
 	for _, b := range p.cfg.backends {
-		l := p.reg.Acquire(health.Target{Addr: b.addr, Spec: p.cfg.spec}, p.prober, p.cfg.zone)
+		l := p.reg.Acquire(health.Target{Addr: b.addr, Spec: p.cfg.spec}, p.prober, poolOwner(p.cfg.server, p.cfg.zone))
 		p.leases = append(p.leases, l)
 	}
 	p.mu.Unlock()
@@ -119,7 +120,7 @@ func (p *Pool) rebuild() {
 		if up {
 			gauge = 1
 		}
-		backendUp.WithLabelValues(p.cfg.zone, b.addr.String()).Set(gauge)
+		backendUp.WithLabelValues(p.cfg.server, p.cfg.zone, b.addr.String()).Set(gauge)
 		if b.addr.Is4() {
 			v4 = append(v4, i)
 			if up {
@@ -151,8 +152,8 @@ func (p *Pool) family(name string, configured, up []int, wasAllDown, settled boo
 	if settled && len(configured) > 0 && len(up) == 0 {
 		f.allDown = true
 		if !wasAllDown {
-			allDownTotal.WithLabelValues(p.cfg.zone, name).Inc()
-			log.Warningf("zone %s: every %s backend is down (%d configured): all_down %s", p.cfg.zone, name, len(configured), p.cfg.allDown)
+			allDownTotal.WithLabelValues(p.cfg.server, p.cfg.zone, name).Inc()
+			log.Warningf("zone %s: every %s backend is down%s", p.cfg.zone, name, allDownAction(p.cfg.allDown, name, len(configured)))
 		}
 		if p.cfg.allDown == allDownServeAll {
 			members = configured
@@ -168,8 +169,26 @@ func (p *Pool) family(name string, configured, up []int, wasAllDown, settled boo
 		b := p.cfg.backends[bi]
 		addrs[i], weights[i] = b.addr, b.weight
 		f.ips[i] = net.IP(b.addr.AsSlice())
-		f.answered[i] = answersTotal.WithLabelValues(p.cfg.zone, b.addr.String())
+		f.answered[i] = answersTotal.WithLabelValues(p.cfg.server, p.cfg.zone, b.addr.String())
 	}
 	f.set = balance.NewSet(addrs, weights)
 	return f
+}
+
+// allDownAction ends the all-down log line with what the zone answers for the family now, so an
+// operator knows whether dead addresses are being served:
+//
+//	zone app.lan.: every ipv4 backend is down: serving all 3 configured addresses anyway (all_down serve_all)
+func allDownAction(mode allDownMode, family string, configured int) string {
+	qtype := "A"
+	if family == "ipv6" {
+		qtype = "AAAA"
+	}
+	switch mode {
+	case allDownServfail:
+		return fmt.Sprintf(" (%d configured): answering SERVFAIL to %s queries (all_down servfail)", configured, qtype)
+	case allDownFallthrough:
+		return fmt.Sprintf(" (%d configured): passing %s queries to the next plugin (all_down fallthrough)", configured, qtype)
+	}
+	return fmt.Sprintf(": serving all %d configured addresses anyway (all_down serve_all)", configured)
 }
