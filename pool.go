@@ -190,5 +190,8 @@ func allDownAction(mode allDownMode, family string, configured int) string {
 	case allDownFallthrough:
 		return fmt.Sprintf(" (%d configured): passing %s queries to the next plugin (all_down fallthrough)", configured, qtype)
 	}
+	if configured == 1 {
+		return ": serving the 1 configured address anyway (all_down serve_all)"
+	}
 	return fmt.Sprintf(": serving all %d configured addresses anyway (all_down serve_all)", configured)
 }

@@ -18,6 +18,7 @@
 //	TestMetrics      127.0.0.115-.117, ::1 (closed)
 //	TestNoNextPlugin 127.0.0.118
 //	TestGoodCorefileDefaults 127.0.0.119, .121 (live), .120 (closed)
+//	TestMetricsPerServer 127.0.0.180, .181
 package test
 
 import (
