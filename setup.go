@@ -371,7 +371,7 @@ func serverLabel(cfg *dnsserver.Config) string {
 		host = cfg.ListenHosts[0]
 	}
 	addr := net.JoinHostPort(host, cfg.Port)
-	if a, err := net.ResolveTCPAddr("tcp", addr); err == nil { // "::1" is "[::1]:53" either way
+	if a, err := net.ResolveTCPAddr("tcp", addr); err == nil { // as CoreDNS does: "0:0::1" is "[::1]:53"
 		addr = a.String()
 	}
 	return cfg.Transport + "://" + addr
