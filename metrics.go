@@ -1,7 +1,10 @@
 package healthdns
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/coredns/coredns/plugin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,7 +21,7 @@ var (
 		Subsystem: "healthdns",
 		Name:      "backend_up",
 		Help:      "Whether a backend of a zone passed its health check (1) or not (0).",
-	}, []string{"zone", "backend"})
+	}, []string{"server", "zone", "backend"})
 
 	probeDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: plugin.Namespace,
@@ -55,15 +58,25 @@ var (
 		Subsystem: "healthdns",
 		Name:      "all_down_total",
 		Help:      "Times every backend of a zone's address family went down.",
-	}, []string{"zone", "family"})
+	}, []string{"server", "zone", "family"})
 
 	answersTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "healthdns",
 		Name:      "answers_total",
 		Help:      "Address records served, by zone and backend.",
-	}, []string{"zone", "backend"})
+	}, []string{"server", "zone", "backend"})
 )
+
+// poolOwner is a pool's owner in the registry: its server and zone, so that Observer.Released
+// deletes the series of exactly that pool when a reload drops the zone from one server block
+// and not another. A server ("dns://127.0.0.1:53") holds no space, so a space separates.
+func poolOwner(server, zone string) string { return server + " " + zone }
+
+func splitOwner(owner string) (server, zone string) {
+	server, zone, _ = strings.Cut(owner, " ")
+	return server, zone
+}
 
 // observer turns health events into metrics and one log line per state change.
 type observer struct{}
@@ -71,11 +84,13 @@ type observer struct{}
 // ProbeRecorder resolves the target's series once: at 10,000 probes a second, looking them up by
 // label values at every probe (hashing the labels, formatting the address and the check) was 8%
 // of the process's CPU (bench/RESULTS.md).
+//
+// Every series names the check alike ("tcp :8080", as the log lines do), so the histograms join
+// probes_total; they have one series per distinct check, not per backend.
 func (observer) ProbeRecorder(t health.Target) func(health.Result) {
-	kind := t.Spec.Check.Kind.String()
-	duration := probeDuration.WithLabelValues(kind)
-	lateness := probeLateness.WithLabelValues(kind)
 	backend, check := t.Addr.String(), t.Spec.Check.String()
+	duration := probeDuration.WithLabelValues(check)
+	lateness := probeLateness.WithLabelValues(check)
 	success := probesTotal.WithLabelValues(backend, check, "success")
 	failure := probesTotal.WithLabelValues(backend, check, "failure")
 	return func(r health.Result) {
@@ -90,15 +105,10 @@ func (observer) ProbeRecorder(t health.Target) func(health.Result) {
 }
 
 func (observer) Changed(t health.Target, c health.Change) {
-	switch {
-	case c.First && c.Up:
-		log.Infof("backend %s: up (first probe, %s)", t.Addr, t.Spec.Check)
-	case c.First:
-		log.Warningf("backend %s: down (first probe): %v", t.Addr, c.Err)
-	case c.Up:
-		log.Infof("backend %s: up: %s passed (%d/%d)", t.Addr, t.Spec.Check, c.Streak, c.Need)
-	default:
-		log.Warningf("backend %s: down: %v (%d/%d)", t.Addr, c.Err, c.Streak, c.Need)
+	if c.Up {
+		log.Info(changeLine(t, c))
+	} else {
+		log.Warning(changeLine(t, c))
 	}
 	if c.First {
 		return
@@ -110,9 +120,44 @@ func (observer) Changed(t health.Target, c health.Change) {
 	transitionsTotal.WithLabelValues(t.Addr.String(), t.Spec.Check.String(), to).Inc()
 }
 
-// Released drops the zone's series of a backend that no configuration of the zone names any more.
-func (observer) Released(zone string, addr netip.Addr) {
-	labels := prometheus.Labels{"zone": zone, "backend": addr.String()}
+// changeLine is the log line of a state change. It names the zones of every pool that holds
+// the backend's monitor (one is shared by all the pools naming the same target), since the
+// address alone does not say what an operator should look at:
+//
+//	backend 10.0.0.7 (api.lan., app.lan.): down: tcp :8080: connection refused (2/2)
+func changeLine(t health.Target, c health.Change) string {
+	who := t.Addr.String()
+	if zones := ownerZones(c.Owners); zones != "" {
+		who += " (" + zones + ")"
+	}
+	switch {
+	case c.First && c.Up:
+		return fmt.Sprintf("backend %s: up (first probe, %s)", who, t.Spec.Check)
+	case c.First:
+		return fmt.Sprintf("backend %s: down (first probe): %v", who, c.Err)
+	case c.Up:
+		return fmt.Sprintf("backend %s: up: %s passed (%d/%d)", who, t.Spec.Check, c.Streak, c.Need)
+	}
+	return fmt.Sprintf("backend %s: down: %v (%d/%d)", who, c.Err, c.Streak, c.Need)
+}
+
+// ownerZones lists the owners' zones, sorted and each once: the same zone in two server
+// blocks is one name to an operator.
+func ownerZones(owners []string) string {
+	zones := make([]string, 0, len(owners))
+	for _, o := range owners {
+		_, zone := splitOwner(o)
+		zones = append(zones, zone)
+	}
+	slices.Sort(zones)
+	return strings.Join(slices.Compact(zones), ", ")
+}
+
+// Released drops the series of a pool's backend once the pool (owner: its server and zone)
+// holds no lease on it any more: a reload dropped the backend, or the zone, from that block.
+func (observer) Released(owner string, addr netip.Addr) {
+	server, zone := splitOwner(owner)
+	labels := prometheus.Labels{"server": server, "zone": zone, "backend": addr.String()}
 	backendUp.Delete(labels)
 	answersTotal.Delete(labels)
 }

@@ -1,6 +1,7 @@
 package healthdns
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -62,7 +63,7 @@ func newPool(cfg poolConfig, policy balance.Policy, prober health.Prober, reg *h
 func (p *Pool) start() {
 	p.mu.Lock()
 	for _, b := range p.cfg.backends {
-		l := p.reg.Acquire(health.Target{Addr: b.addr, Spec: p.cfg.spec}, p.prober, p.cfg.zone)
+		l := p.reg.Acquire(health.Target{Addr: b.addr, Spec: p.cfg.spec}, p.prober, poolOwner(p.cfg.server, p.cfg.zone))
 		p.leases = append(p.leases, l)
 	}
 	p.mu.Unlock()
@@ -126,7 +127,7 @@ func (p *Pool) rebuild() {
 		if up {
 			gauge = 1
 		}
-		backendUp.WithLabelValues(p.cfg.zone, b.addr.String()).Set(gauge)
+		backendUp.WithLabelValues(p.cfg.server, p.cfg.zone, b.addr.String()).Set(gauge)
 		if b.addr.Is4() {
 			v4 = append(v4, i)
 			if up {
@@ -174,7 +175,7 @@ func (p *Pool) family(configured, up []int, poolDown, settled bool) family {
 		b := p.cfg.backends[bi]
 		addrs[i], weights[i] = b.addr, b.weight
 		f.ips[i] = net.IP(b.addr.AsSlice())
-		f.answered[i] = answersTotal.WithLabelValues(p.cfg.zone, b.addr.String())
+		f.answered[i] = answersTotal.WithLabelValues(p.cfg.server, p.cfg.zone, b.addr.String())
 	}
 	f.set = balance.NewSet(addrs, weights)
 	return f
@@ -191,7 +192,7 @@ func (p *Pool) report(old, next *snapshot) {
 	for i, f := range fams {
 		switch {
 		case f.next.down && !f.old.down:
-			allDownTotal.WithLabelValues(p.cfg.zone, f.name).Inc()
+			allDownTotal.WithLabelValues(p.cfg.server, p.cfg.zone, f.name).Inc()
 		case f.old.down && !f.next.down:
 			log.Infof("zone %s: %d of %d %s backends up again", p.cfg.zone, f.next.nUp, f.next.n, f.name)
 		}
@@ -204,18 +205,23 @@ func (p *Pool) report(old, next *snapshot) {
 		}
 	}
 	if next.allDown && !old.allDown {
-		log.Warningf("zone %s: every backend is down (%d configured): all_down %s, %s",
-			p.cfg.zone, len(p.cfg.backends), p.cfg.allDown, allDownAnswer(p.cfg.allDown))
+		log.Warningf("zone %s: every backend is down (%d configured): %s", p.cfg.zone, len(p.cfg.backends), allDownAction(p.cfg.allDown, len(p.cfg.backends)))
 	}
 }
 
-// allDownAnswer says in the log what an all_down mode answers.
-func allDownAnswer(m allDownMode) string {
-	switch m {
+// allDownAction says in the all-down log line what the zone answers now, so an operator knows
+// whether dead addresses are being served:
+//
+//	zone app.lan.: every backend is down (3 configured): serving all 3 configured addresses anyway (all_down serve_all)
+func allDownAction(mode allDownMode, configured int) string {
+	switch mode {
 	case allDownServfail:
-		return "answering SERVFAIL"
+		return "answering SERVFAIL to address queries (all_down servfail)"
 	case allDownFallthrough:
-		return "passing address queries to the next plugin"
+		return "passing address queries to the next plugin (all_down fallthrough)"
 	}
-	return "answering with every configured address"
+	if configured == 1 {
+		return "serving the 1 configured address anyway (all_down serve_all)"
+	}
+	return fmt.Sprintf("serving all %d configured addresses anyway (all_down serve_all)", configured)
 }

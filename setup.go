@@ -78,6 +78,7 @@ type poolConfig struct {
 	nsName   string       // lower case, fully qualified
 	nsAddrs  []netip.Addr // nil: the server's own addresses
 	fall     fall.F
+	server   string // set by setup: the server label of CoreDNS's metrics, for ours
 
 	checkLine int // the check's line, or the healthdns line for the default: where setup reports it
 }
@@ -93,6 +94,7 @@ func setupWith(c *caddy.Controller, detectICMP func() (privileged bool, err erro
 	}
 	var icmpMode *bool // decided once per setup, at the first ICMP pool
 	serverAddrs := serverAddrs(dnsserver.GetConfig(c).ListenHosts)
+	server := serverLabel(dnsserver.GetConfig(c))
 	h := &HealthDNS{pools: map[string]*Pool{}}
 	for _, cfg := range cfgs {
 		prober, err := proberFor(cfg.spec.Check, &icmpMode, detectICMP)
@@ -102,6 +104,7 @@ func setupWith(c *caddy.Controller, detectICMP func() (privileged bool, err erro
 		if cfg.nsAddrs == nil {
 			cfg.nsAddrs = serverAddrs
 		}
+		cfg.server = server
 		policy, _ := balance.New(cfg.policy) // parse validated the name
 		h.pools[cfg.zone] = newPool(cfg, policy, prober, targets)
 	}
@@ -449,6 +452,23 @@ func parseNS(c *caddy.Controller, args []string) (string, []netip.Addr, error) {
 		addrs = append(addrs, addr)
 	}
 	return name, addrs, nil
+}
+
+// serverLabel is the server label that CoreDNS's own metrics (metrics.WithServer, which reads
+// dnsserver.Server.Addr) give this server block's queries: transport://host:port, formatted as
+// CoreDNS names its listeners, so that our series join coredns_dns_requests_total. A block
+// served on several addresses (several bind addresses, or keys on different ports) still has
+// one plugin instance, set up for its first key: its series carry that key's first address.
+func serverLabel(cfg *dnsserver.Config) string {
+	host := ""
+	if len(cfg.ListenHosts) > 0 {
+		host = cfg.ListenHosts[0]
+	}
+	addr := net.JoinHostPort(host, cfg.Port)
+	if a, err := net.ResolveTCPAddr("tcp", addr); err == nil { // as CoreDNS does: "0:0::1" is "[::1]:53"
+		addr = a.String()
+	}
+	return cfg.Transport + "://" + addr
 }
 
 // serverAddrs returns the addresses the server answers on, for the zone's NS host: the bound

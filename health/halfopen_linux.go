@@ -150,7 +150,7 @@ func (p *halfOpenProber) busy() bool { return false }
 // silence, and the next probe looks it up again.
 func (p *halfOpenProber) timedOut(s *scheduled, took time.Duration) error {
 	s.syn.src = netip.Addr{}
-	return tcpFailure(s, errTimeout{context.DeadlineExceeded})
+	return tcpFailure(s, errTimeout{s.timeout, context.DeadlineExceeded})
 }
 
 func (p *halfOpenProber) close() {

@@ -34,8 +34,12 @@ func (p ICMPProber) Probe(ctx context.Context, addr netip.Addr) error {
 	if deadline, ok := ctx.Deadline(); ok {
 		timeout = time.Until(deadline)
 	}
+	within := probeTimeout(ctx)
+	if within <= 0 {
+		within = timeout
+	}
 	if timeout <= 0 { // pro-bing's ticker would panic on it
-		return fmt.Errorf("icmp: %w", errNoReply{0})
+		return fmt.Errorf("icmp: %w", errNoReply{within})
 	}
 	addr = addr.Unmap()
 	pinger := probing.New("")
@@ -61,7 +65,7 @@ func (p ICMPProber) Probe(ctx context.Context, addr netip.Addr) error {
 	// returns nil (a timeout is not an error to it), the context's deadline returns
 	// DeadlineExceeded. Both mean the same, so both read the same.
 	if err == nil || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("icmp: %w", errNoReply{timeout})
+		return fmt.Errorf("icmp: %w", errNoReply{within})
 	}
 	return fmt.Errorf("icmp: %w", err)
 }
@@ -70,8 +74,6 @@ func (p ICMPProber) Probe(ctx context.Context, addr netip.Addr) error {
 // context.DeadlineExceeded, as a TCP dial that timed out does.
 type errNoReply struct{ within time.Duration }
 
-func (e errNoReply) Error() string {
-	return "no reply within " + e.within.Round(time.Millisecond).String()
-}
+func (e errNoReply) Error() string { return "no reply within " + formatTimeout(e.within) }
 
 func (e errNoReply) Unwrap() error { return context.DeadlineExceeded }

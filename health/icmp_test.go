@@ -225,8 +225,10 @@ func TestICMPUnprivileged(t *testing.T) {
 	} else {
 		sysctl(t, "net.ipv4.ping_group_range", "0 2147483647")
 	}
-	if priv, err := ICMPMode(); err != nil || priv {
-		t.Fatalf("ICMPMode with unprivileged sockets allowed: privileged=%v err=%v, want unprivileged", priv, err)
+	// As root ICMPMode prefers the raw socket; leaving it out asks what a process without
+	// CAP_NET_RAW would get.
+	if priv, err := icmpMode(openSocket("udp4"), func() error { return errors.New("skip raw") }, pingGroupRange); err != nil || priv {
+		t.Fatalf("icmpMode with unprivileged sockets allowed and raw ones not: privileged=%v err=%v, want unprivileged", priv, err)
 	}
 	p, err := NewProber(Check{Kind: ICMP}, false)
 	if err != nil {
@@ -251,13 +253,13 @@ func TestICMPModeReal(t *testing.T) {
 		raw.Close()
 	}
 	switch {
-	case dgramErr == nil:
-		if err != nil || privileged {
-			t.Errorf("datagram sockets open: privileged=%v err=%v, want unprivileged", privileged, err)
-		}
 	case rawErr == nil:
 		if err != nil || !privileged {
-			t.Errorf("only raw sockets open: privileged=%v err=%v, want privileged", privileged, err)
+			t.Errorf("raw sockets open: privileged=%v err=%v, want privileged", privileged, err)
+		}
+	case dgramErr == nil:
+		if err != nil || privileged {
+			t.Errorf("only datagram sockets open: privileged=%v err=%v, want unprivileged", privileged, err)
 		}
 	default:
 		if err == nil {

@@ -3,7 +3,6 @@ package health
 import (
 	"errors"
 	"net/netip"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -181,8 +180,8 @@ func TestRawICMPScheduledNoReply(t *testing.T) {
 		t.Fatal("up with echoes ignored")
 	}
 	first := obs.changeAfter(t, 0)
-	if first.Err == nil || !strings.HasPrefix(first.Err.Error(), "icmp: no reply within ") {
-		t.Errorf("first verdict's error %v, want icmp: no reply within ...", first.Err)
+	if want := "icmp: no reply within " + icmpSpec.Timeout.String(); first.Err == nil || first.Err.Error() != want {
+		t.Errorf("first verdict's error %v, want %s", first.Err, want)
 	}
 	probes := obs.probes()
 	mu.Lock()

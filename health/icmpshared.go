@@ -80,6 +80,7 @@ func (p *RawICMPProber) Probe(ctx context.Context, addr netip.Addr) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("icmp: not sent: %w", err) // loopback would answer before we look again
 	}
+	within := probeTimeout(ctx)
 	addr = addr.Unmap()
 	family := familyOf(addr)
 	p.mu.Lock()
@@ -102,9 +103,8 @@ func (p *RawICMPProber) Probe(ctx context.Context, addr netip.Addr) error {
 
 	packet := echoRequest(family, p.id)
 	setEchoSeq(family, packet[:], key.seq)
-	start := time.Now()
 	if _, err := conn.WriteTo(packet[:], &net.IPAddr{IP: addr.AsSlice(), Zone: addr.Zone()}); err != nil {
-		return fmt.Errorf("icmp: %w", unwrapDial(ctx, err))
+		return fmt.Errorf("icmp: %w", unwrapDial(ctx, within, err))
 	}
 	select {
 	case <-replied:
@@ -113,7 +113,7 @@ func (p *RawICMPProber) Probe(ctx context.Context, addr netip.Addr) error {
 		if errors.Is(ctx.Err(), context.Canceled) {
 			return fmt.Errorf("icmp: cancelled: %w", ctx.Err())
 		}
-		return fmt.Errorf("icmp: %w", errNoReply{time.Since(start)})
+		return fmt.Errorf("icmp: %w", errNoReply{within})
 	}
 }
 
@@ -167,7 +167,7 @@ func (p *RawICMPProber) end(s *scheduled) { delete(p.flight, echoKey{s.addr, s.e
 func (p *RawICMPProber) busy() bool { return len(p.waiting) > 0 }
 
 func (p *RawICMPProber) timedOut(s *scheduled, took time.Duration) error {
-	return fmt.Errorf("icmp: %w", errNoReply{took})
+	return fmt.Errorf("icmp: %w", errNoReply{s.timeout})
 }
 
 func (p *RawICMPProber) close() {
@@ -268,7 +268,7 @@ func (b *rawBatch) flush(conns [2]*rawConn, wrap func(s *scheduled, err error) e
 			i += n
 			if err != nil && i < len(o.packets) {
 				s := o.sentTo[i]
-				failed = append(failed, answer{s, wrap(s, unwrapDial(context.Background(), err))})
+				failed = append(failed, answer{s, wrap(s, unwrapDial(context.Background(), s.timeout, err))})
 				i++
 			}
 		}

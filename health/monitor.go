@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,9 @@ type Change struct {
 	Err    error // the failure that took it down (nil when Up)
 	Streak int   // consecutive results that caused the change
 	Need   int   // the rise or fall threshold that was met
+	// Owners are the owners (Registry.Acquire's) holding a lease on the target, sorted: whom
+	// the change concerns, for the log line.
+	Owners []string
 }
 
 // Observer is told of every probe and every state change, from the probing goroutine. It must not
@@ -65,7 +69,10 @@ type Monitor struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	refs int // guarded by the Registry's mutex
+	refs   int            // guarded by the Registry's mutex
+	owners map[string]int // leases per owner; guarded by the Registry's mutex
+	// The owners, sorted, for Change.Owners: set under the Registry's mutex, read by apply.
+	ownerList atomic.Pointer[[]string]
 }
 
 func newMonitor(t Target, p Prober, obs Observer, budget *retryBudget) *Monitor {
@@ -79,7 +86,23 @@ func newMonitor(t Target, p Prober, obs Observer, budget *retryBudget) *Monitor 
 		checked: make(chan struct{}),
 		subs:    map[uint64]func(){},
 		done:    make(chan struct{}),
+		owners:  map[string]int{},
 	}
+}
+
+// countOwnerLocked adds delta to owner's leases and republishes the owner list. The caller
+// holds the Registry's mutex.
+func (m *Monitor) countOwnerLocked(owner string, delta int) {
+	m.owners[owner] += delta
+	if m.owners[owner] <= 0 {
+		delete(m.owners, owner)
+	}
+	list := make([]string, 0, len(m.owners))
+	for o := range m.owners {
+		list = append(list, o)
+	}
+	slices.Sort(list)
+	m.ownerList.Store(&list)
 }
 
 // Up reports the current verdict; it is false until the first probe succeeded.
@@ -199,7 +222,7 @@ func gridAfter(last, interval, now time.Duration) time.Duration {
 
 func (m *Monitor) probe(ctx context.Context, scheduled time.Time) Result {
 	begin := time.Now()
-	pctx, cancel := context.WithTimeout(ctx, m.target.Spec.Timeout)
+	pctx, cancel := context.WithTimeout(withProbeTimeout(ctx, m.target.Spec.Timeout), m.target.Spec.Timeout)
 	err := attempt(pctx, cancel, m.prober, m.target.Addr, probeAttempts, m.budget)
 	cancel()
 	return Result{Took: time.Since(begin), Late: max(begin.Sub(scheduled), 0), Err: err}
@@ -225,6 +248,9 @@ func (m *Monitor) record(r Result) {
 }
 
 func (m *Monitor) apply(c Change) {
+	if owners := m.ownerList.Load(); owners != nil {
+		c.Owners = *owners
+	}
 	m.up.Store(c.Up)
 	if c.First {
 		close(m.checked)

@@ -3,7 +3,9 @@ package health
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -145,6 +147,37 @@ func TestMonitorFollowsBackend(t *testing.T) {
 	// The subscription may land just before the first verdict's notification.
 	if n := notified.Load(); n < 2 || n > 3 {
 		t.Errorf("subscriber notified %d times, want the down and up changes", n)
+	}
+}
+
+// TestChangeNamesOwners checks that a change names every owner holding the target at the
+// time, the first verdict included (its probe may end before Acquire returns).
+func TestChangeNamesOwners(t *testing.T) {
+	obs := &recorder{}
+	reg := NewRegistry(obs)
+	p := &switchProber{}
+	target := Target{Addr: netip.MustParseAddr("127.0.0.1"), Spec: testSpec}
+	b := reg.Acquire(target, p, "b.lan.")
+	<-b.Checked()
+	a := reg.Acquire(target, p, "a.lan.")
+	a2 := reg.Acquire(target, p, "a.lan.") // a second lease of one owner names it once
+	p.fail.Store(true)
+	eventually(t, "down", func() bool { return !a.Up() })
+	a.Release()
+	b.Release()
+	p.fail.Store(false)
+	eventually(t, "up", func() bool { return a2.Up() })
+	a2.Release()
+
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	var got []string
+	for _, c := range obs.changes {
+		got = append(got, fmt.Sprintf("up=%v %v", c.Up, c.Owners))
+	}
+	want := []string{"up=true [b.lan.]", "up=false [a.lan. b.lan.]", "up=true [a.lan.]"}
+	if !slices.Equal(got, want) {
+		t.Errorf("changes %q, want %q", got, want)
 	}
 }
 

@@ -25,10 +25,11 @@ func NewProber(c Check, icmpPrivileged bool) (Prober, error) {
 	return nil, fmt.Errorf("unknown check %s", c.Kind)
 }
 
-// ICMPMode finds out, once at setup, how this process can ping: with an unprivileged datagram
-// socket (preferred: no capability needed) or a raw one. When neither opens, the error names both
-// causes and both fixes, so a misconfigured host fails at startup instead of marking every
-// backend down.
+// ICMPMode finds out, once at setup, how this process can ping: with a raw socket (preferred
+// when CAP_NET_RAW allows it: every probe then shares RawICMPProber's one socket) or an
+// unprivileged datagram socket (a socket per probe, but no capability needed). When neither
+// opens, the error names both causes and both fixes, so a misconfigured host fails at startup
+// instead of marking every backend down.
 func ICMPMode() (privileged bool, err error) {
 	return icmpMode(openSocket("udp4"), openSocket("ip4:icmp"), pingGroupRange)
 }
@@ -52,13 +53,13 @@ func pingGroupRange() string {
 }
 
 func icmpMode(unprivileged, raw func() error, groupRange func() string) (bool, error) {
-	errDgram := unprivileged()
-	if errDgram == nil {
-		return false, nil
-	}
 	errRaw := raw()
 	if errRaw == nil {
 		return true, nil
+	}
+	errDgram := unprivileged()
+	if errDgram == nil {
+		return false, nil
 	}
 	return false, fmt.Errorf("icmp: unprivileged ping sockets are not allowed (%v; net.ipv4.ping_group_range = %q) "+
 		"and raw sockets are not allowed (%v): run 'sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"' "+

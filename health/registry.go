@@ -58,7 +58,7 @@ type Lease struct {
 }
 
 // Acquire returns a lease on the monitor of t, starting its loop with p if no one probes t yet.
-// owner names the holder (a zone) for Observer.Released.
+// owner names the holder for Observer.Released and Change.Owners.
 func (r *Registry) Acquire(t Target, p Prober, owner string) *Lease {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -67,7 +67,10 @@ func (r *Registry) Acquire(t Target, p Prober, owner string) *Lease {
 		m = newMonitor(t, p, r.obs, r.retries)
 		r.monitors[t] = m
 		r.probed[probedAddr{t.Addr, t.Spec.Check}]++
-		m.start()
+	}
+	m.countOwnerLocked(owner, 1)
+	if !ok {
+		m.start() // once its owner is known, which the first verdict's Change names
 	}
 	m.refs++
 	r.owned[ownedAddr{owner, t.Addr}]++
@@ -91,6 +94,7 @@ func (l *Lease) Release() {
 	}
 	l.released = true
 	ownerGone := decrement(r.owned, ownedAddr{l.owner, t.Addr})
+	m.countOwnerLocked(l.owner, -1)
 	m.refs--
 	stop := m.refs == 0
 	checkGone := false

@@ -109,7 +109,7 @@ func (c *tcpConnector) end(s *scheduled) {
 func (c *tcpConnector) busy() bool { return false }
 
 func (c *tcpConnector) timedOut(s *scheduled, took time.Duration) error {
-	return tcpFailure(s, errTimeout{context.DeadlineExceeded})
+	return tcpFailure(s, errTimeout{s.timeout, context.DeadlineExceeded})
 }
 
 // close closes the epoll set. No socket is left: the last release comes after every monitor

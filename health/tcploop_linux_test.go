@@ -277,7 +277,7 @@ func testTCPScheduledNoAnswer(t *testing.T, reg *Registry) {
 		t.Fatal("up with every SYN dropped")
 	}
 	first := obs.changeAfter(t, 0)
-	if want := fmt.Sprintf("tcp :%d: no answer within the timeout", port); first.Err == nil || first.Err.Error() != want {
+	if want := fmt.Sprintf("tcp :%d: no answer within %s", port, tcpSpec(port).Timeout); first.Err == nil || first.Err.Error() != want {
 		t.Errorf("first verdict's error %v, want %s", first.Err, want)
 	}
 	eventually(t, "four probes", func() bool { return obs.probes() >= 4 })

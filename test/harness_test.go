@@ -21,6 +21,8 @@
 //	TestBesideZoneFile 127.0.0.140, .141
 //	TestSerialIsTheConfiguration 127.0.0.142
 //	TestAllDownDualStack 127.0.0.143, ::1 (closed)
+//	TestMetricsPerServer 127.0.0.180, .181
+//	TestCacheInFront 127.0.0.124-.126
 package test
 
 import (

@@ -1,7 +1,9 @@
 package test
 
 import (
+	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,8 +65,22 @@ func TestMetrics(t *testing.T) {
 	atLeast := func(n float64) func(float64) bool { return func(v float64) bool { return v >= n } }
 	equal := func(n float64) func(float64) bool { return func(v float64) bool { return v == n } }
 
+	server := "dns://" + s.Addr // bound to 127.0.0.1: CoreDNS names the server so
+	t.Run("server", func(t *testing.T) {
+		if _, found := m.Value("coredns_dns_requests_total", map[string]string{"server": server}); !found {
+			t.Errorf("coredns_dns_requests_total has no server=%q: the label is not CoreDNS's", server)
+		}
+		for _, name := range []string{"coredns_healthdns_backend_up", "coredns_healthdns_answers_total", "coredns_healthdns_all_down_total"} {
+			for _, smp := range m.Find(name, nil) {
+				if smp.Labels["server"] != server {
+					t.Errorf("%s%v: server %q, want %q", name, smp.Labels, smp.Labels["server"], server)
+				}
+			}
+		}
+	})
+
 	t.Run("backend_up", func(t *testing.T) {
-		wantLabels(t, "coredns_healthdns_backend_up", "zone", "backend")
+		wantLabels(t, "coredns_healthdns_backend_up", "server", "zone", "backend")
 		if typ := m.Types["coredns_healthdns_backend_up"]; typ != "gauge" {
 			t.Errorf("backend_up is a %q, want a gauge", typ)
 		}
@@ -88,6 +104,13 @@ func TestMetrics(t *testing.T) {
 		}
 		if tcp < 5 {
 			t.Errorf("probe_duration_seconds_count for tcp = %v, want at least one per backend", tcp)
+		}
+		// The same check is the same label value in every series, so they join.
+		check := "tcp :" + strconv.Itoa(port)
+		for _, name := range []string{"coredns_healthdns_probe_duration_seconds_count", "coredns_healthdns_probe_lateness_seconds_count", "coredns_healthdns_probes_total", "coredns_healthdns_transitions_total"} {
+			if _, found := m.Value(name, map[string]string{"check": check}); !found {
+				t.Errorf("%s has no check=%q: %v", name, check, m.Find(name, nil))
+			}
 		}
 	})
 
@@ -125,7 +148,7 @@ func TestMetrics(t *testing.T) {
 	})
 
 	t.Run("all_down_total", func(t *testing.T) {
-		wantLabels(t, "coredns_healthdns_all_down_total", "zone", "family")
+		wantLabels(t, "coredns_healthdns_all_down_total", "server", "zone", "family")
 		for _, smp := range m.Find("coredns_healthdns_all_down_total", nil) {
 			if f := smp.Labels["family"]; f != "ipv4" && f != "ipv6" {
 				t.Errorf("all_down_total family %q", f)
@@ -138,10 +161,97 @@ func TestMetrics(t *testing.T) {
 	})
 
 	t.Run("answers_total", func(t *testing.T) {
-		wantLabels(t, "coredns_healthdns_answers_total", "zone", "backend")
+		wantLabels(t, "coredns_healthdns_answers_total", "server", "zone", "backend")
 		wantValue(t, "coredns_healthdns_answers_total", map[string]string{"zone": "m.lan", "backend": up}, atLeast(answered), ">= the queries made")
 		if v, found := m.Value("coredns_healthdns_answers_total", map[string]string{"backend": dead}); found && v != 0 {
 			t.Errorf("answers_total for the dead %s = %v, want 0", dead, v)
 		}
 	})
+}
+
+// TestMetricsPerServer serves one zone from two server blocks with the same backend, checked on
+// an open port by one block and a closed port by the other: each block has its own backend_up
+// series, with the server label CoreDNS's own metrics use, and a reload that drops the zone from
+// one block deletes only that block's series. It also reads the log lines an operator would.
+func TestMetricsPerServer(t *testing.T) {
+	t.Parallel()
+	const shared, other = "127.0.0.180", "127.0.0.181"
+	open, bs := startBackends(t, shared, other)
+	closed := freePort(t, shared) // nothing listens on shared:closed
+	portB := freePort(t)
+	blockB := func(withTwo bool) string {
+		b := fmt.Sprintf(".:%d {\n bind 127.0.0.1\n prometheus {{METRICS}}\n", portB)
+		if withTwo {
+			b += tcpPool("two.lan", closed, "200ms", "100ms", []string{shared})
+		}
+		return b + tcpPool("other.lan", open, "200ms", "100ms", []string{shared, other}) + "}\n"
+	}
+	blockA := ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n" + tcpPool("two.lan", open, "200ms", "100ms", []string{shared}) + "}\n"
+	s := startServer(t, blockA+blockB(true))
+	serverA, serverB := "dns://"+s.Addr, fmt.Sprintf("dns://127.0.0.1:%d", portB)
+
+	eventually(t, 5*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", "two.lan.", dns.TypeA), shared) }, "two.lan. on A")
+	c := &dns.Client{Timeout: 2 * time.Second}
+	q := new(dns.Msg)
+	q.SetQuestion("two.lan.", dns.TypeA)
+	if _, _, err := c.Exchange(q, fmt.Sprintf("127.0.0.1:%d", portB)); err != nil {
+		t.Fatalf("querying block B: %v", err)
+	}
+
+	up := func(m *Metrics, server string) (float64, bool) {
+		return m.Value("coredns_healthdns_backend_up", map[string]string{"server": server, "zone": "two.lan.", "backend": shared})
+	}
+	var m *Metrics
+	eventually(t, 5*time.Second, func() bool {
+		m = s.Scrape(t)
+		a, okA := up(m, serverA)
+		b, okB := up(m, serverB)
+		return okA && okB && a == 1 && b == 0
+	}, "backend_up 1 on ", serverA, " and 0 on ", serverB)
+	for _, server := range []string{serverA, serverB} {
+		if _, found := m.Value("coredns_dns_requests_total", map[string]string{"server": server}); !found {
+			t.Errorf("coredns_dns_requests_total has no server=%q: the label is not CoreDNS's", server)
+		}
+	}
+	for _, port := range []int{open, closed} {
+		check := "tcp :" + strconv.Itoa(port)
+		if _, found := m.Value("coredns_healthdns_probes_total", map[string]string{"backend": shared, "check": check}); !found {
+			t.Errorf("probes_total has no check=%q for %s", check, shared)
+		}
+		if _, found := m.Value("coredns_healthdns_probe_duration_seconds_count", map[string]string{"check": check}); !found {
+			t.Errorf("probe_duration_seconds has no check=%q, the label of probes_total", check)
+		}
+	}
+
+	wantLines := func(t *testing.T, out string, lines ...string) {
+		t.Helper()
+		for _, l := range lines {
+			if !contains(strings.Split(out, "\n"), l) {
+				t.Errorf("no log line %q in:\n%s", l, out)
+			}
+		}
+	}
+	wantLines(t, s.Output(),
+		fmt.Sprintf("[INFO] plugin/healthdns: backend %s (two.lan.): up (first probe, tcp :%d)", shared, open),
+		fmt.Sprintf("[WARNING] plugin/healthdns: backend %s (two.lan.): down (first probe): tcp :%d: connection refused", shared, closed),
+		"[WARNING] plugin/healthdns: zone two.lan.: every backend is down (1 configured): serving the 1 configured address anyway (all_down serve_all)",
+	)
+
+	if err := s.Reload(t, blockA+blockB(false)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool { _, found := up(s.Scrape(t), serverB); return !found }, "block B's two.lan. series to go")
+	m = s.Scrape(t)
+	if v, found := up(m, serverA); !found || v != 1 {
+		t.Errorf("backend_up on %s after the reload = %v (exported: %v), want 1", serverA, v, found)
+	}
+	if _, found := m.Value("coredns_healthdns_backend_up", map[string]string{"server": serverB, "zone": "other.lan.", "backend": shared}); !found {
+		t.Errorf("backend_up of other.lan. on %s went with two.lan.", serverB)
+	}
+
+	// One monitor probes shared:open for both zones: its transition names both.
+	mark := len(s.Output())
+	bs[shared].Stop()
+	want := fmt.Sprintf("[WARNING] plugin/healthdns: backend %s (other.lan., two.lan.): down: tcp :%d: connection refused (2/2)", shared, open)
+	eventually(t, 5*time.Second, func() bool { return contains(strings.Split(s.Output()[mark:], "\n"), want) }, "the log line ", want)
 }
