@@ -19,7 +19,6 @@ type Pool struct {
 	cfg    poolConfig
 	zone   zoneRecords
 	policy balance.Policy
-	prober health.Prober
 	reg    *health.Registry
 
 	snap  atomic.Pointer[snapshot]
@@ -44,8 +43,8 @@ type family struct {
 	allDown  bool
 }
 
-func newPool(cfg poolConfig, policy balance.Policy, prober health.Prober, reg *health.Registry) *Pool {
-	p := &Pool{cfg: cfg, policy: policy, prober: prober, reg: reg}
+func newPool(cfg poolConfig, policy balance.Policy, reg *health.Registry) *Pool {
+	p := &Pool{cfg: cfg, policy: policy, reg: reg}
 	p.zone = newZoneRecords(&p.cfg, serialNow())
 	p.snap.Store(&snapshot{}) // until OnStartup: no address answers
 	return p
@@ -55,7 +54,7 @@ func newPool(cfg poolConfig, policy balance.Policy, prober health.Prober, reg *h
 func (p *Pool) start() {
 	p.mu.Lock()
 	for _, b := range p.cfg.backends {
-		l := p.reg.Acquire(health.Target{Addr: b.addr, Spec: p.cfg.spec}, p.prober, p.cfg.zone)
+		l := p.reg.Acquire(health.Target{Addr: b.addr, Spec: p.cfg.spec}, p.cfg.zone)
 		p.leases = append(p.leases, l)
 	}
 	p.mu.Unlock()
