@@ -22,7 +22,7 @@ import (
 // deadProber fails for the addresses in its set and succeeds for every other.
 type deadProber map[netip.Addr]bool
 
-func (d deadProber) Probe(_ context.Context, a netip.Addr) error {
+func (d deadProber) probe(_ context.Context, a netip.Addr) error {
 	if d[a] {
 		return errors.New("tcp :80: connection refused")
 	}
@@ -55,14 +55,14 @@ func testConfig(zone string, backends ...string) poolConfig {
 // newTestHandler builds the handler as setup does and starts it, with a registry of its own.
 func newTestHandler(t testing.TB, cfgs ...poolConfig) *HealthDNS {
 	t.Helper()
-	reg := health.NewRegistry(observer{})
+	reg := health.NewRegistry(observer{}, health.WithProbe(dead.probe))
 	h := &HealthDNS{Next: test.NextHandler(dns.RcodeNameError, errNext), pools: map[string]*Pool{}}
 	for _, cfg := range cfgs {
 		policy, err := balance.New(cfg.policy)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := newPool(cfg, policy, dead, reg)
+		p := newPool(cfg, policy, reg)
 		p.zone = newZoneRecords(&p.cfg, 1)
 		h.pools[cfg.zone] = p
 	}
@@ -397,7 +397,7 @@ func TestConfigSerial(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return newPool(cfg, policy, dead, health.NewRegistry(observer{})).zone.soa.Serial
+		return newPool(cfg, policy, health.NewRegistry(observer{})).zone.soa.Serial
 	}
 	base := func() poolConfig { return testConfig("app.lan.", "10.0.0.1", "10.0.0.2", "2001:db8::1") }
 

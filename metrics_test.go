@@ -206,7 +206,7 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 // refuseAll fails every probe, as a TCP check of a closed port does, once open is closed.
 type refuseAll struct{ open chan struct{} }
 
-func (r refuseAll) Probe(ctx context.Context, _ netip.Addr) error {
+func (r refuseAll) probe(ctx context.Context, _ netip.Addr) error {
 	select {
 	case <-r.open:
 	case <-ctx.Done():
@@ -225,15 +225,15 @@ func TestLogLines(t *testing.T) {
 	}
 	cfgs[1].allDown = allDownServfail
 	cfgs[2].allDown = allDownFallthrough
-	reg := health.NewRegistry(observer{})
+	gate := refuseAll{make(chan struct{})}
+	reg := health.NewRegistry(observer{}, health.WithProbe(gate.probe))
 	// Every pool holds its leases before the first probe ends, so that the first verdicts
 	// name every zone: in the plugin a pool acquiring later is not named in a verdict already
 	// given.
-	gate := refuseAll{make(chan struct{})}
 	for _, cfg := range cfgs {
 		cfg.server = "dns://:1053"
 		policy, _ := balance.New(cfg.policy)
-		p := newPool(cfg, policy, gate, reg)
+		p := newPool(cfg, policy, reg)
 		p.start()
 		t.Cleanup(p.stop)
 	}

@@ -20,7 +20,6 @@ type Pool struct {
 	cfg    poolConfig
 	zone   zoneRecords
 	policy balance.Policy
-	prober health.Prober
 	reg    *health.Registry
 
 	snap  atomic.Pointer[snapshot]
@@ -52,8 +51,8 @@ type family struct {
 	n, nUp   int                  // configured and up backends, for the log
 }
 
-func newPool(cfg poolConfig, policy balance.Policy, prober health.Prober, reg *health.Registry) *Pool {
-	p := &Pool{cfg: cfg, policy: policy, prober: prober, reg: reg}
+func newPool(cfg poolConfig, policy balance.Policy, reg *health.Registry) *Pool {
+	p := &Pool{cfg: cfg, policy: policy, reg: reg}
 	p.zone = newZoneRecords(&p.cfg, configSerial(&p.cfg))
 	p.snap.Store(&snapshot{}) // until OnStartup: no address answers
 	return p
@@ -63,7 +62,7 @@ func newPool(cfg poolConfig, policy balance.Policy, prober health.Prober, reg *h
 func (p *Pool) start() {
 	p.mu.Lock()
 	for _, b := range p.cfg.backends {
-		l := p.reg.Acquire(health.Target{Addr: b.addr, Spec: p.cfg.spec}, p.prober, poolOwner(p.cfg.server, p.cfg.zone))
+		l := p.reg.Acquire(health.Target{Addr: b.addr, Spec: p.cfg.spec}, poolOwner(p.cfg.server, p.cfg.zone))
 		p.leases = append(p.leases, l)
 	}
 	p.mu.Unlock()

@@ -92,21 +92,30 @@ func setupWith(c *caddy.Controller, detectICMP func() (privileged bool, err erro
 	if err != nil {
 		return plugin.Error(pluginName, err)
 	}
-	var icmpMode *bool // decided once per setup, at the first ICMP pool
+	var icmpErr error
+	icmpChecked := false
 	serverAddrs := serverAddrs(dnsserver.GetConfig(c).ListenHosts)
 	server := serverLabel(dnsserver.GetConfig(c))
 	h := &HealthDNS{pools: map[string]*Pool{}}
 	for _, cfg := range cfgs {
-		prober, err := proberFor(cfg.spec.Check, &icmpMode, detectICMP)
-		if err != nil {
-			return plugin.Error(pluginName, errAt(c, cfg.checkLine, "zone %s: %v", cfg.zone, err))
+		// ICMP's socket mode is found out here, at setup, so that a machine where ICMP cannot
+		// work fails at startup with the fix, at the pool's own line, rather than marking every
+		// backend down.
+		if cfg.spec.Check.Kind == health.ICMP {
+			if !icmpChecked {
+				_, icmpErr = detectICMP()
+				icmpChecked = true
+			}
+			if icmpErr != nil {
+				return plugin.Error(pluginName, errAt(c, cfg.checkLine, "zone %s: %v", cfg.zone, icmpErr))
+			}
 		}
 		if cfg.nsAddrs == nil {
 			cfg.nsAddrs = serverAddrs
 		}
 		cfg.server = server
 		policy, _ := balance.New(cfg.policy) // parse validated the name
-		h.pools[cfg.zone] = newPool(cfg, policy, prober, targets)
+		h.pools[cfg.zone] = newPool(cfg, policy, targets)
 	}
 
 	// Probe loops start in OnStartup, never in setup: a reload that fails after setup must not
@@ -121,23 +130,6 @@ func setupWith(c *caddy.Controller, detectICMP func() (privileged bool, err erro
 		return h
 	})
 	return nil
-}
-
-// proberFor returns the prober of a check from the registry. ICMP's socket mode is decided here,
-// at setup, so that a machine where ICMP cannot work fails at startup with the fix rather than
-// marking every backend down.
-func proberFor(c health.Check, privileged **bool, detectICMP func() (bool, error)) (health.Prober, error) {
-	if c.Kind != health.ICMP {
-		return targets.Prober(c, false)
-	}
-	if *privileged == nil {
-		mode, err := detectICMP()
-		if err != nil {
-			return nil, err
-		}
-		*privileged = &mode
-	}
-	return targets.Prober(c, **privileged)
 }
 
 // parse reads every healthdns block of a server block: one poolConfig per zone.

@@ -19,7 +19,7 @@ func TestBuildsOnOtherSystems(t *testing.T) {
 		t.Run(target, func(t *testing.T) {
 			t.Parallel()
 			goos, goarch, _ := strings.Cut(target, "/")
-			cmd := exec.Command(goTool, "vet", ".", "../balance")
+			cmd := exec.Command(goTool, "vet", "./...", "../balance")
 			cmd.Env = append(os.Environ(), "GOOS="+goos, "GOARCH="+goarch, "CGO_ENABLED=0")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("go vet for %s: %v\n%s", target, err, out)

@@ -1,32 +1,27 @@
 package health
 
 import (
-	"context"
-	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
+
+	"github.com/healthdns/healthdns/health/internal/engine"
 )
 
 // Result is the outcome of one probe.
-type Result struct {
-	Took time.Duration // how long the probe ran
-	Late time.Duration // how far after its scheduled time it started
-	Err  error         // nil when the backend answered
-}
+type Result = engine.Result
 
 // Change is a state change of a target: its first verdict (First) or a rise/fall transition.
 type Change struct {
+	// Owners are the owners (Registry.Acquire's) holding a lease on the target, sorted: whom
+	// the change concerns, for the log line.
+	Owners []string
 	Up     bool
 	First  bool  // the verdict of the first probe, which sets the state outright
 	Err    error // the failure that took it down (nil when Up)
 	Streak int   // consecutive results that caused the change
 	Need   int   // the rise or fall threshold that was met
-	// Owners are the owners (Registry.Acquire's) holding a lease on the target, sorted: whom
-	// the change concerns, for the log line.
-	Owners []string
 }
 
 // Observer is told of every probe and every state change, from the probing goroutine. It must not
@@ -42,32 +37,30 @@ type Observer interface {
 	Stopped(addr netip.Addr, check Check)
 }
 
-// Monitor holds the state of one target, and runs its probe loop unless its prober is a
-// scheduler that probes it from a loop of its own. The state is read with atomics,
-// so readers never wait for a probe.
+// Monitor holds the state of one target, which a loop of the engine probes. The state is read
+// with atomics, so readers never wait for a probe.
 type Monitor struct {
 	target Target
-	prober Prober
 	obs    Observer
 	probed func(Result)
-	budget *retryBudget // for tries beyond the first; shared by the registry's monitors
+	loop   engine.Scheduler // the loop of the target's wire
+	probe  engine.Target    // what the loop is given
 
 	up      atomic.Bool
 	checked chan struct{} // closed once the first probe has decided the state
 
-	// record's state. A scheduler may report from more than one goroutine, and a result it
-	// has taken out may arrive after stop: stopped turns that away.
+	// record's state. A result the loop has taken out may arrive after stop: stopped turns
+	// that away. Lock order: mu, then the loop's mutex (Schedule, Hurry).
 	mu      sync.Mutex
 	h       hysteresis
+	ticket  engine.Ticket // while started
 	decided bool
+	doubt   bool // the last result disagreed with the state: the loop hurries
 	stopped bool
 
 	subMu   sync.Mutex
 	subs    map[uint64]func()
 	nextSub uint64
-
-	cancel context.CancelFunc
-	done   chan struct{}
 
 	refs   int            // guarded by the Registry's mutex
 	owners map[string]int // leases per owner; guarded by the Registry's mutex
@@ -75,19 +68,20 @@ type Monitor struct {
 	ownerList atomic.Pointer[[]string]
 }
 
-func newMonitor(t Target, p Prober, obs Observer, budget *retryBudget) *Monitor {
-	return &Monitor{
+func newMonitor(t Target, loop engine.Scheduler, probe engine.Target, obs Observer) *Monitor {
+	m := &Monitor{
 		target:  t,
-		prober:  p,
-		budget:  budget,
 		obs:     obs,
 		probed:  obs.ProbeRecorder(t),
+		loop:    loop,
+		probe:   probe,
 		h:       hysteresis{rise: t.Spec.Rise, fall: t.Spec.Fall},
 		checked: make(chan struct{}),
 		subs:    map[uint64]func(){},
-		done:    make(chan struct{}),
 		owners:  map[string]int{},
 	}
+	m.probe.Report = m.record
+	return m
 }
 
 // countOwnerLocked adds delta to owner's leases and republishes the owner list. The caller
@@ -146,86 +140,21 @@ func (m *Monitor) notify() {
 	}
 }
 
+// start schedules the target on its loop: probed at once, then every interval.
 func (m *Monitor) start() {
-	if r, ok := m.prober.(retainer); ok {
-		r.retain()
-	}
-	if s, ok := m.prober.(scheduler); ok {
-		close(m.done)
-		s.schedule(m)
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	m.cancel = cancel
-	go m.run(ctx)
-}
-
-func (m *Monitor) stop() {
-	if s, ok := m.prober.(scheduler); ok {
-		s.unschedule(m)
-	} else {
-		m.cancel()
-	}
-	<-m.done
-	m.mu.Lock()
-	m.stopped = true // waits for a record under way
+	m.loop.Retain()
+	m.mu.Lock() // a first result that comes before Schedule returns waits for the ticket
+	m.ticket = m.loop.Schedule(m.probe)
 	m.mu.Unlock()
-	if r, ok := m.prober.(retainer); ok {
-		r.release()
-	}
 }
 
-// run probes at once, so the first answer is already true, and then every Interval at a random
-// phase, so that targets started together do not probe together.
-func (m *Monitor) run(ctx context.Context) {
-	defer close(m.done)
-	spec := m.target.Spec
-	start := time.Now()
-	r := m.probe(ctx, start)
-	if ctx.Err() != nil {
-		return // a probe cut short by shutdown says nothing about the backend
-	}
-	m.record(r)
-	next := start.Add(time.Duration(rand.Int64N(int64(spec.Interval))))
-	timer := time.NewTimer(time.Until(next))
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		}
-		r := m.probe(ctx, next)
-		if ctx.Err() != nil {
-			return
-		}
-		m.record(r)
-		next = nextOnGrid(next, spec.Interval, time.Now())
-		timer.Reset(time.Until(next))
-	}
-}
-
-// nextOnGrid returns the probe time after last on its grid of interval. If a probe overran
-// whole intervals they are skipped rather than made up in a burst.
-func nextOnGrid(last time.Time, interval time.Duration, now time.Time) time.Time {
-	return last.Add(gridAfter(0, interval, now.Sub(last)))
-}
-
-// gridAfter is nextOnGrid for times measured from a common origin.
-func gridAfter(last, interval, now time.Duration) time.Duration {
-	next := last + interval
-	if next <= now {
-		next += ((now-next)/interval + 1) * interval
-	}
-	return next
-}
-
-func (m *Monitor) probe(ctx context.Context, scheduled time.Time) Result {
-	begin := time.Now()
-	pctx, cancel := context.WithTimeout(withProbeTimeout(ctx, m.target.Spec.Timeout), m.target.Spec.Timeout)
-	err := attempt(pctx, cancel, m.prober, m.target.Addr, probeAttempts, m.budget)
-	cancel()
-	return Result{Took: time.Since(begin), Late: max(begin.Sub(scheduled), 0), Err: err}
+// stop unschedules the target and waits for a record under way.
+func (m *Monitor) stop() {
+	m.ticket.Unschedule()
+	m.mu.Lock()
+	m.stopped = true
+	m.mu.Unlock()
+	m.loop.Release()
 }
 
 // record takes one probe's result: the metrics, then the state. The first result sets the
@@ -245,6 +174,12 @@ func (m *Monitor) record(r Result) {
 	if c, changed := m.h.observe(r.Err); changed {
 		m.apply(c)
 	}
+	// A result that disagrees with the state puts it in doubt: the loop probes at Fast until
+	// rise or fall settles it, as HAProxy's fastinter does.
+	if doubt := m.h.streak > 0; doubt != m.doubt {
+		m.doubt = doubt
+		m.ticket.Hurry(doubt)
+	}
 }
 
 func (m *Monitor) apply(c Change) {
@@ -257,38 +192,4 @@ func (m *Monitor) apply(c Change) {
 	}
 	m.obs.Changed(m.target, c)
 	m.notify()
-}
-
-// hysteresis turns probe results into state changes: down after Fall consecutive failures, up
-// after Rise consecutive successes, as in HAProxy and Keepalived.
-type hysteresis struct {
-	rise, fall int
-	up         bool
-	streak     int // consecutive results that disagree with the current state
-}
-
-func (h *hysteresis) first(r Result) Change {
-	h.up = r.Err == nil
-	h.streak = 0
-	c := Change{Up: h.up, First: true, Err: r.Err, Streak: 1, Need: 1}
-	return c
-}
-
-func (h *hysteresis) observe(err error) (Change, bool) {
-	if (err == nil) == h.up {
-		h.streak = 0
-		return Change{}, false
-	}
-	h.streak++
-	need := h.fall
-	if !h.up {
-		need = h.rise
-	}
-	if h.streak < need {
-		return Change{}, false
-	}
-	h.up = !h.up
-	c := Change{Up: h.up, Err: err, Streak: h.streak, Need: need}
-	h.streak = 0
-	return c, true
 }

@@ -1,8 +1,11 @@
 package health
 
 import (
+	"context"
 	"net/netip"
 	"sync"
+
+	"github.com/healthdns/healthdns/health/internal/engine"
 )
 
 // Registry shares one Monitor per Target between every pool that asks for it, counting leases so
@@ -21,11 +24,25 @@ type Registry struct {
 	probed   map[probedAddr]int // loops per (address, check), for Observer.Stopped
 	pending  []*Lease           // leases taken since OpenGeneration
 	open     bool
-	rawICMP  *RawICMPProber // shared by every privileged ping; see Prober
-	tcp      scheduler      // the loop shared by every TCP check, where there is one (Linux)
-	retries  *retryBudget   // shared by every monitor
+	loops                   // one per wire, made at first use
+	retries  *engine.Budget // shared by every loop
 
-	connectOnly bool // TCP checks connect even with CAP_NET_RAW (the connector's tests)
+	connectOnly bool                                    // TCP checks connect even with CAP_NET_RAW
+	probe       func(context.Context, netip.Addr) error // WithProbe's
+}
+
+// Option changes how a Registry probes.
+type Option func(*Registry)
+
+// WithProbe makes every check of the registry run probe instead, on the blocking wire: for the
+// tests of what sits above this package, which decide which backends answer.
+func WithProbe(probe func(ctx context.Context, addr netip.Addr) error) Option {
+	return func(r *Registry) { r.probe = probe }
+}
+
+// WithConnect makes TCP checks connect even where the process could send half-open SYNs.
+func WithConnect() Option {
+	return func(r *Registry) { r.connectOnly = true }
 }
 
 type ownedAddr struct {
@@ -39,14 +56,18 @@ type probedAddr struct {
 }
 
 // NewRegistry returns an empty registry that reports to obs.
-func NewRegistry(obs Observer) *Registry {
-	return &Registry{
+func NewRegistry(obs Observer, opts ...Option) *Registry {
+	r := &Registry{
 		obs:      obs,
-		retries:  newRetryBudget(),
+		retries:  engine.NewBudget(),
 		monitors: map[Target]*Monitor{},
 		owned:    map[ownedAddr]int{},
 		probed:   map[probedAddr]int{},
 	}
+	for _, opt := range opts {
+		opt(r)
+	}
+	return r
 }
 
 // Lease is one holder's claim on a Monitor.
@@ -57,14 +78,15 @@ type Lease struct {
 	released bool // guarded by reg.mu
 }
 
-// Acquire returns a lease on the monitor of t, starting its loop with p if no one probes t yet.
-// owner names the holder for Observer.Released and Change.Owners.
-func (r *Registry) Acquire(t Target, p Prober, owner string) *Lease {
+// Acquire returns a lease on the monitor of t, scheduling t on its wire's loop if no one probes
+// it yet. owner names the holder for Observer.Released and Change.Owners.
+func (r *Registry) Acquire(t Target, owner string) *Lease {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m, ok := r.monitors[t]
 	if !ok {
-		m = newMonitor(t, p, r.obs, r.retries)
+		loop, probe := r.wireLocked(t)
+		m = newMonitor(t, loop, probe, r.obs)
 		r.monitors[t] = m
 		r.probed[probedAddr{t.Addr, t.Spec.Check}]++
 	}
@@ -93,8 +115,8 @@ func (l *Lease) Release() {
 		return
 	}
 	l.released = true
-	ownerGone := decrement(r.owned, ownedAddr{l.owner, t.Addr})
 	m.countOwnerLocked(l.owner, -1)
+	ownerGone := decrement(r.owned, ownedAddr{l.owner, t.Addr})
 	m.refs--
 	stop := m.refs == 0
 	checkGone := false
@@ -153,26 +175,6 @@ func (r *Registry) AbortGeneration() {
 	for _, l := range pending {
 		l.Release()
 	}
-}
-
-// Prober returns the prober for c. Every privileged ICMP check of the registry gets the same
-// RawICMPProber, so a process pings through one raw socket per family however many server
-// blocks or reloads ask (each raw socket receives every echo reply of the host). Every TCP check
-// shares one loop too (tcpConnector, on Linux). Unused, they hold no socket and no goroutine, so
-// they can live as long as the registry.
-func (r *Registry) Prober(c Check, icmpPrivileged bool) (Prober, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	switch {
-	case c.Kind == ICMP && icmpPrivileged && sharedICMPWorks:
-		if r.rawICMP == nil {
-			r.rawICMP = NewRawICMPProber()
-		}
-		return r.rawICMP, nil
-	case c.Kind == TCP && c.Port != 0:
-		return r.tcpProberLocked(c.Port), nil
-	}
-	return NewProber(c, icmpPrivileged)
 }
 
 // Lookup returns the monitor probing t, if any.

@@ -1,0 +1,68 @@
+package wire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	probing "github.com/prometheus-community/pro-bing"
+)
+
+// icmpFallbackTimeout bounds a probe whose context has no deadline: pro-bing's own default
+// Timeout is forever.
+const icmpFallbackTimeout = time.Second
+
+// Ping returns a blocking check that passes when an echo request to the address is answered.
+// privileged selects a raw socket (needs CAP_NET_RAW) over an unprivileged datagram ping socket
+// (needs net.ipv4.ping_group_range to include the process's group).
+//
+// One pro-bing Pinger per probe: it opens its own socket and runs three goroutines until the
+// probe returns. In unprivileged mode the kernel hands each datagram ping socket only its own
+// replies; a raw socket sees every ICMP packet of the host, which is why privileged pings go
+// through Echo wherever it runs.
+func Ping(privileged bool) func(ctx context.Context, addr netip.Addr) error {
+	return func(ctx context.Context, addr netip.Addr) error { return ping(ctx, addr, privileged) }
+}
+
+func ping(ctx context.Context, addr netip.Addr, privileged bool) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("icmp: not sent: %w", err)
+	}
+	timeout := icmpFallbackTimeout
+	if deadline, ok := ctx.Deadline(); ok {
+		timeout = time.Until(deadline)
+	}
+	if timeout <= 0 { // pro-bing's ticker would panic on it
+		return fmt.Errorf("icmp: %w", errNoReply{0})
+	}
+	addr = addr.Unmap()
+	pinger := probing.New("")
+	// SetIPAddr before running, so pro-bing does not resolve (which ignores ctx).
+	pinger.SetIPAddr(&net.IPAddr{IP: addr.AsSlice(), Zone: addr.Zone()})
+	if addr.Is4() {
+		pinger.SetNetwork("ip4")
+	} else {
+		pinger.SetNetwork("ip6")
+	}
+	pinger.Count = 1
+	pinger.Timeout = timeout
+	pinger.RecordRtts = false
+	pinger.RecordTTLs = false
+	// The default logger prints "FATAL" lines, and a nil one panics.
+	pinger.SetLogger(probing.NoopLogger{})
+	pinger.SetPrivileged(privileged)
+	err := pinger.RunWithContext(ctx)
+	if err == nil && pinger.Statistics().PacketsRecv > 0 {
+		return nil
+	}
+	// An unanswered echo ends one of two ways, whichever timer fires first: pro-bing's Timeout
+	// returns nil (a timeout is not an error to it), the context's deadline returns
+	// DeadlineExceeded. Both mean the same, so both read the same.
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("icmp: %w", errNoReply{timeout})
+	}
+	return fmt.Errorf("icmp: %w", err)
+}

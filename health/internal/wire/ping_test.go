@@ -1,0 +1,141 @@
+package wire
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/icmp"
+
+	"github.com/healthdns/healthdns/health/internal/netnstest"
+)
+
+// pingers are the ICMP checks this process can run on this host, by name: pro-bing in each mode
+// whose socket opens, and the echo wire when raw sockets open.
+func pingers(t *testing.T) map[string]func(context.Context, netip.Addr) error {
+	t.Helper()
+	ps := map[string]func(context.Context, netip.Addr) error{}
+	if c, err := icmp.ListenPacket("udp4", "0.0.0.0"); err == nil {
+		c.Close()
+		ps["pro-bing unprivileged"] = Ping(false)
+	}
+	if c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0"); err == nil {
+		c.Close()
+		ps["pro-bing privileged"] = Ping(true)
+		ps["echo wire"] = probeVia(t, NewEcho())
+	}
+	if len(ps) == 0 {
+		t.Skip("no ICMP socket opens for this process")
+	}
+	return ps
+}
+
+func TestPing(t *testing.T) {
+	for name, ping := range pingers(t) {
+		t.Run(name, func(t *testing.T) {
+			for _, addr := range append(loopbacks(t), netip.MustParseAddr("127.0.0.42")) {
+				if err := probeWithin(ping, addr, 2*time.Second); err != nil {
+					t.Errorf("ping %s: %v", addr, err)
+				}
+			}
+		})
+	}
+	// Cancelled before it starts: nothing is sent, so nothing can pass.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := Ping(false)(ctx, loopback4)
+	if err == nil || !strings.HasPrefix(err.Error(), "icmp: not sent") || !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled ping: %v", err)
+	}
+}
+
+// TestICMPNoReply pings a loopback that ignores echo requests: every prober must fail within its
+// timeout, say "no reply", and return soon after its context is cancelled.
+func TestICMPNoReply(t *testing.T) {
+	if !netnstest.InOwnNetns() {
+		netnstest.RunInOwnNetns(t)
+		return
+	}
+	netnstest.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647") // so pro-bing's unprivileged mode runs too
+	probers := map[string]func(context.Context, netip.Addr) error{
+		"pro-bing privileged":   Ping(true),
+		"pro-bing unprivileged": Ping(false),
+		"echo wire":             probeVia(t, NewEcho()),
+	}
+	addrs := []netip.Addr{loopback4, loopback6}
+
+	// First the namespace answers, so a failure below is the black hole's doing.
+	netnstest.Sysctl(t, "net.ipv4.icmp_echo_ignore_all", "0")
+	netnstest.Sysctl(t, "net.ipv6.icmp.echo_ignore_all", "0")
+	for name, p := range probers {
+		for _, addr := range addrs {
+			if err := probeWithin(p, addr, 2*time.Second); err != nil {
+				t.Fatalf("%s: ping %s before ignoring echoes: %v", name, addr, err)
+			}
+		}
+	}
+
+	netnstest.Sysctl(t, "net.ipv4.icmp_echo_ignore_all", "1")
+	netnstest.Sysctl(t, "net.ipv6.icmp.echo_ignore_all", "1")
+	for name, p := range probers {
+		for _, addr := range addrs {
+			t.Run(name+"/"+addr.String(), func(t *testing.T) {
+				start := time.Now()
+				err := probeWithin(p, addr, 300*time.Millisecond)
+				took := time.Since(start)
+				if err == nil {
+					t.Fatal("passed with no reply")
+				}
+				if !strings.HasPrefix(err.Error(), "icmp: no reply within ") {
+					t.Errorf("error %q, want icmp: no reply within ...", err)
+				}
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("error %q does not wrap context.DeadlineExceeded", err)
+				}
+				t.Logf("%v after %v", err, took)
+
+				// Cancelled in flight, well before its one-minute timeout.
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				done := make(chan error, 1)
+				sent := time.Now()
+				go func() { done <- p(ctx, addr) }()
+				time.AfterFunc(50*time.Millisecond, cancel)
+				select {
+				case err := <-done:
+					if err == nil {
+						t.Error("a cancelled ping passed")
+					}
+					t.Logf("cancelled: %v after %v", err, time.Since(sent))
+				case <-time.After(10 * time.Second):
+					t.Fatal("still probing 10s after its context was cancelled")
+				}
+			})
+		}
+	}
+}
+
+// TestPingUnprivileged pings through datagram ping sockets, which need no capability when
+// net.ipv4.ping_group_range includes the process's group. When the host's range excludes us, the
+// test opens the range in a namespace of its own rather than on the host, where other processes'
+// ICMPMode would see it change under them.
+func TestPingUnprivileged(t *testing.T) {
+	if c, err := icmp.ListenPacket("udp4", "0.0.0.0"); err == nil {
+		c.Close()
+	} else if !netnstest.InOwnNetns() {
+		t.Logf("unprivileged ping sockets are off on the host (%v): trying a namespace", err)
+		netnstest.RunInOwnNetns(t)
+		return
+	} else {
+		netnstest.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647")
+	}
+	p := Ping(false)
+	for _, addr := range loopbacks(t) {
+		if err := probeWithin(p, addr, 2*time.Second); err != nil {
+			t.Errorf("unprivileged ping %s: %v", addr, err)
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package wire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/healthdns/healthdns/health/internal/engine"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var (
+	loopback4 = netip.MustParseAddr("127.0.0.1")
+	loopback6 = netip.MustParseAddr("::1")
+)
+
+// loopbacks returns 127.0.0.1, and ::1 when the host has an IPv6 loopback.
+func loopbacks(t *testing.T) []netip.Addr {
+	t.Helper()
+	c, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Logf("not probing ::1: no IPv6 loopback (%v)", err)
+		return []netip.Addr{loopback4}
+	}
+	c.Close()
+	return []netip.Addr{loopback4, loopback6}
+}
+
+// probeVia returns a check that probes an address once through a new loop over w, as a
+// monitor's first probe does, with the timeout of ctx's deadline. The loop is retained until the
+// test ends.
+func probeVia[S any](t testing.TB, w engine.Wire[S]) func(ctx context.Context, addr netip.Addr) error {
+	t.Helper()
+	l := engine.New[S](w)
+	l.Retain()
+	t.Cleanup(l.Release)
+	budget := engine.NewBudget()
+	return func(ctx context.Context, addr netip.Addr) error {
+		timeout := time.Second
+		if d, ok := ctx.Deadline(); ok {
+			timeout = time.Until(d)
+		}
+		results := make(chan engine.Result, 1)
+		ticket := l.Schedule(engine.Target{
+			Addr: addr, Interval: time.Hour, Timeout: timeout, Budget: budget,
+			Report: func(r engine.Result) {
+				select {
+				case results <- r:
+				default:
+				}
+			},
+		})
+		defer ticket.Unschedule()
+		select {
+		case r := <-results:
+			return r.Err
+		case <-ctx.Done():
+		}
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return ctx.Err()
+		}
+		select { // the loop's deadline is ctx's: its timeout is on its way
+		case r := <-results:
+			return r.Err
+		case <-time.After(time.Second):
+			return fmt.Errorf("no result a second past the probe's deadline")
+		}
+	}
+}
+
+func probeWithin(probe func(context.Context, netip.Addr) error, addr netip.Addr, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return probe(ctx, addr)
+}
+
+// listenTCP starts a TCP backend on loopback that accepts and closes, and returns its port.
+func listenTCP(t testing.TB) (net.Listener, uint16) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go acceptAndClose(ln)
+	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// acceptAndClose plays a TCP backend until ln is closed.
+func acceptAndClose(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
+// needRawICMP skips t unless this process may open raw ICMP sockets.
+func needRawICMP(t *testing.T) {
+	t.Helper()
+	c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
+	if err != nil {
+		t.Skipf("raw ICMP sockets need CAP_NET_RAW (root): %v", err)
+	}
+	c.Close()
+}

@@ -1,0 +1,124 @@
+package health
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/healthdns/healthdns/health/internal/engine"
+	"github.com/healthdns/healthdns/health/internal/rawsock"
+)
+
+func TestRegistrySharesAndCounts(t *testing.T) {
+	obs := &recorder{}
+	p := &switchProber{}
+	reg := NewRegistry(obs, WithProbe(p.probe))
+	addr := netip.MustParseAddr("127.0.0.1")
+	t1 := Target{Addr: addr, Spec: testSpec}
+	a := reg.Acquire(t1, "a.lan.")
+	b := reg.Acquire(t1, "b.lan.")
+	if a.Monitor != b.Monitor || reg.Len() != 1 {
+		t.Fatalf("same target gave two monitors (len %d)", reg.Len())
+	}
+	other := testSpec
+	other.Check.Port = 81
+	c := reg.Acquire(Target{Addr: addr, Spec: other}, "a.lan.")
+	if c.Monitor == a.Monitor || reg.Len() != 2 {
+		t.Fatal("a different check shared a monitor")
+	}
+
+	a.Release()
+	a.Release() // twice is harmless
+	if reg.Len() != 2 {
+		t.Fatalf("len %d after one of two leases went", reg.Len())
+	}
+	if _, rel, stop := obs.count(); rel != 0 || stop != 0 {
+		t.Fatalf("released %d stopped %d while a.lan. still holds the address", rel, stop)
+	}
+	c.Release()
+	if _, rel, stop := obs.count(); rel != 1 || stop != 1 {
+		t.Fatalf("released %d stopped %d, want a.lan. released and tcp :81 stopped", rel, stop)
+	}
+	b.Release()
+	if reg.Len() != 0 {
+		t.Fatalf("len %d after every lease went", reg.Len())
+	}
+}
+
+func TestRegistryAdoptsStateAcrossOverlap(t *testing.T) {
+	p := &switchProber{}
+	reg := NewRegistry(&recorder{}, WithProbe(p.probe))
+	target := Target{Addr: netip.MustParseAddr("127.0.0.1"), Spec: testSpec}
+	old := reg.Acquire(target, "a.lan.")
+	<-old.Checked()
+	p.fail.Store(true)
+	eventually(t, "down", func() bool { return !old.Up() })
+
+	// A reload: the new instance acquires before the old one releases.
+	reg.OpenGeneration()
+	adopted := reg.Acquire(target, "a.lan.")
+	if !adopted.IsChecked() || adopted.Up() {
+		t.Fatal("the new lease did not adopt the running loop's state")
+	}
+	old.Release()
+	reg.CommitGeneration()
+	if reg.Len() != 1 {
+		t.Fatalf("len %d after the overlap", reg.Len())
+	}
+	adopted.Release()
+}
+
+func TestRegistryAbortGenerationReleasesDiscardedLeases(t *testing.T) {
+	p := &switchProber{}
+	reg := NewRegistry(&recorder{}, WithProbe(p.probe))
+	kept := reg.Acquire(Target{Addr: netip.MustParseAddr("127.0.0.1"), Spec: testSpec}, "a.lan.")
+
+	reg.OpenGeneration()
+	reg.OpenGeneration() // every instance's restart hook calls it
+	reg.Acquire(Target{Addr: netip.MustParseAddr("127.0.0.1"), Spec: testSpec}, "a.lan.")
+	reg.Acquire(Target{Addr: netip.MustParseAddr("127.0.0.2"), Spec: testSpec}, "a.lan.")
+	reg.AbortGeneration()
+	reg.AbortGeneration()
+
+	if reg.Len() != 1 {
+		t.Fatalf("len %d after abort, want only the kept target", reg.Len())
+	}
+	if !kept.IsChecked() {
+		<-kept.Checked()
+	}
+	kept.Release()
+	if reg.Len() != 0 {
+		t.Fatalf("len %d at the end", reg.Len())
+	}
+}
+
+// Every check of a kind shares one loop per registry, whatever its port or timing: one raw
+// socket per family for every ping, one loop for every TCP check.
+func TestRegistryOneLoopPerWire(t *testing.T) {
+	loopOf := func(reg *Registry, c Check) engine.Scheduler {
+		t.Helper()
+		l := reg.Acquire(Target{Addr: netip.MustParseAddr("127.0.0.1"), Spec: Spec{Check: c, Interval: time.Hour, Timeout: time.Second, Rise: 1, Fall: 1}}, "z.")
+		defer l.Release()
+		return l.loop
+	}
+	reg := NewRegistry(&recorder{})
+	reg.icmpDecided, reg.icmpPrivileged = true, true
+	icmp := loopOf(reg, Check{Kind: ICMP})
+	if icmp != reg.echo && rawsock.BatchedICMP {
+		t.Errorf("a privileged ping runs on %T, want the echo loop", icmp)
+	}
+	tcp80, tcp81 := loopOf(reg, Check{Kind: TCP, Port: 80}), loopOf(reg, Check{Kind: TCP, Port: 81})
+	if tcp80 != tcp81 || tcp80 == icmp {
+		t.Errorf("TCP checks on two ports run on %p and %p (pings on %p): want one loop of their own", tcp80, tcp81, icmp)
+	}
+	other := NewRegistry(&recorder{})
+	other.icmpDecided, other.icmpPrivileged = true, true
+	if loopOf(other, Check{Kind: ICMP}) == icmp {
+		t.Error("two registries share a loop")
+	}
+	unprivileged := NewRegistry(&recorder{})
+	unprivileged.icmpDecided = true
+	if l := loopOf(unprivileged, Check{Kind: ICMP}); l != unprivileged.blocking {
+		t.Errorf("an unprivileged ping runs on %T, want the blocking loop (pro-bing)", l)
+	}
+}
