@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,13 +104,18 @@ func (b *Blocking) Answered() []engine.Answer[BlockingState] {
 // Flush implements engine.Wire: each try started when it was made.
 func (b *Blocking) Flush() []engine.Answer[BlockingState] { return nil }
 
-// TimedOut implements engine.Wire. A ping has no reply, as the echo wire's; anything else no
-// answer, as the TCP wires'.
+// TimedOut implements engine.Wire. A ping has no reply, as the echo wire's; a script did not
+// finish (and its process group is killed as End cancels it); anything else had no answer, as
+// the TCP wires say.
 func (b *Blocking) TimedOut(s *engine.Slot[BlockingState], _ time.Duration) error {
-	if s.State.name == "icmp" {
+	switch name := s.State.name; {
+	case name == "icmp":
 		return fmt.Errorf("icmp: %w", errNoReply{s.Timeout()})
+	case strings.HasPrefix(name, "exec "):
+		return fmt.Errorf("%s: %w", name, errUnfinished{s.Timeout()})
+	default:
+		return fmt.Errorf("%s: %w", name, errTimeout{s.Timeout(), context.DeadlineExceeded})
 	}
-	return fmt.Errorf("%s: %w", s.State.name, errTimeout{s.Timeout(), context.DeadlineExceeded})
 }
 
 // Close implements engine.Wire: it waits for the tries still running, whose probes have all

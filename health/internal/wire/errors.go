@@ -44,6 +44,15 @@ type errNoReply struct{ within time.Duration }
 
 func (e errNoReply) Error() string { return "no reply within " + formatTimeout(e.within) }
 
+// errUnfinished says a script ran past the probe's timeout and was killed.
+type errUnfinished struct{ within time.Duration }
+
+func (e errUnfinished) Error() string {
+	return "did not finish within " + formatTimeout(e.within) + ": killed"
+}
+
+func (e errUnfinished) Unwrap() error { return context.DeadlineExceeded }
+
 // formatTimeout writes a timeout as the Corefile does ("200ms"), to the millisecond: the log says
 // the configured timeout, not the time left when a try started, which is a little less.
 func formatTimeout(d time.Duration) string {
