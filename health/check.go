@@ -12,6 +12,7 @@ package health
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -22,29 +23,73 @@ type CheckKind uint8
 const (
 	ICMP CheckKind = iota
 	TCP
+	HTTP
+	HTTPS
+	Exec
 )
 
+var kindNames = [...]string{ICMP: "icmp", TCP: "tcp", HTTP: "http", HTTPS: "https", Exec: "exec"}
+
 func (k CheckKind) String() string {
-	switch k {
-	case ICMP:
-		return "icmp"
-	case TCP:
-		return "tcp"
+	if int(k) < len(kindNames) {
+		return kindNames[k]
 	}
 	return fmt.Sprintf("check(%d)", uint8(k))
 }
 
-// Check is what is probed: the kind, and the port for TCP.
+// Check is what is probed. It is comparable, so that it can be part of a Target's identity:
+// lists are kept as strings.
 type Check struct {
 	Kind CheckKind
-	Port uint16
+	Port uint16 // tcp, http, https
+
+	// http and https
+	Path        string // "/" when empty
+	Host        string // Host header, SNI and verified name; the backend's address when empty
+	Expect      string // status codes as wire.ParseStatusCodes reads them; 200-399 when empty
+	Body        string // text the body must hold
+	TLSCA       string // https: a CA file to verify against instead of the system roots
+	TLSInsecure bool   // https: do not verify
+
+	// exec
+	Command string // the script's path
+	Args    string // its arguments, each followed by a NUL
 }
 
+// String names the check in logs, errors and metrics: "icmp", "tcp :80", "http :80/healthz",
+// "exec /usr/local/bin/check-db".
 func (c Check) String() string {
-	if c.Kind == TCP {
+	switch c.Kind {
+	case TCP:
 		return fmt.Sprintf("tcp :%d", c.Port)
+	case HTTP, HTTPS:
+		path := c.Path
+		if path == "" {
+			path = "/"
+		}
+		return fmt.Sprintf("%s :%d%s", c.Kind, c.Port, path)
+	case Exec:
+		return "exec " + c.Command
 	}
 	return c.Kind.String()
+}
+
+// ExecArgs returns the arguments of an exec check.
+func (c Check) ExecArgs() []string {
+	if c.Args == "" {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(c.Args, "\x00"), "\x00")
+}
+
+// JoinArgs keeps exec arguments in a Check.
+func JoinArgs(args []string) string {
+	var b strings.Builder
+	for _, a := range args {
+		b.WriteString(a)
+		b.WriteByte(0)
+	}
+	return b.String()
 }
 
 // Spec is everything that decides a target's verdict. Two pools naming the same address with the
@@ -52,6 +97,7 @@ func (c Check) String() string {
 type Spec struct {
 	Check    Check
 	Interval time.Duration
+	Fast     time.Duration // the interval while in doubt (HAProxy's fastinter); 0: off
 	Timeout  time.Duration
 	Rise     int
 	Fall     int

@@ -175,3 +175,80 @@ func TestMonitorStopsPromptly(t *testing.T) {
 		t.Fatal("Release did not cancel a running probe")
 	}
 }
+
+// stampedProber answers from a flag the test flips, and notes when each probe started.
+type stampedProber struct {
+	fail  atomic.Bool
+	mu    sync.Mutex
+	times []time.Time
+	fails []bool
+}
+
+func (p *stampedProber) probe(context.Context, netip.Addr) error {
+	failing := p.fail.Load()
+	p.mu.Lock()
+	p.times = append(p.times, time.Now())
+	p.fails = append(p.fails, failing)
+	p.mu.Unlock()
+	if failing {
+		return errors.New("tcp :80: connection refused")
+	}
+	return nil
+}
+
+// gaps returns the time between each probe and the one before it, and whether the earlier one
+// failed.
+func (p *stampedProber) gaps() (gaps []time.Duration, afterFailure []bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := 1; i < len(p.times); i++ {
+		gaps = append(gaps, p.times[i].Sub(p.times[i-1]))
+		afterFailure = append(afterFailure, p.fails[i-1])
+	}
+	return gaps, afterFailure
+}
+
+// While a result disagrees with the state, the monitor probes every Fast until rise or fall
+// settles it; a settled backend is probed every Interval. With fall 3 the two probes after the
+// first failure come a fast interval apart, and after the backend is down the next comes an
+// interval later: the gaps tell, not the time it took.
+func TestMonitorHurriesWhileInDoubt(t *testing.T) {
+	p := &stampedProber{}
+	reg := NewRegistry(&recorder{}, WithProbe(p.probe))
+	spec := testSpec
+	spec.Interval, spec.Fast, spec.Timeout, spec.Rise, spec.Fall = 400*time.Millisecond, 20*time.Millisecond, 10*time.Millisecond, 3, 3
+	l := reg.Acquire(Target{Addr: netip.MustParseAddr("127.0.0.1"), Spec: spec}, "z.")
+	defer l.Release()
+	<-l.Checked()
+	p.fail.Store(true)
+	eventually(t, "down", func() bool { return !l.Up() })
+	down := len(p.times)
+	eventually(t, "a probe after going down", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.times) > down
+	})
+	gaps, afterFailure := p.gaps()
+	var inDoubt, settled []time.Duration
+	for i, g := range gaps {
+		switch {
+		case !afterFailure[i]:
+		case i+1 < down:
+			inDoubt = append(inDoubt, g) // the probes of the fall
+		default:
+			settled = append(settled, g) // from the one that took it down to the next
+		}
+	}
+	t.Logf("gaps while in doubt %v, after settling %v", inDoubt, settled)
+	if len(inDoubt) != 2 {
+		t.Fatalf("%d probes after a failure before going down, want 2 (fall 3): gaps %v", len(inDoubt), gaps)
+	}
+	for _, g := range inDoubt {
+		if g > spec.Interval/2 {
+			t.Errorf("a probe in doubt came %v after the last: on the interval's grid, not the fast one", g)
+		}
+	}
+	if len(settled) == 0 || settled[0] < spec.Interval/2 {
+		t.Errorf("after going down the next probe came %v later: still hurried", settled)
+	}
+}

@@ -1,6 +1,14 @@
 package health
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+
 	"github.com/healthdns/healthdns/health/internal/engine"
 	"github.com/healthdns/healthdns/health/internal/rawsock"
 	"github.com/healthdns/healthdns/health/internal/wire"
@@ -14,6 +22,7 @@ type loops struct {
 	echo     *engine.Loop[wire.EchoState]
 	tcp      engine.Scheduler // half-open or connect, on Linux
 	blocking *engine.Loop[wire.BlockingState]
+	scripts  wire.ExecSlots // made with the blocking loop
 
 	icmpDecided    bool
 	icmpPrivileged bool
@@ -26,6 +35,7 @@ func (r *Registry) wireLocked(t Target) (engine.Scheduler, engine.Target) {
 		Addr:     t.Addr,
 		Port:     c.Port,
 		Interval: t.Spec.Interval,
+		Fast:     t.Spec.Fast,
 		Timeout:  t.Spec.Timeout,
 		Budget:   r.retries,
 		Name:     c.String(),
@@ -47,6 +57,12 @@ func (r *Registry) wireLocked(t Target) (engine.Scheduler, engine.Target) {
 			return loop, probe
 		}
 		probe.Run = wire.Dial(c.Port)
+	case c.Kind == HTTP || c.Kind == HTTPS:
+		probe.Run = httpCheck(c)
+	case c.Kind == Exec:
+		r.blockingLocked()
+		probe.Run = wire.Exec(wire.ExecSpec{Path: c.Command, Args: c.ExecArgs()}, r.scripts)
+		probe.Tries = 1 // a script is not run again beside itself
 	}
 	return r.blockingLocked(), probe
 }
@@ -54,8 +70,69 @@ func (r *Registry) wireLocked(t Target) (engine.Scheduler, engine.Target) {
 func (r *Registry) blockingLocked() engine.Scheduler {
 	if r.blocking == nil {
 		r.blocking = engine.New[wire.BlockingState](wire.NewBlocking())
+		r.scripts = wire.NewExecSlots()
 	}
 	return r.blocking
+}
+
+// httpCheck is c's HTTP or HTTPS check; a check whose settings Validate refuses fails every
+// probe with the reason.
+func httpCheck(c Check) func(ctx context.Context, addr netip.Addr) error {
+	spec, err := httpSpec(c)
+	if err != nil {
+		name := c.String()
+		return func(context.Context, netip.Addr) error { return fmt.Errorf("%s: %w", name, err) }
+	}
+	return wire.HTTP(spec)
+}
+
+func httpSpec(c Check) (wire.HTTPSpec, error) {
+	spec := wire.HTTPSpec{Port: c.Port, Path: c.Path, Host: c.Host, Body: c.Body}
+	if c.Expect != "" {
+		codes, err := wire.ParseStatusCodes(c.Expect)
+		if err != nil {
+			return spec, err
+		}
+		spec.Expect = codes
+	}
+	if c.Kind == HTTPS {
+		spec.TLS = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.TLSInsecure}
+		if c.TLSCA != "" {
+			pem, err := os.ReadFile(c.TLSCA)
+			if err != nil {
+				return spec, fmt.Errorf("tls_ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return spec, fmt.Errorf("tls_ca %s: no PEM certificate in it", c.TLSCA)
+			}
+			spec.TLS.RootCAs = pool
+		}
+	}
+	return spec, nil
+}
+
+// Validate reports what would keep c from running here: an unreadable tls_ca, a script that is
+// missing, not executable, or (running as root) writable by someone else. Setup calls it, so
+// that such a check fails startup with its line rather than failing every probe.
+func (c Check) Validate() error {
+	switch c.Kind {
+	case HTTP, HTTPS:
+		_, err := httpSpec(c)
+		return err
+	case Exec:
+		fi, err := os.Stat(c.Command)
+		switch {
+		case err != nil:
+			return err
+		case fi.IsDir() || fi.Mode().Perm()&0o111 == 0:
+			return fmt.Errorf("%s is not an executable file", c.Command)
+		}
+		if err := wire.ScriptSafe(c.Command); err != nil {
+			return errors.New("refused: " + err.Error())
+		}
+	}
+	return nil
 }
 
 // icmpPrivilegedLocked is ICMPMode's answer, asked once. Setup asks ICMPMode itself, so that a
