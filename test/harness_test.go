@@ -15,6 +15,8 @@
 //	TestReload       127.0.0.111-.113
 //	TestReloadBad    127.0.0.114
 //	TestReloadFailsAfterStartup 127.0.0.122, .123
+//	TestReloadFailedLeavesNothing 127.0.0.160-.162
+//	TestStartupProbesTogether 127.0.0.170-.177 (silent)
 //	TestMetrics      127.0.0.115-.117, ::1 (closed)
 //	TestNoNextPlugin 127.0.0.118
 //	TestGoodCorefileDefaults 127.0.0.119, .121 (live), .120 (closed)
