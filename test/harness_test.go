@@ -131,6 +131,7 @@ type Server struct {
 	cmd         *exec.Cmd
 	out         *netlab.Buffer
 	exited      chan struct{}
+	started     time.Time // when the process was started
 }
 
 // startServer starts coredns on the Corefile template and waits until it answers a query.
@@ -161,6 +162,7 @@ func launch(t *testing.T, tmpl string, up func(*Server) bool) *Server {
 		s.writeConf(t, tmpl)
 		s.cmd = exec.Command(corednsBin, "-conf", s.confPath)
 		s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+		s.started = time.Now()
 		if err := s.cmd.Start(); err != nil {
 			t.Fatalf("starting coredns: %v", err)
 		}
