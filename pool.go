@@ -112,6 +112,11 @@ func (p *Pool) stop() {
 	for _, l := range leases {
 		l.Release()
 	}
+	// Releasing drops the per-backend series of the zone (Observer.Released); the zone's own go
+	// once no configuration serves it, or a zone only a discarded reload named would keep them.
+	if len(leases) > 0 && !p.reg.Holds(poolOwner(p.cfg.server, p.cfg.zone)) {
+		allDownTotal.DeletePartialMatch(prometheus.Labels{"server": p.cfg.server, "zone": p.cfg.zone})
+	}
 }
 
 func (p *Pool) rebuild() {

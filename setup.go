@@ -118,12 +118,8 @@ func setupWith(c *caddy.Controller, detectICMP func() (privileged bool, err erro
 		h.pools[cfg.zone] = newPool(cfg, policy, targets)
 	}
 
-	// Probe loops start in OnStartup, never in setup: a reload that fails after setup must not
-	// leave them running (DESIGN.md, "Reload, precisely").
-	c.OnStartup(h.OnStartup)
-	c.OnShutdown(h.OnShutdown)
-	c.OnRestart(func() error { targets.OpenGeneration(); return nil })
-	c.OnRestartFailed(func() error { targets.AbortGeneration(); return nil })
+	// Nothing starts here: the instance's one OnStartup starts every block's pools together.
+	lifecycleOf(c, targets).add(h)
 
 	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
 		h.Next = next
@@ -502,23 +498,13 @@ func serverAddrs(listenHosts []string) []netip.Addr {
 	return addrs
 }
 
-// OnStartup acquires every pool's probe loops (adopting those a previous instance runs) and
-// waits, at most one probe timeout and a second, for their first verdicts, so the first answer
-// served is already true.
+// OnStartup starts the handler's pools alone, as the instance's lifecycle starts every block's.
 func (h *HealthDNS) OnStartup() error {
-	var longest time.Duration
+	pools := make([]*Pool, 0, len(h.pools))
 	for _, p := range h.pools {
-		p.start()
-		longest = max(longest, p.cfg.spec.Timeout)
+		pools = append(pools, p)
 	}
-	deadline := time.NewTimer(longest + time.Second)
-	defer deadline.Stop()
-	for zone, p := range h.pools {
-		if !p.waitChecked(deadline.C) {
-			log.Warningf("zone %s: first probes still running after %s; serving what is known", zone, longest+time.Second)
-			break
-		}
-	}
+	startPools(pools)
 	return nil
 }
 
@@ -527,7 +513,5 @@ func (h *HealthDNS) OnShutdown() error {
 	for _, p := range h.pools {
 		p.stop()
 	}
-	// Reaching here on a reload means the new instance started: its leases are its own now.
-	targets.CommitGeneration()
 	return nil
 }

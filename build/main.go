@@ -30,4 +30,7 @@ func insertBefore(directives []string, anchor, name string) []string {
 	panic("healthdns: directive " + anchor + " not found in dnsserver.Directives")
 }
 
-func main() { coremain.Run() }
+func main() {
+	keepEarlyReloads() // first: see there why
+	coremain.Run()
+}

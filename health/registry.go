@@ -13,8 +13,9 @@ import (
 // new plugin instance acquires before the old one releases, so running loops are adopted with
 // their rise/fall state instead of starting cold.
 //
-// A reload that fails discards the new instance without running its shutdown, so leases taken
-// while a reload is under way are also recorded in a generation that AbortGeneration gives back.
+// A reload that fails discards the new instance without running its shutdown, so what the new
+// instance starts while a reload is under way is recorded in a generation (its stop functions,
+// which release its leases and unsubscribe from the monitors) that AbortGeneration stops.
 type Registry struct {
 	obs Observer
 
@@ -22,7 +23,7 @@ type Registry struct {
 	monitors map[Target]*Monitor
 	owned    map[ownedAddr]int  // leases per (owner, address), for Observer.Released
 	probed   map[probedAddr]int // loops per (address, check), for Observer.Stopped
-	pending  []*Lease           // leases taken since OpenGeneration
+	pending  []func()           // stop functions of what started since OpenGeneration
 	open     bool
 	loops                   // one per wire, made at first use
 	retries  *engine.Budget // shared by every loop
@@ -96,11 +97,7 @@ func (r *Registry) Acquire(t Target, owner string) *Lease {
 	}
 	m.refs++
 	r.owned[ownedAddr{owner, t.Addr}]++
-	l := &Lease{Monitor: m, owner: owner, reg: r}
-	if r.open {
-		r.pending = append(r.pending, l)
-	}
-	return l
+	return &Lease{Monitor: m, owner: owner, reg: r}
 }
 
 // Release gives the lease back; the last release of a target stops its loop and waits for it.
@@ -146,8 +143,7 @@ func decrement[K comparable](counts map[K]int, k K) (gone bool) {
 	return true
 }
 
-// OpenGeneration starts recording leases, for a reload about to run. It is idempotent, since
-// every plugin instance's restart hook calls it.
+// OpenGeneration starts recording what starts, for a reload about to run. It is idempotent.
 func (r *Registry) OpenGeneration() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -157,7 +153,23 @@ func (r *Registry) OpenGeneration() {
 	}
 }
 
-// CommitGeneration keeps the leases taken since OpenGeneration: their holders will release them.
+// Started records stop as the way to undo something that started (a plugin instance's pools)
+// while a generation is open, for AbortGeneration. Outside a reload it does nothing: a first
+// start that fails ends the process.
+//
+// It records stop functions rather than leases because releasing a discarded holder's leases is
+// not enough: a lease whose monitor another holder keeps running still calls the discarded
+// holder back on every change, which then logs, counts and exports series for a configuration
+// that is not served.
+func (r *Registry) Started(stop func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.open {
+		r.pending = append(r.pending, stop)
+	}
+}
+
+// CommitGeneration keeps what started since OpenGeneration: its owner will stop it.
 func (r *Registry) CommitGeneration() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -165,16 +177,29 @@ func (r *Registry) CommitGeneration() {
 	r.pending = nil
 }
 
-// AbortGeneration releases every lease taken since OpenGeneration: their holder was discarded.
+// AbortGeneration stops, newest first, everything that started since OpenGeneration: its owner
+// was discarded and will never stop it.
 func (r *Registry) AbortGeneration() {
 	r.mu.Lock()
 	pending := r.pending
 	r.open = false
 	r.pending = nil
 	r.mu.Unlock()
-	for _, l := range pending {
-		l.Release()
+	for i := len(pending) - 1; i >= 0; i-- {
+		pending[i]()
 	}
+}
+
+// Holds reports whether any lease of owner is held.
+func (r *Registry) Holds(owner string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.owned {
+		if k.owner == owner {
+			return true
+		}
+	}
+	return false
 }
 
 // Lookup returns the monitor probing t, if any.

@@ -2,6 +2,7 @@ package health
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,26 +69,48 @@ func TestRegistryAdoptsStateAcrossOverlap(t *testing.T) {
 	adopted.Release()
 }
 
-func TestRegistryAbortGenerationReleasesDiscardedLeases(t *testing.T) {
+func TestRegistryAbortGenerationStopsWhatStarted(t *testing.T) {
 	p := &switchProber{}
 	reg := NewRegistry(&recorder{}, WithProbe(p.probe))
 	kept := reg.Acquire(Target{Addr: netip.MustParseAddr("127.0.0.1"), Spec: testSpec}, "a.lan.")
+	reg.Started(func() { t.Error("stop recorded outside a generation was called") })
 
 	reg.OpenGeneration()
-	reg.OpenGeneration() // every instance's restart hook calls it
-	reg.Acquire(Target{Addr: netip.MustParseAddr("127.0.0.1"), Spec: testSpec}, "a.lan.")
-	reg.Acquire(Target{Addr: netip.MustParseAddr("127.0.0.2"), Spec: testSpec}, "a.lan.")
+	reg.OpenGeneration() // idempotent
+	var order []string
+	for _, name := range []string{"first", "second"} {
+		adopted := reg.Acquire(Target{Addr: netip.MustParseAddr("127.0.0.1"), Spec: testSpec}, "a.lan.")
+		added := reg.Acquire(Target{Addr: netip.MustParseAddr("127.0.0.2"), Spec: testSpec}, "a.lan.")
+		reg.Started(func() {
+			order = append(order, name)
+			adopted.Release()
+			added.Release()
+		})
+	}
 	reg.AbortGeneration()
 	reg.AbortGeneration()
 
+	if strings.Join(order, ",") != "second,first" {
+		t.Fatalf("stopped %v, want each once, newest first", order)
+	}
 	if reg.Len() != 1 {
 		t.Fatalf("len %d after abort, want only the kept target", reg.Len())
 	}
+	if !reg.Holds("a.lan.") || reg.Holds("b.lan.") {
+		t.Fatal("Holds does not follow the kept lease")
+	}
+
+	// A committed generation is its owner's to stop.
+	reg.OpenGeneration()
+	reg.Started(func() { t.Error("a committed generation was stopped") })
+	reg.CommitGeneration()
+	reg.AbortGeneration()
+
 	if !kept.IsChecked() {
 		<-kept.Checked()
 	}
 	kept.Release()
-	if reg.Len() != 0 {
+	if reg.Len() != 0 || reg.Holds("a.lan.") {
 		t.Fatalf("len %d at the end", reg.Len())
 	}
 }

@@ -15,6 +15,8 @@
 //	TestReload       127.0.0.111-.113
 //	TestReloadBad    127.0.0.114
 //	TestReloadFailsAfterStartup 127.0.0.122, .123
+//	TestReloadFailedLeavesNothing 127.0.0.160-.162
+//	TestStartupProbesTogether 127.0.0.170-.177 (silent)
 //	TestMetrics      127.0.0.115-.117, ::1 (closed)
 //	TestNoNextPlugin 127.0.0.118
 //	TestGoodCorefileDefaults 127.0.0.119, .121 (live), .120 (closed)
@@ -134,6 +136,7 @@ type Server struct {
 	cmd         *exec.Cmd
 	out         *netlab.Buffer
 	exited      chan struct{}
+	started     time.Time // when the process was started
 }
 
 // startServer starts coredns on the Corefile template and waits until it answers a query.
@@ -164,6 +167,7 @@ func launch(t *testing.T, tmpl string, up func(*Server) bool) *Server {
 		s.writeConf(t, tmpl)
 		s.cmd = exec.Command(corednsBin, "-conf", s.confPath)
 		s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+		s.started = time.Now()
 		if err := s.cmd.Start(); err != nil {
 			t.Fatalf("starting coredns: %v", err)
 		}
@@ -231,26 +235,37 @@ func (s *Server) Alive() bool {
 // Output is everything the process printed so far.
 func (s *Server) Output() string { return s.out.String() }
 
-var reloadDone = regexp.MustCompile(`(?m)\[INFO\] Reloading complete|\[ERROR\] SIGUSR1: .*`)
+var (
+	reloadAck  = regexp.MustCompile(`(?m)\[INFO\] SIGUSR1: Reloading$`)
+	reloadDone = regexp.MustCompile(`(?m)\[INFO\] Reloading complete|\[ERROR\] SIGUSR1: .*`)
+)
 
-// Reload rewrites the Corefile from tmpl (same ports) and sends SIGUSR1, then waits until caddy
-// logs the end of the restart. It returns the error line when the reload failed.
+// Reload rewrites the Corefile from tmpl (same ports) and sends SIGUSR1, then waits for caddy to
+// acknowledge the signal and for the end of the restart it acknowledged. It returns the error
+// line when the reload failed. The two waits fail apart, so that a lost signal is not mistaken
+// for a slow reload; their deadlines are generous, for a loaded machine, and say nothing of
+// speed.
 func (s *Server) Reload(t testing.TB, tmpl string) error {
 	t.Helper()
-	before := len(reloadDone.FindAllString(s.Output(), -1))
+	mark := len(s.Output())
 	s.writeConf(t, tmpl)
 	if err := s.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
+	var ack []int
+	eventually(t, 15*time.Second, func() bool {
+		ack = reloadAck.FindStringIndex(s.Output()[mark:])
+		return ack != nil || !s.Alive()
+	}, "coredns to acknowledge SIGUSR1 ('[INFO] SIGUSR1: Reloading'): was the signal lost?")
+	if !s.Alive() {
+		t.Fatalf("coredns exited on SIGUSR1 (%v)", s.cmd.ProcessState)
+	}
+	from := mark + ack[1]
 	var result string
-	eventually(t, 20*time.Second, func() bool {
-		all := reloadDone.FindAllString(s.Output(), -1)
-		if len(all) > before {
-			result = all[before]
-			return true
-		}
-		return false
-	}, "reload to complete or fail")
+	eventually(t, 60*time.Second, func() bool {
+		result = reloadDone.FindString(s.Output()[from:])
+		return result != ""
+	}, "the acknowledged reload to complete or fail")
 	if strings.HasPrefix(result, "[ERROR]") {
 		return fmt.Errorf("%s", result)
 	}

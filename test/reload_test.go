@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"net"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -291,4 +292,129 @@ func goroutines(t *testing.T, s *Server) float64 {
 
 func errReply(r *dns.Msg) error {
 	return fmt.Errorf("rcode %s, %d answers", dns.RcodeToString[r.Rcode], len(r.Answer))
+}
+
+// TestReloadFailedLeavesNothing reloads five times onto Corefiles that parse but cannot start (a
+// second server block binding an address the host lacks, or a port the test holds), with a zone
+// of their own and a backend the running configuration lacks. The discarded instances must leave
+// nothing behind: a real outage afterwards is counted and logged once, the zone only they named
+// has no series, a backend a later good reload drops has no backend_up, and goroutines do not
+// grow.
+func TestReloadFailedLeavesNothing(t *testing.T) {
+	t.Parallel()
+	const a, b, onlyBad = "127.0.0.160", "127.0.0.161", "127.0.0.162"
+	port, backends := startBackends(t, a, b) // nothing listens on onlyBad:port
+	const zone, badZone = "leftover.lan", "neverserved.lan"
+	conf := func(backends ...string) string {
+		return ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n" +
+			tcpPool(zone, port, "200ms", "100ms", backends, "answers 8", "rise 1", "fall 1") + "}\n"
+	}
+	s := startServer(t, conf(a, b))
+	eventually(t, 5*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", zone+".", dns.TypeA), a, b) }, "a, b")
+
+	unbindable := []string{
+		fmt.Sprintf(".:%d {\n bind 127.0.0.1\n whoami\n}\n", holdPort(t)),
+		".:53 {\n bind 192.0.2.1\n whoami\n}\n", // TEST-NET-1: no host has it
+	}
+	before := goroutines(t, s)
+	for i := range 5 {
+		bad := strings.TrimSuffix(conf(a, b), "}\n") +
+			tcpPool(badZone, port, "200ms", "100ms", []string{onlyBad}) + "}\n" + unbindable[i%2]
+		if err := s.Reload(t, bad); err == nil {
+			t.Fatalf("reload %d onto an address coredns cannot bind succeeded", i+1)
+		}
+	}
+
+	allDown := func() float64 {
+		v, _ := s.Scrape(t).Value("coredns_healthdns_all_down_total", map[string]string{"zone": zone, "family": "ipv4"})
+		return v
+	}
+	// outage stops ips and waits until every pool subscribed to their monitors has heard. A
+	// monitor notifies its subscribers under its lock, before it records its next probe: once a
+	// later failure of each is counted, every pool that was to hear of the outage has.
+	outage := func(ips ...string) (counted float64, logged []string) {
+		t.Helper()
+		failures := func(ip string) float64 {
+			v, _ := s.Scrape(t).Value("coredns_healthdns_probes_total", map[string]string{"backend": ip, "result": "failure"})
+			return v
+		}
+		downBefore := allDown()
+		mark := len(s.Output())
+		for _, ip := range ips {
+			backends[ip].Stop()
+		}
+		eventually(t, 5*time.Second, func() bool { return allDown() > downBefore }, "all_down_total to count the outage")
+		for _, ip := range ips {
+			seen := failures(ip)
+			eventually(t, 5*time.Second, func() bool { return failures(ip) > seen }, ip, "'s next probe")
+		}
+		logged = linesMatching(s.Output()[mark:], regexp.MustCompile(regexp.QuoteMeta(zone)), regexp.MustCompile(`(?i)every|all.down`))
+		counted = allDown() - downBefore
+		for _, ip := range ips {
+			backends[ip].Start()
+		}
+		// Up again, by the metric: with all_down serve_all the answers hold them while down too.
+		eventually(t, 5*time.Second, func() bool {
+			m := s.Scrape(t)
+			for _, ip := range ips {
+				if v, ok := m.Value("coredns_healthdns_backend_up", map[string]string{"zone": zone, "backend": ip}); !ok || v != 1 {
+					return false
+				}
+			}
+			return true
+		}, ips, " up again")
+		return counted, logged
+	}
+
+	if counted, logged := outage(a, b); counted != 1 || len(logged) != 1 {
+		t.Errorf("one outage after 5 failed reloads: all_down_total +%v, logged %d times (want once): %q", counted, len(logged), logged)
+	}
+
+	if err := s.Reload(t, conf(a)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", zone+".", dns.TypeA), a) }, "only a after dropping b")
+	outage(a) // a transition of a kept backend: a pool still listening would write b's series again
+
+	m := s.Scrape(t)
+	if found := m.Find("coredns_healthdns_backend_up", map[string]string{"backend": b}); len(found) != 0 {
+		t.Errorf("%s, dropped by a good reload, is still exported: %v", b, found)
+	}
+	for _, sm := range m.Samples {
+		if strings.HasPrefix(sm.Name, "coredns_healthdns_") && (labelsMatch(sm.Labels, map[string]string{"zone": badZone}) || sm.Labels["backend"] == onlyBad) {
+			t.Errorf("a series of what only the discarded instances named: %s %v", sm.Name, sm.Labels)
+		}
+	}
+
+	var after float64
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		after = goroutines(t, s)
+		if after <= before+3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("go_goroutines: %v before 5 failed reloads, %v after", before, after)
+	if after > before+3 {
+		t.Errorf("go_goroutines grew from %v to %v across 5 failed reloads", before, after)
+	}
+}
+
+// holdPort holds a port on 127.0.0.1 for both protocols, without SO_REUSEPORT, so that coredns
+// cannot bind it, until the test ends.
+func holdPort(t *testing.T) int {
+	t.Helper()
+	port := freePort(t)
+	tl, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tl.Close() })
+	ul, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", fmt.Sprint(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ul.Close() })
+	return port
 }

@@ -1,0 +1,105 @@
+package healthdns
+
+import (
+	"sync"
+	"time"
+
+	"github.com/coredns/caddy"
+
+	"github.com/healthdns/healthdns/health"
+)
+
+// startMargin is how long past the longest probe timeout startup waits for first verdicts: a
+// probe starts a little after its loop does, and its verdict is recorded a little after it ends.
+const startMargin = time.Second
+
+// lifecycleKey keys an instance's lifecycle in caddy's per-instance storage.
+type lifecycleKey struct{}
+
+// lifecycle starts and stops the pools of every server block of one caddy instance together.
+// caddy runs OnStartup callbacks one after another, so a callback per server block, each waiting
+// for its own first verdicts, made a Corefile of 20 blocks with a dead backend each wait 20
+// timeouts before it served anything. One callback per instance starts every pool and waits
+// once. It lives in the instance's storage, not in a package variable: a reload builds a new
+// instance, and the old one's pools are stopped by the old one's OnShutdown.
+type lifecycle struct {
+	reg   *health.Registry
+	pools []*Pool // every block's, in setup order
+
+	mu      sync.Mutex
+	stopped bool
+}
+
+// lifecycleOf returns the lifecycle of c's instance. The first healthdns block of an instance
+// creates it and registers its callbacks, once for the whole instance.
+func lifecycleOf(c *caddy.Controller, reg *health.Registry) *lifecycle {
+	if l, ok := c.Get(lifecycleKey{}).(*lifecycle); ok {
+		return l
+	}
+	l := &lifecycle{reg: reg}
+	c.Set(lifecycleKey{}, l)
+	c.OnStartup(l.start)
+	c.OnShutdown(l.shutdown)
+	// These run on the instance being replaced, around the reload that replaces it: they are
+	// how a new instance that caddy discards (without its OnShutdown) gets stopped.
+	c.OnRestart(func() error { reg.OpenGeneration(); return nil })
+	c.OnRestartFailed(func() error { reg.AbortGeneration(); return nil })
+	return l
+}
+
+// add makes h's pools start and stop with the instance.
+func (l *lifecycle) add(h *HealthDNS) {
+	for _, p := range h.pools {
+		l.pools = append(l.pools, p)
+	}
+}
+
+// start is the instance's OnStartup. Probe loops start here, never in setup: a reload that fails
+// in setup then has nothing to undo, and one that fails later undoes this through the registry's
+// generation (DESIGN.md, "Reload, precisely").
+func (l *lifecycle) start() error {
+	l.reg.Started(l.stop) // first, so that even a start cut short is undone
+	startPools(l.pools)
+	return nil
+}
+
+// shutdown is the instance's OnShutdown.
+func (l *lifecycle) shutdown() error {
+	l.stop()
+	// Reaching here on a reload means the new instance started: what it started is its own now.
+	l.reg.CommitGeneration()
+	return nil
+}
+
+// stop stops every pool; loops a newer instance adopted keep running. It runs once, whether from
+// OnShutdown or from an aborted reload.
+func (l *lifecycle) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return
+	}
+	l.stopped = true
+	for _, p := range l.pools {
+		p.stop()
+	}
+}
+
+// startPools acquires every pool's probe loops (adopting those a previous instance runs), so
+// that all first probes run together, then waits, at most the longest probe timeout and
+// startMargin, for their first verdicts, so that the first answer served is already true.
+func startPools(pools []*Pool) {
+	var longest time.Duration
+	for _, p := range pools {
+		p.start()
+		longest = max(longest, p.cfg.spec.Timeout)
+	}
+	deadline := time.NewTimer(longest + startMargin)
+	defer deadline.Stop()
+	for _, p := range pools {
+		if !p.waitChecked(deadline.C) {
+			log.Warningf("zone %s: first probes still running after %s; serving what is known", p.cfg.zone, longest+startMargin)
+			return
+		}
+	}
+}
