@@ -11,7 +11,7 @@ import (
 	"github.com/miekg/dns"
 )
 
-// TestDNS checks every row of DESIGN.md's DNS table against one server, over UDP and TCP.
+// TestDNS checks every row of docs/DESIGN.md's DNS table against one server, over UDP and TCP.
 //
 // Zones and backends (one TCP check port P; .11, .12, .21-.60 and ::1 listen on P, .13 does not):
 //

@@ -155,7 +155,7 @@ func TestReload(t *testing.T) {
 		}
 	})
 
-	// a is configured throughout: every reload adopts its running probe loop (DESIGN.md,
+	// a is configured throughout: every reload adopts its running probe loop (docs/DESIGN.md,
 	// "a reload starts nothing cold"), so nothing new is logged about it.
 	if lines := linesMatching(s.Output()[mark:], ipWord(a)); len(lines) != 0 {
 		t.Errorf("a backend kept across reloads was logged again (probed cold?): %q", lines)
@@ -206,7 +206,7 @@ func TestReloadBad(t *testing.T) {
 
 // TestReloadFailsAfterStartup reloads onto a Corefile that parses but cannot start: a second
 // server block on a port the test holds. caddy runs the new instance's OnStartup, fails to bind,
-// and discards it without OnShutdown (DESIGN.md, "Reload, precisely"). The old configuration
+// and discards it without OnShutdown (docs/DESIGN.md, "Reload, precisely"). The old configuration
 // must keep answering, and the backend only the discarded instance named must not keep being
 // probed.
 func TestReloadFailsAfterStartup(t *testing.T) {

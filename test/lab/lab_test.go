@@ -185,7 +185,7 @@ func (w *world) waitFor(name string, within time.Duration, what string, cond fun
 
 // transitions counts the transition log lines of one backend's check after its first verdict.
 func transitions(out, backend, check string) (down, up int) {
-	re := regexp.MustCompile(`backend ` + regexp.QuoteMeta(backend) + `: (up|down): ` + regexp.QuoteMeta(check))
+	re := regexp.MustCompile(`backend ` + regexp.QuoteMeta(backend) + `(?: \([^)]*\))?: (up|down): ` + regexp.QuoteMeta(check))
 	for _, m := range re.FindAllStringSubmatch(out, -1) {
 		if m[1] == "down" {
 			down++
