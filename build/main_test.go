@@ -4,7 +4,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
 )
 
 func TestDirectivePosition(t *testing.T) {
@@ -36,4 +38,12 @@ func TestInsertBeforeMissingAnchor(t *testing.T) {
 		}
 	}()
 	insertBefore([]string{"a", "b"}, "c", "healthdns")
+}
+
+// init appends healthdns's version to the one coremain set, which -version and the startup
+// banner print (deploy's TestVersionDev and TestRelease run the binary).
+func TestAppVersion(t *testing.T) {
+	if want := coremain.CoreVersion + "+healthdns-" + version; caddy.AppVersion != want {
+		t.Errorf("caddy.AppVersion = %q, want %q", caddy.AppVersion, want)
+	}
 }
