@@ -56,7 +56,7 @@ func (l *lifecycle) add(h *HealthDNS) {
 
 // start is the instance's OnStartup. Probe loops start here, never in setup: a reload that fails
 // in setup then has nothing to undo, and one that fails later undoes this through the registry's
-// generation (DESIGN.md, "Reload, precisely").
+// generation (docs/DESIGN.md, "Reload, precisely").
 func (l *lifecycle) start() error {
 	l.reg.Started(l.stop) // first, so that even a start cut short is undone
 	startPools(l.pools)

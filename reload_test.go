@@ -121,7 +121,7 @@ func tcpTarget(addr string, port int) health.Target {
 	}
 }
 
-// TestReload follows DESIGN.md "Reload, precisely": a reload adopts running loops, a failed
+// TestReload follows docs/DESIGN.md "Reload, precisely": a reload adopts running loops, a failed
 // reload (at setup or at listen) leaks nothing and keeps the old instance serving, and shutdown
 // stops every goroutine the plugin started.
 func TestReload(t *testing.T) {

@@ -2,6 +2,7 @@
 package main
 
 import (
+	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	_ "github.com/coredns/coredns/core/plugin" // every stock plugin
 	"github.com/coredns/coredns/coremain"
@@ -14,7 +15,20 @@ import (
 // rewrite and acl still run first.
 const anchor = "hosts"
 
-func init() { dnsserver.Directives = insertBefore(dnsserver.Directives, anchor, "healthdns") }
+// version is healthdns's release, stamped at link time by deploy/release.sh
+// (-ldflags "-X main.version=v0.2.0"); a plain go build is "dev".
+var version = "dev"
+
+func init() {
+	dnsserver.Directives = insertBefore(dnsserver.Directives, anchor, "healthdns")
+	// coremain's init, which runs before this one, set AppVersion to CoreDNS's release. Appending
+	// ours as semver build metadata puts both in -version, the startup banner, CHAOS
+	// version.bind and dnstap, without changing the CoreDNS-1.14.7 prefix people grep for.
+	caddy.AppVersion = appVersion(caddy.AppVersion, version)
+}
+
+// appVersion is CoreDNS's version with healthdns's appended: 1.14.7+healthdns-v0.2.0.
+func appVersion(core, healthdns string) string { return core + "+healthdns-" + healthdns }
 
 // insertBefore returns directives with name placed before anchor. A CoreDNS without the anchor
 // would silently change what healthdns sits behind, so it panics at build-test time instead.

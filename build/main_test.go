@@ -10,6 +10,7 @@ import (
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
 )
 
 func TestDirectivePosition(t *testing.T) {
@@ -61,5 +62,13 @@ func TestCaddyTrapsSignals(t *testing.T) {
 			t.Fatalf("caddy's signal goroutine (%s) not found waiting on its channel", caddySignalLoop)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// init appends healthdns's version to the one coremain set, which -version and the startup
+// banner print (deploy's TestVersionDev and TestRelease run the binary).
+func TestAppVersion(t *testing.T) {
+	if want := coremain.CoreVersion + "+healthdns-" + version; caddy.AppVersion != want {
+		t.Errorf("caddy.AppVersion = %q, want %q", caddy.AppVersion, want)
 	}
 }

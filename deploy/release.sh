@@ -1,0 +1,39 @@
+#!/bin/sh
+# Builds the release binaries: static CoreDNS with healthdns for linux/amd64, linux/arm64 and
+# linux/arm (v7), stamped with VERSION, into DIR (default dist/), with their SHA256SUMS.
+#
+#   deploy/release.sh v0.2.0 [DIR]
+#
+# coredns -version then prints CoreDNS-1.14.7+healthdns-v0.2.0.
+set -eu
+
+usage() { echo "usage: $0 VERSION [DIR]   (VERSION like v0.2.0)" >&2; exit 2; }
+[ $# -ge 1 ] && [ $# -le 2 ] || usage
+version=$1
+case $version in
+v[0-9]*) ;;
+*) usage ;;
+esac
+root=$(cd "$(dirname "$0")/.." && pwd)
+dist=${2:-$root/dist}
+mkdir -p "$dist"
+dist=$(cd "$dist" && pwd)
+
+# -trimpath keeps this machine's paths out of the binaries; -s -w drops the symbol tables
+# (a third of the size), which panics' stack traces do not need.
+ldflags="-s -w -X main.version=$version"
+for target in amd64 arm64 arm/7; do
+	arch=${target%/*}
+	arm=
+	name=coredns-healthdns-$version-linux-$arch
+	if [ "$arch" != "$target" ]; then
+		arm=${target#*/}
+		name=${name}v$arm
+	fi
+	echo "building $name" >&2
+	(cd "$root" && CGO_ENABLED=0 GOOS=linux GOARCH=$arch GOARM=$arm \
+		go build -trimpath -ldflags "$ldflags" -o "$dist/$name" ./build)
+done
+cd "$dist"
+sha256sum coredns-healthdns-"$version"-linux-* >SHA256SUMS
+cat SHA256SUMS
