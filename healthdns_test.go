@@ -39,7 +39,8 @@ var dead = deadProber{
 func testConfig(zone string, backends ...string) poolConfig {
 	cfg := poolConfig{
 		zone:    zone,
-		spec:    health.Spec{Check: health.Check{Kind: health.TCP, Port: 80}, Interval: time.Hour, Timeout: time.Second, Rise: 2, Fall: 2},
+		spec:    health.Spec{Interval: time.Hour, Timeout: time.Second, Rise: 2, Fall: 2},
+		checks:  []health.Check{{Kind: health.TCP, Port: 80}},
 		policy:  "round_robin",
 		answers: 8,
 		ttl:     5,
@@ -403,7 +404,7 @@ func TestConfigSerial(t *testing.T) {
 
 	// Pinned so that anything depending on the process (time, map order, pointers) shows up; a
 	// deliberate change of what is hashed changes it, and this value with it.
-	const pinned = 0xc942d7e0
+	const pinned = 0x7f20d6e6
 	if got := serial(base()); got != pinned {
 		t.Errorf("serial of the base configuration %#x, want %#x", got, pinned)
 	}
@@ -418,8 +419,10 @@ func TestConfigSerial(t *testing.T) {
 		},
 		"backend order":   func(c *poolConfig) { c.backends[0], c.backends[1] = c.backends[1], c.backends[0] },
 		"weight":          func(c *poolConfig) { c.backends[0].weight = 2 },
-		"check":           func(c *poolConfig) { c.spec.Check = health.Check{Kind: health.ICMP} },
-		"check port":      func(c *poolConfig) { c.spec.Check.Port = 443 },
+		"check":           func(c *poolConfig) { c.checks = []health.Check{{Kind: health.ICMP}} },
+		"check port":      func(c *poolConfig) { c.checks = []health.Check{{Kind: health.TCP, Port: 443}} },
+		"second check":    func(c *poolConfig) { c.checks = append(c.checks, health.Check{Kind: health.HTTP, Port: 80, Path: "/"}) },
+		"fast_interval":   func(c *poolConfig) { c.spec.Fast = 100 * time.Millisecond },
 		"interval":        func(c *poolConfig) { c.spec.Interval = time.Minute },
 		"timeout":         func(c *poolConfig) { c.spec.Timeout = 2 * time.Second },
 		"rise":            func(c *poolConfig) { c.spec.Rise = 3 },

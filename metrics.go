@@ -46,6 +46,13 @@ var (
 		Help:      "Health probes by backend, check and result (success or failure).",
 	}, []string{"backend", "check", "result"})
 
+	probeFailuresTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "healthdns",
+		Name:      "probe_failures_total",
+		Help:      "Failed health probes by backend, check and reason: refused, timeout, unreachable, http_status, http_body, tls, exec_exit, exec_busy or error.",
+	}, []string{"backend", "check", "reason"})
+
 	transitionsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "healthdns",
@@ -93,14 +100,24 @@ func (observer) ProbeRecorder(t health.Target) func(health.Result) {
 	lateness := probeLateness.WithLabelValues(check)
 	success := probesTotal.WithLabelValues(backend, check, "success")
 	failure := probesTotal.WithLabelValues(backend, check, "failure")
+	// A target fails for one reason or two in its life: they are resolved as they come, on the
+	// loop's goroutine, which is the only caller.
+	byReason := map[string]prometheus.Counter{}
 	return func(r health.Result) {
 		duration.Observe(r.Took.Seconds())
 		lateness.Observe(r.Late.Seconds())
-		if r.Err != nil {
-			failure.Inc()
-		} else {
+		if r.Err == nil {
 			success.Inc()
+			return
 		}
+		failure.Inc()
+		reason := health.Reason(r.Err)
+		c, ok := byReason[reason]
+		if !ok {
+			c = probeFailuresTotal.WithLabelValues(backend, check, reason)
+			byReason[reason] = c
+		}
+		c.Inc()
 	}
 }
 
@@ -166,5 +183,6 @@ func (observer) Released(owner string, addr netip.Addr) {
 func (observer) Stopped(addr netip.Addr, check health.Check) {
 	labels := prometheus.Labels{"backend": addr.String(), "check": check.String()}
 	probesTotal.DeletePartialMatch(labels)
+	probeFailuresTotal.DeletePartialMatch(labels)
 	transitionsTotal.DeletePartialMatch(labels)
 }

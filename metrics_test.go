@@ -3,12 +3,14 @@ package healthdns
 import (
 	"context"
 	"errors"
+	"fmt"
 	golog "log"
 	"net/netip"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,7 +27,9 @@ import (
 // TestMetricNames lints our collectors as CoreDNS's own test/metric_naming_test.go does.
 func TestMetricNames(t *testing.T) {
 	target := health.Target{Addr: netip.MustParseAddr("192.0.2.1"), Spec: health.Spec{Check: health.Check{Kind: health.TCP, Port: 80}}}
-	observer{}.ProbeRecorder(target)(health.Result{Took: time.Millisecond})
+	record := observer{}.ProbeRecorder(target)
+	record(health.Result{Took: time.Millisecond})
+	record(health.Result{Took: time.Millisecond, Err: fmt.Errorf("tcp :80: %w", syscall.ECONNREFUSED)})
 	observer{}.Changed(target, health.Change{Up: true})
 	backendUp.WithLabelValues("dns://:53", "lint.lan.", "192.0.2.1").Set(1)
 	allDownTotal.WithLabelValues("dns://:53", "lint.lan.", "ipv4").Inc()
@@ -41,8 +45,8 @@ func TestMetricNames(t *testing.T) {
 			ours = append(ours, mf)
 		}
 	}
-	if len(ours) != 7 {
-		t.Errorf("%d healthdns metric families, want 7", len(ours))
+	if len(ours) != 8 {
+		t.Errorf("%d healthdns metric families, want 8", len(ours))
 	}
 	problems, err := promlint.NewWithMetricFamilies(ours).Lint()
 	if err != nil {
@@ -60,6 +64,9 @@ func TestMetricNames(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(probesTotal, "coredns_healthdns_probes_total"); n != 0 {
 		t.Errorf("%d probes_total series after stop", n)
+	}
+	if n := testutil.CollectAndCount(probeFailuresTotal, "coredns_healthdns_probe_failures_total"); n != 0 {
+		t.Errorf("%d probe_failures_total series after stop", n)
 	}
 	allDownTotal.Reset()
 }

@@ -25,8 +25,8 @@ type Pool struct {
 	snap  atomic.Pointer[snapshot]
 	ready atomic.Bool // every backend has had its first verdict
 
-	mu     sync.Mutex // serialises rebuilds; never taken on the query path
-	leases []*health.Lease
+	mu     sync.Mutex     // serialises rebuilds; never taken on the query path
+	leases []*health.Lease // backend i's checks are leases[i*len(checks):][:len(checks)]
 	unsubs []func()
 }
 
@@ -58,12 +58,17 @@ func newPool(cfg poolConfig, policy balance.Policy, reg *health.Registry) *Pool 
 	return p
 }
 
-// start acquires every backend's monitor, adopting running ones, and publishes the first snapshot.
+// start acquires a monitor for every check of every backend, adopting running ones, and
+// publishes the first snapshot.
 func (p *Pool) start() {
 	p.mu.Lock()
+	owner := poolOwner(p.cfg.server, p.cfg.zone)
 	for _, b := range p.cfg.backends {
-		l := p.reg.Acquire(health.Target{Addr: b.addr, Spec: p.cfg.spec}, poolOwner(p.cfg.server, p.cfg.zone))
-		p.leases = append(p.leases, l)
+		for _, c := range p.cfg.checks {
+			spec := p.cfg.spec
+			spec.Check = c
+			p.leases = append(p.leases, p.reg.Acquire(health.Target{Addr: b.addr, Spec: spec}, owner))
+		}
 	}
 	p.mu.Unlock()
 	// Not under mu: a monitor holds its subscriber lock while it calls rebuild, which takes mu.
@@ -119,6 +124,20 @@ func (p *Pool) stop() {
 	}
 }
 
+// upLocked reports whether backend i passes every one of its checks. Callers hold mu.
+func (p *Pool) upLocked(i int) bool {
+	n := len(p.cfg.checks)
+	if (i+1)*n > len(p.leases) {
+		return false // not started, or stopped
+	}
+	for _, l := range p.leases[i*n : (i+1)*n] {
+		if !l.Up() {
+			return false
+		}
+	}
+	return true
+}
+
 func (p *Pool) rebuild() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -126,7 +145,7 @@ func (p *Pool) rebuild() {
 	var v4, v6 []int // indexes into cfg.backends
 	var up4, up6 []int
 	for i, b := range p.cfg.backends {
-		up := i < len(p.leases) && p.leases[i].Up()
+		up := p.upLocked(i)
 		gauge := 0.0
 		if up {
 			gauge = 1

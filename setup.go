@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
@@ -70,7 +72,8 @@ type backend struct {
 type poolConfig struct {
 	zone     string // lower case, fully qualified
 	backends []backend
-	spec     health.Spec
+	spec     health.Spec    // timing: interval, fast interval, timeout, rise, fall
+	checks   []health.Check // a backend is up while every one passes
 	policy   string
 	answers  int
 	ttl      uint32
@@ -80,7 +83,7 @@ type poolConfig struct {
 	fall     fall.F
 	server   string // set by setup: the server label of CoreDNS's metrics, for ours
 
-	checkLine int // the check's line, or the healthdns line for the default: where setup reports it
+	icmpLine int // the ICMP check's line, or the healthdns line for the default: where setup reports it
 }
 
 func setup(c *caddy.Controller) error { return setupWith(c, health.ICMPMode) }
@@ -101,13 +104,13 @@ func setupWith(c *caddy.Controller, detectICMP func() (privileged bool, err erro
 		// ICMP's socket mode is found out here, at setup, so that a machine where ICMP cannot
 		// work fails at startup with the fix, at the pool's own line, rather than marking every
 		// backend down.
-		if cfg.spec.Check.Kind == health.ICMP {
+		if cfg.icmpLine != 0 {
 			if !icmpChecked {
 				_, icmpErr = detectICMP()
 				icmpChecked = true
 			}
 			if icmpErr != nil {
-				return plugin.Error(pluginName, errAt(c, cfg.checkLine, "zone %s: %v", cfg.zone, icmpErr))
+				return plugin.Error(pluginName, errAt(c, cfg.icmpLine, "zone %s: %v", cfg.zone, icmpErr))
 			}
 		}
 		if cfg.nsAddrs == nil {
@@ -142,7 +145,11 @@ func parse(c *caddy.Controller) ([]poolConfig, error) {
 		if err != nil {
 			return nil, err
 		}
-		if lines.weight != 0 && cfg.policy != "weighted" {
+		if lines.tlsInsecure != 0 {
+		log.Warningf("%s:%d - tls_insecure: the https checks of %s do not verify certificates; any server on the port passes",
+			c.File(), lines.tlsInsecure, strings.Join(zones, ", "))
+	}
+	if lines.weight != 0 && cfg.policy != "weighted" {
 			log.Warningf("%s:%d - weight is ignored unless 'policy weighted' (the policy of %s is %s)",
 				c.File(), lines.weight, strings.Join(zones, ", "), cfg.policy)
 		}
@@ -213,34 +220,35 @@ func lowerAll(names []string) []string {
 
 // blockLines are the lines of a block's properties that parse reports after the block.
 type blockLines struct {
-	ns     int // the ns line, 0 for the default
-	weight int // the first backend with a weight, 0 for none
+	ns          int // the ns line, 0 for the default
+	weight      int // the first backend with a weight, 0 for none
+	tlsInsecure int // the tls_insecure line, 0 for none
 }
 
 func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 	cfg := poolConfig{
 		spec: health.Spec{
-			Check:    health.Check{Kind: health.ICMP},
 			Interval: defaultInterval,
 			Timeout:  defaultTimeout,
 			Rise:     defaultRise,
 			Fall:     defaultFall,
 		},
 		policy:    "random",
-		answers:   defaultAnswers,
-		ttl:       defaultTTL,
-		checkLine: line,
+		answers: defaultAnswers,
+		ttl:     defaultTTL,
 	}
 	var lines blockLines
 	timingLine := line
 	seenAddr := map[netip.Addr]int{}
-	firstLine := map[string]int{} // of each property but backend, the one that repeats
+	firstLine := map[string]int{} // of each property but backend and check, the one that repeats
+	checkLines := map[health.Check]int{}
+	var tlsCA string
 	for c.NextBlock() {
 		prop := c.Val()
 		if prev, dup := firstLine[prop]; dup {
 			return cfg, lines, c.Errf("duplicate '%s' (first on line %d): give it once", prop, prev)
 		}
-		if prop != "backend" {
+		if prop != "backend" && prop != "check" {
 			firstLine[prop] = c.Line()
 		}
 		args := c.RemainingArgs()
@@ -260,8 +268,28 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 				}
 			}
 		case "check":
-			cfg.spec.Check, err = parseCheck(c, args)
-			cfg.checkLine = c.Line()
+			var chk health.Check
+			chk, err = parseCheck(c, args)
+			if prev, dup := checkLines[chk]; dup && err == nil {
+				err = c.Errf("duplicate check '%s' (first on line %d)", chk, prev)
+			}
+			checkLines[chk] = c.Line()
+			cfg.checks = append(cfg.checks, chk)
+			if chk.Kind == health.ICMP && cfg.icmpLine == 0 {
+				cfg.icmpLine = c.Line()
+			}
+		case "fast_interval":
+			cfg.spec.Fast, err = parseDuration(c, prop, args, minTimeout)
+		case "tls_ca":
+			if len(args) != 1 {
+				err = c.Errf("want 'tls_ca FILE'")
+			}
+			tlsCA = strings.Join(args, " ")
+		case "tls_insecure":
+			if len(args) != 0 {
+				err = c.Errf("want 'tls_insecure' alone")
+			}
+			lines.tlsInsecure = c.Line()
 		case "interval":
 			cfg.spec.Interval, err = parseDuration(c, prop, args, minInterval)
 			timingLine = c.Line()
@@ -294,7 +322,7 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 		case "fallthrough":
 			cfg.fall.SetZonesFromArgs(args)
 		default:
-			err = c.Errf("unknown property '%s'; want backend, check, interval, timeout, rise, fall, policy, answers, ttl, all_down, ns or fallthrough", prop)
+			err = c.Errf("unknown property '%s'; want backend, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, answers, ttl, all_down, ns or fallthrough", prop)
 		}
 		if err != nil {
 			return cfg, lines, err
@@ -302,6 +330,24 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 	}
 	if len(cfg.backends) == 0 {
 		return cfg, lines, errAt(c, line, "no backend; want at least one 'backend ADDRESS [weight W]'")
+	}
+	if len(cfg.checks) == 0 {
+		cfg.checks = []health.Check{{Kind: health.ICMP}}
+		cfg.icmpLine = line
+	}
+	if err := applyTLS(c, &cfg, tlsCA, lines.tlsInsecure != 0, firstLine); err != nil {
+		return cfg, lines, err
+	}
+	for _, chk := range cfg.checks {
+		// A check that cannot run here (a tls_ca that does not read, a script that is not
+		// there or that others can change) fails startup at its line, not every probe.
+		if err := chk.Validate(); err != nil {
+			at := checkLines[chk]
+			if chk.Kind == health.HTTPS && tlsCA != "" {
+				at = firstLine["tls_ca"]
+			}
+			return cfg, lines, errAt(c, at, "check %s: %v", chk, err)
+		}
 	}
 	if len(cfg.backends) > balance.MaxSetSize {
 		return cfg, lines, errAt(c, line, "%d backends; at most %d fit in one zone", len(cfg.backends), balance.MaxSetSize)
@@ -319,7 +365,32 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 		}
 		return cfg, lines, errAt(c, timingLine, "timeout %s must be shorter than interval %s", cfg.spec.Timeout, cfg.spec.Interval)
 	}
+	if f := cfg.spec.Fast; f != 0 && (f <= cfg.spec.Timeout || f >= cfg.spec.Interval) {
+		return cfg, lines, errAt(c, firstLine["fast_interval"], "fast_interval %s must be longer than timeout %s and shorter than interval %s",
+			f, cfg.spec.Timeout, cfg.spec.Interval)
+	}
 	return cfg, lines, nil
+}
+
+// applyTLS gives every https check of the block the block's tls_ca and tls_insecure, which mean
+// nothing without one.
+func applyTLS(c *caddy.Controller, cfg *poolConfig, ca string, insecure bool, lines map[string]int) error {
+	https := false
+	for i := range cfg.checks {
+		if cfg.checks[i].Kind == health.HTTPS {
+			cfg.checks[i].TLSCA, cfg.checks[i].TLSInsecure = ca, insecure
+			https = true
+		}
+	}
+	switch {
+	case !https && ca != "":
+		return errAt(c, lines["tls_ca"], "tls_ca without an https check; want 'check https PORT ...' in the block")
+	case !https && insecure:
+		return errAt(c, lines["tls_insecure"], "tls_insecure without an https check; want 'check https PORT ...' in the block")
+	case ca != "" && insecure:
+		return errAt(c, lines["tls_insecure"], "tls_insecure with tls_ca: give one; tls_insecure verifies nothing")
+	}
+	return nil
 }
 
 // errAt reports a problem found after the token that caused it was read, at that token's line.
@@ -374,17 +445,99 @@ func parseAddr(c *caddy.Controller, s string) (netip.Addr, error) {
 	return addr, c.Errf("invalid address '%s': %s, not the address of a host", s, not)
 }
 
+const checkForms = "'icmp', 'tcp PORT', 'http PORT [PATH] [expect CODES] [body TEXT] [host NAME]', 'https PORT ...' or 'exec PATH [ARGS...]'"
+
 func parseCheck(c *caddy.Controller, args []string) (health.Check, error) {
-	switch {
-	case len(args) == 1 && args[0] == "icmp":
-		return health.Check{Kind: health.ICMP}, nil
-	case len(args) == 2 && args[0] == "tcp":
-		port, err := parseInt(c, "tcp port", args[1:], 1, 65535)
-		return health.Check{Kind: health.TCP, Port: uint16(port)}, err
-	case len(args) >= 1 && args[0] == "tcp":
-		return health.Check{}, c.Errf("want 'check tcp PORT'")
+	if len(args) == 0 {
+		return health.Check{}, c.Errf("want 'check' and one of %s", checkForms)
 	}
-	return health.Check{}, c.Errf("unknown check '%s'; want 'icmp' or 'tcp PORT'", strings.Join(args, " "))
+	kind, rest := args[0], args[1:]
+	switch kind {
+	case "icmp":
+		if len(rest) != 0 {
+			return health.Check{}, c.Errf("want 'check icmp' alone; options such as '%s' are for http and https checks", rest[0])
+		}
+		return health.Check{Kind: health.ICMP}, nil
+	case "tcp":
+		if len(rest) != 1 {
+			if len(rest) > 1 {
+				return health.Check{}, c.Errf("want 'check tcp PORT'; options such as '%s' are for http and https checks", rest[1])
+			}
+			return health.Check{}, c.Errf("want 'check tcp PORT'")
+		}
+		port, err := parseInt(c, "tcp port", rest, 1, 65535)
+		return health.Check{Kind: health.TCP, Port: uint16(port)}, err
+	case "http", "https":
+		return parseHTTPCheck(c, kind, rest)
+	case "exec":
+		if len(rest) == 0 {
+			return health.Check{}, c.Errf("want 'check exec PATH [ARGS...]'")
+		}
+		if !filepath.IsAbs(rest[0]) {
+			return health.Check{}, c.Errf("invalid exec path '%s': want an absolute path; scripts run directly, never through a shell or $PATH", rest[0])
+		}
+		return health.Check{Kind: health.Exec, Command: rest[0], Args: health.JoinArgs(rest[1:])}, nil
+	}
+	return health.Check{}, c.Errf("unknown check '%s'; want %s", strings.Join(args, " "), checkForms)
+}
+
+// parseHTTPCheck reads 'http PORT [PATH] [expect CODES] [body TEXT] [host NAME]' after its kind.
+func parseHTTPCheck(c *caddy.Controller, kind string, args []string) (health.Check, error) {
+	form := fmt.Sprintf("'check %s PORT [PATH] [expect CODES] [body TEXT] [host NAME]'", kind)
+	if len(args) == 0 {
+		return health.Check{}, c.Errf("want %s", form)
+	}
+	port, err := parseInt(c, kind+" port", args[:1], 1, 65535)
+	if err != nil {
+		return health.Check{}, err
+	}
+	chk := health.Check{Kind: health.HTTP, Port: uint16(port), Path: "/"}
+	if kind == "https" {
+		chk.Kind = health.HTTPS
+	}
+	args = args[1:]
+	if len(args) > 0 && strings.HasPrefix(args[0], "/") {
+		if strings.ContainsAny(args[0], " \t\r\n") || !utf8.ValidString(args[0]) {
+			return chk, c.Errf("invalid path %q: want a path such as /healthz, without spaces", args[0])
+		}
+		chk.Path, args = args[0], args[1:]
+	}
+	seen := map[string]bool{}
+	for len(args) > 0 {
+		opt := args[0]
+		switch {
+		case strings.HasPrefix(opt, "/"):
+			return chk, c.Errf("path '%s' must come right after the port; want %s", opt, form)
+		case opt != "expect" && opt != "body" && opt != "host":
+			return chk, c.Errf("unknown %s check option '%s'; want %s", kind, opt, form)
+		case len(args) < 2:
+			return chk, c.Errf("'%s' wants a value; want %s", opt, form)
+		}
+		if seen[opt] {
+			return chk, c.Errf("'%s' given twice in one check", opt)
+		}
+		seen[opt] = true
+		val := args[1]
+		switch opt {
+		case "expect":
+			if err := health.CheckStatusCodes(val); err != nil {
+				return chk, c.Err(err.Error())
+			}
+			chk.Expect = val
+		case "body":
+			if val == "" {
+				return chk, c.Errf("invalid body '': want the text the body must hold")
+			}
+			chk.Body = val
+		case "host":
+			if _, ok := dns.IsDomainName(val); !ok || strings.ContainsAny(val, " /:") {
+				return chk, c.Errf("invalid host '%s': want a host name such as app.lan", val)
+			}
+			chk.Host = strings.TrimSuffix(val, ".")
+		}
+		args = args[2:]
+	}
+	return chk, nil
 }
 
 func parseDuration(c *caddy.Controller, name string, args []string, floor time.Duration) (time.Duration, error) {

@@ -2,10 +2,18 @@ package healthdns
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	golog "log"
+	"math/big"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,8 +37,8 @@ func TestParseDefaults(t *testing.T) {
 		t.Fatalf("%d pools", len(cfgs))
 	}
 	got := cfgs[0]
-	want := health.Spec{Check: health.Check{Kind: health.ICMP}, Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 2, Fall: 2}
-	if got.zone != "app.lan." || got.spec != want || got.policy != "random" || got.answers != 1 ||
+	want := health.Spec{Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 2, Fall: 2}
+	if got.zone != "app.lan." || got.spec != want || !slices.Equal(got.checks, []health.Check{{Kind: health.ICMP}}) || got.policy != "random" || got.answers != 1 ||
 		got.ttl != 5 || got.allDown != allDownServeAll || got.nsName != "ns.dns.app.lan." || got.nsAddrs != nil {
 		t.Fatalf("defaults: %+v", got)
 	}
@@ -64,8 +72,8 @@ func TestParseEverything(t *testing.T) {
 		t.Fatalf("zones: %+v", cfgs)
 	}
 	c := cfgs[0]
-	wantSpec := health.Spec{Check: health.Check{Kind: health.TCP, Port: 8080}, Interval: 200 * time.Millisecond, Timeout: 100 * time.Millisecond, Rise: 3, Fall: 1}
-	if c.spec != wantSpec || c.policy != "weighted" || c.answers != 3 || c.ttl != 0 || c.allDown != allDownFallthrough {
+	wantSpec := health.Spec{Interval: 200 * time.Millisecond, Timeout: 100 * time.Millisecond, Rise: 3, Fall: 1}
+	if c.spec != wantSpec || !slices.Equal(c.checks, []health.Check{{Kind: health.TCP, Port: 8080}}) || c.policy != "weighted" || c.answers != 3 || c.ttl != 0 || c.allDown != allDownFallthrough {
 		t.Fatalf("config %+v", c)
 	}
 	wantBackends := []backend{
@@ -86,6 +94,99 @@ func TestParseEverything(t *testing.T) {
 	}
 }
 
+// TestParseChecks reads every form of check, several in one block, and the TLS and fast
+// interval properties that go with them.
+func TestParseChecks(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "check-db")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, testCAPEM(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in := `healthdns app.lan {
+		backend 10.0.0.1
+		check tcp 5432
+		check http 8080 /healthz expect 200,204,301-302 body "status: ok" host App.LAN.
+		check https 8443
+		check exec ` + script + ` --host={backend} -q
+		tls_ca ` + ca + `
+		interval 2s
+		fast_interval 600ms
+	}`
+	cfgs, err := parse(caddy.NewTestController("dns", in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []health.Check{
+		{Kind: health.TCP, Port: 5432},
+		{Kind: health.HTTP, Port: 8080, Path: "/healthz", Expect: "200,204,301-302", Body: "status: ok", Host: "App.LAN"},
+		{Kind: health.HTTPS, Port: 8443, Path: "/", TLSCA: ca},
+		{Kind: health.Exec, Command: script, Args: health.JoinArgs([]string{"--host={backend}", "-q"})},
+	}
+	c := cfgs[0]
+	if !slices.Equal(c.checks, want) {
+		t.Errorf("checks\n%+v\nwant\n%+v", c.checks, want)
+	}
+	if c.spec.Fast != 600*time.Millisecond || c.icmpLine != 0 {
+		t.Errorf("fast interval %v, icmp line %d", c.spec.Fast, c.icmpLine)
+	}
+	if got := c.checks[3].ExecArgs(); !slices.Equal(got, []string{"--host={backend}", "-q"}) {
+		t.Errorf("exec args %q", got)
+	}
+	for i, name := range []string{"tcp :5432", "http :8080/healthz", "https :8443/", "exec " + script} {
+		if c.checks[i].String() != name {
+			t.Errorf("check %d is named %q, want %q", i, c.checks[i], name)
+		}
+	}
+}
+
+// TestParseCheckFiles refuses the files a check cannot use, at the line that names them.
+func TestParseCheckFiles(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain")
+	if err := os.WriteFile(plain, []byte("not a script, not a certificate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, in string
+		line     int
+		want     string
+	}{
+		{"exec not executable", "healthdns app.lan {\n backend 10.0.0.1\n check exec " + plain + "\n}", 3, plain + " is not an executable file"},
+		{"exec a directory", "healthdns app.lan {\n backend 10.0.0.1\n check exec " + dir + "\n}", 3, dir + " is not an executable file"},
+		{"tls_ca not a certificate", "healthdns app.lan {\n backend 10.0.0.1\n check https 443\n tls_ca " + plain + "\n}", 4, "no PEM certificate in it"},
+		{"tls_ca and tls_insecure", "healthdns app.lan {\n backend 10.0.0.1\n check https 443\n tls_ca " + plain + "\n tls_insecure\n}", 5, "tls_insecure with tls_ca: give one"},
+		{"tls_ca without https", "healthdns app.lan {\n backend 10.0.0.1\n check http 80\n tls_ca " + plain + "\n}", 4, "tls_ca without an https check"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parse(caddy.NewTestController("dns", tc.in))
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "Testfile:"+strconv.Itoa(tc.line)+" - ") {
+				t.Errorf("error %v, want %q at line %d", err, tc.want, tc.line)
+			}
+		})
+	}
+}
+
+// testCAPEM returns a self-signed CA certificate in PEM, as a tls_ca file holds one.
+func testCAPEM(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
 func TestParseZonesFromServerBlock(t *testing.T) {
 	c := caddy.NewTestController("dns", "healthdns {\n backend 10.0.0.1\n}")
 	c.ServerBlockKeys = []string{"app.lan.:1053", "Other.Lan.:1053"}
@@ -104,7 +205,7 @@ func TestParseSeveralBlocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfgs) != 2 || cfgs[1].zone != "db.lan." || cfgs[1].spec.Check.Port != 5432 || cfgs[0].spec.Check.Kind != health.ICMP {
+	if len(cfgs) != 2 || cfgs[1].zone != "db.lan." || cfgs[1].checks[0].Port != 5432 || cfgs[0].checks[0].Kind != health.ICMP {
 		t.Fatalf("%+v", cfgs)
 	}
 }
@@ -131,7 +232,27 @@ func TestParseErrors(t *testing.T) {
 		{"zero backends", "healthdns app.lan {\n check tcp 80\n}", 1, "no backend"},
 		{"no block", "healthdns app.lan", 1, "no backend"},
 		{"unknown policy", "healthdns app.lan {\n backend 10.0.0.1\n policy fastest\n}", 3, `unknown policy "fastest"`},
-		{"unknown check", "healthdns app.lan {\n backend 10.0.0.1\n check http\n}", 3, "unknown check 'http'"},
+		{"unknown check", "healthdns app.lan {\n backend 10.0.0.1\n check smtp 25\n}", 3, "unknown check 'smtp 25'; want 'icmp', 'tcp PORT'"},
+		{"http without port", "healthdns app.lan {\n backend 10.0.0.1\n check http\n}", 3, "want 'check http PORT [PATH] [expect CODES] [body TEXT] [host NAME]'"},
+		{"http bad port", "healthdns app.lan {\n backend 10.0.0.1\n check http 0\n}", 3, "invalid http port '0': want an integer from 1 to 65535"},
+		{"http bad path", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 healthz\n}", 3, "unknown http check option 'healthz'"},
+		{"http path after options", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 expect 200 /healthz x\n}", 3, "path '/healthz' must come right after the port"},
+		{"http bad codes", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 expect 200-2xx\n}", 3, "invalid status codes \"200-2xx\""},
+		{"http codes out of range", "healthdns app.lan {\n backend 10.0.0.1\n check https 443 / expect 99\n}", 3, "invalid status codes \"99\""},
+		{"http option without value", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 / body\n}", 3, "'body' wants a value"},
+		{"http option twice", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 host a.lan host b.lan\n}", 3, "'host' given twice in one check"},
+		{"http bad host", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 host a/b\n}", 3, "invalid host 'a/b'"},
+		{"body on tcp", "healthdns app.lan {\n backend 10.0.0.1\n check tcp 80 body ok\n}", 3, "options such as 'body' are for http and https checks"},
+		{"host on icmp", "healthdns app.lan {\n backend 10.0.0.1\n check icmp host a.lan\n}", 3, "options such as 'host' are for http and https checks"},
+		{"exec relative", "healthdns app.lan {\n backend 10.0.0.1\n check exec check.sh\n}", 3, "want an absolute path"},
+		{"exec missing", "healthdns app.lan {\n backend 10.0.0.1\n check exec /nonexistent/check.sh\n}", 3, "check exec /nonexistent/check.sh: stat /nonexistent/check.sh: no such file or directory"},
+		{"exec without path", "healthdns app.lan {\n backend 10.0.0.1\n check exec\n}", 3, "want 'check exec PATH [ARGS...]'"},
+		{"same check twice", "healthdns app.lan {\n backend 10.0.0.1\n check tcp 80\n backend 10.0.0.2\n check tcp 80\n}", 5, "duplicate check 'tcp :80' (first on line 3)"},
+		{"tls_insecure without https", "healthdns app.lan {\n backend 10.0.0.1\n tls_insecure\n check tcp 80\n}", 3, "tls_insecure without an https check"},
+		{"tls_ca unreadable", "healthdns app.lan {\n backend 10.0.0.1\n check https 443\n tls_ca /nonexistent/ca.pem\n}", 4, "tls_ca: open /nonexistent/ca.pem: no such file or directory"},
+		{"fast_interval not below interval", "healthdns app.lan {\n backend 10.0.0.1\n fast_interval 1s\n}", 3, "fast_interval 1s must be longer than timeout 500ms and shorter than interval 1s"},
+		{"fast_interval not above timeout", "healthdns app.lan {\n backend 10.0.0.1\n interval 2s\n timeout 500ms\n fast_interval 200ms\n}", 5, "fast_interval 200ms must be longer than timeout 500ms"},
+		{"fast_interval bad", "healthdns app.lan {\n backend 10.0.0.1\n fast_interval soon\n}", 3, "invalid fast_interval 'soon'"},
 		{"tcp without port", "healthdns app.lan {\n backend 10.0.0.1\n check tcp\n}", 3, "want 'check tcp PORT'"},
 		{"tcp port 0", "healthdns app.lan {\n backend 10.0.0.1\n check tcp 0\n}", 3, "invalid tcp port '0'"},
 		{"tcp port 70000", "healthdns app.lan {\n backend 10.0.0.1\n check tcp 70000\n}", 3, "invalid tcp port"},
@@ -171,7 +292,7 @@ func TestParseErrors(t *testing.T) {
 		{"extra argument", "healthdns app.lan {\n backend 10.0.0.1\n interval 1s 2s\n}", 3, "want 'interval DURATION'"},
 	}
 	// Every single-valued property given twice: the second is refused, naming the first.
-	for _, p := range []string{"check tcp 80", "interval 2s", "timeout 100ms", "rise 3", "fall 3",
+	for _, p := range []string{"interval 2s", "fast_interval 600ms", "timeout 100ms", "tls_insecure", "rise 3", "fall 3",
 		"policy weighted", "answers 2", "ttl 30", "all_down servfail", "ns ns1.app.lan 10.0.0.53", "fallthrough"} {
 		name := strings.Fields(p)[0]
 		tests = append(tests, struct {
@@ -326,7 +447,8 @@ func captureLog(t *testing.T) *bytes.Buffer {
 	return &buf
 }
 
-func TestParseWarnsOfIgnoredWeight(t *testing.T) {
+// TestParseWarnings: what setup accepts but an operator should hear about is logged once.
+func TestParseWarnings(t *testing.T) {
 	tests := []struct {
 		name  string
 		block string
@@ -336,6 +458,7 @@ func TestParseWarnsOfIgnoredWeight(t *testing.T) {
 		{"default policy", " backend 10.0.0.1 weight 5", "Corefile:3 - weight is ignored unless 'policy weighted' (the policy of app.lan. is random)"},
 		{"weighted", " backend 10.0.0.1 weight 5\n policy weighted", ""},
 		{"no weight", " backend 10.0.0.1\n policy round_robin", ""},
+		{"tls_insecure", " backend 10.0.0.1\n check https 443\n tls_insecure", "Corefile:5 - tls_insecure: the https checks of app.lan. do not verify certificates; any server on the port passes"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -72,8 +72,8 @@ func configSerial(cfg *poolConfig) uint32 {
 	for _, b := range cfg.backends {
 		fmt.Fprintf(h, "backend %s weight %d\n", b.addr, b.weight)
 	}
-	fmt.Fprintf(h, "spec %+v\npolicy %s\nanswers %d\nttl %d\nall_down %s\nns %s",
-		cfg.spec, cfg.policy, cfg.answers, cfg.ttl, cfg.allDown, cfg.nsName)
+	fmt.Fprintf(h, "checks %+v\nspec %+v\npolicy %s\nanswers %d\nttl %d\nall_down %s\nns %s",
+		cfg.checks, cfg.spec, cfg.policy, cfg.answers, cfg.ttl, cfg.allDown, cfg.nsName)
 	for _, a := range cfg.nsAddrs {
 		fmt.Fprintf(h, " %s", a)
 	}

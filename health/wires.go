@@ -112,6 +112,18 @@ func httpSpec(c Check) (wire.HTTPSpec, error) {
 	return spec, nil
 }
 
+// Reason classifies a probe's failure in a few words, for a metric's label: refused, timeout,
+// unreachable, http_status, http_body, tls, exec_exit, exec_busy or error. The error's text says
+// more.
+func Reason(err error) string { return wire.Reason(err) }
+
+// CheckStatusCodes reports whether s is a set of HTTP statuses an http check can expect:
+// "200", "200-299" or "200,204,301-302".
+func CheckStatusCodes(s string) error {
+	_, err := wire.ParseStatusCodes(s)
+	return err
+}
+
 // Validate reports what would keep c from running here: an unreadable tls_ca, a script that is
 // missing, not executable, or (running as root) writable by someone else. Setup calls it, so
 // that such a check fails startup with its line rather than failing every probe.

@@ -2,11 +2,63 @@ package wire
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"os"
+	"syscall"
 	"time"
 )
+
+// Reasons a probe fails, a small fixed set so that a metric labelled by them stays bounded. The
+// error's text says more (the status, the script's first line).
+const (
+	ReasonRefused     = "refused"     // the port is closed: a reset to the SYN
+	ReasonTimeout     = "timeout"     // no answer, or a script that did not finish, within the timeout
+	ReasonUnreachable = "unreachable" // no route, or an ICMP unreachable
+	ReasonHTTPStatus  = "http_status" // an answer with a status the check does not expect
+	ReasonHTTPBody    = "http_body"   // an answer whose body lacks the text
+	ReasonTLS         = "tls"         // the handshake or the certificate failed
+	ReasonExecExit    = "exec_exit"   // the script exited with a status other than 0
+	ReasonExecBusy    = "exec_busy"   // the script could not start: MaxExecRunning run already
+	ReasonError       = "error"       // anything else
+)
+
+// Reason classifies a probe's failure.
+func Reason(err error) string {
+	var status StatusError
+	var exit exitError
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var verify *tls.CertificateVerificationError
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return ReasonRefused
+	case errors.As(err, &status):
+		return ReasonHTTPStatus
+	case errors.As(err, &bodyError{}):
+		return ReasonHTTPBody
+	case errors.As(err, &exit):
+		return ReasonExecExit
+	case errors.Is(err, errExecBusy):
+		return ReasonExecBusy
+	case errors.As(err, &verify), errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid), errors.As(err, &tlsError{}):
+		return ReasonTLS
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return ReasonTimeout
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.EHOSTDOWN):
+		return ReasonUnreachable
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return ReasonTimeout
+	}
+	return ReasonError
+}
 
 // unwrapDial strips "dial tcp 10.0.0.7:8080:" from a dial error: the log line already names the
 // backend, and the cause ("connection refused", "no answer within 200ms") is what an operator

@@ -47,7 +47,7 @@ func Exec(spec ExecSpec, slots ExecSlots) func(ctx context.Context, addr netip.A
 		case slots <- struct{}{}:
 			defer func() { <-slots }()
 		default:
-			return fmt.Errorf("%s: not run: %d checks already running", name, cap(slots))
+			return fmt.Errorf("%s: %w: %d checks already running", name, errExecBusy, cap(slots))
 		}
 		args := make([]string, len(spec.Args))
 		for i, a := range spec.Args {
@@ -65,17 +65,26 @@ func Exec(spec ExecSpec, slots ExecSlots) func(ctx context.Context, addr netip.A
 		}
 		var exit *exec.ExitError
 		if errors.As(err, &exit) && ctx.Err() == nil {
-			reason := out.String()
-			if reason == "" {
-				return fmt.Errorf("%s: %s", name, exitStatus(exit))
-			}
-			return fmt.Errorf("%s: %s: %s", name, exitStatus(exit), reason)
+			return fmt.Errorf("%s: %w", name, exitError{exitStatus(exit), out.String()})
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: %w", name, ctx.Err())
 		}
 		return fmt.Errorf("%s: %w", name, err) // it would not start
 	}
+}
+
+// errExecBusy is a script that could not start because MaxExecRunning run already.
+var errExecBusy = errors.New("not run")
+
+// exitError is a script that ended with a status other than 0, and the first line it wrote.
+type exitError struct{ status, line string }
+
+func (e exitError) Error() string {
+	if e.line == "" {
+		return e.status
+	}
+	return e.status + ": " + e.line
 }
 
 // exitStatus says how a script ended: "exit 1", or "killed by signal 9".

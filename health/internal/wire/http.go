@@ -96,7 +96,7 @@ func HTTP(spec HTTPSpec) func(ctx context.Context, addr netip.Addr) error {
 			if err != nil {
 				return fail(readFailure(ctx, within, err))
 			}
-			return fail(fmt.Errorf("body: no %q in its first %d bytes", spec.Body, len(body)))
+			return fail(bodyError{spec.Body, len(body)})
 		}
 		return nil
 	}
@@ -127,6 +127,21 @@ func request(path, host string, port uint16, tls bool) string {
 	return "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: healthdns\r\nAccept: */*\r\nConnection: close\r\n\r\n"
 }
 
+// bodyError is a response whose body lacks the check's text.
+type bodyError struct {
+	text string
+	read int
+}
+
+func (e bodyError) Error() string { return fmt.Sprintf("body: no %q in its first %d bytes", e.text, e.read) }
+
+// tlsError is a handshake that failed for another reason than the certificate's.
+type tlsError struct{ err error }
+
+func (e tlsError) Error() string { return "tls: " + e.err.Error() }
+
+func (e tlsError) Unwrap() error { return e.err }
+
 // StatusError is a response whose status the check does not expect.
 type StatusError struct{ Code int }
 
@@ -140,7 +155,7 @@ func tlsFailure(ctx context.Context, within time.Duration, err error) error {
 	if ctx.Err() != nil || errors.Is(err, io.EOF) {
 		return unwrapDial(ctx, within, err)
 	}
-	return fmt.Errorf("tls: %w", unwrapDial(ctx, within, err))
+	return tlsError{unwrapDial(ctx, within, err)}
 }
 
 func readFailure(ctx context.Context, within time.Duration, err error) error {
