@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healthdns/healthdns/test/harness"
 	"github.com/miekg/dns"
 )
 
@@ -14,12 +15,12 @@ import (
 func TestCacheInFront(t *testing.T) {
 	t.Parallel()
 	ips := []string{"127.0.0.124", "127.0.0.125", "127.0.0.126"}
-	port, _ := startBackends(t, ips...)
-	s := startServer(t, "cached.lan:{{PORT}} {\n bind 127.0.0.1\n cache 30\n"+
-		tcpPool("", port, "1s", "500ms", ips, "policy round_robin", "ttl 1")+"}\n"+
+	port, _ := harness.StartBackends(t, ips...)
+	s := harness.Start(t, "cached.lan:{{PORT}} {\n bind 127.0.0.1\n cache 30\n"+
+		harness.TCPPool("", port, "1s", "500ms", ips, "policy round_robin", "ttl 1")+"}\n"+
 		"direct.lan:{{PORT}} {\n bind 127.0.0.1\n"+
-		tcpPool("", port, "1s", "500ms", ips, "policy round_robin", "ttl 1")+"}\n")
-	eventually(t, 10*time.Second, func() bool {
+		harness.TCPPool("", port, "1s", "500ms", ips, "policy round_robin", "ttl 1")+"}\n")
+	harness.Eventually(t, 10*time.Second, func() bool {
 		seen := map[string]bool{}
 		for range 6 {
 			for _, a := range s.Addrs(t, "udp", "direct.lan.", dns.TypeA) {
@@ -35,14 +36,14 @@ func TestCacheInFront(t *testing.T) {
 			if len(r.Answer) != 1 {
 				t.Fatalf("%s: %v, want one address", name, r.Answer)
 			}
-			picks = append(picks, addrs(r)[0])
+			picks = append(picks, harness.AnswerAddrs(r)[0])
 			ttls = append(ttls, r.Answer[0].Header().Ttl)
 		}
 		return picks, ttls
 	}
 
 	picks, ttls := answers("direct.lan.")
-	if distinct(picks) != len(ips) {
+	if harness.Distinct(picks) != len(ips) {
 		t.Errorf("direct.lan (kept out of the cache): picks %v, want round_robin through all %d", picks, len(ips))
 	}
 	for _, ttl := range ttls {
@@ -52,7 +53,7 @@ func TestCacheInFront(t *testing.T) {
 	}
 
 	picks, ttls = answers("cached.lan.")
-	if distinct(picks) != 1 {
+	if harness.Distinct(picks) != 1 {
 		t.Errorf("cached.lan: picks %v; the README says a cached pool gives every client one pick", picks)
 	}
 	if ttls[len(ttls)-1] < 2 {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healthdns/healthdns/test/harness"
 	"github.com/miekg/dns"
 )
 
@@ -63,11 +64,11 @@ func TestBadCorefiles(t *testing.T) {
 			if k, ok := blockKeys[tc.name]; ok {
 				key = k
 			}
-			text := fmt.Sprintf("%s:%d {\n bind 127.0.0.1\n %s\n}\n", key, freePort(t), tc.block)
+			text := fmt.Sprintf("%s:%d {\n bind 127.0.0.1\n %s\n}\n", key, harness.FreePort(t), tc.block)
 			if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			out, exited, err := runCoreDNS(10*time.Second, "-conf", conf)
+			out, exited, err := runCoreDNS(t, 10*time.Second, "-conf", conf)
 			if !exited {
 				t.Fatalf("coredns kept running on a bad Corefile:\n%s\noutput:\n%s", text, out)
 			}
@@ -90,7 +91,7 @@ func TestBadCorefiles(t *testing.T) {
 					t.Errorf("output does not name the problem (%q):\n%s", w, out)
 				}
 			}
-			t.Logf("%s", lastLine(out))
+			t.Logf("%s", harness.LastLine(out))
 		})
 	}
 }
@@ -101,8 +102,8 @@ func TestBadCorefiles(t *testing.T) {
 func TestGoodCorefileDefaults(t *testing.T) {
 	t.Parallel()
 	const live1, dead, live2 = "127.0.0.119", "127.0.0.120", "127.0.0.121"
-	port, _ := startBackends(t, live1, live2) // nothing listens on dead:port
-	s := startServer(t, fmt.Sprintf(`defaults.lan:{{PORT}} {
+	port, _ := harness.StartBackends(t, live1, live2) // nothing listens on dead:port
+	s := harness.Start(t, fmt.Sprintf(`defaults.lan:{{PORT}} {
  bind 127.0.0.1
  healthdns {
   backend %[1]s
@@ -119,13 +120,13 @@ func TestGoodCorefileDefaults(t *testing.T) {
  }
 }
 `, live1, dead, live2, port))
-	eventually(t, 10*time.Second, func() bool {
-		return sameSet(s.Addrs(t, "udp", "one.lan.", dns.TypeA), live1)
+	harness.Eventually(t, 10*time.Second, func() bool {
+		return harness.SameSet(s.Addrs(t, "udp", "one.lan.", dns.TypeA), live1)
 	}, "one.lan to answer")
 	seen := map[string]int{}
 	for range 60 {
 		r := s.Query(t, "udp", "defaults.lan.", dns.TypeA)
-		got := addrs(r)
+		got := harness.AnswerAddrs(r)
 		if len(got) != 1 {
 			t.Fatalf("defaults.lan.: %v, want one address (answers 1)", got)
 		}
@@ -138,7 +139,7 @@ func TestGoodCorefileDefaults(t *testing.T) {
 		t.Errorf("60 answers under the default random policy: %v, want both live backends and never %s", seen, dead)
 	}
 	for _, zone := range []string{"one.lan.", "x.two.lan."} {
-		if got := s.Addrs(t, "tcp", zone, dns.TypeA); !sameSet(got, live1) {
+		if got := s.Addrs(t, "tcp", zone, dns.TypeA); !harness.SameSet(got, live1) {
 			t.Errorf("%s: %v, want %s", zone, got, live1)
 		}
 	}
@@ -148,7 +149,7 @@ func TestGoodCorefileDefaults(t *testing.T) {
 // printed dns.NAME).
 func TestPluginListed(t *testing.T) {
 	t.Parallel()
-	out, exited, err := runCoreDNS(10*time.Second, "-plugins")
+	out, exited, err := runCoreDNS(t, 10*time.Second, "-plugins")
 	if !exited || err != nil {
 		t.Fatalf("coredns -plugins: exited=%v err=%v\n%s", exited, err, out)
 	}
@@ -161,9 +162,9 @@ func TestPluginListed(t *testing.T) {
 }
 
 // runCoreDNS runs the binary to completion, or kills it after timeout (exited false).
-func runCoreDNS(timeout time.Duration, args ...string) (out string, exited bool, err error) {
+func runCoreDNS(t testing.TB, timeout time.Duration, args ...string) (out string, exited bool, err error) {
 	var buf bytes.Buffer
-	cmd := exec.Command(corednsBin, args...)
+	cmd := exec.Command(harness.Binary(t), args...)
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Start(); err != nil {
 		return "", false, err

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/healthdns/healthdns/test/harness"
 	"github.com/miekg/dns"
 )
 
@@ -32,7 +34,7 @@ func TestDNS(t *testing.T) {
 	for i := 21; i <= 60; i++ {
 		big = append(big, fmt.Sprintf("127.0.0.%d", i))
 	}
-	port, _ := startBackends(t, append(live, big...)...)
+	port, _ := harness.StartBackends(t, append(live, big...)...)
 
 	zoneFile := filepath.Join(t.TempDir(), "db.ft.lan")
 	if err := os.WriteFile(zoneFile, []byte(`$ORIGIN ft.lan.
@@ -44,9 +46,9 @@ x 60 IN TXT "from-file"
 	}
 	// Generous timing: this test is about answers, not about how fast health changes show.
 	pool := func(zone string, backends []string, extra ...string) string {
-		return tcpPool(zone, port, "500ms", "400ms", backends, extra...)
+		return harness.TCPPool(zone, port, "500ms", "400ms", backends, extra...)
 	}
-	s := startServer(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
 		pool("app.lan", []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"}, "answers 8", "ttl 7")+
 		pool("sub.app.lan", []string{"127.0.0.12"})+
 		pool("three.lan", big[:3], "answers 2")+
@@ -60,13 +62,13 @@ x 60 IN TXT "from-file"
 
 	// A probe can lose a race with a loaded machine at startup; wait for the steady state the
 	// assertions below describe instead of assuming the first round was perfect.
-	eventually(t, 10*time.Second, func() bool {
-		return sameSet(s.Addrs(t, "udp", "app.lan.", dns.TypeA), "127.0.0.11", "127.0.0.12") &&
+	harness.Eventually(t, 10*time.Second, func() bool {
+		return harness.SameSet(s.Addrs(t, "udp", "app.lan.", dns.TypeA), "127.0.0.11", "127.0.0.12") &&
 			len(s.Addrs(t, "tcp", "big.lan.", dns.TypeA)) == 40 &&
-			sameSet(s.Addrs(t, "udp", "v6.lan.", dns.TypeAAAA), "::1") &&
-			sameSet(s.Addrs(t, "udp", "sub.app.lan.", dns.TypeA), "127.0.0.12") &&
-			sameSet(s.Addrs(t, "udp", "ft.lan.", dns.TypeA), "127.0.0.11") &&
-			sameSet(s.Addrs(t, "udp", "nsz.lan.", dns.TypeA), "127.0.0.11") &&
+			harness.SameSet(s.Addrs(t, "udp", "v6.lan.", dns.TypeAAAA), "::1") &&
+			harness.SameSet(s.Addrs(t, "udp", "sub.app.lan.", dns.TypeA), "127.0.0.12") &&
+			harness.SameSet(s.Addrs(t, "udp", "ft.lan.", dns.TypeA), "127.0.0.11") &&
+			harness.SameSet(s.Addrs(t, "udp", "nsz.lan.", dns.TypeA), "127.0.0.11") &&
 			len(s.Addrs(t, "udp", "three.lan.", dns.TypeA)) == 2
 	}, "every live backend to be up")
 
@@ -81,7 +83,7 @@ x 60 IN TXT "from-file"
 				for _, name := range []string{"app.lan.", "x.app.lan.", "a.b.c.app.lan."} {
 					r := q(t, name, dns.TypeA)
 					wantAuthoritative(t, r, dns.RcodeSuccess)
-					if got := addrs(r); !sameSet(got, "127.0.0.11", "127.0.0.12") {
+					if got := harness.AnswerAddrs(r); !harness.SameSet(got, "127.0.0.11", "127.0.0.12") {
 						t.Errorf("%s: %v, want exactly the healthy 127.0.0.11 and 127.0.0.12", name, got)
 					}
 					for _, rr := range r.Answer {
@@ -95,7 +97,7 @@ x 60 IN TXT "from-file"
 			t.Run("AAAA from IPv6 backends", func(t *testing.T) {
 				r := q(t, "v6.lan.", dns.TypeAAAA)
 				wantAuthoritative(t, r, dns.RcodeSuccess)
-				if got := addrs(r); !sameSet(got, "::1") {
+				if got := harness.AnswerAddrs(r); !harness.SameSet(got, "::1") {
 					t.Errorf("AAAA v6.lan.: %v, want [::1]", got)
 				}
 				if len(r.Answer) == 1 && r.Answer[0].Header().Ttl != 5 {
@@ -106,11 +108,11 @@ x 60 IN TXT "from-file"
 			t.Run("answers N gives min(N, healthy) distinct addresses", func(t *testing.T) {
 				for range 10 {
 					got := s.Addrs(t, proto, "three.lan.", dns.TypeA)
-					if len(got) != 2 || distinct(got) != 2 {
+					if len(got) != 2 || harness.Distinct(got) != 2 {
 						t.Fatalf("three.lan. (answers 2, 3 healthy): %v, want 2 distinct", got)
 					}
 					for _, a := range got {
-						if !contains(big[:3], a) {
+						if !slices.Contains(big[:3], a) {
 							t.Fatalf("three.lan.: %s is not one of its backends", a)
 						}
 					}
@@ -207,7 +209,7 @@ x 60 IN TXT "from-file"
 				for range 5 { // a backend would show up in some answers under the random policy
 					r := q(t, "ns.dns.app.lan.", dns.TypeA)
 					wantAuthoritative(t, r, dns.RcodeSuccess)
-					if got := addrs(r); !sameSet(got, "127.0.0.1") {
+					if got := harness.AnswerAddrs(r); !harness.SameSet(got, "127.0.0.1") {
 						t.Fatalf("A ns.dns.app.lan.: %v, want only the server's own 127.0.0.1", got)
 					}
 				}
@@ -227,7 +229,7 @@ x 60 IN TXT "from-file"
 				}
 				r = q(t, "ns1.nsz.lan.", dns.TypeA)
 				wantAuthoritative(t, r, dns.RcodeSuccess)
-				if got := addrs(r); !sameSet(got, "127.0.0.53") {
+				if got := harness.AnswerAddrs(r); !harness.SameSet(got, "127.0.0.53") {
 					t.Errorf("A ns1.nsz.lan.: %v, want 127.0.0.53", got)
 				}
 			})
@@ -235,7 +237,7 @@ x 60 IN TXT "from-file"
 			t.Run("most specific zone wins", func(t *testing.T) {
 				for _, name := range []string{"sub.app.lan.", "x.sub.app.lan."} {
 					for range 5 {
-						if got := s.Addrs(t, proto, name, dns.TypeA); !sameSet(got, "127.0.0.12") {
+						if got := s.Addrs(t, proto, name, dns.TypeA); !harness.SameSet(got, "127.0.0.12") {
 							t.Fatalf("%s: %v, want the sub.app.lan pool's 127.0.0.12 only", name, got)
 						}
 					}
@@ -244,7 +246,7 @@ x 60 IN TXT "from-file"
 
 			t.Run("names outside every zone go to the next plugin", func(t *testing.T) {
 				for name, want := range map[string]string{"static.lan.": "127.0.0.99", "xapp.lan.": "127.0.0.97"} {
-					if got := s.Addrs(t, proto, name, dns.TypeA); !sameSet(got, want) {
+					if got := s.Addrs(t, proto, name, dns.TypeA); !harness.SameSet(got, want) {
 						t.Errorf("%s: %v, want hosts' %s", name, got, want)
 					}
 				}
@@ -262,7 +264,7 @@ x 60 IN TXT "from-file"
 				if txt, ok := r.Answer[0].(*dns.TXT); !ok || strings.Join(txt.Txt, "") != "from-file" {
 					t.Errorf("TXT x.ft.lan.: %v, want \"from-file\" from the file plugin", r.Answer[0])
 				}
-				if got := s.Addrs(t, proto, "x.ft.lan.", dns.TypeA); !sameSet(got, "127.0.0.11") {
+				if got := s.Addrs(t, proto, "x.ft.lan.", dns.TypeA); !harness.SameSet(got, "127.0.0.11") {
 					t.Errorf("A x.ft.lan.: %v, want healthdns' 127.0.0.11", got)
 				}
 			})
@@ -300,14 +302,14 @@ x 60 IN TXT "from-file"
 				if r.IsEdns0() == nil {
 					t.Errorf("no OPT in the reply to a query with OPT: %v", r)
 				}
-				if !sameSet(addrs(r), "127.0.0.11", "127.0.0.12") {
-					t.Errorf("EDNS0 A app.lan.: %v", addrs(r))
+				if !harness.SameSet(harness.AnswerAddrs(r), "127.0.0.11", "127.0.0.12") {
+					t.Errorf("EDNS0 A app.lan.: %v", harness.AnswerAddrs(r))
 				}
 			})
 
 			t.Run("answers 40", func(t *testing.T) {
 				r := q(t, "big.lan.", dns.TypeA)
-				got := addrs(r)
+				got := harness.AnswerAddrs(r)
 				if proto == "udp" {
 					// 40 A records need about 680 bytes: more than the 512 of plain DNS over UDP.
 					if !r.Truncated {
@@ -322,13 +324,13 @@ x 60 IN TXT "from-file"
 					m.SetQuestion("big.lan.", dns.TypeA)
 					m.SetEdns0(1232, false)
 					r = s.Exchange(t, proto, m)
-					if got := addrs(r); r.Truncated || len(got) != 40 || distinct(got) != 40 {
-						t.Errorf("UDP with EDNS0 1232: %d answers (%d distinct), tc=%v; want 40 distinct", len(got), distinct(got), r.Truncated)
+					if got := harness.AnswerAddrs(r); r.Truncated || len(got) != 40 || harness.Distinct(got) != 40 {
+						t.Errorf("UDP with EDNS0 1232: %d answers (%d distinct), tc=%v; want 40 distinct", len(got), harness.Distinct(got), r.Truncated)
 					}
 					return
 				}
-				if r.Truncated || len(got) != 40 || distinct(got) != 40 {
-					t.Errorf("TCP: %d answers (%d distinct), tc=%v; want 40 distinct", len(got), distinct(got), r.Truncated)
+				if r.Truncated || len(got) != 40 || harness.Distinct(got) != 40 {
+					t.Errorf("TCP: %d answers (%d distinct), tc=%v; want 40 distinct", len(got), harness.Distinct(got), r.Truncated)
 				}
 			})
 		})
@@ -378,10 +380,10 @@ x 60 IN TXT "from-file"
 				}
 			}
 		}
-		if r := s.Exchange(t, "udp", anyQ); len(addrs(r)) > 0 && r.Rcode != dns.RcodeSuccess {
+		if r := s.Exchange(t, "udp", anyQ); len(harness.AnswerAddrs(r)) > 0 && r.Rcode != dns.RcodeSuccess {
 			t.Errorf("ANY: addresses with rcode %s", dns.RcodeToString[r.Rcode])
 		}
-		if got := s.Addrs(t, "udp", "app.lan.", dns.TypeA); !sameSet(got, "127.0.0.11", "127.0.0.12") {
+		if got := s.Addrs(t, "udp", "app.lan.", dns.TypeA); !harness.SameSet(got, "127.0.0.11", "127.0.0.12") {
 			t.Errorf("after the odd queries: %v", got)
 		}
 	})
@@ -404,7 +406,7 @@ func writeZone(t *testing.T, name, text string) string {
 func TestBesideZoneFile(t *testing.T) {
 	t.Parallel()
 	const web, own = "127.0.0.140", "127.0.0.141"
-	port, _ := startBackends(t, web, own)
+	port, _ := harness.StartBackends(t, web, own)
 	soaLine := func(zone string) string {
 		return "@ 3600 IN SOA ns1." + zone + " admin." + zone + " 2024010101 7200 3600 1209600 300\n"
 	}
@@ -418,12 +420,12 @@ ns1 3600 IN A 192.0.2.53
 mail 3600 IN A 192.0.2.25
 mail 3600 IN TXT "from-file"
 `)
-	s := startServer(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
-		tcpPool("web.app.lan", port, "500ms", "400ms", []string{web})+
-		tcpPool("own.lan", port, "500ms", "400ms", []string{own}, "fallthrough")+
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
+		harness.TCPPool("web.app.lan", port, "500ms", "400ms", []string{web})+
+		harness.TCPPool("own.lan", port, "500ms", "400ms", []string{own}, "fallthrough")+
 		" file "+appDB+" app.lan\n file "+ownDB+" own.lan\n}\n")
-	eventually(t, 10*time.Second, func() bool {
-		return sameSet(s.Addrs(t, "udp", "web.app.lan.", dns.TypeA), web) && sameSet(s.Addrs(t, "udp", "own.lan.", dns.TypeA), own)
+	harness.Eventually(t, 10*time.Second, func() bool {
+		return harness.SameSet(s.Addrs(t, "udp", "web.app.lan.", dns.TypeA), web) && harness.SameSet(s.Addrs(t, "udp", "own.lan.", dns.TypeA), own)
 	}, "both backends up")
 
 	for _, proto := range []string{"udp", "tcp"} {
@@ -431,7 +433,7 @@ mail 3600 IN TXT "from-file"
 			for name, want := range map[string]string{"mail.app.lan.": "192.0.2.25", "ns1.app.lan.": "192.0.2.53", "web.app.lan.": web, "x.web.app.lan.": web} {
 				r := s.Query(t, proto, name, dns.TypeA)
 				wantAuthoritative(t, r, dns.RcodeSuccess)
-				if got := addrs(r); !sameSet(got, want) {
+				if got := harness.AnswerAddrs(r); !harness.SameSet(got, want) {
 					t.Errorf("A %s: %v, want %s", name, got, want)
 				}
 			}
@@ -447,7 +449,7 @@ mail 3600 IN TXT "from-file"
 
 		t.Run(proto+" fallthrough over the pool's zone", func(t *testing.T) {
 			for _, name := range []string{"own.lan.", "web.own.lan.", "mail.own.lan."} {
-				if got := s.Addrs(t, proto, name, dns.TypeA); !sameSet(got, own) {
+				if got := s.Addrs(t, proto, name, dns.TypeA); !harness.SameSet(got, own) {
 					t.Errorf("A %s: %v, want the backend %s (healthdns answers every A of its zone)", name, got, own)
 				}
 			}
@@ -495,12 +497,12 @@ func wantFileSOA(t *testing.T, r *dns.Msg, zone string) {
 // serial.
 func TestSerialIsTheConfiguration(t *testing.T) {
 	t.Parallel()
-	port, _ := startBackends(t, "127.0.0.142")
-	conf := ".:{{PORT}} {\n bind 127.0.0.1\n" + tcpPool("app.lan", port, "1s", "500ms", []string{"127.0.0.142"},
+	port, _ := harness.StartBackends(t, "127.0.0.142")
+	conf := ".:{{PORT}} {\n bind 127.0.0.1\n" + harness.TCPPool("app.lan", port, "1s", "500ms", []string{"127.0.0.142"},
 		"ns ns.app.lan 127.0.0.1 127.0.0.2") + "}\n"
 	var serials []uint32
 	for range 2 {
-		s := startServer(t, conf)
+		s := harness.Start(t, conf)
 		r := s.Query(t, "udp", "app.lan.", dns.TypeSOA)
 		if len(r.Answer) != 1 {
 			t.Fatalf("SOA app.lan.: %v", r)
@@ -516,9 +518,9 @@ func TestSerialIsTheConfiguration(t *testing.T) {
 // failure reply (REFUSED or SERVFAIL), promptly, and never a healthdns answer.
 func TestNoNextPlugin(t *testing.T) {
 	t.Parallel()
-	port, _ := startBackends(t, "127.0.0.118")
-	s := startServer(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
-		tcpPool("app.lan", port, "1s", "500ms", []string{"127.0.0.118"})+"}\n")
+	port, _ := harness.StartBackends(t, "127.0.0.118")
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
+		harness.TCPPool("app.lan", port, "1s", "500ms", []string{"127.0.0.118"})+"}\n")
 	for _, proto := range []string{"udp", "tcp"} {
 		for _, name := range []string{"other.lan.", "xapp.lan.", "lan."} {
 			start := time.Now()
@@ -528,7 +530,7 @@ func TestNoNextPlugin(t *testing.T) {
 			}
 			t.Logf("%s %s: %s in %s", proto, name, dns.RcodeToString[r.Rcode], time.Since(start).Round(time.Millisecond))
 		}
-		if got := s.Addrs(t, proto, "app.lan.", dns.TypeA); !sameSet(got, "127.0.0.118") {
+		if got := s.Addrs(t, proto, "app.lan.", dns.TypeA); !harness.SameSet(got, "127.0.0.118") {
 			t.Errorf("%s app.lan.: %v", proto, got)
 		}
 	}
@@ -538,14 +540,14 @@ func TestNoNextPlugin(t *testing.T) {
 func TestPolicies(t *testing.T) {
 	t.Parallel()
 	ips := []string{"127.0.0.107", "127.0.0.108", "127.0.0.109"}
-	port, _ := startBackends(t, ips...)
-	s := startServer(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
-		tcpPool("all.lan", port, "1s", "500ms", ips, "answers 3")+
-		tcpPool("rr.lan", port, "1s", "500ms", ips, "policy round_robin")+
+	port, _ := harness.StartBackends(t, ips...)
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
+		harness.TCPPool("all.lan", port, "1s", "500ms", ips, "answers 3")+
+		harness.TCPPool("rr.lan", port, "1s", "500ms", ips, "policy round_robin")+
 		" healthdns w.lan {\n  backend 127.0.0.107 weight 9\n  backend 127.0.0.108 weight 1\n"+
 		fmt.Sprintf("  check tcp %d\n  policy weighted\n }\n", port)+
 		"}\n")
-	eventually(t, 10*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", "all.lan.", dns.TypeA), ips...) },
+	harness.Eventually(t, 10*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "all.lan.", dns.TypeA), ips...) },
 		"all three backends up")
 
 	t.Run("round_robin cycles through all backends", func(t *testing.T) {
@@ -559,7 +561,7 @@ func TestPolicies(t *testing.T) {
 			seq = append(seq, got[0])
 		}
 		for i := 0; i+3 <= len(seq); i++ {
-			if distinct(seq[i:i+3]) != 3 {
+			if harness.Distinct(seq[i:i+3]) != 3 {
 				t.Fatalf("queries %d-%d gave %v: not a cycle through all 3 (sequence %v)", i, i+2, seq[i:i+3], seq)
 			}
 		}

@@ -1,12 +1,13 @@
 package test
 
 import (
-	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/healthdns/healthdns/test/harness"
 	"github.com/miekg/dns"
 )
 
@@ -17,10 +18,10 @@ import (
 func TestFailover(t *testing.T) {
 	t.Parallel()
 	const victim, other = "127.0.0.102", "127.0.0.101"
-	port, bs := startBackends(t, other, victim)
-	s := startServer(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
-		tcpPool("fo.lan", port, "200ms", "100ms", []string{other, victim}, "fall 2", "rise 2", "answers 8")+"}\n")
-	eventually(t, 5*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", "fo.lan.", dns.TypeA), other, victim) },
+	port, bs := harness.StartBackends(t, other, victim)
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
+		harness.TCPPool("fo.lan", port, "200ms", "100ms", []string{other, victim}, "fall 2", "rise 2", "answers 8")+"}\n")
+	harness.Eventually(t, 5*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "fo.lan.", dns.TypeA), other, victim) },
 		"both backends up")
 
 	mark := len(s.Output())
@@ -31,9 +32,9 @@ func TestFailover(t *testing.T) {
 	defer tick.Stop()
 	for {
 		got := s.Addrs(t, "udp", "fo.lan.", dns.TypeA)
-		if !contains(got, victim) {
+		if !slices.Contains(got, victim) {
 			failover = time.Since(closed)
-			if !sameSet(got, other) {
+			if !harness.SameSet(got, other) {
 				t.Fatalf("after the failover: %v, want only %s", got, other)
 			}
 			break
@@ -49,28 +50,28 @@ func TestFailover(t *testing.T) {
 	}
 	// Once gone it stays gone.
 	for range 20 {
-		if got := s.Addrs(t, "udp", "fo.lan.", dns.TypeA); contains(got, victim) {
+		if got := s.Addrs(t, "udp", "fo.lan.", dns.TypeA); slices.Contains(got, victim) {
 			t.Fatalf("%s came back while its listener is closed: %v", victim, got)
 		}
 	}
 
 	bs[victim].Start()
 	reopened := time.Now()
-	eventually(t, 5*time.Second, func() bool { return contains(s.Addrs(t, "udp", "fo.lan.", dns.TypeA), victim) },
+	harness.Eventually(t, 5*time.Second, func() bool { return slices.Contains(s.Addrs(t, "udp", "fo.lan.", dns.TypeA), victim) },
 		victim, " to return after its listener reopened")
 	t.Logf("recovery: %s", time.Since(reopened).Round(time.Millisecond))
-	if got := s.Addrs(t, "tcp", "fo.lan.", dns.TypeA); !sameSet(got, other, victim) {
+	if got := s.Addrs(t, "tcp", "fo.lan.", dns.TypeA); !harness.SameSet(got, other, victim) {
 		t.Errorf("after recovery: %v", got)
 	}
 
 	log := s.Output()[mark:]
-	ip := ipWord(victim)
-	down := linesMatching(log, ip, regexp.MustCompile(`\bdown\b`))
-	up := linesMatching(log, ip, regexp.MustCompile(`\bup\b`))
+	ip := harness.IPWord(victim)
+	down := harness.LinesMatching(log, ip, regexp.MustCompile(`\bdown\b`))
+	up := harness.LinesMatching(log, ip, regexp.MustCompile(`\bup\b`))
 	if len(down) != 1 || len(up) != 1 {
 		t.Errorf("log since the listener closed has %d down and %d up lines for %s, want one each:\n%s", len(down), len(up), victim, log)
 	}
-	if lines := linesMatching(log, ipWord(other)); len(lines) != 0 {
+	if lines := harness.LinesMatching(log, harness.IPWord(other)); len(lines) != 0 {
 		// Not an error: two 100ms timeouts in a row on a loaded machine are a real failure
 		// by the configured rules. Worth seeing, though.
 		t.Logf("note: the live backend changed state meanwhile: %q", lines)
@@ -82,25 +83,25 @@ func TestFailover(t *testing.T) {
 func TestFirstAnswer(t *testing.T) {
 	t.Parallel()
 	const live, dead = "127.0.0.103", "127.0.0.104"
-	port, _ := startBackends(t, live) // nothing listens on dead:port
+	port, _ := harness.StartBackends(t, live) // nothing listens on dead:port
 	var first *dns.Msg
 	attempts := 0
-	s := launch(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
-		tcpPool("first.lan", port, "1s", "500ms", []string{live, dead}, "answers 8")+"}\n",
-		func(s *Server) bool {
+	s := harness.Launch(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
+		harness.TCPPool("first.lan", port, "1s", "500ms", []string{live, dead}, "answers 8")+"}\n",
+		func(s *harness.Server) bool {
 			attempts++
-			r, err := s.try("udp", "first.lan.", dns.TypeA, 100*time.Millisecond)
+			r, err := s.Try("udp", "first.lan.", dns.TypeA, 100*time.Millisecond)
 			if err != nil {
 				return false
 			}
 			first = r
 			return true
 		})
-	t.Logf("first reply after %d attempts: %s %v", attempts, dns.RcodeToString[first.Rcode], addrs(first))
-	if first.Rcode != dns.RcodeSuccess || !sameSet(addrs(first), live) {
-		t.Errorf("first reply: %s %v, want NOERROR with only %s", dns.RcodeToString[first.Rcode], addrs(first), live)
+	t.Logf("first reply after %d attempts: %s %v", attempts, dns.RcodeToString[first.Rcode], harness.AnswerAddrs(first))
+	if first.Rcode != dns.RcodeSuccess || !harness.SameSet(harness.AnswerAddrs(first), live) {
+		t.Errorf("first reply: %s %v, want NOERROR with only %s", dns.RcodeToString[first.Rcode], harness.AnswerAddrs(first), live)
 	}
-	if got := s.Addrs(t, "tcp", "first.lan.", dns.TypeA); !sameSet(got, live) {
+	if got := s.Addrs(t, "tcp", "first.lan.", dns.TypeA); !harness.SameSet(got, live) {
 		t.Errorf("second reply: %v", got)
 	}
 }
@@ -109,24 +110,24 @@ func TestFirstAnswer(t *testing.T) {
 func TestAllDown(t *testing.T) {
 	t.Parallel()
 	const a, b = "127.0.0.105", "127.0.0.106"
-	port, bs := startBackends(t, a, b, "::1")
+	port, bs := harness.StartBackends(t, a, b, "::1")
 	pool := func(zone, mode string) string {
-		return tcpPool(zone, port, "200ms", "100ms", []string{a, b}, "answers 8", "all_down "+mode)
+		return harness.TCPPool(zone, port, "200ms", "100ms", []string{a, b}, "answers 8", "all_down "+mode)
 	}
 	// mix.lan has an IPv6 backend that stays up: all_down is decided for the whole pool, so its
 	// A queries get NODATA while ::1 is up, not SERVFAIL.
-	s := startServer(t, ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n"+
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n"+
 		pool("open.lan", "serve_all")+pool("fail.lan", "servfail")+pool("onward.lan", "fallthrough")+
-		tcpPool("mix.lan", port, "200ms", "100ms", []string{a, b, "::1"}, "answers 8", "all_down servfail")+
+		harness.TCPPool("mix.lan", port, "200ms", "100ms", []string{a, b, "::1"}, "answers 8", "all_down servfail")+
 		" hosts {\n  127.0.0.98 onward.lan x.onward.lan\n  fallthrough\n }\n}\n")
 	zones := []string{"open.lan.", "fail.lan.", "onward.lan.", "mix.lan."}
-	eventually(t, 5*time.Second, func() bool {
+	harness.Eventually(t, 5*time.Second, func() bool {
 		for _, z := range zones {
-			if !sameSet(s.Addrs(t, "udp", z, dns.TypeA), a, b) {
+			if !harness.SameSet(s.Addrs(t, "udp", z, dns.TypeA), a, b) {
 				return false
 			}
 		}
-		return sameSet(s.Addrs(t, "udp", "mix.lan.", dns.TypeAAAA), "::1")
+		return harness.SameSet(s.Addrs(t, "udp", "mix.lan.", dns.TypeAAAA), "::1")
 	}, "every zone to answer both backends")
 
 	allDown := func(zone string) float64 {
@@ -142,23 +143,23 @@ func TestAllDown(t *testing.T) {
 	bs[b].Stop()
 	// Each zone's pool rebuilds its own snapshot on a transition, one after another: wait until
 	// every zone shows the all-down state before asserting on any.
-	eventually(t, 5*time.Second, func() bool {
+	harness.Eventually(t, 5*time.Second, func() bool {
 		mix := s.Query(t, "udp", "mix.lan.", dns.TypeA)
 		return s.Query(t, "udp", "fail.lan.", dns.TypeA).Rcode == dns.RcodeServerFailure &&
 			mix.Rcode == dns.RcodeSuccess && len(mix.Answer) == 0 &&
-			sameSet(s.Addrs(t, "udp", "onward.lan.", dns.TypeA), "127.0.0.98") &&
-			sameSet(s.Addrs(t, "udp", "open.lan.", dns.TypeA), a, b)
+			harness.SameSet(s.Addrs(t, "udp", "onward.lan.", dns.TypeA), "127.0.0.98") &&
+			harness.SameSet(s.Addrs(t, "udp", "open.lan.", dns.TypeA), a, b)
 	}, "every zone to show every IPv4 backend down")
 
 	for _, proto := range []string{"udp", "tcp"} {
 		r := s.Query(t, proto, "x.open.lan.", dns.TypeA)
-		if r.Rcode != dns.RcodeSuccess || !sameSet(addrs(r), a, b) {
-			t.Errorf("serve_all, %s: %s %v, want NOERROR with every configured address", proto, dns.RcodeToString[r.Rcode], addrs(r))
+		if r.Rcode != dns.RcodeSuccess || !harness.SameSet(harness.AnswerAddrs(r), a, b) {
+			t.Errorf("serve_all, %s: %s %v, want NOERROR with every configured address", proto, dns.RcodeToString[r.Rcode], harness.AnswerAddrs(r))
 		}
 		if r := s.Query(t, proto, "x.fail.lan.", dns.TypeA); r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
 			t.Errorf("servfail, %s: %s %v", proto, dns.RcodeToString[r.Rcode], r.Answer)
 		}
-		if got := s.Addrs(t, proto, "x.onward.lan.", dns.TypeA); !sameSet(got, "127.0.0.98") {
+		if got := s.Addrs(t, proto, "x.onward.lan.", dns.TypeA); !harness.SameSet(got, "127.0.0.98") {
 			t.Errorf("fallthrough, %s: %v, want the hosts plugin's 127.0.0.98", proto, got)
 		}
 	}
@@ -170,8 +171,8 @@ func TestAllDown(t *testing.T) {
 		// Until the 'answers' of this issue's fix it was SERVFAIL, which fails the whole name for
 		// musl's getaddrinfo although ::1 is up.
 		wantNoData(t, s.Query(t, proto, "mix.lan.", dns.TypeA), "mix.lan.")
-		if r := s.Query(t, proto, "mix.lan.", dns.TypeAAAA); r.Rcode != dns.RcodeSuccess || !sameSet(addrs(r), "::1") {
-			t.Errorf("mix.lan. AAAA with its IPv6 backend up, %s: %s %v, want ::1", proto, dns.RcodeToString[r.Rcode], addrs(r))
+		if r := s.Query(t, proto, "mix.lan.", dns.TypeAAAA); r.Rcode != dns.RcodeSuccess || !harness.SameSet(harness.AnswerAddrs(r), "::1") {
+			t.Errorf("mix.lan. AAAA with its IPv6 backend up, %s: %s %v, want ::1", proto, dns.RcodeToString[r.Rcode], harness.AnswerAddrs(r))
 		}
 	}
 	if v, _ := s.Scrape(t).Value("coredns_healthdns_all_down_total", map[string]string{"zone": "mix.lan", "family": "ipv6"}); v != 0 {
@@ -183,7 +184,7 @@ func TestAllDown(t *testing.T) {
 	}
 	// The counter counts a family losing its last backend, mix.lan's IPv4 too, though all_down
 	// does not apply there.
-	eventually(t, 2*time.Second, func() bool {
+	harness.Eventually(t, 2*time.Second, func() bool {
 		for _, z := range zones {
 			if allDown(z) <= before[z] {
 				return false
@@ -193,10 +194,10 @@ func TestAllDown(t *testing.T) {
 	}, "coredns_healthdns_all_down_total to increase for every zone")
 
 	bs[b].Start()
-	eventually(t, 5*time.Second, func() bool {
+	harness.Eventually(t, 5*time.Second, func() bool {
 		for _, z := range zones {
 			r := s.Query(t, "udp", z, dns.TypeA)
-			if r.Rcode != dns.RcodeSuccess || !sameSet(addrs(r), b) {
+			if r.Rcode != dns.RcodeSuccess || !harness.SameSet(harness.AnswerAddrs(r), b) {
 				return false
 			}
 		}
@@ -204,7 +205,7 @@ func TestAllDown(t *testing.T) {
 	}, "every zone to answer again with the returned backend")
 	for _, z := range zones {
 		for _, proto := range []string{"udp", "tcp"} {
-			if got := s.Addrs(t, proto, "x."+z, dns.TypeA); !sameSet(got, b) {
+			if got := s.Addrs(t, proto, "x."+z, dns.TypeA); !harness.SameSet(got, b) {
 				t.Errorf("%s after %s returned, %s: %v, want only it", z, b, proto, got)
 			}
 		}
@@ -215,10 +216,10 @@ func TestAllDown(t *testing.T) {
 
 	// The counter counts events: a second all-down counts again.
 	bs[b].Stop()
-	eventually(t, 5*time.Second, func() bool {
+	harness.Eventually(t, 5*time.Second, func() bool {
 		return s.Query(t, "udp", "fail.lan.", dns.TypeA).Rcode == dns.RcodeServerFailure
 	}, "SERVFAIL again")
-	eventually(t, 2*time.Second, func() bool { return allDown("fail.lan.") >= before["fail.lan."]+2 },
+	harness.Eventually(t, 2*time.Second, func() bool { return allDown("fail.lan.") >= before["fail.lan."]+2 },
 		"all_down_total for fail.lan to count the second event")
 }
 
@@ -227,27 +228,27 @@ func TestAllDown(t *testing.T) {
 func TestAllDownDualStack(t *testing.T) {
 	t.Parallel()
 	const v4 = "127.0.0.143"
-	port := freePort(t, v4, "::1")
-	b := startBackend(t, v4, port) // nothing listens on [::1]:port
-	s := startServer(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
-		tcpPool("ds.lan", port, "200ms", "100ms", []string{v4, "::1"}, "all_down servfail")+"}\n")
-	eventually(t, 5*time.Second, func() bool {
+	port := harness.FreePort(t, v4, "::1")
+	b := harness.StartBackend(t, v4, port) // nothing listens on [::1]:port
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
+		harness.TCPPool("ds.lan", port, "200ms", "100ms", []string{v4, "::1"}, "all_down servfail")+"}\n")
+	harness.Eventually(t, 5*time.Second, func() bool {
 		r := s.Query(t, "udp", "ds.lan.", dns.TypeAAAA)
-		return r.Rcode == dns.RcodeSuccess && len(r.Answer) == 0 && sameSet(s.Addrs(t, "udp", "ds.lan.", dns.TypeA), v4)
+		return r.Rcode == dns.RcodeSuccess && len(r.Answer) == 0 && harness.SameSet(s.Addrs(t, "udp", "ds.lan.", dns.TypeA), v4)
 	}, "A to answer ", v4, " and AAAA to be NODATA")
 	for _, proto := range []string{"udp", "tcp"} {
 		wantNoData(t, s.Query(t, proto, "www.ds.lan.", dns.TypeAAAA), "ds.lan.")
-		if got := s.Addrs(t, proto, "www.ds.lan.", dns.TypeA); !sameSet(got, v4) {
+		if got := s.Addrs(t, proto, "www.ds.lan.", dns.TypeA); !harness.SameSet(got, v4) {
 			t.Errorf("A www.ds.lan. over %s: %v, want %s", proto, got, v4)
 		}
 	}
-	if lines := linesMatching(s.Output(), regexp.MustCompile(`ds\.lan.*ipv6.*AAAA.*NODATA`)); len(lines) != 1 {
+	if lines := harness.LinesMatching(s.Output(), regexp.MustCompile(`ds\.lan.*ipv6.*AAAA.*NODATA`)); len(lines) != 1 {
 		t.Errorf("log lines saying that AAAA gets NODATA: %q, want one", lines)
 	}
 
 	mark := len(s.Output())
 	b.Stop()
-	eventually(t, 5*time.Second, func() bool {
+	harness.Eventually(t, 5*time.Second, func() bool {
 		return s.Query(t, "udp", "ds.lan.", dns.TypeA).Rcode == dns.RcodeServerFailure
 	}, "SERVFAIL once every backend is down")
 	for _, proto := range []string{"udp", "tcp"} {
@@ -257,28 +258,21 @@ func TestAllDownDualStack(t *testing.T) {
 			}
 		}
 	}
-	eventually(t, 2*time.Second, func() bool {
-		return len(linesMatching(s.Output()[mark:], regexp.MustCompile(`ds\.lan.*every backend is down.*SERVFAIL`))) == 1
+	harness.Eventually(t, 2*time.Second, func() bool {
+		return len(harness.LinesMatching(s.Output()[mark:], regexp.MustCompile(`ds\.lan.*every backend is down.*SERVFAIL`))) == 1
 	}, "the log to say that every backend is down and what is answered")
 
 	b.Start()
-	eventually(t, 5*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", "ds.lan.", dns.TypeA), v4) }, v4, " back")
+	harness.Eventually(t, 5*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "ds.lan.", dns.TypeA), v4) }, v4, " back")
 	wantNoData(t, s.Query(t, "udp", "ds.lan.", dns.TypeAAAA), "ds.lan.")
 }
 
 // TestReady: the ready plugin reports 200 once healthdns has started.
 func TestReady(t *testing.T) {
 	t.Parallel()
-	port, _ := startBackends(t, "127.0.0.110")
-	s := startServer(t, ".:{{PORT}} {\n bind 127.0.0.1\n ready {{READY}}\n"+
-		tcpPool("ready.lan", port, "200ms", "100ms", []string{"127.0.0.110"})+"}\n")
-	c := &http.Client{Timeout: time.Second}
-	eventually(t, 5*time.Second, func() bool {
-		resp, err := c.Get("http://" + s.ReadyAddr + "/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, "GET /ready to return 200")
+	port, _ := harness.StartBackends(t, "127.0.0.110")
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n ready {{READY}}\n"+
+		harness.TCPPool("ready.lan", port, "200ms", "100ms", []string{"127.0.0.110"})+"}\n")
+	harness.Eventually(t, 5*time.Second, func() bool { return harness.HTTPOK("http://" + s.ReadyAddr + "/ready") },
+		"GET /ready to return 200")
 }

@@ -3,12 +3,14 @@ package test
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/healthdns/healthdns/test/harness"
 	"github.com/miekg/dns"
 )
 
@@ -18,20 +20,20 @@ import (
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	const up, flap, dead = "127.0.0.115", "127.0.0.116", "127.0.0.117"
-	port, bs := startBackends(t, up, flap)
-	s := startServer(t, ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n"+
-		tcpPool("m.lan", port, "200ms", "150ms", []string{up, flap, dead}, "answers 8")+
-		tcpPool("m6.lan", port, "200ms", "150ms", []string{"::1"})+"}\n")
-	eventually(t, 5*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", "m.lan.", dns.TypeA), up, flap) }, "up and flap answered")
+	port, bs := harness.StartBackends(t, up, flap)
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n"+
+		harness.TCPPool("m.lan", port, "200ms", "150ms", []string{up, flap, dead}, "answers 8")+
+		harness.TCPPool("m6.lan", port, "200ms", "150ms", []string{"::1"})+"}\n")
+	harness.Eventually(t, 5*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "m.lan.", dns.TypeA), up, flap) }, "up and flap answered")
 
 	const answered = 5
 	for range answered {
 		s.Addrs(t, "udp", "m.lan.", dns.TypeA)
 	}
 	bs[flap].Stop()
-	eventually(t, 5*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", "m.lan.", dns.TypeA), up) }, flap, " down")
+	harness.Eventually(t, 5*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "m.lan.", dns.TypeA), up) }, flap, " down")
 	bs[flap].Start()
-	eventually(t, 5*time.Second, func() bool { return contains(s.Addrs(t, "udp", "m.lan.", dns.TypeA), flap) }, flap, " back")
+	harness.Eventually(t, 5*time.Second, func() bool { return slices.Contains(s.Addrs(t, "udp", "m.lan.", dns.TypeA), flap) }, flap, " back")
 
 	m := s.Scrape(t)
 	wantLabels := func(t *testing.T, name string, labels ...string) {
@@ -177,21 +179,21 @@ func TestMetrics(t *testing.T) {
 func TestMetricsPerServer(t *testing.T) {
 	t.Parallel()
 	const shared, other = "127.0.0.180", "127.0.0.181"
-	open, bs := startBackends(t, shared, other)
-	closed := freePort(t, shared) // nothing listens on shared:closed
-	portB := freePort(t)
+	open, bs := harness.StartBackends(t, shared, other)
+	closed := harness.FreePort(t, shared) // nothing listens on shared:closed
+	portB := harness.FreePort(t)
 	blockB := func(withTwo bool) string {
 		b := fmt.Sprintf(".:%d {\n bind 127.0.0.1\n prometheus {{METRICS}}\n", portB)
 		if withTwo {
-			b += tcpPool("two.lan", closed, "200ms", "100ms", []string{shared})
+			b += harness.TCPPool("two.lan", closed, "200ms", "100ms", []string{shared})
 		}
-		return b + tcpPool("other.lan", open, "200ms", "100ms", []string{shared, other}) + "}\n"
+		return b + harness.TCPPool("other.lan", open, "200ms", "100ms", []string{shared, other}) + "}\n"
 	}
-	blockA := ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n" + tcpPool("two.lan", open, "200ms", "100ms", []string{shared}) + "}\n"
-	s := startServer(t, blockA+blockB(true))
+	blockA := ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n" + harness.TCPPool("two.lan", open, "200ms", "100ms", []string{shared}) + "}\n"
+	s := harness.Start(t, blockA+blockB(true))
 	serverA, serverB := "dns://"+s.Addr, fmt.Sprintf("dns://127.0.0.1:%d", portB)
 
-	eventually(t, 5*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", "two.lan.", dns.TypeA), shared) }, "two.lan. on A")
+	harness.Eventually(t, 5*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "two.lan.", dns.TypeA), shared) }, "two.lan. on A")
 	c := &dns.Client{Timeout: 2 * time.Second}
 	q := new(dns.Msg)
 	q.SetQuestion("two.lan.", dns.TypeA)
@@ -199,11 +201,11 @@ func TestMetricsPerServer(t *testing.T) {
 		t.Fatalf("querying block B: %v", err)
 	}
 
-	up := func(m *Metrics, server string) (float64, bool) {
+	up := func(m *harness.Metrics, server string) (float64, bool) {
 		return m.Value("coredns_healthdns_backend_up", map[string]string{"server": server, "zone": "two.lan.", "backend": shared})
 	}
-	var m *Metrics
-	eventually(t, 5*time.Second, func() bool {
+	var m *harness.Metrics
+	harness.Eventually(t, 5*time.Second, func() bool {
 		m = s.Scrape(t)
 		a, okA := up(m, serverA)
 		b, okB := up(m, serverB)
@@ -227,7 +229,7 @@ func TestMetricsPerServer(t *testing.T) {
 	wantLines := func(t *testing.T, out string, lines ...string) {
 		t.Helper()
 		for _, l := range lines {
-			if !contains(strings.Split(out, "\n"), l) {
+			if !slices.Contains(strings.Split(out, "\n"), l) {
 				t.Errorf("no log line %q in:\n%s", l, out)
 			}
 		}
@@ -235,7 +237,7 @@ func TestMetricsPerServer(t *testing.T) {
 	// Every block's pools start together, so other.lan. of block B may hold the open port's
 	// target by the time its first verdict is logged, or not yet.
 	firstUp := regexp.MustCompile(fmt.Sprintf(`^\[INFO\] plugin/healthdns: backend %s \((other\.lan\., )?two\.lan\.\): up \(first probe, tcp :%d\)$`, regexp.QuoteMeta(shared), open))
-	if len(linesMatching(s.Output(), firstUp)) != 1 {
+	if len(harness.LinesMatching(s.Output(), firstUp)) != 1 {
 		t.Errorf("no log line matching %s in:\n%s", firstUp, s.Output())
 	}
 	wantLines(t, s.Output(),
@@ -246,7 +248,7 @@ func TestMetricsPerServer(t *testing.T) {
 	if err := s.Reload(t, blockA+blockB(false)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() bool { _, found := up(s.Scrape(t), serverB); return !found }, "block B's two.lan. series to go")
+	harness.Eventually(t, 5*time.Second, func() bool { _, found := up(s.Scrape(t), serverB); return !found }, "block B's two.lan. series to go")
 	m = s.Scrape(t)
 	if v, found := up(m, serverA); !found || v != 1 {
 		t.Errorf("backend_up on %s after the reload = %v (exported: %v), want 1", serverA, v, found)
@@ -259,5 +261,5 @@ func TestMetricsPerServer(t *testing.T) {
 	mark := len(s.Output())
 	bs[shared].Stop()
 	want := fmt.Sprintf("[WARNING] plugin/healthdns: backend %s (other.lan., two.lan.): down: tcp :%d: connection refused (2/2)", shared, open)
-	eventually(t, 5*time.Second, func() bool { return contains(strings.Split(s.Output()[mark:], "\n"), want) }, "the log line ", want)
+	harness.Eventually(t, 5*time.Second, func() bool { return slices.Contains(strings.Split(s.Output()[mark:], "\n"), want) }, "the log line ", want)
 }

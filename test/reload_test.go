@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healthdns/healthdns/test/harness"
 	"github.com/miekg/dns"
 )
 
@@ -19,13 +20,13 @@ import (
 func TestReload(t *testing.T) {
 	t.Parallel()
 	const a, b, c = "127.0.0.111", "127.0.0.112", "127.0.0.113"
-	port, _ := startBackends(t, a, b, c)
+	port, _ := harness.StartBackends(t, a, b, c)
 	conf := func(backends ...string) string {
 		return ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n" +
-			tcpPool("reload.lan", port, "200ms", "100ms", backends, "answers 8") + "}\n"
+			harness.TCPPool("reload.lan", port, "200ms", "100ms", backends, "answers 8") + "}\n"
 	}
-	s := startServer(t, conf(a, b))
-	eventually(t, 5*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", "reload.lan.", dns.TypeA), a, b) },
+	s := harness.Start(t, conf(a, b))
+	harness.Eventually(t, 5*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "reload.lan.", dns.TypeA), a, b) },
 		"both backends up")
 
 	// Clients that never pause: every reply must carry addresses, at once. The transport is
@@ -92,7 +93,7 @@ func TestReload(t *testing.T) {
 		if err := s.Reload(t, conf(a, b, c)); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 3*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", "reload.lan.", dns.TypeA), a, b, c) },
+		harness.Eventually(t, 3*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "reload.lan.", dns.TypeA), a, b, c) },
 			"the added backend to be answered")
 	})
 
@@ -100,10 +101,10 @@ func TestReload(t *testing.T) {
 		if err := s.Reload(t, conf(a, c)); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 3*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", "reload.lan.", dns.TypeA), a, c) },
+		harness.Eventually(t, 3*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "reload.lan.", dns.TypeA), a, c) },
 			"the removed backend to leave the answers")
 		for range 20 {
-			if got := s.Addrs(t, "tcp", "reload.lan.", dns.TypeA); !sameSet(got, a, c) {
+			if got := s.Addrs(t, "tcp", "reload.lan.", dns.TypeA); !harness.SameSet(got, a, c) {
 				t.Fatalf("after removing %s: %v", b, got)
 			}
 		}
@@ -122,7 +123,7 @@ func TestReload(t *testing.T) {
 		if err := s.Reload(t, conf(a, b)); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 3*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", "reload.lan.", dns.TypeA), a, b) }, "a, b")
+		harness.Eventually(t, 3*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "reload.lan.", dns.TypeA), a, b) }, "a, b")
 		before := goroutines(t, s)
 		for i := range 5 {
 			next := conf(a, b, c) // add one, then remove it: back where we started after each pair
@@ -136,7 +137,7 @@ func TestReload(t *testing.T) {
 		if err := s.Reload(t, conf(a, b)); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 3*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", "reload.lan.", dns.TypeA), a, b) }, "a, b")
+		harness.Eventually(t, 3*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "reload.lan.", dns.TypeA), a, b) }, "a, b")
 		// Goroutines of a stopped instance wind down asynchronously (closed listeners, timers):
 		// give them a moment, and allow a little noise from the runtime and the HTTP server.
 		const slack = 8
@@ -157,7 +158,7 @@ func TestReload(t *testing.T) {
 
 	// a is configured throughout: every reload adopts its running probe loop (docs/DESIGN.md,
 	// "a reload starts nothing cold"), so nothing new is logged about it.
-	if lines := linesMatching(s.Output()[mark:], ipWord(a)); len(lines) != 0 {
+	if lines := harness.LinesMatching(s.Output()[mark:], harness.IPWord(a)); len(lines) != 0 {
 		t.Errorf("a backend kept across reloads was logged again (probed cold?): %q", lines)
 	}
 
@@ -179,9 +180,9 @@ func TestReload(t *testing.T) {
 // keeps answering.
 func TestReloadBad(t *testing.T) {
 	t.Parallel()
-	port, _ := startBackends(t, "127.0.0.114")
-	good := ".:{{PORT}} {\n bind 127.0.0.1\n" + tcpPool("bad.lan", port, "200ms", "100ms", []string{"127.0.0.114"}) + "}\n"
-	s := startServer(t, good)
+	port, _ := harness.StartBackends(t, "127.0.0.114")
+	good := ".:{{PORT}} {\n bind 127.0.0.1\n" + harness.TCPPool("bad.lan", port, "200ms", "100ms", []string{"127.0.0.114"}) + "}\n"
+	s := harness.Start(t, good)
 	err := s.Reload(t, ".:{{PORT}} {\n bind 127.0.0.1\n healthdns bad.lan {\n  backend 127.0.0.300\n }\n}\n")
 	if err == nil {
 		t.Fatal("a reload onto an invalid backend address succeeded")
@@ -191,7 +192,7 @@ func TestReloadBad(t *testing.T) {
 		t.Errorf("the reload error does not name the bad address: %v", err)
 	}
 	for _, proto := range []string{"udp", "tcp"} {
-		if got := s.Addrs(t, proto, "bad.lan.", dns.TypeA); !sameSet(got, "127.0.0.114") {
+		if got := s.Addrs(t, proto, "bad.lan.", dns.TypeA); !harness.SameSet(got, "127.0.0.114") {
 			t.Errorf("%s after a failed reload: %v", proto, got)
 		}
 	}
@@ -199,7 +200,7 @@ func TestReloadBad(t *testing.T) {
 	if err := s.Reload(t, good); err != nil {
 		t.Fatalf("reload after a failed one: %v", err)
 	}
-	if got := s.Addrs(t, "udp", "bad.lan.", dns.TypeA); !sameSet(got, "127.0.0.114") {
+	if got := s.Addrs(t, "udp", "bad.lan.", dns.TypeA); !harness.SameSet(got, "127.0.0.114") {
 		t.Errorf("after a good reload: %v", got)
 	}
 }
@@ -212,15 +213,15 @@ func TestReloadBad(t *testing.T) {
 func TestReloadFailsAfterStartup(t *testing.T) {
 	t.Parallel()
 	const kept, added = "127.0.0.122", "127.0.0.123"
-	port, _ := startBackends(t, kept, added)
+	port, _ := harness.StartBackends(t, kept, added)
 	pool := func(backends ...string) string {
-		return tcpPool("rf.lan", port, "100ms", "50ms", backends, "answers 8")
+		return harness.TCPPool("rf.lan", port, "100ms", "50ms", backends, "answers 8")
 	}
 	good := ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n" + pool(kept) + "}\n"
-	s := startServer(t, good)
+	s := harness.Start(t, good)
 
 	// Hold a port for both protocols, without SO_REUSEPORT, so coredns cannot bind it.
-	blocked := freePort(t)
+	blocked := harness.FreePort(t)
 	tl, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(blocked)))
 	if err != nil {
 		t.Fatal(err)
@@ -240,10 +241,10 @@ func TestReloadFailsAfterStartup(t *testing.T) {
 		t.Fatal("a reload onto a blocked port succeeded")
 	}
 	t.Logf("failed reload: %v", err)
-	t.Logf("log lines about %s from the discarded instance: %q", added, linesMatching(s.Output(), ipWord(added)))
+	t.Logf("log lines about %s from the discarded instance: %q", added, harness.LinesMatching(s.Output(), harness.IPWord(added)))
 
 	for _, proto := range []string{"udp", "tcp"} {
-		if got := s.Addrs(t, proto, "rf.lan.", dns.TypeA); !sameSet(got, kept) {
+		if got := s.Addrs(t, proto, "rf.lan.", dns.TypeA); !harness.SameSet(got, kept) {
 			t.Errorf("%s after the failed reload: %v, want the old configuration's %s", proto, got, kept)
 		}
 	}
@@ -277,11 +278,11 @@ func TestReloadFailsAfterStartup(t *testing.T) {
 	if err := s.Reload(t, ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n"+pool(kept, added)+"}\n"); err != nil {
 		t.Fatalf("reload after a failed one: %v", err)
 	}
-	eventually(t, 3*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", "rf.lan.", dns.TypeA), kept, added) },
+	harness.Eventually(t, 3*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "rf.lan.", dns.TypeA), kept, added) },
 		"the added backend after a good reload")
 }
 
-func goroutines(t *testing.T, s *Server) float64 {
+func goroutines(t *testing.T, s *harness.Server) float64 {
 	t.Helper()
 	v, ok := s.Scrape(t).Value("go_goroutines", nil)
 	if !ok {
@@ -303,14 +304,14 @@ func errReply(r *dns.Msg) error {
 func TestReloadFailedLeavesNothing(t *testing.T) {
 	t.Parallel()
 	const a, b, onlyBad = "127.0.0.160", "127.0.0.161", "127.0.0.162"
-	port, backends := startBackends(t, a, b) // nothing listens on onlyBad:port
+	port, backends := harness.StartBackends(t, a, b) // nothing listens on onlyBad:port
 	const zone, badZone = "leftover.lan", "neverserved.lan"
 	conf := func(backends ...string) string {
 		return ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n" +
-			tcpPool(zone, port, "200ms", "100ms", backends, "answers 8", "rise 1", "fall 1") + "}\n"
+			harness.TCPPool(zone, port, "200ms", "100ms", backends, "answers 8", "rise 1", "fall 1") + "}\n"
 	}
-	s := startServer(t, conf(a, b))
-	eventually(t, 5*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", zone+".", dns.TypeA), a, b) }, "a, b")
+	s := harness.Start(t, conf(a, b))
+	harness.Eventually(t, 5*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", zone+".", dns.TypeA), a, b) }, "a, b")
 
 	unbindable := []string{
 		fmt.Sprintf(".:%d {\n bind 127.0.0.1\n whoami\n}\n", holdPort(t)),
@@ -319,7 +320,7 @@ func TestReloadFailedLeavesNothing(t *testing.T) {
 	before := goroutines(t, s)
 	for i := range 5 {
 		bad := strings.TrimSuffix(conf(a, b), "}\n") +
-			tcpPool(badZone, port, "200ms", "100ms", []string{onlyBad}) + "}\n" + unbindable[i%2]
+			harness.TCPPool(badZone, port, "200ms", "100ms", []string{onlyBad}) + "}\n" + unbindable[i%2]
 		if err := s.Reload(t, bad); err == nil {
 			t.Fatalf("reload %d onto an address coredns cannot bind succeeded", i+1)
 		}
@@ -343,18 +344,18 @@ func TestReloadFailedLeavesNothing(t *testing.T) {
 		for _, ip := range ips {
 			backends[ip].Stop()
 		}
-		eventually(t, 5*time.Second, func() bool { return allDown() > downBefore }, "all_down_total to count the outage")
+		harness.Eventually(t, 5*time.Second, func() bool { return allDown() > downBefore }, "all_down_total to count the outage")
 		for _, ip := range ips {
 			seen := failures(ip)
-			eventually(t, 5*time.Second, func() bool { return failures(ip) > seen }, ip, "'s next probe")
+			harness.Eventually(t, 5*time.Second, func() bool { return failures(ip) > seen }, ip, "'s next probe")
 		}
-		logged = linesMatching(s.Output()[mark:], regexp.MustCompile(regexp.QuoteMeta(zone)), regexp.MustCompile(`(?i)every|all.down`))
+		logged = harness.LinesMatching(s.Output()[mark:], regexp.MustCompile(regexp.QuoteMeta(zone)), regexp.MustCompile(`(?i)every|all.down`))
 		counted = allDown() - downBefore
 		for _, ip := range ips {
 			backends[ip].Start()
 		}
 		// Up again, by the metric: with all_down serve_all the answers hold them while down too.
-		eventually(t, 5*time.Second, func() bool {
+		harness.Eventually(t, 5*time.Second, func() bool {
 			m := s.Scrape(t)
 			for _, ip := range ips {
 				if v, ok := m.Value("coredns_healthdns_backend_up", map[string]string{"zone": zone, "backend": ip}); !ok || v != 1 {
@@ -373,7 +374,7 @@ func TestReloadFailedLeavesNothing(t *testing.T) {
 	if err := s.Reload(t, conf(a)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() bool { return sameSet(s.Addrs(t, "udp", zone+".", dns.TypeA), a) }, "only a after dropping b")
+	harness.Eventually(t, 5*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", zone+".", dns.TypeA), a) }, "only a after dropping b")
 	outage(a) // a transition of a kept backend: a pool still listening would write b's series again
 
 	m := s.Scrape(t)
@@ -381,7 +382,7 @@ func TestReloadFailedLeavesNothing(t *testing.T) {
 		t.Errorf("%s, dropped by a good reload, is still exported: %v", b, found)
 	}
 	for _, sm := range m.Samples {
-		if strings.HasPrefix(sm.Name, "coredns_healthdns_") && (labelsMatch(sm.Labels, map[string]string{"zone": badZone}) || sm.Labels["backend"] == onlyBad) {
+		if strings.HasPrefix(sm.Name, "coredns_healthdns_") && (sm.Matches(map[string]string{"zone": badZone}) || sm.Labels["backend"] == onlyBad) {
 			t.Errorf("a series of what only the discarded instances named: %s %v", sm.Name, sm.Labels)
 		}
 	}
@@ -405,7 +406,7 @@ func TestReloadFailedLeavesNothing(t *testing.T) {
 // cannot bind it, until the test ends.
 func holdPort(t *testing.T) int {
 	t.Helper()
-	port := freePort(t)
+	port := harness.FreePort(t)
 	tl, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(port)))
 	if err != nil {
 		t.Fatal(err)

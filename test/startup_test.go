@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healthdns/healthdns/test/harness"
 	"github.com/miekg/dns"
 )
 
@@ -28,17 +29,17 @@ func TestStartupProbesTogether(t *testing.T) {
 	for i := range blocks {
 		ips = append(ips, fmt.Sprintf("127.0.0.%d", 170+i))
 	}
-	port := freePort(t, ips...)
+	port := harness.FreePort(t, ips...)
 	var conf strings.Builder
 	for i, ip := range ips {
 		silentBackend(t, ip, port)
 		zone := fmt.Sprintf("block%d.lan", i)
-		fmt.Fprintf(&conf, "%s:{{PORT}} {\n bind 127.0.0.1\n%s}\n", zone, tcpPool(zone, port, "3s", timeout.String(), []string{ip}))
+		fmt.Fprintf(&conf, "%s:{{PORT}} {\n bind 127.0.0.1\n%s}\n", zone, harness.TCPPool(zone, port, "3s", timeout.String(), []string{ip}))
 	}
 
 	var answered time.Time
-	s := launch(t, conf.String(), func(s *Server) bool {
-		r, err := s.try("udp", "block0.lan.", dns.TypeA, 100*time.Millisecond)
+	s := harness.Launch(t, conf.String(), func(s *harness.Server) bool {
+		r, err := s.Try("udp", "block0.lan.", dns.TypeA, 100*time.Millisecond)
 		if err != nil {
 			return false
 		}
@@ -48,7 +49,7 @@ func TestStartupProbesTogether(t *testing.T) {
 		}
 		return true
 	})
-	took := answered.Sub(s.started)
+	took := answered.Sub(s.Started)
 	sum := blocks * timeout
 	t.Logf("first answer %s after start; the blocks' timeouts add up to %s", took.Round(time.Millisecond), sum)
 	if took >= sum/2 {

@@ -26,6 +26,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/healthdns/healthdns/test/harness"
 	"github.com/healthdns/healthdns/test/netlab"
 	"github.com/miekg/dns"
 )
@@ -315,13 +316,9 @@ func (o observation) steered() bool {
 }
 
 func (l *lab) waitSteady(s system, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		// Every DNS system answers with all its healthy backends, so one answer tells.
-		if l.observe(s).steady(s) {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
+	// Every DNS system answers with all its healthy backends, so one answer tells.
+	if harness.Poll(within, 50*time.Millisecond, func() bool { return l.observe(s).steady(s) }) {
+		return nil
 	}
 	return fmt.Errorf("not steady (b1 and b2 in service) within %v; last saw %v", within, l.observe(s))
 }

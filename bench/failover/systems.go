@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/healthdns/healthdns/test/harness"
 	"github.com/healthdns/healthdns/test/netlab"
 )
 
@@ -25,11 +26,8 @@ func systems() []system {
 
 func healthdnsSystem(name, settings string, lines []string) system {
 	return system{name: name, settings: settings, start: func(l *lab) error {
-		body := fmt.Sprintf("  backend %s\n  backend %s\n  check tcp %d\n  answers 2\n", b1Addr, b2Addr, webPort)
-		for _, line := range lines {
-			body += "  " + line + "\n"
-		}
-		conf, err := writeFile(l.dir, "healthdns/Corefile", fmt.Sprintf(".:53 {\n bind %s\n healthdns %s {\n%s }\n}\n", dnsAddr, zone, body))
+		block := harness.Pool(zone, []string{b1Addr, b2Addr}, append([]string{fmt.Sprintf("check tcp %d", webPort), "answers 2"}, lines...)...)
+		conf, err := writeFile(l.dir, "healthdns/Corefile", fmt.Sprintf(".:53 {\n bind %s\n%s}\n", dnsAddr, block))
 		if err != nil {
 			return err
 		}

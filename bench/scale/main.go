@@ -11,8 +11,6 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -31,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/healthdns/healthdns/test/harness"
 	"github.com/healthdns/healthdns/test/netlab"
 )
 
@@ -62,11 +61,8 @@ func main() {
 	}
 	defer os.RemoveAll(work)
 	if *binary == "" {
-		*binary = filepath.Join(work, "coredns")
-		build := exec.Command("go", "build", "-o", *binary, "./build")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			log.Fatalf("building ./build (run from the module root): %v", err)
+		if *binary, err = netlab.BuildCoreDNS(work); err != nil {
+			log.Fatalf("building ./build (run inside the module): %v", err)
 		}
 	}
 
@@ -80,7 +76,11 @@ func main() {
 		defer remove()
 		addrs, listen = namespaceAddrs(*backends), listenInNamespace
 	}
-	dnsPort, httpPort, backendPort := freePort(), freePort(), freePort()
+	dnsPort, metricsPort, readyPort, backendPort := freePort(), freePort(), freePort(), freePort()
+	pprofPort := 0
+	if *profile != "" {
+		pprofPort = freePort()
+	}
 	var arrivals *arrivalLog
 	if *check == "tcp" {
 		listenAll(addrs, backendPort, listen)
@@ -97,7 +97,7 @@ func main() {
 		}
 	}
 	conf := filepath.Join(work, "Corefile")
-	spec := Spec{Zones: *zones, Addrs: addrs, Check: *check, Port: backendPort, Interval: *interval, Timeout: *timeout, DNSPort: dnsPort, HTTPPort: httpPort, Pprof: *profile != ""}
+	spec := Spec{Zones: *zones, Addrs: addrs, Check: *check, Port: backendPort, Interval: *interval, Timeout: *timeout, DNSPort: dnsPort, MetricsPort: metricsPort, ReadyPort: readyPort, PprofPort: pprofPort}
 	if err := os.WriteFile(conf, []byte(spec.Corefile()), 0o644); err != nil {
 		fatal("%v", err)
 	}
@@ -114,13 +114,15 @@ func main() {
 		fatal("%v", err)
 	}
 	server = cmd
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	serverExited = make(chan struct{})
+	go func() { cmd.Wait(); close(serverExited) }()
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); <-serverExited }()
 
-	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort)
-	ready := waitFor(2*time.Minute, func() bool { return httpOK(fmt.Sprintf("http://127.0.0.1:%d/ready", httpPort+1)) }, cmd, out)
+	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
+	ready := waitFor(2*time.Minute, func() bool { return harness.HTTPOK(fmt.Sprintf("http://127.0.0.1:%d/ready", readyPort)) })
 
 	time.Sleep(3 * *interval) // let the first rounds settle into their phases
-	before := scrapeHistogram(metrics, "coredns_healthdns_probe_lateness_seconds")
+	before := histogramOf(scrape(metrics), "coredns_healthdns_probe_lateness_seconds")
 	cpuBefore := cpuSeconds(cmd.Process.Pid)
 	driverBefore := cpuSeconds(os.Getpid())
 	arrivals.reset()
@@ -129,7 +131,7 @@ func main() {
 	go func() {
 		defer close(profiled)
 		if *profile != "" {
-			url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", httpPort+2, int(window.Seconds()))
+			url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", pprofPort, int(window.Seconds()))
 			if err := download(url, *profile); err != nil {
 				log.Printf("profile: %v", err)
 			}
@@ -141,12 +143,13 @@ func main() {
 	cpuUsed := cpuSeconds(cmd.Process.Pid) - cpuBefore
 	driverUsed := cpuSeconds(os.Getpid()) - driverBefore
 	elapsed := time.Since(t0)
-	stack, _ := scrapeSum(metrics, "go_memstats_stack_inuse_bytes ")
-	heap, _ := scrapeSum(metrics, "go_memstats_heap_inuse_bytes ")
-	after := scrapeHistogram(metrics, "coredns_healthdns_probe_lateness_seconds")
+	m := scrape(metrics)
+	stack, _ := m.Value("go_memstats_stack_inuse_bytes", nil)
+	heap, _ := m.Value("go_memstats_heap_inuse_bytes", nil)
+	after := histogramOf(m, "coredns_healthdns_probe_lateness_seconds")
 	rss := rssMiB(cmd.Process.Pid)
 	late := after.minus(before)
-	up, _ := scrapeSum(metrics, "coredns_healthdns_backend_up{")
+	up, _ := m.Value("coredns_healthdns_backend_up", nil)
 
 	if *qps > 0 {
 		fmt.Printf("dnsperf while probing %d %s targets: %.0f qps\n", *backends, *check, dnsperf(dnsPort, *qps, work))
@@ -158,7 +161,7 @@ func main() {
 		reloads := strings.Count(out.String(), "Reloading complete")
 		r0 := time.Now()
 		cmd.Process.Signal(syscall.SIGUSR1)
-		waitFor(2*time.Minute, func() bool { return strings.Count(out.String(), "Reloading complete") > reloads }, cmd, out)
+		waitFor(2*time.Minute, func() bool { return strings.Count(out.String(), "Reloading complete") > reloads })
 		return time.Since(r0)
 	}
 	// Reload: one backend fewer in the first zone.
@@ -221,16 +224,18 @@ type Spec struct {
 	Check             string
 	Port              int
 	Interval, Timeout time.Duration
-	DNSPort, HTTPPort int
-	Pprof             bool // serve net/http/pprof on HTTPPort+2
+	DNSPort           int
+	MetricsPort       int // prometheus
+	ReadyPort         int
+	PprofPort         int // net/http/pprof; 0: none
 }
 
 // Corefile spreads the backends evenly over the zones z0.scale.lan ... zN.scale.lan.
 func (s Spec) Corefile() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, ".:%d {\n bind 127.0.0.1\n prometheus 127.0.0.1:%d\n ready 127.0.0.1:%d\n", s.DNSPort, s.HTTPPort, s.HTTPPort+1)
-	if s.Pprof {
-		fmt.Fprintf(&b, " pprof 127.0.0.1:%d\n", s.HTTPPort+2)
+	fmt.Fprintf(&b, ".:%d {\n bind 127.0.0.1\n prometheus 127.0.0.1:%d\n ready 127.0.0.1:%d\n", s.DNSPort, s.MetricsPort, s.ReadyPort)
+	if s.PprofPort != 0 {
+		fmt.Fprintf(&b, " pprof 127.0.0.1:%d\n", s.PprofPort)
 	}
 	check := "icmp"
 	if s.Check == "tcp" {
@@ -345,25 +350,15 @@ func (h histogram) quantile(q float64) string {
 
 func fmtSeconds(s float64) string { return time.Duration(s * float64(time.Second)).String() }
 
-// scrapeHistogram sums a histogram's buckets over all its label sets.
-func scrapeHistogram(url, name string) histogram {
+// histogramOf sums a histogram's buckets over all its label sets.
+func histogramOf(m *harness.Metrics, name string) histogram {
 	byBound := map[float64]float64{}
-	eachSample(url, func(line string) {
-		if !strings.HasPrefix(line, name+"_bucket{") {
-			return
+	for _, smp := range m.Find(name+"_bucket", nil) {
+		bound, err := strconv.ParseFloat(smp.Labels["le"], 64) // "+Inf" included
+		if err == nil {
+			byBound[bound] += smp.Value
 		}
-		i := strings.Index(line, `le="`)
-		j := strings.Index(line[i+4:], `"`)
-		le := line[i+4 : i+4+j]
-		bound, err := strconv.ParseFloat(le, 64)
-		if le == "+Inf" {
-			bound, err = math.Inf(1), nil
-		}
-		v, err2 := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
-		if err == nil && err2 == nil {
-			byBound[bound] += v
-		}
-	})
+	}
 	var h histogram
 	for b := range byBound {
 		h.bounds = append(h.bounds, b)
@@ -375,19 +370,14 @@ func scrapeHistogram(url, name string) histogram {
 	return h
 }
 
-func scrapeSum(url, prefix string) (float64, int) {
-	var sum float64
-	var n int
-	eachSample(url, func(line string) {
-		if strings.HasPrefix(line, prefix) {
-			v, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
-			if err == nil {
-				sum += v
-				n++
-			}
-		}
-	})
-	return sum, n
+// scrape reads coredns's metrics, or gives up with the tail of its output.
+func scrape(url string) *harness.Metrics {
+	m, err := harness.ScrapeURL(url)
+	if err != nil {
+		out := serverOutput.String()
+		fatal("%v; coredns output (last 3000 bytes):\n%s", err, out[max(0, len(out)-3000):])
+	}
+	return m
 }
 
 // serverOutput is coredns's output, shown when the driver gives up.
@@ -397,13 +387,16 @@ var serverOutput = &netlab.Buffer{}
 // and a forgotten server would go on probing thousands of targets.
 var server *exec.Cmd
 
+// serverExited is closed when server has exited.
+var serverExited chan struct{}
+
 // cleanups undo what the driver set up (the backends' namespace); fatal runs them too.
 var cleanups []func()
 
 func fatal(format string, args ...any) {
 	if server != nil && server.Process != nil {
 		server.Process.Kill()
-		server.Wait()
+		<-serverExited
 	}
 	for _, c := range cleanups {
 		c()
@@ -411,45 +404,28 @@ func fatal(format string, args ...any) {
 	log.Fatalf(format, args...)
 }
 
-func eachSample(url string, fn func(string)) {
-	resp, err := http.Get(url)
-	if err != nil {
-		out := serverOutput.String()
-		fatal("%v; coredns output (last 3000 bytes):\n%s", err, out[max(0, len(out)-3000):])
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		fn(sc.Text())
-	}
-}
-
-func httpOK(url string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
-func waitFor(limit time.Duration, cond func() bool, cmd *exec.Cmd, out *netlab.Buffer) time.Time {
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			fatal("gave up after %s; coredns output:\n%s", limit, out.String())
+// waitFor polls cond every 5ms until it holds and returns when it did, or gives up when
+// coredns exits first or limit passes.
+func waitFor(limit time.Duration, cond func() bool) time.Time {
+	exited := func() bool {
+		select {
+		case <-serverExited:
+			return true
+		default:
+			return false
 		}
-		if cmd.ProcessState != nil {
-			fatal("coredns exited:\n%s", out.String())
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
-	return time.Now()
+	var held bool
+	harness.Poll(limit, 5*time.Millisecond, func() bool { held = cond(); return held || exited() })
+	switch {
+	case held:
+		return time.Now()
+	case exited():
+		fatal("coredns exited:\n%s", serverOutput.String())
+	default:
+		fatal("gave up after %s; coredns output:\n%s", limit, serverOutput.String())
+	}
+	return time.Time{}
 }
 
 // cpuSeconds reads user+system time of pid (and its threads) from /proc.
@@ -487,13 +463,13 @@ func raiseFileLimit() {
 	}
 }
 
+// freePort returns a port on 127.0.0.1 that no other call has returned.
 func freePort() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := harness.TakePort()
 	if err != nil {
 		fatal("%v", err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // download saves what url serves to path.

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healthdns/healthdns/test/harness"
 	"github.com/healthdns/healthdns/test/netlab"
 	"github.com/miekg/dns"
 )
@@ -35,10 +36,8 @@ const (
 
 var backendAddrs = []string{"198.18.0.11", "198.18.0.12", "198.18.0.13"}
 
-var (
-	corednsBin string
-	skipReason string // why the lab cannot run here, if it cannot
-)
+// skipReason says why the lab cannot run here, if it cannot.
+var skipReason string
 
 func TestMain(m *testing.M) {
 	if err := netlab.Available(); err != nil {
@@ -51,20 +50,7 @@ func TestMain(m *testing.M) {
 			os.Exit(m.Run())
 		}
 	}
-	dir, err := os.MkdirTemp("", "healthdns-lab-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "FATAL:", err)
-		os.Exit(2)
-	}
-	corednsBin, err = netlab.BuildCoreDNS(dir)
-	if err != nil {
-		os.RemoveAll(dir)
-		fmt.Fprintln(os.Stderr, "FATAL:", err)
-		os.Exit(2)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(harness.Main(m))
 }
 
 // world is one lab: two DNS hosts, three backends serving HTTP, one client.
@@ -136,7 +122,7 @@ func (w *world) startDNS(host *netlab.Host, body string) *netlab.Process {
 	if err := os.WriteFile(conf, []byte(corefile), 0o644); err != nil {
 		w.t.Fatal(err)
 	}
-	p, err := host.StartProcess(corednsBin, "-conf", conf)
+	p, err := host.StartProcess(harness.Binary(w.t), "-conf", conf)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -196,28 +182,9 @@ func transitions(out, backend, check string) (down, up int) {
 	return down, up
 }
 
-func has(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // pool is a healthdns block over the lab's backends with a TCP check on port.
 func pool(zone string, port int, backends []string, lines ...string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, " healthdns %s {\n", zone)
-	for _, ip := range backends {
-		fmt.Fprintf(&b, "  backend %s\n", ip)
-	}
-	fmt.Fprintf(&b, "  check tcp %d\n", port)
-	for _, l := range lines {
-		fmt.Fprintf(&b, "  %s\n", l)
-	}
-	b.WriteString(" }\n")
-	return b.String()
+	return harness.Pool(zone, backends, append([]string{fmt.Sprintf("check tcp %d", port)}, lines...)...)
 }
 
 // A lab left behind by a killed run (namespaces, a process inside, /etc/netns files) is removed

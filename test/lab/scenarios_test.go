@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,7 +57,7 @@ func TestBackendDeath(t *testing.T) {
 			if err := tc.kill(); err != nil {
 				t.Fatal(err)
 			}
-			gone := w.waitFor("app.lan", 5*time.Second, victim+" left the answers", func(ips []string, _ int) bool { return !has(ips, victim) && len(ips) == 2 })
+			gone := w.waitFor("app.lan", 5*time.Second, victim+" left the answers", func(ips []string, _ int) bool { return !slices.Contains(ips, victim) && len(ips) == 2 })
 			left := gone.Sub(killed)
 			t.Logf("%s: %s left the answers after %v (bound fall×interval+timeout = %v)", tc.name, victim, left.Round(time.Millisecond), leaveBound)
 			if left > leaveBound+schedSlack {
@@ -67,18 +68,18 @@ func TestBackendDeath(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.pingSeen {
-				if !has(ping, victim) {
+				if !slices.Contains(ping, victim) {
 					t.Errorf("ping.lan %v: a host whose service stopped still answers pings and should stay", ping)
 				}
 			} else {
-				w.waitFor("ping.lan", leaveBound+schedSlack, "the ICMP pool dropped the unplugged host", func(ips []string, _ int) bool { return !has(ips, victim) })
+				w.waitFor("ping.lan", leaveBound+schedSlack, "the ICMP pool dropped the unplugged host", func(ips []string, _ int) bool { return !slices.Contains(ips, victim) })
 			}
 
 			fixed := time.Now()
 			if err := tc.fix(); err != nil {
 				t.Fatal(err)
 			}
-			back := w.waitFor("app.lan", 5*time.Second, victim+" came back", func(ips []string, _ int) bool { return has(ips, victim) })
+			back := w.waitFor("app.lan", 5*time.Second, victim+" came back", func(ips []string, _ int) bool { return slices.Contains(ips, victim) })
 			returned := back.Sub(fixed)
 			t.Logf("%s: %s came back after %v (bound rise×interval+timeout = %v)", tc.name, victim, returned.Round(time.Millisecond), returnBound)
 			if returned > returnBound+schedSlack {
@@ -249,7 +250,7 @@ func TestLossAndJitter(t *testing.T) {
 		ips, _, err := w.answer("loss.lan")
 		if err == nil {
 			lossyAsked++
-			if has(ips, lossy) {
+			if slices.Contains(ips, lossy) {
 				lossyAnswered++
 			}
 		}

@@ -1,0 +1,38 @@
+// Package test runs the real coredns binary built from ../build against real TCP backends on
+// 127.0.0.0/8 and ::1, and queries it over UDP and TCP with miekg/dns (test/harness). Nothing
+// here talks to any address outside the loopback range.
+//
+// Address plan: every test owns its own backend addresses, so that no two parallel tests ever
+// share a (backend, port) pair, and ports come from one allocator that never hands out a port
+// twice in a run (harness.FreePort). Sorted by address:
+//
+//	127.0.0.11-.13, .21-.60      TestDNS (with ::1)
+//	127.0.0.101, .102            TestFailover
+//	127.0.0.103 (live), .104 (closed) TestFirstAnswer
+//	127.0.0.105, .106            TestAllDown (with ::1)
+//	127.0.0.107-.109             TestPolicies
+//	127.0.0.110                  TestReady
+//	127.0.0.111-.113             TestReload
+//	127.0.0.114                  TestReloadBad
+//	127.0.0.115-.117             TestMetrics (with ::1, closed)
+//	127.0.0.118                  TestNoNextPlugin
+//	127.0.0.119, .121 (live), .120 (closed) TestGoodCorefileDefaults
+//	127.0.0.122, .123            TestReloadFailsAfterStartup
+//	127.0.0.124-.126             TestCacheInFront
+//	127.0.0.140, .141            TestBesideZoneFile
+//	127.0.0.142                  TestSerialIsTheConfiguration
+//	127.0.0.143                  TestAllDownDualStack (with ::1, closed)
+//	127.0.0.160-.162             TestReloadFailedLeavesNothing
+//	127.0.0.170-.177 (silent)    TestStartupProbesTogether
+//	127.0.0.180, .181            TestMetricsPerServer
+package test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/healthdns/healthdns/test/harness"
+)
+
+// TestMain builds coredns once for all the tests of the package.
+func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
