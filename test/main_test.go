@@ -25,6 +25,9 @@
 //	127.0.0.160-.162             TestReloadFailedLeavesNothing
 //	127.0.0.170-.177 (silent)    TestStartupProbesTogether
 //	127.0.0.180, .181            TestMetricsPerServer
+//	127.0.0.200, .201            deploy.TestMetricsExported (another package, same run)
+//	127.0.0.210-.213            TestHTTPChecks
+//	127.0.0.215-.217            TestExecChecks
 package test
 
 import (
