@@ -25,7 +25,7 @@ type Pool struct {
 	snap  atomic.Pointer[snapshot]
 	ready atomic.Bool // every backend has had its first verdict
 
-	mu     sync.Mutex     // serialises rebuilds; never taken on the query path
+	mu     sync.Mutex      // serialises rebuilds; never taken on the query path
 	leases []*health.Lease // backend i's checks are leases[i*len(checks):][:len(checks)]
 	unsubs []func()
 }

@@ -146,10 +146,10 @@ func parse(c *caddy.Controller) ([]poolConfig, error) {
 			return nil, err
 		}
 		if lines.tlsInsecure != 0 {
-		log.Warningf("%s:%d - tls_insecure: the https checks of %s do not verify certificates; any server on the port passes",
-			c.File(), lines.tlsInsecure, strings.Join(zones, ", "))
-	}
-	if lines.weight != 0 && cfg.policy != "weighted" {
+			log.Warningf("%s:%d - tls_insecure: the https checks of %s do not verify certificates; any server on the port passes",
+				c.File(), lines.tlsInsecure, strings.Join(zones, ", "))
+		}
+		if lines.weight != 0 && cfg.policy != "weighted" {
 			log.Warningf("%s:%d - weight is ignored unless 'policy weighted' (the policy of %s is %s)",
 				c.File(), lines.weight, strings.Join(zones, ", "), cfg.policy)
 		}
@@ -233,7 +233,7 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 			Rise:     defaultRise,
 			Fall:     defaultFall,
 		},
-		policy:    "random",
+		policy:  "random",
 		answers: defaultAnswers,
 		ttl:     defaultTTL,
 	}

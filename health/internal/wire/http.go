@@ -133,7 +133,9 @@ type bodyError struct {
 	read int
 }
 
-func (e bodyError) Error() string { return fmt.Sprintf("body: no %q in its first %d bytes", e.text, e.read) }
+func (e bodyError) Error() string {
+	return fmt.Sprintf("body: no %q in its first %d bytes", e.text, e.read)
+}
 
 // tlsError is a handshake that failed for another reason than the certificate's.
 type tlsError struct{ err error }
