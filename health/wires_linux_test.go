@@ -20,33 +20,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/healthdns/healthdns/health/internal/engine"
-	"github.com/healthdns/healthdns/health/internal/netnstest"
 	"github.com/healthdns/healthdns/health/internal/rawsock"
+	"github.com/healthdns/healthdns/health/internal/testnet"
 	"github.com/healthdns/healthdns/health/internal/wire"
 )
-
-// listenTCP starts a TCP backend on loopback that accepts and closes, and returns its port.
-func listenTCP(t testing.TB) (net.Listener, uint16) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go acceptAndClose(ln)
-	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
-}
-
-// acceptAndClose plays a TCP backend until ln is closed.
-func acceptAndClose(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		c.Close()
-	}
-}
 
 var tcpLoopSpec = Spec{Check: Check{Kind: TCP}, Interval: 200 * time.Millisecond, Timeout: 100 * time.Millisecond, Rise: 2, Fall: 2}
 
@@ -82,7 +59,7 @@ func TestTCPScheduled(t *testing.T) {
 
 func testTCPScheduled(t *testing.T, reg *Registry) {
 	fdsBefore := openFDs(t)
-	first, port := listenTCP(t)
+	first, port := testnet.ListenTCP(t)
 	backends := []net.Listener{first}
 	for i := 2; i <= 100; i++ {
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.4.0.%d:%d", i, port))
@@ -90,7 +67,7 @@ func testTCPScheduled(t *testing.T, reg *Registry) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { ln.Close() })
-		go acceptAndClose(ln)
+		go testnet.AcceptAndClose(ln)
 		backends = append(backends, ln)
 	}
 
@@ -131,7 +108,7 @@ func testTCPScheduled(t *testing.T, reg *Registry) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go acceptAndClose(ln)
+	go testnet.AcceptAndClose(ln)
 	eventually(t, "up once it listens again", dying.Up)
 
 	obs.releaseAll(t, leases, tcpLoopSpec.Interval)
@@ -153,7 +130,7 @@ func TestHalfOpenUnseen(t *testing.T) {
 	if !rawsock.TCPAllowed() {
 		t.Skip("half-open TCP probes need CAP_NET_RAW to open a raw socket")
 	}
-	for _, addr := range loopbacks(t) {
+	for _, addr := range testnet.Loopbacks(t) {
 		t.Run(addr.String(), func(t *testing.T) {
 			ln, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
 			if err != nil {
@@ -224,8 +201,8 @@ func synRecvsOn(t *testing.T, addr netip.Addr, port uint16) int {
 // probes leave no TIME_WAIT behind (the connector closes with a reset; half-open probes open
 // no connection).
 func TestTCPScheduledNoAnswer(t *testing.T) {
-	if !netnstest.InOwnNetns() {
-		netnstest.RunInOwnNetns(t)
+	if !testnet.InOwnNetns() {
+		testnet.RunInOwnNetns(t)
 		return
 	}
 	// A silent host: SYNs to 10.98.0.2 leave through a veth whose other end drops them (the
@@ -280,8 +257,8 @@ func testTCPScheduledNoAnswer(t *testing.T, reg *Registry) {
 	}
 	l.Release()
 
-	_, lport := listenTCP(t)
-	healthy := reg.Acquire(Target{Addr: loopback4, Spec: tcpSpec(lport)}, "z.")
+	_, lport := testnet.ListenTCP(t)
+	healthy := reg.Acquire(Target{Addr: testnet.Loopback4, Spec: tcpSpec(lport)}, "z.")
 	before = obs.probes()
 	eventually(t, "five probes of a listening backend", func() bool { return obs.probes() >= before+5 })
 	if !healthy.Up() {

@@ -2,7 +2,6 @@ package health
 
 import (
 	"errors"
-	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -14,25 +13,8 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/healthdns/healthdns/health/internal/engine"
-	"github.com/healthdns/healthdns/health/internal/netnstest"
+	"github.com/healthdns/healthdns/health/internal/testnet"
 )
-
-var (
-	loopback4 = netip.MustParseAddr("127.0.0.1")
-	loopback6 = netip.MustParseAddr("::1")
-)
-
-// loopbacks returns 127.0.0.1, and ::1 when the host has an IPv6 loopback.
-func loopbacks(t *testing.T) []netip.Addr {
-	t.Helper()
-	c, err := net.ListenPacket("udp6", "[::1]:0")
-	if err != nil {
-		t.Logf("not probing ::1: no IPv6 loopback (%v)", err)
-		return []netip.Addr{loopback4}
-	}
-	c.Close()
-	return []netip.Addr{loopback4, loopback6}
-}
 
 // stampRecorder is a recorder that also notes when each probe result came in.
 type stampRecorder struct {
@@ -129,7 +111,7 @@ func TestICMPScheduled(t *testing.T) {
 		addr := netip.AddrFrom4([4]byte{127, 3, byte(i >> 8), byte(i)})
 		leases = append(leases, reg.Acquire(Target{Addr: addr, Spec: icmpSpec}, "z."))
 	}
-	for _, addr := range loopbacks(t) {
+	for _, addr := range testnet.Loopbacks(t) {
 		leases = append(leases, reg.Acquire(Target{Addr: addr, Spec: icmpSpec}, "z."))
 	}
 	for _, l := range leases {
@@ -160,13 +142,13 @@ func TestICMPScheduled(t *testing.T) {
 // three tries per probe; when it answers again it comes back; an address with no route fails
 // at once with the kernel's reason.
 func TestICMPScheduledNoReply(t *testing.T) {
-	if !netnstest.InOwnNetns() {
-		netnstest.RunInOwnNetns(t)
+	if !testnet.InOwnNetns() {
+		testnet.RunInOwnNetns(t)
 		return
 	}
 	obs := &stampRecorder{}
 	reg := rawICMPRegistry(t, obs)
-	netnstest.Sysctl(t, "net.ipv4.icmp_echo_ignore_all", "1")
+	testnet.Sysctl(t, "net.ipv4.icmp_echo_ignore_all", "1")
 
 	// On loopback a raw socket without a filter sees our own requests too: count them.
 	watch, err := icmp.ListenPacket("ip4:icmp", "127.0.0.1")
@@ -194,7 +176,7 @@ func TestICMPScheduledNoReply(t *testing.T) {
 	}()
 	defer func() { watch.Close(); <-watched }()
 
-	silent := reg.Acquire(Target{Addr: loopback4, Spec: icmpSpec}, "z.")
+	silent := reg.Acquire(Target{Addr: testnet.Loopback4, Spec: icmpSpec}, "z.")
 	defer silent.Release()
 	<-silent.Checked()
 	if silent.Up() {
@@ -213,7 +195,7 @@ func TestICMPScheduledNoReply(t *testing.T) {
 	}
 	t.Logf("%d echo requests for %d unanswered probes", sent, probes)
 
-	netnstest.Sysctl(t, "net.ipv4.icmp_echo_ignore_all", "0")
+	testnet.Sysctl(t, "net.ipv4.icmp_echo_ignore_all", "0")
 	eventually(t, "up once echoes are answered", silent.Up)
 
 	unrouted := netip.MustParseAddr("10.99.0.1") // the namespace has no route but loopback's

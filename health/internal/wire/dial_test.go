@@ -8,13 +8,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/healthdns/healthdns/health/internal/testnet"
 )
 
 // TestDial connects as a TCP check does where no loop of ours connects.
 func TestDial(t *testing.T) {
 	t.Run("up", func(t *testing.T) {
-		_, port := listenTCP(t)
-		if err := probeWithin(Dial(port), loopback4, time.Second); err != nil {
+		_, port := testnet.ListenTCP(t)
+		if err := probeWithin(Dial(port), testnet.Loopback4, time.Second); err != nil {
 			t.Fatalf("listening port: %v", err)
 		}
 	})
@@ -25,16 +27,16 @@ func TestDial(t *testing.T) {
 			t.Skipf("no IPv6 loopback: %v", err)
 		}
 		defer ln.Close()
-		go acceptAndClose(ln)
-		if err := probeWithin(Dial(uint16(ln.Addr().(*net.TCPAddr).Port)), loopback6, time.Second); err != nil {
+		go testnet.AcceptAndClose(ln)
+		if err := probeWithin(Dial(uint16(ln.Addr().(*net.TCPAddr).Port)), testnet.Loopback6, time.Second); err != nil {
 			t.Fatalf("listening port on ::1: %v", err)
 		}
 	})
 
 	t.Run("refused", func(t *testing.T) {
-		ln, port := listenTCP(t)
+		ln, port := testnet.ListenTCP(t)
 		ln.Close() // the port was ours a moment ago, so nothing else listens on it
-		err := probeWithin(Dial(port), loopback4, time.Second)
+		err := probeWithin(Dial(port), testnet.Loopback4, time.Second)
 		if want := fmt.Sprintf("tcp :%d: connection refused", port); err == nil || err.Error() != want {
 			t.Fatalf("error %v, want %q", err, want)
 		}
@@ -60,11 +62,11 @@ func TestDial(t *testing.T) {
 	}
 	for name, ctxFunc := range expired {
 		t.Run(name, func(t *testing.T) {
-			_, port := listenTCP(t) // it would answer: only the context can fail the probe
+			_, port := testnet.ListenTCP(t) // it would answer: only the context can fail the probe
 			ctx, cancel := ctxFunc()
 			defer cancel()
 			done := make(chan error, 1)
-			go func() { done <- Dial(port)(ctx, loopback4) }()
+			go func() { done <- Dial(port)(ctx, testnet.Loopback4) }()
 			var err error
 			select {
 			case err = <-done:

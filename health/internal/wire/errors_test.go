@@ -10,12 +10,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/healthdns/healthdns/health/internal/testnet"
 )
 
 // Every failure a check can report falls in one of the few reasons a metric is labelled with.
 func TestReason(t *testing.T) {
 	addr := netip.MustParseAddr("127.0.0.1")
-	ln, closed := listenTCP(t)
+	ln, closed := testnet.ListenTCP(t)
 	ln.Close()
 	port := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/down" {

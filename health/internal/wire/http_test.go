@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/healthdns/healthdns/health/internal/testnet"
 )
 
 // testCA is a certificate authority made by the test, and the leaf certificates it signs.
@@ -151,7 +153,7 @@ func TestHTTP(t *testing.T) {
 		}
 	})
 	t.Run("refused", func(t *testing.T) {
-		ln, closed := listenTCP(t)
+		ln, closed := testnet.ListenTCP(t)
 		ln.Close()
 		err := probeWithin(HTTP(HTTPSpec{Port: closed}), addr, time.Second)
 		if want := "http :" + itoa(closed) + "/: connection refused"; err == nil || err.Error() != want {

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/net/icmp"
 
-	"github.com/healthdns/healthdns/health/internal/netnstest"
+	"github.com/healthdns/healthdns/health/internal/testnet"
 )
 
 // pingers are the ICMP checks this process can run on this host, by name: pro-bing in each mode
@@ -36,7 +36,7 @@ func pingers(t *testing.T) map[string]func(context.Context, netip.Addr) error {
 func TestPing(t *testing.T) {
 	for name, ping := range pingers(t) {
 		t.Run(name, func(t *testing.T) {
-			for _, addr := range append(loopbacks(t), netip.MustParseAddr("127.0.0.42")) {
+			for _, addr := range append(testnet.Loopbacks(t), netip.MustParseAddr("127.0.0.42")) {
 				if err := probeWithin(ping, addr, 2*time.Second); err != nil {
 					t.Errorf("ping %s: %v", addr, err)
 				}
@@ -46,7 +46,7 @@ func TestPing(t *testing.T) {
 	// Cancelled before it starts: nothing is sent, so nothing can pass.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := Ping(false)(ctx, loopback4)
+	err := Ping(false)(ctx, testnet.Loopback4)
 	if err == nil || !strings.HasPrefix(err.Error(), "icmp: not sent") || !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled ping: %v", err)
 	}
@@ -55,21 +55,21 @@ func TestPing(t *testing.T) {
 // TestICMPNoReply pings a loopback that ignores echo requests: every prober must fail within its
 // timeout, say "no reply", and return soon after its context is cancelled.
 func TestICMPNoReply(t *testing.T) {
-	if !netnstest.InOwnNetns() {
-		netnstest.RunInOwnNetns(t)
+	if !testnet.InOwnNetns() {
+		testnet.RunInOwnNetns(t)
 		return
 	}
-	netnstest.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647") // so pro-bing's unprivileged mode runs too
+	testnet.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647") // so pro-bing's unprivileged mode runs too
 	probers := map[string]func(context.Context, netip.Addr) error{
 		"pro-bing privileged":   Ping(true),
 		"pro-bing unprivileged": Ping(false),
 		"echo wire":             probeVia(t, NewEcho()),
 	}
-	addrs := []netip.Addr{loopback4, loopback6}
+	addrs := []netip.Addr{testnet.Loopback4, testnet.Loopback6}
 
 	// First the namespace answers, so a failure below is the black hole's doing.
-	netnstest.Sysctl(t, "net.ipv4.icmp_echo_ignore_all", "0")
-	netnstest.Sysctl(t, "net.ipv6.icmp.echo_ignore_all", "0")
+	testnet.Sysctl(t, "net.ipv4.icmp_echo_ignore_all", "0")
+	testnet.Sysctl(t, "net.ipv6.icmp.echo_ignore_all", "0")
 	for name, p := range probers {
 		for _, addr := range addrs {
 			if err := probeWithin(p, addr, 2*time.Second); err != nil {
@@ -78,8 +78,8 @@ func TestICMPNoReply(t *testing.T) {
 		}
 	}
 
-	netnstest.Sysctl(t, "net.ipv4.icmp_echo_ignore_all", "1")
-	netnstest.Sysctl(t, "net.ipv6.icmp.echo_ignore_all", "1")
+	testnet.Sysctl(t, "net.ipv4.icmp_echo_ignore_all", "1")
+	testnet.Sysctl(t, "net.ipv6.icmp.echo_ignore_all", "1")
 	for name, p := range probers {
 		for _, addr := range addrs {
 			t.Run(name+"/"+addr.String(), func(t *testing.T) {
@@ -125,15 +125,15 @@ func TestICMPNoReply(t *testing.T) {
 func TestPingUnprivileged(t *testing.T) {
 	if c, err := icmp.ListenPacket("udp4", "0.0.0.0"); err == nil {
 		c.Close()
-	} else if !netnstest.InOwnNetns() {
+	} else if !testnet.InOwnNetns() {
 		t.Logf("unprivileged ping sockets are off on the host (%v): trying a namespace", err)
-		netnstest.RunInOwnNetns(t)
+		testnet.RunInOwnNetns(t)
 		return
 	} else {
-		netnstest.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647")
+		testnet.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647")
 	}
 	p := Ping(false)
-	for _, addr := range loopbacks(t) {
+	for _, addr := range testnet.Loopbacks(t) {
 		if err := probeWithin(p, addr, 2*time.Second); err != nil {
 			t.Errorf("unprivileged ping %s: %v", addr, err)
 		}

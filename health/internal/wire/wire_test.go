@@ -16,23 +16,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var (
-	loopback4 = netip.MustParseAddr("127.0.0.1")
-	loopback6 = netip.MustParseAddr("::1")
-)
-
-// loopbacks returns 127.0.0.1, and ::1 when the host has an IPv6 loopback.
-func loopbacks(t *testing.T) []netip.Addr {
-	t.Helper()
-	c, err := net.ListenPacket("udp6", "[::1]:0")
-	if err != nil {
-		t.Logf("not probing ::1: no IPv6 loopback (%v)", err)
-		return []netip.Addr{loopback4}
-	}
-	c.Close()
-	return []netip.Addr{loopback4, loopback6}
-}
-
 // probeVia returns a check that probes an address once through a new loop over w, as a
 // monitor's first probe does, with the timeout of ctx's deadline. The loop is retained until the
 // test ends.
@@ -79,29 +62,6 @@ func probeWithin(probe func(context.Context, netip.Addr) error, addr netip.Addr,
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return probe(ctx, addr)
-}
-
-// listenTCP starts a TCP backend on loopback that accepts and closes, and returns its port.
-func listenTCP(t testing.TB) (net.Listener, uint16) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go acceptAndClose(ln)
-	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
-}
-
-// acceptAndClose plays a TCP backend until ln is closed.
-func acceptAndClose(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		c.Close()
-	}
 }
 
 // needRawICMP skips t unless this process may open raw ICMP sockets.

@@ -1,10 +1,13 @@
-// Package netnstest runs a test again inside a network namespace of its own, for the tests that
-// need a host that does not answer, a route that does not exist or a sysctl of their own: the
-// only addresses a test may probe (loopback) always answer, and sysctls such as
+// Package testnet is what the health packages' tests probe: loopback backends, and a network
+// namespace of the test's own.
+//
+// RunInOwnNetns runs a test again inside a network namespace of its own, for the tests that need
+// a host that does not answer, a route that does not exist or a sysctl of their own: the only
+// addresses a test may probe (loopback) always answer, and sysctls such as
 // net.ipv4.icmp_echo_ignore_all and ping_group_range are the namespace's, not the host's. The
 // test binary re-runs itself inside the namespace with `ip netns exec`; outside, that needs root
 // and iproute2, and the test skips without them.
-package netnstest
+package testnet
 
 import (
 	"fmt"
