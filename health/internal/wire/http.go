@@ -118,10 +118,10 @@ func (s HTTPSpec) Name() string {
 // request is the GET a check sends. HTTP/1.1 with Connection: close, so that a server answers
 // once and does not wait for another request.
 func request(path, host string, port uint16, tls bool) string {
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // an IPv6 literal, as RFC 3986 writes it in a Host header
+	}
 	if (!tls && port != 80) || (tls && port != 443) {
-		if strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
-			host = "[" + host + "]" // an IPv6 literal
-		}
 		host += ":" + strconv.Itoa(int(port))
 	}
 	return "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: healthdns\r\nAccept: */*\r\nConnection: close\r\n\r\n"

@@ -199,6 +199,26 @@ func TestHTTPS(t *testing.T) {
 	}
 }
 
+func TestRequestHost(t *testing.T) {
+	for _, tc := range []struct {
+		host string
+		port uint16
+		tls  bool
+		want string
+	}{
+		{"app.lan", 80, false, "app.lan"},
+		{"app.lan", 8080, false, "app.lan:8080"},
+		{"app.lan", 443, true, "app.lan"},
+		{"10.0.0.7", 443, false, "10.0.0.7:443"},
+		{"::1", 80, false, "[::1]"},
+		{"2001:db8::7", 8443, true, "[2001:db8::7]:8443"},
+	} {
+		if got := request("/", tc.host, tc.port, tc.tls); !strings.Contains(got, "\r\nHost: "+tc.want+"\r\n") {
+			t.Errorf("request for %s port %d: %q, want Host: %s", tc.host, tc.port, got, tc.want)
+		}
+	}
+}
+
 func TestParseStatusCodes(t *testing.T) {
 	for in, want := range map[string]string{"200": "200", "200-299": "200-299", "200,204,301-302": "200,204,301-302"} {
 		codes, err := ParseStatusCodes(in)
