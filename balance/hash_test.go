@@ -2,6 +2,7 @@ package balance
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -217,9 +218,9 @@ func TestHashStable(t *testing.T) {
 	}
 
 	pinned := map[string]string{
-		"192.0.2.1/24":    "[10.0.0.2 10.0.0.3 10.0.0.0 10.0.0.1]",
-		"198.51.100.9/24": "[10.0.0.2 10.0.0.3 10.0.0.1 10.0.0.0]",
-		"203.0.113.77/32": "[10.0.0.3 10.0.0.1 10.0.0.2 10.0.0.0]",
+		"192.0.2.1/24":    "[10.0.0.2 10.0.0.0 10.0.0.1 10.0.0.3]",
+		"198.51.100.9/24": "[10.0.0.0 10.0.0.2 10.0.0.3 10.0.0.1]",
+		"203.0.113.77/32": "[10.0.0.2 10.0.0.1 10.0.0.3 10.0.0.0]",
 		"2001:db8::1/56":  "[10.0.0.3 10.0.0.1 10.0.0.2 10.0.0.0]",
 	}
 	table := NewHashTable(NewSet(addrs(4), nil))
@@ -230,6 +231,66 @@ func TestHashStable(t *testing.T) {
 			t.Errorf("client %s gets %s, got %s before: the hashes changed, and with them every client's backends", client, got, want)
 		}
 	}
+}
+
+// TestHashTableIsRendezvous compares each bucket's row with rendezvous hashing done the slow
+// way: every backend scored, all sorted. The build's shortcuts (the kept few, the skipped
+// logarithms) must not change a single row.
+func TestHashTableIsRendezvous(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	randomWeights := func(n int) []uint32 {
+		w := make([]uint32, n)
+		for i := range w {
+			w[i] = 1 + r.Uint32N(1000)
+		}
+		return w
+	}
+	sets := map[string]*Set{
+		"3 equal":                  NewSet(addrs(3), nil),
+		"9 skewed":                 NewSet(addrs(9), skewed(9)),
+		"100 random weights":       NewSet(addrs(100), randomWeights(100)),
+		"1000 equal":               NewSet(addrs(1000), nil),
+		"1000 random weights":      NewSet(addrs(1000), randomWeights(1000)),
+		"20 equal, IPv6, shuffled": NewSet(shuffled(v6addrs(20)), nil),
+	}
+	for name, s := range sets {
+		t.Run(name, func(t *testing.T) {
+			table := NewHashTable(s)
+			step := 1
+			if s.Len() > 100 {
+				step = 61 // a sample of the buckets: the slow way is slow
+			}
+			all := make([]int, s.Len())
+			scores := make([]float64, s.Len())
+			for b := 0; b < hashBuckets; b += step {
+				salt := mix64(uint64(b) + 0x9e3779b97f4a7c15)
+				for i, a := range s.Addrs {
+					all[i] = i
+					scores[i] = -float64(weightOf(s.Weights[i])) / math.Log(uniform(mix64(addrHash(a)^salt)))
+				}
+				slices.SortFunc(all, func(i, j int) int {
+					if s.outranks(scores[i], i, scores[j], j) {
+						return -1
+					}
+					return 1
+				})
+				row := table.order[b*table.ranks:][:table.ranks]
+				for k, i := range row {
+					if int(i) != all[k] {
+						t.Fatalf("bucket %d, rank %d: backend %d, the slow way says %d", b, k, i, all[k])
+					}
+				}
+			}
+		})
+	}
+}
+
+func v6addrs(n int) []netip.Addr {
+	out := make([]netip.Addr, n)
+	for i := range out {
+		out[i] = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)})
+	}
+	return out
 }
 
 func TestHashPickCountAndDistinct(t *testing.T) {
