@@ -2,6 +2,7 @@ package balance
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 )
 
@@ -62,6 +63,52 @@ func BenchmarkNewSet(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				NewSet(a, w)
+			}
+		})
+	}
+}
+
+// BenchmarkHashPick measures a sticky answer as the handler would make it, client key included,
+// beside random's pick on the same set. Clients vary, so the table's rows come from all over it
+// as they would under real traffic. Time per pick should not grow with pool.
+func BenchmarkHashPick(b *testing.B) {
+	clients := make([]netip.Addr, 1024)
+	for i := range clients {
+		clients[i] = netip.AddrFrom4([4]byte{100, byte(i >> 8), byte(i), 7})
+	}
+	for _, n := range []int{1, 3, 8} {
+		for _, size := range []int{3, 100, 1000} {
+			s := NewSet(addrs(size), benchWeights(size))
+			table := NewHashTable(s)
+			b.Run(fmt.Sprintf("hash/answers=%d/pool=%d", n, size), func(b *testing.B) {
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					key := ClientKey(clients[i%len(clients)], 24)
+					table.Pick(key[:], n)
+					i++
+				}
+			})
+			var random Policy = Random{}
+			b.Run(fmt.Sprintf("random/answers=%d/pool=%d", n, size), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					random.Pick(s, n)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkNewHashTable measures ranking every backend for every bucket, paid once per health
+// snapshot of a pool with the hash policy, not per query.
+func BenchmarkNewHashTable(b *testing.B) {
+	for _, size := range []int{3, 100, 1000} {
+		s := NewSet(addrs(size), benchWeights(size))
+		b.Run(fmt.Sprintf("pool=%d", size), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				NewHashTable(s)
 			}
 		})
 	}
