@@ -4,6 +4,8 @@ package healthdns
 
 import (
 	"context"
+	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/coredns/coredns/plugin"
@@ -81,7 +83,14 @@ func (h *HealthDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 				return h.passOn(ctx, w, r)
 			}
 		}
-		m.Answer = addressRecords(q, fam, p.policy.Pick(fam.set, cfg.answers), cfg.ttl)
+		var picks balance.Picks
+		if fam.hash != nil {
+			key := p.clientKey(w, r, m)
+			picks = fam.hash.Pick(key[:], cfg.answers)
+		} else {
+			picks = p.policy.Pick(fam.set, cfg.answers)
+		}
+		m.Answer = addressRecords(q, fam, picks, cfg.ttl)
 	case dns.TypeANY:
 		m.Answer = []dns.RR{&dns.HINFO{
 			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: cfg.ttl},
@@ -111,6 +120,44 @@ func (h *HealthDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 	}
 	w.WriteMsg(m)
 	return dns.RcodeSuccess, nil
+}
+
+// clientKey returns the key a consistent_hash answer follows: the client's subnet when the query
+// carries one (EDNS Client Subnet, RFC 7871: a forwarder sends the subnet of the client it asks
+// for), else the client's own address; either masked to hash_prefix. With ECS, the reply carries
+// it back with SCOPE set to the prefix length used, so that a caching resolver caches the answer
+// for that subnet alone (RFC 7871 §7.2.1).
+func (p *Pool) clientKey(w dns.ResponseWriter, r *dns.Msg, m *dns.Msg) [balance.ClientKeyLen]byte {
+	if opt := r.IsEdns0(); opt != nil {
+		for _, o := range opt.Option {
+			ecs, ok := o.(*dns.EDNS0_SUBNET)
+			if !ok {
+				continue
+			}
+			addr, ok := netip.AddrFromSlice(ecs.Address)
+			if !ok || (ecs.Family != 1 && ecs.Family != 2) {
+				break // malformed: key on the client instead
+			}
+			addr = addr.Unmap()
+			bits := min(int(ecs.SourceNetmask), p.cfg.hashPrefix[familyIndex(addr)])
+			key := balance.ClientKey(addr, bits)
+			reply := *ecs
+			reply.SourceScope = uint8(bits)
+			m.SetEdns0(opt.UDPSize(), opt.Do())
+			ropt := m.IsEdns0()
+			ropt.Option = append(ropt.Option, &reply)
+			return key
+		}
+	}
+	var addr netip.Addr
+	switch a := w.RemoteAddr().(type) {
+	case *net.UDPAddr:
+		addr, _ = netip.AddrFromSlice(a.IP)
+	case *net.TCPAddr:
+		addr, _ = netip.AddrFromSlice(a.IP)
+	}
+	addr = addr.Unmap()
+	return balance.ClientKey(addr, p.cfg.hashPrefix[familyIndex(addr)])
 }
 
 // deferred reports whether the next plugin owns qname's SOA, NS and other types.

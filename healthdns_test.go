@@ -48,7 +48,7 @@ func testConfig(zone string, backends ...string) poolConfig {
 		nsAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.53")},
 	}
 	for _, b := range backends {
-		cfg.backends = append(cfg.backends, backend{addr: netip.MustParseAddr(b), weight: 1})
+		cfg.backends = append(cfg.backends, backend{addr: netip.MustParseAddr(b), weight: 1, priority: balance.DefaultPriority})
 	}
 	return cfg
 }
@@ -415,7 +415,7 @@ func TestConfigSerial(t *testing.T) {
 	changes := map[string]func(*poolConfig){
 		"zone": func(c *poolConfig) { c.zone = "web.app.lan." },
 		"backend added": func(c *poolConfig) {
-			c.backends = append(c.backends, backend{addr: netip.MustParseAddr("10.0.0.4"), weight: 1})
+			c.backends = append(c.backends, backend{addr: netip.MustParseAddr("10.0.0.4"), weight: 1, priority: balance.DefaultPriority})
 		},
 		"backend order":   func(c *poolConfig) { c.backends[0], c.backends[1] = c.backends[1], c.backends[0] },
 		"weight":          func(c *poolConfig) { c.backends[0].weight = 2 },

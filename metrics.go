@@ -67,6 +67,20 @@ var (
 		Help:      "Times every backend of a zone's address family went down.",
 	}, []string{"server", "zone", "family"})
 
+	servingPriority = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "healthdns",
+		Name:      "serving_priority",
+		Help:      "The priority group a zone's address family is answered from; 0 while none has a healthy backend.",
+	}, []string{"server", "zone", "family"})
+
+	groupSwitchesTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "healthdns",
+		Name:      "group_switches_total",
+		Help:      "Times the priority group a zone's address family is answered from changed.",
+	}, []string{"server", "zone", "family"})
+
 	answersTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "healthdns",

@@ -2,8 +2,10 @@ package healthdns
 
 import (
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,9 +27,13 @@ type Pool struct {
 	snap  atomic.Pointer[snapshot]
 	ready atomic.Bool // every backend has had its first verdict
 
-	mu     sync.Mutex      // serialises rebuilds; never taken on the query path
-	leases []*health.Lease // backend i's checks are leases[i*len(checks):][:len(checks)]
-	unsubs []func()
+	mu       sync.Mutex      // serialises rebuilds; never taken on the query path
+	leases   []*health.Lease // backend i's checks are leases[i*len(checks):][:len(checks)]
+	unsubs   []func()
+	failover [2]*balance.Failover // which priority group serves, per family (ipv4, ipv6)
+	decided  [2]bool              // the failover made its first choice
+	timer    *time.Timer          // a rebuild at the failovers' next check (preempt_delay)
+	stopped  bool
 }
 
 // snapshot is what the query path reads: one per address family, rebuilt on each transition.
@@ -44,6 +50,7 @@ type snapshot struct {
 // all_down mode decide, and set holds every configured backend under serve_all.
 type family struct {
 	set      *balance.Set
+	hash     *balance.HashTable   // consistent_hash's lookup of set, nil under other policies
 	ips      []net.IP             // set.Addrs as net.IP, made once so answers copy nothing
 	answered []prometheus.Counter // per set index, resolved once so answers take no lock
 	allDown  bool                 // the pool is all down and this family has backends
@@ -55,13 +62,54 @@ func newPool(cfg poolConfig, policy balance.Policy, reg *health.Registry) *Pool 
 	p := &Pool{cfg: cfg, policy: policy, reg: reg}
 	p.zone = newZoneRecords(&p.cfg, configSerial(&p.cfg))
 	p.snap.Store(&snapshot{}) // until OnStartup: no address answers
+	for fam := range p.failover {
+		var groups balance.Groups
+		for _, b := range cfg.backends {
+			if familyIndex(b.addr) == fam {
+				groups.Add(b.priority)
+			}
+		}
+		p.failover[fam] = balance.NewFailover(groups, cfg.preempt)
+	}
 	return p
+}
+
+var familyNames = [2]string{"ipv4", "ipv6"}
+
+func familyIndex(a netip.Addr) int {
+	if a.Is4() {
+		return 0
+	}
+	return 1
+}
+
+// failoverKey names a family's failover in the registry, for the pool that follows this one in
+// a reload: the same server, zone and family, and the same backends in the same priority groups.
+func (p *Pool) failoverKey(fam int) string {
+	h := fnv.New64a()
+	for _, b := range p.cfg.backends {
+		if familyIndex(b.addr) == fam {
+			fmt.Fprintf(h, "%s %d\n", b.addr, b.priority)
+		}
+	}
+	return fmt.Sprintf("failover %s %s %s %x", p.cfg.server, p.cfg.zone, familyNames[fam], h.Sum64())
 }
 
 // start acquires a monitor for every check of every backend, adopting running ones, and
 // publishes the first snapshot.
 func (p *Pool) start() {
 	p.mu.Lock()
+	// The serving group a reload finds is kept (nopreempt must not fall back because the
+	// Corefile was reloaded), when the backends and their priorities are the same.
+	for fam, fo := range p.failover {
+		key := p.failoverKey(fam)
+		if prev, ok := p.reg.Kept(key); ok {
+			fo.CarryOver(prev.(*balance.Failover))
+		}
+		p.reg.Keep(key, fo)
+	}
+	p.timer = time.AfterFunc(time.Hour, p.rebuild)
+	p.timer.Stop()
 	owner := poolOwner(p.cfg.server, p.cfg.zone)
 	for _, b := range p.cfg.backends {
 		for _, c := range p.cfg.checks {
@@ -113,6 +161,13 @@ func (p *Pool) stop() {
 	p.mu.Lock()
 	leases := p.leases
 	p.unsubs, p.leases = nil, nil
+	p.stopped = true
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	for fam, fo := range p.failover {
+		p.reg.Forget(p.failoverKey(fam), fo)
+	}
 	p.mu.Unlock()
 	for _, l := range leases {
 		l.Release()
@@ -120,7 +175,10 @@ func (p *Pool) stop() {
 	// Releasing drops the per-backend series of the zone (Observer.Released); the zone's own go
 	// once no configuration serves it, or a zone only a discarded reload named would keep them.
 	if len(leases) > 0 && !p.reg.Holds(poolOwner(p.cfg.server, p.cfg.zone)) {
-		allDownTotal.DeletePartialMatch(prometheus.Labels{"server": p.cfg.server, "zone": p.cfg.zone})
+		zoneLabels := prometheus.Labels{"server": p.cfg.server, "zone": p.cfg.zone}
+		allDownTotal.DeletePartialMatch(zoneLabels)
+		servingPriority.DeletePartialMatch(zoneLabels)
+		groupSwitchesTotal.DeletePartialMatch(zoneLabels)
 	}
 }
 
@@ -141,6 +199,9 @@ func (p *Pool) upLocked(i int) bool {
 func (p *Pool) rebuild() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.stopped {
+		return // a timer's rebuild after stop: the pool's series are gone and stay gone
+	}
 	old := p.snap.Load()
 	var v4, v6 []int // indexes into cfg.backends
 	var up4, up6 []int
@@ -170,25 +231,112 @@ func (p *Pool) rebuild() {
 		p.ready.Store(true)
 	}
 	poolDown := settled && len(p.cfg.backends) > 0 && len(up4)+len(up6) == 0
+	serving4, serving6 := p.serveLocked(0, up4, settled), p.serveLocked(1, up6, settled)
 	next := &snapshot{
-		v4:      p.family(v4, up4, poolDown, settled),
-		v6:      p.family(v6, up6, poolDown, settled),
+		v4:      p.family(v4, up4, serving4, poolDown, settled),
+		v6:      p.family(v6, up6, serving6, poolDown, settled),
 		allDown: poolDown,
 	}
 	p.report(old, next)
 	p.snap.Store(next)
+	p.armLocked()
 }
 
-func (p *Pool) family(configured, up []int, poolDown, settled bool) family {
+// serveLocked tells the family's failover which priority groups have a backend up, and returns
+// the group to answer from. Only once every backend has its first verdict: under nopreempt the
+// first decision stands, and a primary whose first probe is still out would lose to its standby.
+// Until then the highest group with a backend up serves, as it will once decided.
+func (p *Pool) serveLocked(fam int, up []int, settled bool) uint8 {
+	var healthy balance.Groups
+	for _, i := range up {
+		healthy.Add(p.cfg.backends[i].priority)
+	}
+	fo := p.failover[fam]
+	if !settled {
+		group, _ := healthy.Highest()
+		return group
+	}
+	sw := fo.Update(healthy, time.Now())
+	group, ok := fo.Serving()
+	if !ok {
+		group = 0
+	}
+	if fo.Groups().Len() == 0 {
+		return group
+	}
+	servingPriority.WithLabelValues(p.cfg.server, p.cfg.zone, familyNames[fam]).Set(float64(group))
+	// A family of one group has nothing to switch between: its all-down and recovery lines say
+	// it all. Several groups' first choice is news, not a switch.
+	switch {
+	case !sw.Changed() || fo.Groups().Len() < 2:
+	case !p.decided[fam]:
+		log.Infof("zone %s: %s served by priority group %s: %s", p.cfg.zone, familyNames[fam], groupName(sw.To), sw.Reason)
+	default:
+		p.switched(fam, sw)
+	}
+	p.decided[fam] = true
+	return group
+}
+
+// switched logs and counts a switch of the family's serving group.
+func (p *Pool) switched(fam int, sw balance.Switch) {
+	groupSwitchesTotal.WithLabelValues(p.cfg.server, p.cfg.zone, familyNames[fam]).Inc()
+	log.Warningf("zone %s: %s now served by priority group %s (was %s): %s",
+		p.cfg.zone, familyNames[fam], groupName(sw.To), groupName(sw.From), sw.Reason)
+}
+
+func groupName(g uint8) string {
+	if g == 0 {
+		return "none"
+	}
+	return strconv.Itoa(int(g))
+}
+
+// armLocked sets the pool's timer to the failovers' next check: a group waiting out its
+// preempt_delay takes back when the wait ends, whether or not a probe result comes then.
+func (p *Pool) armLocked() {
+	var next time.Time
+	for _, fo := range p.failover {
+		if at, ok := fo.NextCheck(); ok && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
+	if next.IsZero() {
+		p.timer.Stop()
+		return
+	}
+	p.timer.Reset(max(time.Until(next), 0))
+}
+
+// FailBack makes the highest priority group with a healthy backend serve again, as an operator
+// asks under nopreempt once the primary is trusted.
+func (p *Pool) FailBack() {
+	p.mu.Lock()
+	for fam, fo := range p.failover {
+		if sw := fo.FailBack(); sw.Changed() {
+			p.switched(fam, sw)
+		}
+	}
+	p.mu.Unlock()
+	p.rebuild()
+}
+
+func (p *Pool) family(configured, up []int, serving uint8, poolDown, settled bool) family {
 	f := family{
 		allDown: poolDown && len(configured) > 0,
 		down:    settled && len(configured) > 0 && len(up) == 0,
 		n:       len(configured),
 		nUp:     len(up),
 	}
-	members := up
+	// Answers come from the serving priority group alone; all down, serve_all serves the
+	// highest group's addresses, where the primary is.
+	members := inGroup(p.cfg.backends, up, serving)
 	if f.allDown && p.cfg.allDown == allDownServeAll {
-		members = configured
+		var highest uint8
+		for _, i := range configured {
+			highest = max(highest, p.cfg.backends[i].priority)
+		}
+		members = inGroup(p.cfg.backends, configured, highest)
 	}
 	addrs := make([]netip.Addr, len(members))
 	weights := make([]uint32, len(members))
@@ -201,7 +349,21 @@ func (p *Pool) family(configured, up []int, poolDown, settled bool) family {
 		f.answered[i] = answersTotal.WithLabelValues(p.cfg.server, p.cfg.zone, b.addr.String())
 	}
 	f.set = balance.NewSet(addrs, weights)
+	if balance.IsKeyed(p.cfg.policy) {
+		f.hash = balance.NewHashTable(f.set)
+	}
 	return f
+}
+
+// inGroup returns the backends of idx whose priority is group.
+func inGroup(backends []backend, idx []int, group uint8) []int {
+	var out []int
+	for _, i := range idx {
+		if backends[i].priority == group {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 // report counts each family that lost its last backend, and logs what the zone's address

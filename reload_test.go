@@ -2,6 +2,7 @@ package healthdns
 
 import (
 	"fmt"
+	"github.com/healthdns/healthdns/test/harness"
 	"net"
 	"net/netip"
 	"strconv"
@@ -65,14 +66,11 @@ func corefile(dnsPort int, body string) caddy.Input {
 	}
 }
 
+// freeUDPPort returns a port free for both UDP and TCP on 127.0.0.1, where the server listens on
+// both: a port only UDP had free was sometimes held by a TCP probe's connection.
 func freeUDPPort(t *testing.T) int {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return pc.LocalAddr().(*net.UDPAddr).Port
+	return harness.FreePort(t)
 }
 
 func queryA(t *testing.T, port int, name string) []string {

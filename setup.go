@@ -64,8 +64,9 @@ func (m allDownMode) String() string {
 }
 
 type backend struct {
-	addr   netip.Addr
-	weight uint32
+	addr     netip.Addr
+	weight   uint32
+	priority uint8 // higher is preferred, as VRRP's
 }
 
 // poolConfig is one zone's parsed configuration.
@@ -81,6 +82,9 @@ type poolConfig struct {
 	nsName   string       // lower case, fully qualified
 	nsAddrs  []netip.Addr // nil: the server's own addresses
 	fall     fall.F
+
+	preempt    balance.Preemption // how a higher priority group takes back from a lower one
+	hashPrefix [2]int             // consistent_hash: the client address bits of the key, IPv4 and IPv6
 	server   string // set by setup: the server label of CoreDNS's metrics, for ours
 
 	icmpLine int // the ICMP check's line, or the healthdns line for the default: where setup reports it
@@ -149,8 +153,8 @@ func parse(c *caddy.Controller) ([]poolConfig, error) {
 			log.Warningf("%s:%d - tls_insecure: the https checks of %s do not verify certificates; any server on the port passes",
 				c.File(), lines.tlsInsecure, strings.Join(zones, ", "))
 		}
-		if lines.weight != 0 && cfg.policy != "weighted" {
-			log.Warningf("%s:%d - weight is ignored unless 'policy weighted' (the policy of %s is %s)",
+		if lines.weight != 0 && cfg.policy != "weighted" && cfg.policy != "consistent_hash" {
+			log.Warningf("%s:%d - weight is ignored unless 'policy weighted' or 'policy consistent_hash' (the policy of %s is %s)",
 				c.File(), lines.weight, strings.Join(zones, ", "), cfg.policy)
 		}
 		for _, z := range zones {
@@ -233,9 +237,10 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 			Rise:     defaultRise,
 			Fall:     defaultFall,
 		},
-		policy:  "random",
-		answers: defaultAnswers,
-		ttl:     defaultTTL,
+		policy:     "random",
+		answers:    defaultAnswers,
+		ttl:        defaultTTL,
+		hashPrefix: [2]int{32, 128},
 	}
 	var lines blockLines
 	timingLine := line
@@ -263,7 +268,7 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 				}
 				seenAddr[b.addr] = c.Line()
 				cfg.backends = append(cfg.backends, b)
-				if len(args) == 3 && lines.weight == 0 {
+				if slices.Contains(args, "weight") && lines.weight == 0 {
 					lines.weight = c.Line()
 				}
 			}
@@ -278,6 +283,15 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 			if chk.Kind == health.ICMP && cfg.icmpLine == 0 {
 				cfg.icmpLine = c.Line()
 			}
+		case "nopreempt":
+			if len(args) != 0 {
+				err = c.Errf("want 'nopreempt' alone")
+			}
+			cfg.preempt.Never = true
+		case "preempt_delay":
+			cfg.preempt.Delay, err = parseDuration(c, prop, args, time.Millisecond)
+		case "hash_prefix":
+			cfg.hashPrefix, err = parseHashPrefix(c, args)
 		case "fast_interval":
 			cfg.spec.Fast, err = parseDuration(c, prop, args, minTimeout)
 		case "tls_ca":
@@ -322,7 +336,7 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 		case "fallthrough":
 			cfg.fall.SetZonesFromArgs(args)
 		default:
-			err = c.Errf("unknown property '%s'; want backend, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, answers, ttl, all_down, ns or fallthrough", prop)
+			err = c.Errf("unknown property '%s'; want backend, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, hash_prefix, answers, ttl, all_down, nopreempt, preempt_delay, ns or fallthrough", prop)
 		}
 		if err != nil {
 			return cfg, lines, err
@@ -365,6 +379,13 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 		}
 		return cfg, lines, errAt(c, timingLine, "timeout %s must be shorter than interval %s", cfg.spec.Timeout, cfg.spec.Interval)
 	}
+	if cfg.preempt.Never && cfg.preempt.Delay != 0 {
+		return cfg, lines, errAt(c, max(firstLine["nopreempt"], firstLine["preempt_delay"]),
+			"nopreempt and preempt_delay together: nopreempt never takes back, so there is no delay to wait; give one")
+	}
+	if at, set := firstLine["hash_prefix"]; set && cfg.policy != "consistent_hash" {
+		return cfg, lines, errAt(c, at, "hash_prefix without 'policy consistent_hash': it says how much of a client's address keys the hash")
+	}
 	if f := cfg.spec.Fast; f != 0 && (f <= cfg.spec.Timeout || f >= cfg.spec.Interval) {
 		return cfg, lines, errAt(c, firstLine["fast_interval"], "fast_interval %s must be longer than timeout %s and shorter than interval %s",
 			f, cfg.spec.Timeout, cfg.spec.Interval)
@@ -398,26 +419,61 @@ func errAt(c *caddy.Controller, line int, format string, args ...any) error {
 	return fmt.Errorf("%s:%d - Error during parsing: %s", c.File(), line, fmt.Sprintf(format, args...))
 }
 
+const backendForm = "'backend ADDRESS [weight W] [priority P]'"
+
 func parseBackend(c *caddy.Controller, args []string) (backend, error) {
-	if len(args) != 1 && len(args) != 3 {
-		return backend{}, c.Errf("want 'backend ADDRESS [weight W]', got %d arguments", len(args))
+	if len(args) == 0 {
+		return backend{}, c.Errf("want %s", backendForm)
 	}
 	addr, err := parseAddr(c, args[0])
 	if err != nil {
 		return backend{}, err
 	}
-	b := backend{addr: addr, weight: 1}
-	if len(args) == 3 {
-		if args[1] != "weight" {
-			return b, c.Errf("unknown backend option '%s'; want 'weight W'", args[1])
+	b := backend{addr: addr, weight: 1, priority: balance.DefaultPriority}
+	seen := map[string]bool{}
+	for rest := args[1:]; len(rest) > 0; rest = rest[2:] {
+		opt := rest[0]
+		if opt != "weight" && opt != "priority" {
+			return b, c.Errf("unknown backend option '%s'; want %s", opt, backendForm)
 		}
-		w, err := parseInt(c, "weight", args[2:], 1, maxWeight)
+		if len(rest) < 2 {
+			return b, c.Errf("'%s' wants a value; want %s", opt, backendForm)
+		}
+		if seen[opt] {
+			return b, c.Errf("'%s' given twice for backend %s", opt, addr)
+		}
+		seen[opt] = true
+		if opt == "weight" {
+			w, err := parseInt(c, "weight", rest[1:2], 1, maxWeight)
+			if err != nil {
+				return b, err
+			}
+			b.weight = uint32(w)
+			continue
+		}
+		p, err := parseInt(c, "priority", rest[1:2], 1, 255)
 		if err != nil {
 			return b, err
 		}
-		b.weight = uint32(w)
+		b.priority = uint8(p)
 	}
 	return b, nil
+}
+
+// parseHashPrefix reads 'hash_prefix V4LEN V6LEN'.
+func parseHashPrefix(c *caddy.Controller, args []string) ([2]int, error) {
+	if len(args) != 2 {
+		return [2]int{}, c.Errf("want 'hash_prefix V4LEN V6LEN', such as 'hash_prefix 24 56'")
+	}
+	v4, err4 := strconv.Atoi(args[0])
+	v6, err6 := strconv.Atoi(args[1])
+	if err4 != nil || v4 < 0 || v4 > 32 {
+		return [2]int{}, c.Errf("invalid hash_prefix IPv4 length '%s': want an integer from 0 to 32", args[0])
+	}
+	if err6 != nil || v6 < 0 || v6 > 128 {
+		return [2]int{}, c.Errf("invalid hash_prefix IPv6 length '%s': want an integer from 0 to 128", args[1])
+	}
+	return [2]int{v4, v6}, nil
 }
 
 func parseAddr(c *caddy.Controller, s string) (netip.Addr, error) {

@@ -42,7 +42,7 @@ func TestParseDefaults(t *testing.T) {
 		got.ttl != 5 || got.allDown != allDownServeAll || got.nsName != "ns.dns.app.lan." || got.nsAddrs != nil {
 		t.Fatalf("defaults: %+v", got)
 	}
-	if len(got.backends) != 1 || got.backends[0] != (backend{netip.MustParseAddr("10.0.0.1"), 1}) {
+	if len(got.backends) != 1 || got.backends[0] != (backend{netip.MustParseAddr("10.0.0.1"), 1, 100}) {
 		t.Fatalf("backends %+v", got.backends)
 	}
 }
@@ -50,8 +50,8 @@ func TestParseDefaults(t *testing.T) {
 func TestParseEverything(t *testing.T) {
 	in := `healthdns App.LAN www.app.lan {
 		backend 10.0.0.1 weight 9
-		backend 2001:db8::1
-		backend ::ffff:10.0.0.2
+		backend 2001:db8::1 priority 200
+		backend ::ffff:10.0.0.2 priority 50 weight 2
 		check tcp 8080
 		interval 200ms
 		timeout 100ms
@@ -77,9 +77,9 @@ func TestParseEverything(t *testing.T) {
 		t.Fatalf("config %+v", c)
 	}
 	wantBackends := []backend{
-		{netip.MustParseAddr("10.0.0.1"), 9},
-		{netip.MustParseAddr("2001:db8::1"), 1},
-		{netip.MustParseAddr("10.0.0.2"), 1}, // a v4-mapped address is served as IPv4
+		{netip.MustParseAddr("10.0.0.1"), 9, 100},
+		{netip.MustParseAddr("2001:db8::1"), 1, 200},
+		{netip.MustParseAddr("10.0.0.2"), 2, 50}, // a v4-mapped address is served as IPv4
 	}
 	for i, b := range wantBackends {
 		if c.backends[i] != b {
@@ -225,7 +225,7 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate mapped backend", "healthdns app.lan {\n backend 10.0.0.1\n backend ::ffff:10.0.0.1\n}", 3, "duplicate backend"},
 		{"weight 0", "healthdns app.lan {\n backend 10.0.0.1 weight 0\n}", 2, "invalid weight '0': want an integer from 1 to 1000"},
 		{"weight 1001", "healthdns app.lan {\n backend 10.0.0.1 weight 1001\n}", 2, "invalid weight '1001'"},
-		{"weight missing", "healthdns app.lan {\n backend 10.0.0.1 weight\n}", 2, "want 'backend ADDRESS [weight W]'"},
+		{"weight missing", "healthdns app.lan {\n backend 10.0.0.1 weight\n}", 2, "'weight' wants a value; want 'backend ADDRESS [weight W] [priority P]'"},
 		{"backend option", "healthdns app.lan {\n backend 10.0.0.1 prio 2\n}", 2, "unknown backend option 'prio'"},
 		{"timeout = interval", "healthdns app.lan {\n backend 10.0.0.1\n interval 1s\n timeout 1s\n}", 4, "timeout 1s must be shorter than interval 1s"},
 		{"timeout > default interval", "healthdns app.lan {\n backend 10.0.0.1\n timeout 2s\n}", 3, "must be shorter than interval"},
@@ -252,6 +252,18 @@ func TestParseErrors(t *testing.T) {
 		{"tls_ca unreadable", "healthdns app.lan {\n backend 10.0.0.1\n check https 443\n tls_ca /nonexistent/ca.pem\n}", 4, "tls_ca: open /nonexistent/ca.pem: no such file or directory"},
 		{"fast_interval not below interval", "healthdns app.lan {\n backend 10.0.0.1\n fast_interval 1s\n}", 3, "fast_interval 1s must be longer than timeout 500ms and shorter than interval 1s"},
 		{"fast_interval not above timeout", "healthdns app.lan {\n backend 10.0.0.1\n interval 2s\n timeout 500ms\n fast_interval 200ms\n}", 5, "fast_interval 200ms must be longer than timeout 500ms"},
+		{"priority 0", "healthdns app.lan {\n backend 10.0.0.1 priority 0\n}", 2, "invalid priority '0': want an integer from 1 to 255"},
+		{"priority 256", "healthdns app.lan {\n backend 10.0.0.1 priority 256\n}", 2, "invalid priority '256': want an integer from 1 to 255"},
+		{"priority without value", "healthdns app.lan {\n backend 10.0.0.1 priority\n}", 2, "'priority' wants a value"},
+		{"priority twice", "healthdns app.lan {\n backend 10.0.0.1 priority 1 weight 2 priority 3\n}", 2, "'priority' given twice for backend 10.0.0.1"},
+		{"unknown backend option", "healthdns app.lan {\n backend 10.0.0.1 prio 1\n}", 2, "unknown backend option 'prio'; want 'backend ADDRESS [weight W] [priority P]'"},
+		{"nopreempt with preempt_delay", "healthdns app.lan {\n backend 10.0.0.1\n nopreempt\n preempt_delay 2s\n}", 4, "nopreempt and preempt_delay together"},
+		{"nopreempt with an argument", "healthdns app.lan {\n backend 10.0.0.1\n nopreempt yes\n}", 3, "want 'nopreempt' alone"},
+		{"preempt_delay bad", "healthdns app.lan {\n backend 10.0.0.1\n preempt_delay later\n}", 3, "invalid preempt_delay 'later'"},
+		{"hash_prefix without consistent_hash", "healthdns app.lan {\n backend 10.0.0.1\n hash_prefix 24 56\n}", 3, "hash_prefix without 'policy consistent_hash'"},
+		{"hash_prefix v4 out of range", "healthdns app.lan {\n backend 10.0.0.1\n policy consistent_hash\n hash_prefix 33 56\n}", 4, "invalid hash_prefix IPv4 length '33': want an integer from 0 to 32"},
+		{"hash_prefix v6 out of range", "healthdns app.lan {\n backend 10.0.0.1\n policy consistent_hash\n hash_prefix 24 129\n}", 4, "invalid hash_prefix IPv6 length '129'"},
+		{"hash_prefix one length", "healthdns app.lan {\n backend 10.0.0.1\n policy consistent_hash\n hash_prefix 24\n}", 4, "want 'hash_prefix V4LEN V6LEN'"},
 		{"fast_interval bad", "healthdns app.lan {\n backend 10.0.0.1\n fast_interval soon\n}", 3, "invalid fast_interval 'soon'"},
 		{"tcp without port", "healthdns app.lan {\n backend 10.0.0.1\n check tcp\n}", 3, "want 'check tcp PORT'"},
 		{"tcp port 0", "healthdns app.lan {\n backend 10.0.0.1\n check tcp 0\n}", 3, "invalid tcp port '0'"},
@@ -292,7 +304,7 @@ func TestParseErrors(t *testing.T) {
 		{"extra argument", "healthdns app.lan {\n backend 10.0.0.1\n interval 1s 2s\n}", 3, "want 'interval DURATION'"},
 	}
 	// Every single-valued property given twice: the second is refused, naming the first.
-	for _, p := range []string{"interval 2s", "fast_interval 600ms", "timeout 100ms", "tls_insecure", "rise 3", "fall 3",
+	for _, p := range []string{"interval 2s", "fast_interval 600ms", "timeout 100ms", "tls_insecure", "nopreempt", "preempt_delay 1s", "hash_prefix 24 56", "rise 3", "fall 3",
 		"policy weighted", "answers 2", "ttl 30", "all_down servfail", "ns ns1.app.lan 10.0.0.53", "fallthrough"} {
 		name := strings.Fields(p)[0]
 		tests = append(tests, struct {
@@ -454,8 +466,8 @@ func TestParseWarnings(t *testing.T) {
 		block string
 		want  string // "" for no warning
 	}{
-		{"round_robin", " backend 10.0.0.1\n backend 10.0.0.2 weight 2\n backend 10.0.0.3 weight 3\n policy round_robin", "Corefile:4 - weight is ignored unless 'policy weighted' (the policy of app.lan. is round_robin)"},
-		{"default policy", " backend 10.0.0.1 weight 5", "Corefile:3 - weight is ignored unless 'policy weighted' (the policy of app.lan. is random)"},
+		{"round_robin", " backend 10.0.0.1\n backend 10.0.0.2 weight 2\n backend 10.0.0.3 weight 3\n policy round_robin", "Corefile:4 - weight is ignored unless 'policy weighted' or 'policy consistent_hash' (the policy of app.lan. is round_robin)"},
+		{"default policy", " backend 10.0.0.1 weight 5", "Corefile:3 - weight is ignored unless 'policy weighted' or 'policy consistent_hash' (the policy of app.lan. is random)"},
 		{"weighted", " backend 10.0.0.1 weight 5\n policy weighted", ""},
 		{"no weight", " backend 10.0.0.1\n policy round_robin", ""},
 		{"tls_insecure", " backend 10.0.0.1\n check https 443\n tls_insecure", "Corefile:5 - tls_insecure: the https checks of app.lan. do not verify certificates; any server on the port passes"},

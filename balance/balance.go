@@ -22,15 +22,21 @@ type Policy interface {
 	Pick(s *Set, n int) Picks
 }
 
-// New returns the policy named in a Corefile: "random", "round_robin" or "weighted".
+// New returns the policy named in a Corefile: "random", "round_robin", "weighted" or
+// "consistent_hash". A consistent_hash answer follows the client's key through a HashTable that
+// the caller builds beside each set (IsKeyed tells it to); its Policy, Weighted, is the draw for a
+// query whose client has no address to key on.
 func New(name string) (Policy, error) {
 	switch name {
 	case "random":
 		return Random{}, nil
 	case "round_robin":
 		return &RoundRobin{}, nil
-	case "weighted":
+	case "weighted", "consistent_hash":
 		return Weighted{}, nil
 	}
-	return nil, fmt.Errorf("unknown policy %q, want random, round_robin or weighted", name)
+	return nil, fmt.Errorf("unknown policy %q, want random, round_robin, weighted or consistent_hash", name)
 }
+
+// IsKeyed reports whether the policy named picks by the client's key (consistent_hash).
+func IsKeyed(name string) bool { return name == "consistent_hash" }

@@ -28,6 +28,8 @@ type Registry struct {
 	loops                   // one per wire, made at first use
 	retries  *engine.Budget // shared by every loop
 
+	kept map[string]any // what a holder hands over to its successor across a reload; see Keep
+
 	connectOnly bool                                    // TCP checks connect even with CAP_NET_RAW
 	probe       func(context.Context, netip.Addr) error // WithProbe's
 }
@@ -64,6 +66,7 @@ func NewRegistry(obs Observer, opts ...Option) *Registry {
 		monitors: map[Target]*Monitor{},
 		owned:    map[ownedAddr]int{},
 		probed:   map[probedAddr]int{},
+		kept:     map[string]any{},
 	}
 	for _, opt := range opts {
 		opt(r)
@@ -200,6 +203,34 @@ func (r *Registry) Holds(owner string) bool {
 		}
 	}
 	return false
+}
+
+// Keep hands v over under key to whoever starts next with the same key: state that is not a
+// monitor's but must outlive a plugin instance all the same, such as the priority group a pool
+// serves under nopreempt. The new instance of a reload starts while the old one still runs, so
+// it finds what the old one kept.
+func (r *Registry) Keep(key string, v any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.kept[key] = v
+}
+
+// Kept returns what was kept under key.
+func (r *Registry) Kept(key string) (any, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.kept[key]
+	return v, ok
+}
+
+// Forget drops what was kept under key if it is still v: a holder that stops forgets its own,
+// not what a successor kept since.
+func (r *Registry) Forget(key string, v any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.kept[key] == v {
+		delete(r.kept, key)
+	}
 }
 
 // Lookup returns the monitor probing t, if any.
