@@ -85,7 +85,7 @@ type poolConfig struct {
 
 	preempt    balance.Preemption // how a higher priority group takes back from a lower one
 	hashPrefix [2]int             // consistent_hash: the client address bits of the key, IPv4 and IPv6
-	server   string // set by setup: the server label of CoreDNS's metrics, for ours
+	server     string             // set by setup: the server label of CoreDNS's metrics, for ours
 
 	icmpLine int // the ICMP check's line, or the healthdns line for the default: where setup reports it
 }
