@@ -404,7 +404,7 @@ func TestConfigSerial(t *testing.T) {
 
 	// Pinned so that anything depending on the process (time, map order, pointers) shows up; a
 	// deliberate change of what is hashed changes it, and this value with it.
-	const pinned = 0x7f20d6e6
+	const pinned = 0x12a4b7d2
 	if got := serial(base()); got != pinned {
 		t.Errorf("serial of the base configuration %#x, want %#x", got, pinned)
 	}
@@ -423,6 +423,10 @@ func TestConfigSerial(t *testing.T) {
 		"check port":      func(c *poolConfig) { c.checks = []health.Check{{Kind: health.TCP, Port: 443}} },
 		"second check":    func(c *poolConfig) { c.checks = append(c.checks, health.Check{Kind: health.HTTP, Port: 80, Path: "/"}) },
 		"fast_interval":   func(c *poolConfig) { c.spec.Fast = 100 * time.Millisecond },
+		"priority":        func(c *poolConfig) { c.backends[0].priority = 200 },
+		"nopreempt":       func(c *poolConfig) { c.preempt.Never = true },
+		"preempt_delay":   func(c *poolConfig) { c.preempt.Delay = time.Second },
+		"hash_prefix":     func(c *poolConfig) { c.hashPrefix = [2]int{24, 56} },
 		"interval":        func(c *poolConfig) { c.spec.Interval = time.Minute },
 		"timeout":         func(c *poolConfig) { c.spec.Timeout = 2 * time.Second },
 		"rise":            func(c *poolConfig) { c.spec.Rise = 3 },

@@ -70,14 +70,14 @@ func configSerial(cfg *poolConfig) uint32 {
 	h := fnv.New32a()
 	fmt.Fprintf(h, "zone %s\n", cfg.zone)
 	for _, b := range cfg.backends {
-		fmt.Fprintf(h, "backend %s weight %d\n", b.addr, b.weight)
+		fmt.Fprintf(h, "backend %s weight %d priority %d\n", b.addr, b.weight, b.priority)
 	}
 	fmt.Fprintf(h, "checks %+v\nspec %+v\npolicy %s\nanswers %d\nttl %d\nall_down %s\nns %s",
 		cfg.checks, cfg.spec, cfg.policy, cfg.answers, cfg.ttl, cfg.allDown, cfg.nsName)
 	for _, a := range cfg.nsAddrs {
 		fmt.Fprintf(h, " %s", a)
 	}
-	fmt.Fprintf(h, "\nfallthrough %q\n", cfg.fall.Zones)
+	fmt.Fprintf(h, "\nfallthrough %q\npreempt %+v\nhash_prefix %v\n", cfg.fall.Zones, cfg.preempt, cfg.hashPrefix)
 	if s := h.Sum32(); s != 0 {
 		return s
 	}
