@@ -76,7 +76,7 @@ func TestMetricsExported(t *testing.T) {
     bind 127.0.0.1
     prometheus 127.0.0.1:{metrics}
     healthdns app.lan {
-        backend %s
+        backend %s priority 200
         backend %s
         check tcp %d
         interval 100ms
@@ -93,7 +93,8 @@ func TestMetricsExported(t *testing.T) {
 			t.Fatalf("app.lan: want the live backend, got %v", m.Answer)
 		}
 	}
-	// The live backend dies: a transition to down, and the zone's only family all down.
+	// The live backend dies: a transition to down, the zone's only family all down, and its
+	// serving group switches from the live one's (200) to none.
 	backend.Close()
 	var families string
 	deadline := time.Now().Add(20 * time.Second)

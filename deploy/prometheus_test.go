@@ -28,6 +28,7 @@ var wantAlerts = []string{
 	"HealthdnsBackendDown",
 	"HealthdnsBackendFlapping",
 	"HealthdnsProbeSlow",
+	"HealthdnsServingStandby",
 	"HealthdnsProbesStopped",
 }
 
