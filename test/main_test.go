@@ -28,6 +28,8 @@
 //	127.0.0.200, .201            deploy.TestMetricsExported (another package, same run)
 //	127.0.0.210-.213            TestHTTPChecks
 //	127.0.0.215-.217            TestExecChecks
+//	127.0.0.241, .242            TestPriorityGroups
+//	127.0.0.244-.247            TestConsistentHashECS
 package test
 
 import (
