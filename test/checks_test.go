@@ -241,7 +241,7 @@ func TestExecChecks(t *testing.T) {
 exit 0`)
 	hang := script("hang", "sleep 60 & echo $! >> "+pids+"; wait")
 	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
-		harness.Pool("exec.lan", []string{good, bad}, "check exec "+byBackend+" {backend}", "interval 300ms", "timeout 200ms", "answers 2")+
+		harness.Pool("exec.lan", []string{good, bad}, "check exec "+byBackend+" {backend}", "interval 1s", "timeout 800ms", "answers 2")+
 		harness.Pool("hang.lan", []string{hung}, "check exec "+hang, "interval 1s", "timeout 300ms", "all_down servfail")+
 		"}\n")
 
@@ -257,10 +257,10 @@ exit 0`)
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	harness.Eventually(t, 5*time.Second, func() bool { return len(s.Addrs(t, "udp", "exec.lan.", dns.TypeA)) == 2 }, "exec.lan all down: serve_all answers both")
+	harness.Eventually(t, 10*time.Second, func() bool { return len(s.Addrs(t, "udp", "exec.lan.", dns.TypeA)) == 2 }, "exec.lan all down: serve_all answers both")
 	logLine(t, s, fmt.Sprintf(`backend %s \(exec\.lan\.\): down: exec %s: exit 1: flagged \(2/2\)$`, regexp.QuoteMeta(good), regexp.QuoteMeta(byBackend)))
 	os.Remove(flag)
-	harness.Eventually(t, 5*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "exec.lan.", dns.TypeA), good) }, "exec.lan back to "+good)
+	harness.Eventually(t, 10*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "exec.lan.", dns.TypeA), good) }, "exec.lan back to "+good)
 
 	// Every sleep the hanging script started was killed with its process group.
 	harness.Eventually(t, 5*time.Second, func() bool {

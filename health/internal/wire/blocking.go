@@ -61,8 +61,11 @@ func (b *Blocking) Try(s *engine.Slot[BlockingState], first bool) error {
 	go func() {
 		defer b.tries.Done()
 		err := run(ctx, addr)
-		if err != nil && ctx.Err() != nil {
-			return // cut short by the deadline or the probe's end: the loop decides that
+		if err != nil && (ctx.Err() != nil || Reason(err) == ReasonTimeout) {
+			// Cut short by the deadline or the probe's end, or by a socket deadline set to the
+			// same instant that fired first: the loop's own timeout says so, with the timeout
+			// configured rather than what was left of it when this try began.
+			return
 		}
 		b.mu.Lock()
 		b.done = append(b.done, blockingDone{s, probe, err})
