@@ -369,3 +369,49 @@ func TestCutMidExchange(t *testing.T) {
 		}
 	}
 }
+
+// Scenario: active and standby under nopreempt, as Keepalived's master and backup with
+// nopreempt, seen by glibc's getent and curl through resolv.conf. The client moves to the
+// standby when the primary's link is cut, and stays there when the link returns: the standby
+// keeps serving while it is healthy.
+func TestActiveStandbyNopreempt(t *testing.T) {
+	w := newWorld(t)
+	primary, standby := backendAddrs[0], backendAddrs[1]
+	w.startDNS(w.dns1, pool("db.lan", webPort, nil,
+		"backend "+primary+" priority 200", "backend "+standby, "nopreempt", "interval 200ms", "timeout 100ms", "ttl 1"))
+	url := fmt.Sprintf("http://db.lan:%d/", webPort)
+	served := func() (string, string) {
+		t.Helper()
+		hosts, err := w.client.Command("getent", "hosts", "db.lan").CombinedOutput()
+		if err != nil {
+			return "", fmt.Sprintf("getent: %v: %s", err, hosts)
+		}
+		body, err := w.client.Command("curl", "-sS", "--max-time", "3", url).CombinedOutput()
+		if err != nil {
+			return "", fmt.Sprintf("curl: %v: %s", err, body)
+		}
+		return strings.Fields(string(hosts))[0], strings.TrimSpace(string(body))
+	}
+	if ip, body := served(); ip != primary || body != "b1" {
+		t.Fatalf("at start the client got %s (%s), want the primary %s (b1)", ip, body, primary)
+	}
+	if err := w.backends[0].LinkDown(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for ip, body := served(); ip != standby || body != "b2"; ip, body = served() {
+		if time.Now().After(deadline) {
+			t.Fatalf("10s after the primary's link was cut the client still got %s (%s)", ip, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := w.backends[0].LinkUp(); err != nil {
+		t.Fatal(err)
+	}
+	// The primary is healthy again after rise × interval: watch well past it.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if ip, body := served(); ip != standby || body != "b2" {
+			t.Fatalf("after the primary's link returned the client got %s (%s); nopreempt keeps it on the standby %s", ip, body, standby)
+		}
+	}
+}
