@@ -3,6 +3,8 @@ package healthdns
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/coredns/caddy"
@@ -63,4 +65,27 @@ func hostsHandler(b *testing.B, inline string) plugin.Handler {
 	}
 	b.Fatal("hosts added no handler")
 	return nil
+}
+
+// BenchmarkServeDNSConsistentHash puts consistent_hash beside random at 3 and 1,000 backends:
+// its cost per query must not grow with the pool (the HashTable is built with the snapshot).
+//
+//	go test -run XXX -bench ServeDNSConsistentHash -benchmem .
+func BenchmarkServeDNSConsistentHash(b *testing.B) {
+	m := new(dns.Msg)
+	m.SetQuestion("www.app.lan.", dns.TypeA)
+	w := &clientWriter{addr: &net.UDPAddr{IP: net.ParseIP("192.0.2.7"), Port: 5353}}
+	for _, size := range []int{3, 1000} {
+		backends := make([]string, size)
+		for i := range backends {
+			backends[i] = netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}).String()
+		}
+		for _, policy := range []string{"random", "consistent_hash"} {
+			b.Run(fmt.Sprintf("%s/backends=%d", policy, size), func(b *testing.B) {
+				cfg := testConfig("app.lan.", backends...)
+				cfg.policy, cfg.answers = policy, 1
+				serve(b, newTestHandler(b, cfg), m, w)
+			})
+		}
+	}
 }
