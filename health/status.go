@@ -111,10 +111,12 @@ func (s *status) changed(c Change, now time.Time) {
 	s.next = (s.next + 1) % HistoryLen
 }
 
-// StallFloor is the least time a loop must go without waking before it counts as stalled,
-// whatever its targets' intervals: a loop probing every 10ms that misses 30ms was descheduled
-// by a busy machine, not stuck.
-const StallFloor = 5 * time.Second
+// StallAfter is how long a loop with targets may go without waking before it counts as
+// stalled. It wakes at least once a second (engine.Heartbeat) and at every probe, so five seconds
+// is five missed heartbeats, and three intervals of any target probed every second or faster:
+// longer than a busy machine deschedules a goroutine, short enough to alert on before rise and
+// fall would have acted.
+const StallAfter = 5 * engine.Heartbeat
 
 // LoopStatus is how one probe loop is doing: a loop that has stopped waking (stuck in a wire,
 // or starved) reports no result, so its targets keep their last state and no probe shows it.
@@ -126,14 +128,9 @@ type LoopStatus struct {
 	LastTick    time.Time     // the loop's last wake
 	Wakes       uint64
 	LatenessP99 time.Duration // of the last probes' starts after their scheduled time
-	// Stalled: the loop has targets and has not woken for three of its shortest intervals
-	// (and at least StallFloor), though it wakes at least once an interval while it has any.
+	// Stalled: the loop has targets and has not woken for StallAfter.
 	Stalled bool
 }
-
-// StallAfter is how long a loop whose shortest interval is interval may go without waking
-// before it counts as stalled.
-func StallAfter(interval time.Duration) time.Duration { return max(3*interval, StallFloor) }
 
 // Loops returns the status of every loop the registry has made, in a fixed order.
 func (r *Registry) Loops() []LoopStatus {
@@ -172,5 +169,5 @@ func (r *Registry) Loops() []LoopStatus {
 }
 
 func stalled(lv engine.Liveness, now time.Time) bool {
-	return lv.Running && lv.Targets > 0 && now.Sub(lv.LastTick) > StallAfter(lv.Interval)
+	return lv.Running && lv.Targets > 0 && now.Sub(lv.LastTick) > StallAfter
 }

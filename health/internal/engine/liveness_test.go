@@ -92,3 +92,29 @@ func TestLatenessP99(t *testing.T) {
 		t.Errorf("p99 after the ring wrapped: %v, want 1ms", got)
 	}
 }
+
+// A loop with targets wakes at least every Heartbeat, however long their intervals: its last
+// tick alone tells whether it is alive.
+func TestLoopHeartbeat(t *testing.T) {
+	w := &scriptWire{answer: func(*Slot[scriptState], int) (error, bool) { return nil, true }}
+	l := New[scriptState](w)
+	l.Retain()
+	defer l.Release()
+	tgt := target(time.Hour, 5*time.Millisecond)
+	probed := make(chan Result, 1)
+	tgt.Budget, tgt.Report = NewBudget(), func(r Result) { probed <- r }
+	ticket := l.Schedule(tgt)
+	defer ticket.Unschedule()
+	<-probed // the first probe, at once; the next is up to an hour away
+	start := l.Liveness().Wakes
+	deadline := time.Now().Add(10 * time.Second)
+	for l.Liveness().Wakes < start+2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a loop whose one target probes hourly woke %d times in 10s", l.Liveness().Wakes-start)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if age := time.Since(l.Liveness().LastTick); age > 5*Heartbeat {
+		t.Errorf("last tick %v ago", age)
+	}
+}

@@ -187,6 +187,11 @@ type Slot[S any] struct {
 // timeout is delayed.
 const Tick = time.Millisecond
 
+// Heartbeat is the longest a loop with targets sleeps, whatever their intervals, so that its
+// last wake (Liveness.LastTick, and the metric made of it) tells a stuck loop from a patient one
+// without knowing the intervals: a wake with nothing due costs a few microseconds.
+const Heartbeat = time.Second
+
 // New returns a loop over w. It runs once retained.
 func New[S any](w Wire[S]) *Loop[S] {
 	return &Loop[S]{wire: w, epoch: time.Now(), intervals: map[time.Duration]int{}}
@@ -196,7 +201,7 @@ func New[S any](w Wire[S]) *Loop[S] {
 type Liveness struct {
 	Running  bool
 	Targets  int
-	Interval time.Duration // the shortest interval of its targets: it wakes at least this often
+	Interval time.Duration // the shortest interval of its targets
 	LastTick time.Time     // the last wake; zero before the first
 	Wakes    uint64
 	// LatenessP99 is the 99th percentile of how late the last probes (up to 512) started
@@ -447,6 +452,9 @@ func (l *Loop[S]) run(previous, wake, quit <-chan struct{}, done chan<- struct{}
 			if d := max(time.Duration(at)-now, Tick); next < 0 || d < next {
 				next = d
 			}
+		}
+		if l.count > 0 && (next < 0 || next > Heartbeat) {
+			next = Heartbeat
 		}
 		l.mu.Unlock()
 
