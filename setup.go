@@ -27,9 +27,20 @@ const pluginName = "healthdns"
 
 var log = clog.NewWithPlugin(pluginName)
 
-// targets is the one registry of probe loops. It is package-level because it must outlive a
-// plugin instance: a Corefile reload builds a new instance that adopts the running loops.
-var targets = health.NewRegistry(observer{})
+// process is what outlives a plugin instance, the one piece of package-level state besides
+// CoreDNS's registrations: a Corefile reload builds a new instance, which adopts the running
+// probe loops (targets) and status listeners of the one it replaces.
+type process struct {
+	targets *health.Registry
+	status  *statusListeners
+	started time.Time // for the status page's uptime
+}
+
+var proc = &process{
+	targets: health.NewRegistry(observer{}),
+	status:  newStatusListeners(),
+	started: time.Now(),
+}
 
 func init() { plugin.Register(pluginName, setup) }
 
@@ -81,7 +92,8 @@ type poolConfig struct {
 	nsName   string       // lower case, fully qualified
 	nsAddrs  []netip.Addr // nil: the server's own addresses
 	fall     fall.F
-	server   string // set by setup: the server label of CoreDNS's metrics, for ours
+	server   string       // set by setup: the server label of CoreDNS's metrics, for ours
+	status   statusConfig // the status listener this pool shows on; addr "" for none
 
 	icmpLine int // the ICMP check's line, or the healthdns line for the default: where setup reports it
 }
@@ -118,11 +130,20 @@ func setupWith(c *caddy.Controller, detectICMP func() (privileged bool, err erro
 		}
 		cfg.server = server
 		policy, _ := balance.New(cfg.policy) // parse validated the name
-		h.pools[cfg.zone] = newPool(cfg, policy, targets)
+		h.pools[cfg.zone] = newPool(cfg, policy, proc.targets)
 	}
 
-	// Nothing starts here: the instance's one OnStartup starts every block's pools together.
-	lifecycleOf(c, targets).add(h)
+	// Nothing starts here: the instance's one OnStartup starts every block's pools together,
+	// and opens their status listeners.
+	lc := lifecycleOf(c, proc)
+	lc.add(h)
+	for _, cfg := range cfgs {
+		if cfg.status.addr != "" {
+			if err := lc.addStatus(cfg.status, h.pools[cfg.zone]); err != nil {
+				return plugin.Error(pluginName, err)
+			}
+		}
+	}
 
 	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
 		h.Next = next
@@ -321,8 +342,10 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 			lines.ns = c.Line()
 		case "fallthrough":
 			cfg.fall.SetZonesFromArgs(args)
+		case "status":
+			cfg.status, err = parseStatus(c, args)
 		default:
-			err = c.Errf("unknown property '%s'; want backend, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, answers, ttl, all_down, ns or fallthrough", prop)
+			err = c.Errf("unknown property '%s'; want backend, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, answers, ttl, all_down, ns, fallthrough or status", prop)
 		}
 		if err != nil {
 			return cfg, lines, err
