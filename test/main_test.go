@@ -28,6 +28,8 @@
 //	127.0.0.200, .201            deploy.TestMetricsExported (another package, same run)
 //	127.0.0.210-.213            TestHTTPChecks
 //	127.0.0.215-.217            TestExecChecks
+//	127.0.0.230-.232            TestStatusJSON
+//	127.0.0.233, .234           TestStatusPageInBrowser
 package test
 
 import (
