@@ -1,6 +1,7 @@
 package healthdns
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -23,20 +24,24 @@ type lifecycleKey struct{}
 // once. It lives in the instance's storage, not in a package variable: a reload builds a new
 // instance, and the old one's pools are stopped by the old one's OnShutdown.
 type lifecycle struct {
-	reg   *health.Registry
-	pools []*Pool // every block's, in setup order
+	reg      *health.Registry
+	listener *statusListeners
+	pools    []*Pool       // every block's, in setup order
+	status   []*statusView // one per status address the instance's pools name, in setup order
 
-	mu      sync.Mutex
-	stopped bool
+	mu       sync.Mutex
+	stopped  bool
+	acquired []*statusView // the views start registered with their listeners
 }
 
 // lifecycleOf returns the lifecycle of c's instance. The first healthdns block of an instance
 // creates it and registers its callbacks, once for the whole instance.
-func lifecycleOf(c *caddy.Controller, reg *health.Registry) *lifecycle {
+func lifecycleOf(c *caddy.Controller, p *process) *lifecycle {
 	if l, ok := c.Get(lifecycleKey{}).(*lifecycle); ok {
 		return l
 	}
-	l := &lifecycle{reg: reg}
+	reg := p.targets
+	l := &lifecycle{reg: reg, listener: p.status}
 	c.Set(lifecycleKey{}, l)
 	c.OnStartup(l.start)
 	c.OnShutdown(l.shutdown)
@@ -54,11 +59,39 @@ func (l *lifecycle) add(h *HealthDNS) {
 	}
 }
 
-// start is the instance's OnStartup. Probe loops start here, never in setup: a reload that fails
-// in setup then has nothing to undo, and one that fails later undoes this through the registry's
-// generation (docs/DESIGN.md, "Reload, precisely").
+// addStatus shows p on the status listener of sc.addr. Pools of one instance that name the same
+// address share its listener, and so must agree on its token.
+func (l *lifecycle) addStatus(sc statusConfig, p *Pool) error {
+	for _, v := range l.status {
+		if v.addr != sc.addr {
+			continue
+		}
+		if v.token != sc.token {
+			return fmt.Errorf("%s:%d - Error during parsing: status %s: token differs from the one of %s:%d; pools that share a status listener share its token",
+				sc.file, sc.line, sc.addr, v.file, v.line)
+		}
+		v.pools = append(v.pools, p)
+		return nil
+	}
+	l.status = append(l.status, &statusView{statusConfig: sc, pools: []*Pool{p}, loops: l.reg.Loops})
+	return nil
+}
+
+// start is the instance's OnStartup. Probe loops and status listeners start here, never in
+// setup: a reload that fails in setup then has nothing to undo, and one that fails later undoes
+// this through the registry's generation (docs/DESIGN.md, "Reload, precisely").
 func (l *lifecycle) start() error {
 	l.reg.Started(l.stop) // first, so that even a start cut short is undone
+	// Listeners before probes: an address in use fails the start before anything probes. A
+	// listener the replaced instance holds is shared, not opened again.
+	for _, v := range l.status {
+		if err := l.listener.acquire(v); err != nil {
+			return err
+		}
+		l.mu.Lock()
+		l.acquired = append(l.acquired, v)
+		l.mu.Unlock()
+	}
 	startPools(l.pools)
 	return nil
 }
@@ -80,6 +113,10 @@ func (l *lifecycle) stop() {
 		return
 	}
 	l.stopped = true
+	for _, v := range l.acquired {
+		l.listener.release(v)
+	}
+	l.acquired = nil
 	for _, p := range l.pools {
 		p.stop()
 	}

@@ -200,3 +200,26 @@ func (observer) Stopped(addr netip.Addr, check health.Check) {
 	probeFailuresTotal.DeletePartialMatch(labels)
 	transitionsTotal.DeletePartialMatch(labels)
 }
+
+// checkerLastTick is each probe loop's last wake, read from the registry at scrape time: a loop
+// with targets wakes at least once a second, so time() minus this growing past a few seconds
+// means the checker is stalled and every backend's state is stale (the CheckerStalled alert).
+var checkerLastTick = prometheus.NewDesc(
+	prometheus.BuildFQName(plugin.Namespace, "healthdns", "checker_last_tick_timestamp_seconds"),
+	"When each probe loop of the health checker last woke, as a Unix time; one series per wire while it runs.",
+	[]string{"wire"}, nil)
+
+type checkerCollector struct{ reg *health.Registry }
+
+func (checkerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- checkerLastTick }
+
+func (c checkerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, l := range c.reg.Loops() {
+		if l.Running && !l.LastTick.IsZero() {
+			ch <- prometheus.MustNewConstMetric(checkerLastTick, prometheus.GaugeValue, float64(l.LastTick.UnixNano())/1e9, l.Wire)
+		}
+	}
+}
+
+// Registered once, at package initialisation, as the promauto collectors are.
+var _ = func() struct{} { prometheus.MustRegister(checkerCollector{proc.targets}); return struct{}{} }()

@@ -138,7 +138,7 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitServing(t, dnsPort)
-	first, ok := targets.Lookup(tcpTarget("127.0.0.1", port))
+	first, ok := proc.targets.Lookup(tcpTarget("127.0.0.1", port))
 	if !ok || !first.IsChecked() || !first.Up() {
 		t.Fatal("not probed and up after start")
 	}
@@ -152,11 +152,11 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitServing(t, dnsPort)
-	if again, _ := targets.Lookup(tcpTarget("127.0.0.1", port)); again != first {
+	if again, _ := proc.targets.Lookup(tcpTarget("127.0.0.1", port)); again != first {
 		t.Fatal("reload restarted the probe loop instead of adopting it")
 	}
-	if targets.Len() != 2 {
-		t.Fatalf("%d targets after reload, want 2", targets.Len())
+	if proc.targets.Len() != 2 {
+		t.Fatalf("%d targets after reload, want 2", proc.targets.Len())
 	}
 	if got := queryA(t, dnsPort, "app.lan."); len(got) != 2 {
 		t.Fatalf("answer after reload %v", got)
@@ -174,8 +174,8 @@ func TestReload(t *testing.T) {
 	if _, err := inst.Restart(badInput); err == nil {
 		t.Fatal("reload onto a busy port succeeded")
 	}
-	if targets.Len() != 2 {
-		t.Fatalf("%d targets after failed reloads, want 2 (the failed instance leaked its loops)", targets.Len())
+	if proc.targets.Len() != 2 {
+		t.Fatalf("%d targets after failed reloads, want 2 (the failed instance leaked its loops)", proc.targets.Len())
 	}
 	if got := queryA(t, dnsPort, "app.lan."); len(got) != 2 {
 		t.Fatalf("old instance stopped answering after failed reloads: %v", got)
@@ -192,8 +192,8 @@ func TestReload(t *testing.T) {
 		}
 		awaitServing(t, dnsPort)
 	}
-	if targets.Len() != 2 {
-		t.Fatalf("%d targets, want 2", targets.Len())
+	if proc.targets.Len() != 2 {
+		t.Fatalf("%d targets, want 2", proc.targets.Len())
 	}
 
 	errs := inst.ShutdownCallbacks()
@@ -202,7 +202,7 @@ func TestReload(t *testing.T) {
 	}
 	inst.Stop()
 	inst.Wait()
-	if targets.Len() != 0 {
-		t.Fatalf("%d targets still probed after shutdown", targets.Len())
+	if proc.targets.Len() != 0 {
+		t.Fatalf("%d targets still probed after shutdown", proc.targets.Len())
 	}
 }

@@ -27,9 +27,20 @@ const pluginName = "healthdns"
 
 var log = clog.NewWithPlugin(pluginName)
 
-// targets is the one registry of probe loops. It is package-level because it must outlive a
-// plugin instance: a Corefile reload builds a new instance that adopts the running loops.
-var targets = health.NewRegistry(observer{})
+// process is what outlives a plugin instance, the one piece of package-level state besides
+// CoreDNS's registrations: a Corefile reload builds a new instance, which adopts the running
+// probe loops (targets) and status listeners of the one it replaces.
+type process struct {
+	targets *health.Registry
+	status  *statusListeners
+	started time.Time // for the status page's uptime
+}
+
+var proc = &process{
+	targets: health.NewRegistry(observer{}),
+	status:  newStatusListeners(),
+	started: time.Now(),
+}
 
 func init() { plugin.Register(pluginName, setup) }
 
@@ -82,10 +93,11 @@ type poolConfig struct {
 	nsName   string       // lower case, fully qualified
 	nsAddrs  []netip.Addr // nil: the server's own addresses
 	fall     fall.F
+	server   string       // set by setup: the server label of CoreDNS's metrics, for ours
+	status   statusConfig // the status listener this pool shows on; addr "" for none
 
 	preempt    balance.Preemption // how a higher priority group takes back from a lower one
 	hashPrefix [2]int             // consistent_hash: the client address bits of the key, IPv4 and IPv6
-	server     string             // set by setup: the server label of CoreDNS's metrics, for ours
 
 	icmpLine int // the ICMP check's line, or the healthdns line for the default: where setup reports it
 }
@@ -122,11 +134,20 @@ func setupWith(c *caddy.Controller, detectICMP func() (privileged bool, err erro
 		}
 		cfg.server = server
 		policy, _ := balance.New(cfg.policy) // parse validated the name
-		h.pools[cfg.zone] = newPool(cfg, policy, targets)
+		h.pools[cfg.zone] = newPool(cfg, policy, proc.targets)
 	}
 
-	// Nothing starts here: the instance's one OnStartup starts every block's pools together.
-	lifecycleOf(c, targets).add(h)
+	// Nothing starts here: the instance's one OnStartup starts every block's pools together,
+	// and opens their status listeners.
+	lc := lifecycleOf(c, proc)
+	lc.add(h)
+	for _, cfg := range cfgs {
+		if cfg.status.addr != "" {
+			if err := lc.addStatus(cfg.status, h.pools[cfg.zone]); err != nil {
+				return plugin.Error(pluginName, err)
+			}
+		}
+	}
 
 	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
 		h.Next = next
@@ -335,8 +356,10 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 			lines.ns = c.Line()
 		case "fallthrough":
 			cfg.fall.SetZonesFromArgs(args)
+		case "status":
+			cfg.status, err = parseStatus(c, args)
 		default:
-			err = c.Errf("unknown property '%s'; want backend, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, hash_prefix, answers, ttl, all_down, nopreempt, preempt_delay, ns or fallthrough", prop)
+			err = c.Errf("unknown property '%s'; want backend, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, hash_prefix, answers, ttl, all_down, nopreempt, preempt_delay, ns, status or fallthrough", prop)
 		}
 		if err != nil {
 			return cfg, lines, err

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/healthdns/healthdns/health/internal/engine"
 )
@@ -57,6 +58,7 @@ type Monitor struct {
 	decided bool
 	doubt   bool // the last result disagreed with the state: the loop hurries
 	stopped bool
+	status  status // what a status page shows, kept by record
 
 	subMu   sync.Mutex
 	subs    map[uint64]func()
@@ -166,6 +168,7 @@ func (m *Monitor) record(r Result) {
 		return
 	}
 	m.probed(r)
+	m.status.observe(r, time.Now())
 	if !m.decided {
 		m.decided = true
 		m.apply(m.h.first(r))
@@ -187,6 +190,7 @@ func (m *Monitor) apply(c Change) {
 		c.Owners = *owners
 	}
 	m.up.Store(c.Up)
+	m.status.changed(c, time.Now())
 	if c.First {
 		close(m.checked)
 	}

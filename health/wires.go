@@ -21,6 +21,7 @@ import (
 type loops struct {
 	echo     *engine.Loop[wire.EchoState]
 	tcp      engine.Scheduler // half-open or connect, on Linux
+	tcpWire  string           // its name for LoopStatus
 	blocking *engine.Loop[wire.BlockingState]
 	scripts  wire.ExecSlots // made with the blocking loop
 

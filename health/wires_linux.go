@@ -11,9 +11,9 @@ import (
 func (r *Registry) tcpLoopLocked() engine.Scheduler {
 	if r.tcp == nil {
 		if !r.connectOnly && rawsock.TCPAllowed() {
-			r.tcp = engine.New[wire.HalfOpenState](wire.NewHalfOpen())
+			r.tcp, r.tcpWire = engine.New[wire.HalfOpenState](wire.NewHalfOpen()), "tcp_syn"
 		} else {
-			r.tcp = engine.New[wire.ConnectState](wire.NewConnect())
+			r.tcp, r.tcpWire = engine.New[wire.ConnectState](wire.NewConnect()), "tcp_connect"
 		}
 	}
 	return r.tcp

@@ -30,6 +30,8 @@
 //	127.0.0.215-.217            TestExecChecks
 //	127.0.0.241, .242            TestPriorityGroups
 //	127.0.0.244-.247            TestConsistentHashECS
+//	127.0.0.230-.232            TestStatusJSON
+//	127.0.0.233, .234           TestStatusPageInBrowser
 package test
 
 import (

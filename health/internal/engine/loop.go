@@ -8,6 +8,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,6 +93,8 @@ type Scheduler interface {
 	Release()
 	// Schedule starts probing t: once at once, then every interval at a random phase.
 	Schedule(t Target) Ticket
+	// Liveness says how the loop itself is doing.
+	Liveness() Liveness
 }
 
 // Loop probes the targets of one wire from one goroutine. A goroutine, a timer and a context
@@ -124,7 +127,20 @@ type Loop[S any] struct {
 	done     chan struct{} // closed when the loop has returned
 
 	reports []report // the loop goroutine's, reused at every wake
+
+	// Liveness, for a status page and an alert on a stalled checker: the loop's own health,
+	// which no probe result shows (a stuck loop reports nothing, so its targets keep their
+	// last state). Written at every wake, read rarely.
+	lastWake  atomic.Int64                   // Unix nanoseconds of the last wake
+	wakes     atomic.Uint64                  // wakes since New
+	intervals map[time.Duration]int          // targets per interval, for the shortest (mu)
+	lateness  [latenessSamples]time.Duration // of the last probes started, a ring (mu)
+	lateCount int                            // probes started, the ring's next place (mu)
 }
+
+// latenessSamples is how many probes' lateness a loop keeps for its p99: enough that the 99th
+// percentile is not the maximum, few enough that a read sorts them in microseconds.
+const latenessSamples = 512
 
 // idPlace is a target's place in Loop.byID. Its generation counts the events queued for the
 // place: only the last one is the target's next event.
@@ -171,9 +187,50 @@ type Slot[S any] struct {
 // timeout is delayed.
 const Tick = time.Millisecond
 
+// Heartbeat is the longest a loop with targets sleeps, whatever their intervals, so that its
+// last wake (Liveness.LastTick, and the metric made of it) tells a stuck loop from a patient one
+// without knowing the intervals: a wake with nothing due costs a few microseconds.
+const Heartbeat = time.Second
+
 // New returns a loop over w. It runs once retained.
 func New[S any](w Wire[S]) *Loop[S] {
-	return &Loop[S]{wire: w, epoch: time.Now()}
+	return &Loop[S]{wire: w, epoch: time.Now(), intervals: map[time.Duration]int{}}
+}
+
+// Liveness is how a loop itself is doing, apart from what it probes.
+type Liveness struct {
+	Running  bool
+	Targets  int
+	Interval time.Duration // the shortest interval of its targets
+	LastTick time.Time     // the last wake; zero before the first
+	Wakes    uint64
+	// LatenessP99 is the 99th percentile of how late the last probes (up to 512) started
+	// after their scheduled time: a loop that falls behind its schedule shows it here first.
+	LatenessP99 time.Duration
+}
+
+// Liveness returns how the loop is doing now.
+func (l *Loop[S]) Liveness() Liveness {
+	l.mu.Lock()
+	lv := Liveness{Running: l.users > 0, Targets: l.count}
+	for iv := range l.intervals {
+		if lv.Interval == 0 || iv < lv.Interval {
+			lv.Interval = iv
+		}
+	}
+	n := min(l.lateCount, latenessSamples)
+	samples := make([]time.Duration, n)
+	copy(samples, l.lateness[:n])
+	l.mu.Unlock()
+	if ns := l.lastWake.Load(); ns != 0 {
+		lv.LastTick = time.Unix(0, ns)
+	}
+	lv.Wakes = l.wakes.Load()
+	if n > 0 {
+		slices.Sort(samples)
+		lv.LatenessP99 = samples[(n*99+99)/100-1]
+	}
+	return lv
 }
 
 // Stats is what a loop holds at one moment.
@@ -234,6 +291,7 @@ func (l *Loop[S]) Schedule(t Target) Ticket {
 		l.byID = append(l.byID, idPlace[S]{s: s})
 	}
 	l.count++
+	l.intervals[s.interval]++
 	s.due = l.since(now)
 	l.queueLocked(s, s.due)
 	l.mu.Unlock()
@@ -249,6 +307,9 @@ func (l *Loop[S]) unschedule(s *Slot[S]) {
 	}
 	s.scheduled = false
 	l.count--
+	if l.intervals[s.interval]--; l.intervals[s.interval] <= 0 {
+		delete(l.intervals, s.interval)
+	}
 	l.endLocked(s)
 	if l.count == 0 { // and so every event is stale
 		l.events.reset()
@@ -329,6 +390,8 @@ func (l *Loop[S]) Retain() {
 		// A release may still be waiting for the last loop to return; the new one waits
 		// too, since the wire's buffers are the loop goroutine's.
 		previous := l.done
+		// A loop retained again after a pause has not stalled: its last wake is from before.
+		l.lastWake.Store(time.Now().UnixNano())
 		wake := make(chan struct{}, 1)
 		l.wake.Store(&wake)
 		l.quit = make(chan struct{})
@@ -370,7 +433,10 @@ func (l *Loop[S]) run(previous, wake, quit <-chan struct{}, done chan<- struct{}
 	defer timer.Stop()
 	for {
 		l.wire.Poll()
-		now := l.since(time.Now())
+		wokeAt := time.Now()
+		l.lastWake.Store(wokeAt.UnixNano())
+		l.wakes.Add(1)
+		now := l.since(wokeAt)
 		l.mu.Lock()
 		for _, a := range l.wire.Answered() {
 			if a.Slot.inFlight { // not when an earlier answer in the batch ended its probe
@@ -386,6 +452,9 @@ func (l *Loop[S]) run(previous, wake, quit <-chan struct{}, done chan<- struct{}
 			if d := max(time.Duration(at)-now, Tick); next < 0 || d < next {
 				next = d
 			}
+		}
+		if l.count > 0 && (next < 0 || next > Heartbeat) {
+			next = Heartbeat
 		}
 		l.mu.Unlock()
 
@@ -470,6 +539,8 @@ func (l *Loop[S]) handleLocked(s *Slot[S], now time.Duration) {
 		}
 	default:
 		s.budget.Deposit()
+		l.lateness[l.lateCount%latenessSamples] = max(now-s.due, 0)
+		l.lateCount++
 		s.inFlight = true
 		l.inFlight++
 		s.sent, s.tries = now, 1
