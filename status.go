@@ -216,6 +216,7 @@ type statusPool struct {
 	Rise                int             `json:"rise"`
 	Fall                int             `json:"fall"`
 	Checks              []statusCheck   `json:"checks"`
+	Preemption          string          `json:"preemption"` // preempt, preempt_delay DURATION or nopreempt
 	AllDown             bool            `json:"all_down"`
 	Families            []statusFamily  `json:"families"`
 	Backends            []statusBackend `json:"backends"`
@@ -240,12 +241,17 @@ type statusFamily struct {
 	Up         int    `json:"up"`
 	Down       bool   `json:"down"`     // every backend of the family is down
 	AllDown    bool   `json:"all_down"` // the whole pool is down, and all_down_mode decides
+	// The priority group answers come from, 0 while none has a healthy backend, and every
+	// group configured, highest first.
+	ServingPriority uint8   `json:"serving_priority"`
+	Priorities      []uint8 `json:"priorities"`
 }
 
 type statusBackend struct {
 	Address     string               `json:"address"`
 	Family      string               `json:"family"`
 	Weight      uint32               `json:"weight"`
+	Priority    uint8                `json:"priority"`
 	State       string               `json:"state"` // up or down
 	Checked     bool                 `json:"checked"`
 	Since       *time.Time           `json:"since,omitempty"`
@@ -414,13 +420,24 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 	}
 	snap := p.snap.Load()
 	sp.AllDown = snap.allDown
-	for _, f := range [...]struct {
-		name string
-		fam  *family
-	}{{"ipv4", &snap.v4}, {"ipv6", &snap.v6}} {
-		if f.fam.n > 0 {
-			sp.Families = append(sp.Families, statusFamily{Family: f.name, Configured: f.fam.n, Up: f.fam.nUp, Down: f.fam.down, AllDown: f.fam.allDown})
+	for i, fam := range [...]*family{&snap.v4, &snap.v6} {
+		if fam.n == 0 {
+			continue
 		}
+		fo := p.failover[i]
+		serving, _ := fo.Serving()
+		sp.Families = append(sp.Families, statusFamily{
+			Family: familyNames[i], Configured: fam.n, Up: fam.nUp, Down: fam.down, AllDown: fam.allDown,
+			ServingPriority: serving, Priorities: fo.Groups().List(),
+		})
+	}
+	switch {
+	case cfg.preempt.Never:
+		sp.Preemption = "nopreempt"
+	case cfg.preempt.Delay > 0:
+		sp.Preemption = "preempt_delay " + cfg.preempt.Delay.String()
+	default:
+		sp.Preemption = "preempt"
 	}
 
 	p.mu.Lock()
@@ -429,12 +446,13 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 	n := len(cfg.checks)
 	for i, b := range cfg.backends {
 		sb := statusBackend{
-			Address: b.addr.String(),
-			Family:  "ipv4",
-			Weight:  b.weight,
-			State:   "down",
-			Answers: answers[answerKey{cfg.server, cfg.zone, b.addr.String()}],
-			Checks:  make([]statusBackendCheck, 0, n),
+			Address:  b.addr.String(),
+			Family:   "ipv4",
+			Weight:   b.weight,
+			Priority: b.priority,
+			State:    "down",
+			Answers:  answers[answerKey{cfg.server, cfg.zone, b.addr.String()}],
+			Checks:   make([]statusBackendCheck, 0, n),
 		}
 		if b.addr.Is6() {
 			sb.Family = "ipv6"

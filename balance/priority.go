@@ -63,6 +63,15 @@ func (g Groups) and(o Groups) Groups {
 	return g
 }
 
+// List returns the priorities of the set, highest first.
+func (g Groups) List() []uint8 {
+	var out []uint8
+	for p, ok := g.Highest(); ok; p, ok = g.below(int(p)) {
+		out = append(out, p)
+	}
+	return out
+}
+
 // String lists the priorities from the highest, as the log and tests show them: "{200 100}".
 func (g Groups) String() string {
 	var b strings.Builder
