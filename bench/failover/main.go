@@ -54,6 +54,8 @@ type system struct {
 	start func(l *lab) error
 	// vip: clients connect to a virtual IP; otherwise they ask the DNS host for the zone.
 	vip bool
+	// single: the zone answers one backend at a time (b1 while it is healthy), as a VIP does.
+	single bool
 }
 
 // lab is the bench's world: a DNS host, two backends (b1 impairable), a client.
@@ -301,10 +303,10 @@ func (l *lab) observeVIP() observation {
 	return observation{strings.TrimSpace(string(body))}
 }
 
-// steady is the state before a trial: b1 serves (for a VIP: holds it; for DNS: is answered
-// together with b2).
+// steady is the state before a trial: b1 serves (for a VIP: holds it; for an active/standby
+// zone: is answered alone; for other DNS: is answered together with b2).
 func (o observation) steady(s system) bool {
-	if s.vip {
+	if s.vip || s.single {
 		return slices.Equal(o, observation{"b1"})
 	}
 	return slices.Contains(o, "b1") && slices.Contains(o, "b2")
