@@ -4,9 +4,11 @@
 //
 //	go run ./bench/scale -backends 10000 -zones 1000 -check tcp
 //	go run ./bench/scale -backends 10000 -zones 1000 -check icmp   # needs root or ping_group_range
+//	go run ./bench/scale -backends 1000 -zones 100 -check http
 //
-// With -check tcp it listens itself on every backend address, and records when each connection
-// arrives, which shows the send-time distribution over the interval. With -netns (root) the
+// With -check tcp or http it listens itself on every backend address (for http net/http
+// answers every request with a bodiless 200), records when each SYN arrives, which shows the send-time
+// distribution over the interval, and counts the sockets left in TIME_WAIT on either side. With -netns (root) the
 // backends live in a network namespace instead of on loopback (see netns.go).
 package main
 
@@ -37,7 +39,7 @@ func main() {
 	var (
 		backends = flag.Int("backends", 1000, "backends in all")
 		zones    = flag.Int("zones", 100, "zones; backends are spread evenly over them")
-		check    = flag.String("check", "tcp", "tcp or icmp")
+		check    = flag.String("check", "tcp", "tcp, icmp or http")
 		interval = flag.Duration("interval", time.Second, "probe interval")
 		timeout  = flag.Duration("timeout", 500*time.Millisecond, "probe timeout")
 		window   = flag.Duration("measure", 20*time.Second, "how long to measure steady state")
@@ -46,6 +48,7 @@ func main() {
 		qps      = flag.Duration("qps", 0, "after measuring, run dnsperf (pinned to CPU 0) this long against a zone and report its QPS")
 		profile  = flag.String("profile", "", "write a CPU profile of coredns over the measuring window to this file (go tool pprof -top FILE)")
 		inNS     = flag.Bool("netns", false, "put the backends in a network namespace behind a veth (needs root) instead of on loopback")
+		noRaw    = flag.Bool("noraw", false, "run coredns without CAP_NET_RAW (as root: setpriv), so TCP checks connect instead of probing half-open")
 		pairs    = flag.Int("pairs", 0, "with -qps: then alternate this many times between 10 backends and all of them by reloading, running dnsperf after each, and report each pair's ratio")
 	)
 	flag.Parse()
@@ -82,8 +85,8 @@ func main() {
 		pprofPort = freePort()
 	}
 	var arrivals *arrivalLog
-	if *check == "tcp" {
-		listenAll(addrs, backendPort, listen)
+	if *check == "tcp" || *check == "http" {
+		listenAll(addrs, backendPort, listen, *check == "http")
 		arrivals = &arrivalLog{}
 		tap := func() error { return tapSYNs("lo", backendPort, arrivals) }
 		if *inNS {
@@ -103,6 +106,9 @@ func main() {
 	}
 
 	args := []string{*binary, "-conf", conf}
+	if *noRaw {
+		args = append([]string{"setpriv", "--inh-caps=-net_raw", "--bounding-set=-net_raw"}, args...)
+	}
 	if *cpu != "" {
 		args = append([]string{"taskset", "-c", *cpu}, args...)
 	}
@@ -139,6 +145,7 @@ func main() {
 	}()
 	time.Sleep(*window)
 	spread := arrivals.spread(*interval) // before dnsperf and the reload add theirs
+	proberTW, backendTW := timeWait(backendPort)
 	<-profiled
 	cpuUsed := cpuSeconds(cmd.Process.Pid) - cpuBefore
 	driverUsed := cpuSeconds(os.Getpid()) - driverBefore
@@ -193,6 +200,9 @@ func main() {
 		late.quantile(0.5), late.quantile(0.99), int(up), *backends, float64(reload.Milliseconds()))
 	fmt.Printf("\n%s %d: coredns stacks %.0f MiB, heap %.0f MiB; this driver (the backends' side) used %.2f cores\n",
 		*check, *backends, stack/(1<<20), heap/(1<<20), driverUsed/elapsed.Seconds())
+	if *check == "tcp" || *check == "http" {
+		fmt.Printf("sockets in TIME_WAIT at the end of the window: %d on the prober's side (to port %d), %d on the backends' side (from it)\n", proberTW, backendPort, backendTW)
+	}
 	if arrivals != nil {
 		fmt.Printf("SYNs the backends received per tenth of the interval (send-time spread over %s): %v\n", *window, spread)
 	}
@@ -238,8 +248,8 @@ func (s Spec) Corefile() string {
 		fmt.Fprintf(&b, " pprof 127.0.0.1:%d\n", s.PprofPort)
 	}
 	check := "icmp"
-	if s.Check == "tcp" {
-		check = fmt.Sprintf("tcp %d", s.Port)
+	if s.Check == "tcp" || s.Check == "http" {
+		check = fmt.Sprintf("%s %d", s.Check, s.Port)
 	}
 	per := (len(s.Addrs) + s.Zones - 1) / s.Zones
 	for z := 0; z < s.Zones; z++ {
@@ -297,11 +307,18 @@ func (a *arrivalLog) spread(interval time.Duration) [10]int {
 
 func netListen(address string) (net.Listener, error) { return net.Listen("tcp", address) }
 
-func listenAll(addrs []string, port int, listen func(string) (net.Listener, error)) {
+func listenAll(addrs []string, port int, listen func(string) (net.Listener, error), serveHTTP bool) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
 	for _, ip := range addrs {
 		ln, err := listen(net.JoinHostPort(ip, strconv.Itoa(port)))
 		if err != nil {
 			fatal("listen %s: %v", ip, err)
+		}
+		if serveHTTP {
+			// net/http, as a Go backend would serve its health page: a bodiless 200, and,
+			// since the check asks for Connection: close, a FIN after it.
+			go http.Serve(ln, ok)
+			continue
 		}
 		go func() {
 			for {
@@ -313,6 +330,29 @@ func listenAll(addrs []string, port int, listen func(string) (net.Listener, erro
 			}
 		}()
 	}
+}
+
+// timeWait counts the IPv4 sockets of this network namespace in TIME_WAIT whose remote port is
+// port (the prober's side of a check) and whose local port is port (the backends' side).
+func timeWait(port int) (prober, backend int) {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return -1, -1
+	}
+	hexPort := fmt.Sprintf(":%04X", port)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[3] != "06" { // TCP_TIME_WAIT
+			continue
+		}
+		if strings.HasSuffix(f[2], hexPort) {
+			prober++
+		}
+		if strings.HasSuffix(f[1], hexPort) {
+			backend++
+		}
+	}
+	return prober, backend
 }
 
 type histogram struct {

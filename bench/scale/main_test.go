@@ -57,3 +57,10 @@ coredns_healthdns_probe_lateness_seconds_count{check="icmp"} 1
 		t.Errorf("quantile of an empty difference = %q, want n/a", got)
 	}
 }
+
+func TestCorefileHTTPCheck(t *testing.T) {
+	conf := Spec{Zones: 1, Addrs: backendAddrs(2), Check: "http", Port: 8080, Interval: time.Second, Timeout: 500 * time.Millisecond}.Corefile()
+	if !strings.Contains(conf, "check http 8080\n") {
+		t.Errorf("Corefile:\n%s", conf)
+	}
+}
