@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -533,4 +534,75 @@ func TestSetupICMPErrorAtItsPool(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReadmeCorefiles parses every Corefile the README shows with a healthdns block, so that an
+// example cannot drift from what setup accepts. The files an example names (a tls_ca, a script
+// and a token file) are made in a temporary directory; a `{ ... }` placeholder block is left out.
+func TestReadmeCorefiles(t *testing.T) {
+	text, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	files := map[string][]byte{"ca.pem": testCAPEM(t), "script": []byte("#!/bin/sh\nexit 0\n"), "token": []byte("s3cret\n")}
+	paths := map[string]string{}
+	for name, content := range files {
+		paths[name] = filepath.Join(dir, name)
+		if err := os.WriteFile(paths[name], content, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pathRE := regexp.MustCompile(`(tls_ca|check exec|token) (/\S+)`)
+	corefileStart := regexp.MustCompile(`^[.\w:/-]+( [.\w:/-]+)* \{$`) // a server block's keys
+	n := 0
+	for _, b := range fencedBlocks(string(text)) {
+		corefile := b
+		first, _, _ := strings.Cut(corefile, "\n")
+		if !corefileStart.MatchString(first) || !strings.Contains(corefile, "healthdns") || strings.Contains(corefile, "{ ... }") {
+			continue
+		}
+		corefile = pathRE.ReplaceAllStringFunc(corefile, func(m string) string {
+			switch {
+			case strings.HasPrefix(m, "tls_ca"):
+				return "tls_ca " + paths["ca.pem"]
+			case strings.HasPrefix(m, "token"):
+				return "token " + paths["token"]
+			}
+			return "check exec " + paths["script"]
+		})
+		n++
+		if _, err := parseCorefile(t, corefile); err != nil {
+			t.Errorf("a README example does not parse: %v\n%s", err, b)
+		}
+	}
+	if n < 8 {
+		t.Errorf("only %d README examples with a healthdns block were found: is the extraction broken?", n)
+	}
+	t.Logf("%d README examples parsed", n)
+}
+
+// fencedBlocks returns the text of every fenced code block of a Markdown document, its
+// indentation removed.
+func fencedBlocks(doc string) []string {
+	var blocks []string
+	var cur []string
+	in, indent := false, ""
+	for _, line := range strings.Split(doc, "\n") {
+		trimmed := strings.TrimLeft(line, " ")
+		if strings.HasPrefix(trimmed, "```") {
+			if in {
+				blocks = append(blocks, strings.Join(cur, "\n")+"\n")
+				cur = nil
+			} else {
+				indent = line[:len(line)-len(trimmed)]
+			}
+			in = !in
+			continue
+		}
+		if in {
+			cur = append(cur, strings.TrimPrefix(line, indent))
+		}
+	}
+	return blocks
 }
