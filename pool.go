@@ -74,7 +74,13 @@ func newPool(cfg poolConfig, policy balance.Policy, reg *health.Registry) *Pool 
 	return p
 }
 
-var familyNames = [2]string{"ipv4", "ipv6"}
+// familyName is family fam's in metrics and logs.
+func familyName(fam int) string {
+	if fam == 0 {
+		return "ipv4"
+	}
+	return "ipv6"
+}
 
 func familyIndex(a netip.Addr) int {
 	if a.Is4() {
@@ -92,7 +98,7 @@ func (p *Pool) failoverKey(fam int) string {
 			fmt.Fprintf(h, "%s %d\n", b.addr, b.priority)
 		}
 	}
-	return fmt.Sprintf("failover %s %s %s %x", p.cfg.server, p.cfg.zone, familyNames[fam], h.Sum64())
+	return fmt.Sprintf("failover %s %s %s %x", p.cfg.server, p.cfg.zone, familyName(fam), h.Sum64())
 }
 
 // start acquires a monitor for every check of every backend, adopting running ones, and
@@ -264,13 +270,13 @@ func (p *Pool) serveLocked(fam int, up []int, settled bool) uint8 {
 	if fo.Groups().Len() == 0 {
 		return group
 	}
-	servingPriority.WithLabelValues(p.cfg.server, p.cfg.zone, familyNames[fam]).Set(float64(group))
+	servingPriority.WithLabelValues(p.cfg.server, p.cfg.zone, familyName(fam)).Set(float64(group))
 	// A family of one group has nothing to switch between: its all-down and recovery lines say
 	// it all. Several groups' first choice is news, not a switch.
 	switch {
 	case !sw.Changed() || fo.Groups().Len() < 2:
 	case !p.decided[fam]:
-		log.Infof("zone %s: %s served by priority group %s: %s", p.cfg.zone, familyNames[fam], groupName(sw.To), sw.Reason)
+		log.Infof("zone %s: %s served by priority group %s: %s", p.cfg.zone, familyName(fam), groupName(sw.To), sw.Reason)
 	default:
 		p.switched(fam, sw)
 	}
@@ -280,9 +286,9 @@ func (p *Pool) serveLocked(fam int, up []int, settled bool) uint8 {
 
 // switched logs and counts a switch of the family's serving group.
 func (p *Pool) switched(fam int, sw balance.Switch) {
-	groupSwitchesTotal.WithLabelValues(p.cfg.server, p.cfg.zone, familyNames[fam]).Inc()
+	groupSwitchesTotal.WithLabelValues(p.cfg.server, p.cfg.zone, familyName(fam)).Inc()
 	log.Warningf("zone %s: %s now served by priority group %s (was %s): %s",
-		p.cfg.zone, familyNames[fam], groupName(sw.To), groupName(sw.From), sw.Reason)
+		p.cfg.zone, familyName(fam), groupName(sw.To), groupName(sw.From), sw.Reason)
 }
 
 func groupName(g uint8) string {

@@ -427,7 +427,7 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 		fo := p.failover[i]
 		serving, _ := fo.Serving()
 		sp.Families = append(sp.Families, statusFamily{
-			Family: familyNames[i], Configured: fam.n, Up: fam.nUp, Down: fam.down, AllDown: fam.allDown,
+			Family: familyName(i), Configured: fam.n, Up: fam.nUp, Down: fam.down, AllDown: fam.allDown,
 			ServingPriority: serving, Priorities: fo.Groups().List(),
 		})
 	}

@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/healthdns/healthdns/health/internal/engine"
@@ -28,7 +29,7 @@ type Registry struct {
 	loops                   // one per wire, made at first use
 	retries  *engine.Budget // shared by every loop
 
-	kept map[string]any // what a holder hands over to its successor across a reload; see Keep
+	kept map[string][]any // what holders hand over to their successors across a reload, newest last; see Keep
 
 	connectOnly bool                                    // TCP checks connect even with CAP_NET_RAW
 	probe       func(context.Context, netip.Addr) error // WithProbe's
@@ -66,7 +67,7 @@ func NewRegistry(obs Observer, opts ...Option) *Registry {
 		monitors: map[Target]*Monitor{},
 		owned:    map[ownedAddr]int{},
 		probed:   map[probedAddr]int{},
-		kept:     map[string]any{},
+		kept:     map[string][]any{},
 	}
 	for _, opt := range opts {
 		opt(r)
@@ -212,25 +213,32 @@ func (r *Registry) Holds(owner string) bool {
 func (r *Registry) Keep(key string, v any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.kept[key] = v
+	r.kept[key] = append(r.kept[key], v)
 }
 
-// Kept returns what was kept under key.
+// Kept returns what the newest holder still running kept under key.
 func (r *Registry) Kept(key string) (any, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	v, ok := r.kept[key]
-	return v, ok
+	vs := r.kept[key]
+	if len(vs) == 0 {
+		return nil, false
+	}
+	return vs[len(vs)-1], true
 }
 
-// Forget drops what was kept under key if it is still v: a holder that stops forgets its own,
-// not what a successor kept since.
+// Forget drops v from what was kept under key, as its holder stops. What a successor kept stays,
+// and so does what a predecessor kept when the successor is a failed reload's: the next reload
+// then finds the running holder's state.
 func (r *Registry) Forget(key string, v any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.kept[key] == v {
+	vs := slices.DeleteFunc(r.kept[key], func(x any) bool { return x == v })
+	if len(vs) == 0 {
 		delete(r.kept, key)
+		return
 	}
+	r.kept[key] = vs
 }
 
 // Lookup returns the monitor probing t, if any.

@@ -145,3 +145,31 @@ func TestRegistryOneLoopPerWire(t *testing.T) {
 		t.Errorf("an unprivileged ping runs on %T, want the blocking loop (pro-bing)", l)
 	}
 }
+
+// What a holder keeps goes to the next holder of its key, and a holder that stops takes back only
+// its own: after a failed reload the running holder's state is found again.
+func TestRegistryKeep(t *testing.T) {
+	reg := NewRegistry(&recorder{})
+	if _, ok := reg.Kept("k"); ok {
+		t.Fatal("kept before anything was")
+	}
+	running, failed, next := new(int), new(int), new(int)
+	reg.Keep("k", running)
+	reg.Keep("k", failed) // a reload starts beside the running holder...
+	if v, _ := reg.Kept("k"); v != failed {
+		t.Fatal("Kept does not give the newest")
+	}
+	reg.Forget("k", failed) // ...and fails
+	if v, ok := reg.Kept("k"); !ok || v != running {
+		t.Fatalf("after the failed reload Kept gives %v, want the running holder's", v)
+	}
+	reg.Keep("k", next) // a good reload
+	reg.Forget("k", running)
+	if v, _ := reg.Kept("k"); v != next {
+		t.Fatal("the good reload's holder lost its state when its predecessor stopped")
+	}
+	reg.Forget("k", next)
+	if _, ok := reg.Kept("k"); ok {
+		t.Fatal("kept after every holder stopped")
+	}
+}
