@@ -128,25 +128,22 @@ func (h *HealthDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 // it back with SCOPE set to the prefix length used, so that a caching resolver caches the answer
 // for that subnet alone (RFC 7871 §7.2.1).
 func (p *Pool) clientKey(w dns.ResponseWriter, r *dns.Msg, m *dns.Msg) [balance.ClientKeyLen]byte {
-	if opt := r.IsEdns0(); opt != nil {
-		for _, o := range opt.Option {
-			ecs, ok := o.(*dns.EDNS0_SUBNET)
-			if !ok {
-				continue
-			}
-			addr, ok := netip.AddrFromSlice(ecs.Address)
-			if !ok || (ecs.Family != 1 && ecs.Family != 2) {
-				break // malformed: key on the client instead
-			}
-			addr = addr.Unmap()
-			bits := min(int(ecs.SourceNetmask), p.cfg.hashPrefix[familyIndex(addr)])
-			key := balance.ClientKey(addr, bits)
-			reply := *ecs
-			reply.SourceScope = uint8(bits)
-			m.SetEdns0(opt.UDPSize(), opt.Do())
-			ropt := m.IsEdns0()
-			ropt.Option = append(ropt.Option, &reply)
-			return key
+	if ecs := clientSubnet(r); ecs != nil {
+		addr, ok := netip.AddrFromSlice(ecs.Address)
+		addr = addr.Unmap()
+		bits := 0
+		// A source prefix of 0 asks that no subnet be used (RFC 7871 §7.1.2): the answer is
+		// then the forwarder's, for every client behind it, and says so with SCOPE 0.
+		if ok && ecs.SourceNetmask > 0 {
+			bits = min(int(ecs.SourceNetmask), p.cfg.hashPrefix[familyIndex(addr)])
+		}
+		reply := *ecs
+		reply.SourceScope = uint8(bits)
+		m.SetEdns0(r.IsEdns0().UDPSize(), r.IsEdns0().Do())
+		ropt := m.IsEdns0()
+		ropt.Option = append(ropt.Option, &reply)
+		if bits > 0 {
+			return balance.ClientKey(addr, bits)
 		}
 	}
 	var addr netip.Addr
@@ -158,6 +155,20 @@ func (p *Pool) clientKey(w dns.ResponseWriter, r *dns.Msg, m *dns.Msg) [balance.
 	}
 	addr = addr.Unmap()
 	return balance.ClientKey(addr, p.cfg.hashPrefix[familyIndex(addr)])
+}
+
+// clientSubnet returns the query's EDNS Client Subnet option, if it has a well-formed one.
+func clientSubnet(r *dns.Msg) *dns.EDNS0_SUBNET {
+	opt := r.IsEdns0()
+	if opt == nil {
+		return nil
+	}
+	for _, o := range opt.Option {
+		if ecs, ok := o.(*dns.EDNS0_SUBNET); ok && (ecs.Family == 1 || ecs.Family == 2) {
+			return ecs
+		}
+	}
+	return nil
 }
 
 // deferred reports whether the next plugin owns qname's SOA, NS and other types.

@@ -196,6 +196,15 @@ func TestServeDNSConsistentHash(t *testing.T) {
 	m.SetQuestion("sticky.lan.", dns.TypeA)
 	w := &clientWriter{addr: &net.UDPAddr{IP: net.ParseIP("192.0.2.7"), Port: 5353}}
 	// As TestServeDNSAllocations: the reply, its question, the answer slice and the records.
+	// A source prefix of 0 opts out: the client's own address keys the answer, and SCOPE is 0.
+	optOut := &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 0, Address: net.IPv4zero.To4()}
+	r0 := ask("192.0.2.99", optOut)
+	if want := first(ask("192.0.2.99", nil)); first(r0) != want {
+		t.Errorf("an ECS /0 query got %s, want the client's own answer %s", first(r0), want)
+	}
+	if e := r0.IsEdns0().Option[0].(*dns.EDNS0_SUBNET); e.SourceScope != 0 {
+		t.Errorf("an ECS /0 reply has SCOPE %d, want 0", e.SourceScope)
+	}
 	if a := testing.AllocsPerRun(200, func() { h.ServeDNS(context.Background(), w, m) }); a > 4 {
 		t.Errorf("%.1f allocations per sticky answer, want at most 4 as any other", a)
 	}
