@@ -23,6 +23,13 @@ var (
 		Help:      "Whether a backend of a zone passed its health check (1) or not (0).",
 	}, []string{"server", "zone", "backend"})
 
+	backendDrained = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "healthdns",
+		Name:      "backend_drained",
+		Help:      "Whether a backend of a zone is drained (1): probed but not answered, whatever its health.",
+	}, []string{"server", "zone", "backend"})
+
 	probeDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "healthdns",
@@ -190,6 +197,7 @@ func (observer) Released(owner string, addr netip.Addr) {
 	server, zone := splitOwner(owner)
 	labels := prometheus.Labels{"server": server, "zone": zone, "backend": addr.String()}
 	backendUp.Delete(labels)
+	backendDrained.Delete(labels)
 	answersTotal.Delete(labels)
 }
 

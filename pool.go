@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,14 +33,16 @@ type Pool struct {
 	unsubs   []func()
 	failover [2]*balance.Failover // which priority group serves, per family (ipv4, ipv6)
 	decided  [2]bool              // the failover made its first choice
-	timer    *time.Timer          // a rebuild at the failovers' next check (preempt_delay)
+	timer    *time.Timer          // a rebuild at the failovers' next check (preempt_delay) or a drain's end
+	drained  []bool               // per backend, its drain held at the last rebuild
 	stopped  bool
 }
 
 // snapshot is what the query path reads: one per address family, rebuilt on each transition.
 type snapshot struct {
 	v4, v6  family
-	allDown bool // every backend of the pool, of either family, is down
+	allDown bool   // every backend of the pool, of either family, is down
+	drained []bool // per backend, for the status page; nil before start
 }
 
 // family is the answerable set of one address family: its up backends. all_down is decided for
@@ -59,7 +62,7 @@ type family struct {
 }
 
 func newPool(cfg poolConfig, policy balance.Policy, reg *health.Registry) *Pool {
-	p := &Pool{cfg: cfg, policy: policy, reg: reg}
+	p := &Pool{cfg: cfg, policy: policy, reg: reg, drained: make([]bool, len(cfg.backends))}
 	p.zone = newZoneRecords(&p.cfg, configSerial(&p.cfg))
 	p.snap.Store(&snapshot{}) // until OnStartup: no address answers
 	for fam := range p.failover {
@@ -116,6 +119,7 @@ func (p *Pool) start() {
 	}
 	p.timer = time.AfterFunc(time.Hour, p.rebuild)
 	p.timer.Stop()
+	p.startDrainsLocked(time.Now())
 	owner := poolOwner(p.cfg.server, p.cfg.zone)
 	for _, b := range p.cfg.backends {
 		for _, c := range p.cfg.checks {
@@ -209,7 +213,8 @@ func (p *Pool) rebuild() {
 		return // a timer's rebuild after stop: the pool's series are gone and stay gone
 	}
 	old := p.snap.Load()
-	var v4, v6 []int // indexes into cfg.backends
+	drained := p.drainsLocked(time.Now())
+	var v4, v6 []int // indexes into cfg.backends, of the backends in service (not drained)
 	var up4, up6 []int
 	for i, b := range p.cfg.backends {
 		up := p.upLocked(i)
@@ -218,6 +223,11 @@ func (p *Pool) rebuild() {
 			gauge = 1
 		}
 		backendUp.WithLabelValues(p.cfg.server, p.cfg.zone, b.addr.String()).Set(gauge)
+		// A drained backend is neither up nor down to the pool: it is out of service, so it
+		// neither serves, nor makes its priority group healthy, nor counts towards all down.
+		if drained[i] {
+			continue
+		}
 		if b.addr.Is4() {
 			v4 = append(v4, i)
 			if up {
@@ -236,12 +246,13 @@ func (p *Pool) rebuild() {
 	if settled {
 		p.ready.Store(true)
 	}
-	poolDown := settled && len(p.cfg.backends) > 0 && len(up4)+len(up6) == 0
+	poolDown := settled && len(v4)+len(v6) > 0 && len(up4)+len(up6) == 0
 	serving4, serving6 := p.serveLocked(0, up4, settled), p.serveLocked(1, up6, settled)
 	next := &snapshot{
 		v4:      p.family(v4, up4, serving4, poolDown, settled),
 		v6:      p.family(v6, up6, serving6, poolDown, settled),
 		allDown: poolDown,
+		drained: drained,
 	}
 	p.report(old, next)
 	p.snap.Store(next)
@@ -307,11 +318,66 @@ func (p *Pool) armLocked() {
 			next = at
 		}
 	}
+	// A drain's end returns its backend when it comes, not at the next probe result.
+	for i, b := range p.cfg.backends {
+		if at := b.drain.until; p.drained[i] && !at.IsZero() && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
 	if next.IsZero() {
 		p.timer.Stop()
 		return
 	}
 	p.timer.Reset(max(time.Until(next), 0))
+}
+
+// startDrainsLocked logs each drained backend once, at start, with its reason and end, and sets
+// its gauge. A drain whose end has passed is said to be over, since the Corefile still asks for it.
+func (p *Pool) startDrainsLocked(now time.Time) {
+	for i, b := range p.cfg.backends {
+		d := b.drain
+		if !d.on {
+			continue
+		}
+		p.drained[i] = d.at(now)
+		switch {
+		case !p.drained[i]:
+			log.Infof("zone %s: backend %s: drain ended at %s, before startup; answered while healthy%s",
+				p.cfg.zone, b.addr, d.until.Format(time.RFC3339), reasonSuffix(d.reason))
+		case d.until.IsZero():
+			log.Infof("zone %s: backend %s: drained, probed but not answered%s", p.cfg.zone, b.addr, reasonSuffix(d.reason))
+		default:
+			log.Infof("zone %s: backend %s: drained until %s, probed but not answered%s",
+				p.cfg.zone, b.addr, d.until.Format(time.RFC3339), reasonSuffix(d.reason))
+		}
+	}
+}
+
+// drainsLocked returns which backends are drained at now, logging each drain that ended since
+// the last rebuild, and sets the drained gauge. Callers hold mu.
+func (p *Pool) drainsLocked(now time.Time) []bool {
+	drained := make([]bool, len(p.cfg.backends))
+	for i, b := range p.cfg.backends {
+		drained[i] = p.drained[i] && b.drain.at(now)
+		if p.drained[i] && !drained[i] {
+			log.Infof("zone %s: backend %s: drain ended at %s; answered again while healthy%s",
+				p.cfg.zone, b.addr, b.drain.until.Format(time.RFC3339), reasonSuffix(b.drain.reason))
+		}
+		gauge := 0.0
+		if drained[i] {
+			gauge = 1
+		}
+		backendDrained.WithLabelValues(p.cfg.server, p.cfg.zone, b.addr.String()).Set(gauge)
+	}
+	p.drained = drained
+	return slices.Clone(drained)
+}
+
+func reasonSuffix(reason string) string {
+	if reason == "" {
+		return ""
+	}
+	return " (" + reason + ")"
 }
 
 // FailBack makes the highest priority group with a healthy backend serve again, as an operator

@@ -78,6 +78,20 @@ type backend struct {
 	addr     netip.Addr
 	weight   uint32
 	priority uint8 // higher is preferred, as VRRP's
+	drain    drain
+}
+
+// drain takes a backend out of the answers, whatever its health, while it keeps being probed:
+// an operator's maintenance window.
+type drain struct {
+	on     bool
+	until  time.Time // zero: until the configuration changes
+	reason string
+}
+
+// at reports whether the drain holds at now.
+func (d drain) at(now time.Time) bool {
+	return d.on && (d.until.IsZero() || now.Before(d.until))
 }
 
 // poolConfig is one zone's parsed configuration.
@@ -442,7 +456,7 @@ func errAt(c *caddy.Controller, line int, format string, args ...any) error {
 	return fmt.Errorf("%s:%d - Error during parsing: %s", c.File(), line, fmt.Sprintf(format, args...))
 }
 
-const backendForm = "'backend ADDRESS [weight W] [priority P]'"
+const backendForm = "'backend ADDRESS [weight W] [priority P] [drain [until TIME] [REASON...]]'"
 
 func parseBackend(c *caddy.Controller, args []string) (backend, error) {
 	if len(args) == 0 {
@@ -456,6 +470,10 @@ func parseBackend(c *caddy.Controller, args []string) (backend, error) {
 	seen := map[string]bool{}
 	for rest := args[1:]; len(rest) > 0; rest = rest[2:] {
 		opt := rest[0]
+		if opt == "drain" {
+			b.drain, err = parseDrain(c, addr, rest[1:])
+			return b, err
+		}
 		if opt != "weight" && opt != "priority" {
 			return b, c.Errf("unknown backend option '%s'; want %s", opt, backendForm)
 		}
@@ -481,6 +499,32 @@ func parseBackend(c *caddy.Controller, args []string) (backend, error) {
 		b.priority = uint8(p)
 	}
 	return b, nil
+}
+
+// parseDrain reads what follows a backend's 'drain': '[until TIME] [REASON...]'. The reason is
+// free text, so drain comes last; a reason that opens with another option is that option
+// misplaced, not a reason.
+func parseDrain(c *caddy.Controller, addr netip.Addr, args []string) (drain, error) {
+	d := drain{on: true}
+	if len(args) > 0 && args[0] == "until" {
+		if len(args) < 2 {
+			return d, c.Errf("backend %s: 'drain until' wants a time, such as 'drain until 2026-12-24T18:00:00Z'", addr)
+		}
+		t, err := time.Parse(time.RFC3339, args[1])
+		if err != nil {
+			return d, c.Errf("backend %s: invalid drain time '%s': want an RFC 3339 time such as 2026-12-24T18:00:00Z", addr, args[1])
+		}
+		d.until = t
+		args = args[2:]
+	}
+	if len(args) > 0 {
+		switch args[0] {
+		case "weight", "priority", "drain", "until":
+			return d, c.Errf("backend %s: '%s' after drain: drain comes last, since the rest of the line is its reason; want %s", addr, args[0], backendForm)
+		}
+	}
+	d.reason = strings.Join(args, " ")
+	return d, nil
 }
 
 // parseHashPrefix reads 'hash_prefix V4LEN V6LEN'.

@@ -43,7 +43,7 @@ func TestParseDefaults(t *testing.T) {
 		got.ttl != 5 || got.allDown != allDownServeAll || got.nsName != "ns.dns.app.lan." || got.nsAddrs != nil {
 		t.Fatalf("defaults: %+v", got)
 	}
-	if len(got.backends) != 1 || got.backends[0] != (backend{netip.MustParseAddr("10.0.0.1"), 1, 100}) {
+	if len(got.backends) != 1 || got.backends[0] != (backend{addr: netip.MustParseAddr("10.0.0.1"), weight: 1, priority: 100}) {
 		t.Fatalf("backends %+v", got.backends)
 	}
 }
@@ -78,9 +78,9 @@ func TestParseEverything(t *testing.T) {
 		t.Fatalf("config %+v", c)
 	}
 	wantBackends := []backend{
-		{netip.MustParseAddr("10.0.0.1"), 9, 100},
-		{netip.MustParseAddr("2001:db8::1"), 1, 200},
-		{netip.MustParseAddr("10.0.0.2"), 2, 50}, // a v4-mapped address is served as IPv4
+		{addr: netip.MustParseAddr("10.0.0.1"), weight: 9, priority: 100},
+		{addr: netip.MustParseAddr("2001:db8::1"), weight: 1, priority: 200},
+		{addr: netip.MustParseAddr("10.0.0.2"), weight: 2, priority: 50}, // a v4-mapped address is served as IPv4
 	}
 	for i, b := range wantBackends {
 		if c.backends[i] != b {
@@ -92,6 +92,38 @@ func TestParseEverything(t *testing.T) {
 	}
 	if !c.fall.Through("x.other.lan.") || c.fall.Through("x.app.lan.") {
 		t.Errorf("fallthrough zones %v", c.fall)
+	}
+}
+
+// TestParseDrain reads drain with and without an end and a reason, after the other options.
+func TestParseDrain(t *testing.T) {
+	in := `healthdns app.lan {
+		backend 10.0.0.1 drain
+		backend 10.0.0.2 weight 3 priority 50 drain until 2026-12-24T18:00:00+01:00 disk swap, ticket 42
+		backend 10.0.0.3 drain "kernel upgrade"
+		backend 10.0.0.4 drain until 2026-12-24T18:00:00Z
+		backend 10.0.0.5
+	}`
+	cfgs, err := parse(caddy.NewTestController("dns", in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := time.Date(2026, 12, 24, 17, 0, 0, 0, time.UTC)
+	want := []drain{
+		{on: true},
+		{on: true, until: until, reason: "disk swap, ticket 42"},
+		{on: true, reason: "kernel upgrade"},
+		{on: true, until: until.Add(time.Hour)},
+		{},
+	}
+	for i, d := range want {
+		got := cfgs[0].backends[i].drain
+		if got.on != d.on || !got.until.Equal(d.until) || got.reason != d.reason {
+			t.Errorf("backend %d drain = %+v, want %+v", i, got, d)
+		}
+	}
+	if b := cfgs[0].backends[1]; b.weight != 3 || b.priority != 50 {
+		t.Errorf("backend 10.0.0.2 = %+v, want weight 3 priority 50", b)
 	}
 }
 
@@ -226,8 +258,13 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate mapped backend", "healthdns app.lan {\n backend 10.0.0.1\n backend ::ffff:10.0.0.1\n}", 3, "duplicate backend"},
 		{"weight 0", "healthdns app.lan {\n backend 10.0.0.1 weight 0\n}", 2, "invalid weight '0': want an integer from 1 to 1000"},
 		{"weight 1001", "healthdns app.lan {\n backend 10.0.0.1 weight 1001\n}", 2, "invalid weight '1001'"},
-		{"weight missing", "healthdns app.lan {\n backend 10.0.0.1 weight\n}", 2, "'weight' wants a value; want 'backend ADDRESS [weight W] [priority P]'"},
+		{"weight missing", "healthdns app.lan {\n backend 10.0.0.1 weight\n}", 2, "'weight' wants a value; want 'backend ADDRESS [weight W] [priority P] [drain [until TIME] [REASON...]]'"},
 		{"backend option", "healthdns app.lan {\n backend 10.0.0.1 prio 2\n}", 2, "unknown backend option 'prio'"},
+		{"drain until without a time", "healthdns app.lan {\n backend 10.0.0.1\n backend 10.0.0.2 drain until\n}", 3, "backend 10.0.0.2: 'drain until' wants a time, such as 'drain until 2026-12-24T18:00:00Z'"},
+		{"drain bad time", "healthdns app.lan {\n backend 10.0.0.1 drain until 2026-12-24 18:00\n}", 2, "invalid drain time '2026-12-24': want an RFC 3339 time such as 2026-12-24T18:00:00Z"},
+		{"drain zoneless time", "healthdns app.lan {\n backend 10.0.0.1 drain until 2026-12-24T18:00:00\n}", 2, "invalid drain time '2026-12-24T18:00:00'"},
+		{"drain not last", "healthdns app.lan {\n backend 10.0.0.1 drain weight 2\n}", 2, "'weight' after drain: drain comes last"},
+		{"drain until twice", "healthdns app.lan {\n backend 10.0.0.1 drain until 2026-12-24T18:00:00Z until 2026-12-25T18:00:00Z\n}", 2, "'until' after drain: drain comes last"},
 		{"timeout = interval", "healthdns app.lan {\n backend 10.0.0.1\n interval 1s\n timeout 1s\n}", 4, "timeout 1s must be shorter than interval 1s"},
 		{"timeout > default interval", "healthdns app.lan {\n backend 10.0.0.1\n timeout 2s\n}", 3, "must be shorter than interval"},
 		{"zero backends", "healthdns app.lan {\n check tcp 80\n}", 1, "no backend"},
@@ -257,7 +294,7 @@ func TestParseErrors(t *testing.T) {
 		{"priority 256", "healthdns app.lan {\n backend 10.0.0.1 priority 256\n}", 2, "invalid priority '256': want an integer from 1 to 255"},
 		{"priority without value", "healthdns app.lan {\n backend 10.0.0.1 priority\n}", 2, "'priority' wants a value"},
 		{"priority twice", "healthdns app.lan {\n backend 10.0.0.1 priority 1 weight 2 priority 3\n}", 2, "'priority' given twice for backend 10.0.0.1"},
-		{"unknown backend option", "healthdns app.lan {\n backend 10.0.0.1 prio 1\n}", 2, "unknown backend option 'prio'; want 'backend ADDRESS [weight W] [priority P]'"},
+		{"unknown backend option", "healthdns app.lan {\n backend 10.0.0.1 prio 1\n}", 2, "unknown backend option 'prio'; want 'backend ADDRESS [weight W] [priority P] [drain [until TIME] [REASON...]]'"},
 		{"nopreempt with preempt_delay", "healthdns app.lan {\n backend 10.0.0.1\n nopreempt\n preempt_delay 2s\n}", 4, "nopreempt and preempt_delay together"},
 		{"nopreempt with an argument", "healthdns app.lan {\n backend 10.0.0.1\n nopreempt yes\n}", 3, "want 'nopreempt' alone"},
 		{"preempt_delay bad", "healthdns app.lan {\n backend 10.0.0.1\n preempt_delay later\n}", 3, "invalid preempt_delay 'later'"},

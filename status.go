@@ -252,7 +252,9 @@ type statusBackend struct {
 	Family      string               `json:"family"`
 	Weight      uint32               `json:"weight"`
 	Priority    uint8                `json:"priority"`
-	State       string               `json:"state"` // up or down
+	State       string               `json:"state"` // up, down or drained
+	DrainReason string               `json:"drain_reason,omitempty"`
+	DrainUntil  *time.Time           `json:"drain_until,omitempty"`
 	Checked     bool                 `json:"checked"`
 	Since       *time.Time           `json:"since,omitempty"`
 	Reason      string               `json:"reason,omitempty"`
@@ -459,6 +461,10 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 		}
 		if (i+1)*n <= len(leases) {
 			sb.fill(leases[i*n : (i+1)*n])
+		}
+		// Drained is said over the health, which the checks still show.
+		if i < len(snap.drained) && snap.drained[i] {
+			sb.State, sb.DrainReason, sb.DrainUntil = "drained", b.drain.reason, timePtr(b.drain.until)
 		}
 		sp.Backends = append(sp.Backends, sb)
 	}

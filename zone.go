@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net"
+	"time"
 
 	"github.com/coredns/coredns/plugin/pkg/dnsutil"
 	"github.com/miekg/dns"
@@ -70,7 +71,12 @@ func configSerial(cfg *poolConfig) uint32 {
 	h := fnv.New32a()
 	fmt.Fprintf(h, "zone %s\n", cfg.zone)
 	for _, b := range cfg.backends {
-		fmt.Fprintf(h, "backend %s weight %d priority %d\n", b.addr, b.weight, b.priority)
+		fmt.Fprintf(h, "backend %s weight %d priority %d", b.addr, b.weight, b.priority)
+		// Only when drained, so that a configuration without drains keeps its serial.
+		if d := b.drain; d.on {
+			fmt.Fprintf(h, " drain until %s %q", d.until.Format(time.RFC3339Nano), d.reason)
+		}
+		fmt.Fprintln(h)
 	}
 	fmt.Fprintf(h, "checks %+v\nspec %+v\npolicy %s\nanswers %d\nttl %d\nall_down %s\nns %s",
 		cfg.checks, cfg.spec, cfg.policy, cfg.answers, cfg.ttl, cfg.allDown, cfg.nsName)
