@@ -33,6 +33,7 @@
 //	127.0.0.230-.232            TestStatusJSON
 //	127.0.0.233, .234           TestStatusPageInBrowser
 //	127.0.0.251, .252           TestLANResolvers (with unbound, dnsmasq and a forwarding coredns on 127.0.0.1)
+//	127.0.1.200, .201            TestDrain (127.0.1.200-.209 reserved for it)
 package test
 
 import (
