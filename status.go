@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/healthdns/healthdns/balance"
 	"github.com/healthdns/healthdns/health"
 )
 
@@ -243,8 +244,8 @@ type statusFamily struct {
 	AllDown    bool   `json:"all_down"` // the whole pool is down, and all_down_mode decides
 	// The priority group answers come from, 0 while none has a healthy backend, and every
 	// group configured, highest first.
-	ServingPriority uint8   `json:"serving_priority"`
-	Priorities      []uint8 `json:"priorities"`
+	ServingPriority uint8 `json:"serving_priority"`
+	Priorities      []int `json:"priorities"` // not []uint8, which JSON would write as base64
 }
 
 type statusBackend struct {
@@ -290,6 +291,14 @@ type statusTransition struct {
 	First  bool      `json:"first,omitempty"`
 	Reason string    `json:"reason,omitempty"`
 	Error  string    `json:"error,omitempty"`
+}
+
+func priorities(g balance.Groups) []int {
+	var out []int
+	for _, p := range g.List() {
+		out = append(out, int(p))
+	}
+	return out
 }
 
 func stateName(up bool) string {
@@ -430,7 +439,7 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 		serving, _ := fo.Serving()
 		sp.Families = append(sp.Families, statusFamily{
 			Family: familyName(i), Configured: fam.n, Up: fam.nUp, Down: fam.down, AllDown: fam.allDown,
-			ServingPriority: serving, Priorities: fo.Groups().List(),
+			ServingPriority: serving, Priorities: priorities(fo.Groups()),
 		})
 	}
 	switch {

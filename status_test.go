@@ -402,3 +402,18 @@ func TestCheckerLastTickMetric(t *testing.T) {
 		t.Errorf("%d series after the loop stopped", n)
 	}
 }
+
+// A family's priority groups are a JSON array of numbers, which the page lists: []uint8 would
+// be written as base64, and the page's script would stop at it.
+func TestStatusFamilyPrioritiesJSON(t *testing.T) {
+	var g balance.Groups
+	g.Add(100)
+	g.Add(200)
+	b, err := json.Marshal(statusFamily{Family: "ipv4", ServingPriority: 200, Priorities: priorities(g)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"serving_priority":200,"priorities":[200,100]`) {
+		t.Errorf("family JSON %s, want the groups as numbers, highest first", b)
+	}
+}
