@@ -137,3 +137,45 @@ func TestConsistentHashECS(t *testing.T) {
 		t.Errorf("a /16 ECS below hash_prefix 24: scope %+v, want 16", ecs)
 	}
 }
+
+// TestNopreemptAcrossReload: under nopreempt the standby that took over keeps serving across a
+// Corefile reload that keeps the pool's backends and priorities, even with the primary healthy
+// again; a reload that changes them starts afresh, with the highest group.
+func TestNopreemptAcrossReload(t *testing.T) {
+	t.Parallel()
+	const primary, standby = "127.0.0.248", "127.0.0.249"
+	port, bs := harness.StartBackends(t, primary, standby)
+	conf := func(standbyPriority int, extra ...string) string {
+		return ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n" + harness.Pool("ha.lan", nil, append([]string{
+			"backend " + primary + " priority 200", "backend " + standby + " priority " + strconv.Itoa(standbyPriority),
+			"check tcp " + strconv.Itoa(port), "interval 100ms", "timeout 50ms", "nopreempt",
+		}, extra...)...) + "}\n"
+	}
+	s := harness.Start(t, conf(100))
+	serves := func(ip string) bool { return harness.SameSet(s.Addrs(t, "udp", "ha.lan.", dns.TypeA), ip) }
+	if !serves(primary) {
+		t.Fatalf("at start: %v, want the primary", s.Addrs(t, "udp", "ha.lan.", dns.TypeA))
+	}
+	bs[primary].Stop()
+	harness.Eventually(t, 5*time.Second, func() bool { return serves(standby) }, "the standby to take over")
+	bs[primary].Start()
+	harness.Eventually(t, 5*time.Second, func() bool {
+		v, _ := s.Scrape(t).Value("coredns_healthdns_backend_up", map[string]string{"zone": "ha.lan", "backend": primary})
+		return v == 1
+	}, "the primary to be up again")
+
+	if err := s.Reload(t, conf(100, "ttl 3")); err != nil { // same backends and priorities
+		t.Fatal(err)
+	}
+	for range 10 {
+		if !serves(standby) {
+			t.Fatalf("after a reload that kept the backends: %v, want the standby still (nopreempt)", s.Addrs(t, "udp", "ha.lan.", dns.TypeA))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	if err := s.Reload(t, conf(150)); err != nil { // the standby's priority changes
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 5*time.Second, func() bool { return serves(primary) }, "a reload that changed the priorities to start afresh, on the primary")
+}

@@ -30,6 +30,7 @@
 //	127.0.0.215-.217            TestExecChecks
 //	127.0.0.241, .242            TestPriorityGroups
 //	127.0.0.244-.247            TestConsistentHashECS
+//	127.0.0.248, .249            TestNopreemptAcrossReload
 //	127.0.0.230-.232            TestStatusJSON
 //	127.0.0.233, .234           TestStatusPageInBrowser
 //	127.0.0.251, .252           TestLANResolvers (with unbound, dnsmasq and a forwarding coredns on 127.0.0.1)
