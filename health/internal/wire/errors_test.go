@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -47,6 +48,7 @@ func TestReason(t *testing.T) {
 		{ReasonTimeout, fmt.Errorf("tcp :80: %w", errTimeout{time.Second, context.DeadlineExceeded})},
 		{ReasonTimeout, fmt.Errorf("icmp: %w", errNoReply{time.Second})},
 		{ReasonTimeout, fmt.Errorf("exec /x: %w", errUnfinished{time.Second})},
+		{ReasonTimeout, fmt.Errorf("https :443/: %w", tlsFailure(context.Background(), time.Second, os.ErrDeadlineExceeded))},
 		{ReasonUnreachable, fmt.Errorf("icmp: %w", syscall.ENETUNREACH)},
 		{ReasonError, errors.New("something else")},
 		{"", nil},

@@ -154,10 +154,13 @@ func tlsFailure(ctx context.Context, within time.Duration, err error) error {
 	if errors.As(err, &verify) {
 		return fmt.Errorf("tls: %w", verify.Err)
 	}
-	if ctx.Err() != nil || errors.Is(err, io.EOF) {
-		return unwrapDial(ctx, within, err)
+	cause := unwrapDial(ctx, within, err)
+	// A handshake that ran out of time is a timeout, not a TLS failure: the loop's deadline
+	// then speaks for it (Blocking drops timeouts), as for any other check.
+	if ctx.Err() != nil || errors.Is(err, io.EOF) || Reason(cause) == ReasonTimeout {
+		return cause
 	}
-	return tlsError{unwrapDial(ctx, within, err)}
+	return tlsError{cause}
 }
 
 func readFailure(ctx context.Context, within time.Duration, err error) error {
