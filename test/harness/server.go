@@ -74,7 +74,9 @@ func Launch(t testing.TB, tmpl string, up func(*Server) bool) *Server {
 			if !s.Alive() {
 				break
 			}
-			if up(s) {
+			// Only once this process says its servers run: the port was free when picked, and
+			// another test process's server may take it before coredns binds, and answer.
+			if s.listening() && up(s) {
 				t.Cleanup(s.stop)
 				return s
 			}
@@ -91,6 +93,10 @@ func Launch(t testing.TB, tmpl string, up func(*Server) bool) *Server {
 		t.Fatalf("coredns exited before answering (%v); output:\n%s", s.cmd.ProcessState, s.out)
 	}
 }
+
+// listening reports whether coredns printed its banner, which it does once every server of the
+// Corefile listens (and so after healthdns's startup wait).
+func (s *Server) listening() bool { return strings.Contains(s.out.String(), "\nCoreDNS-") }
 
 func (s *Server) writeConf(t testing.TB, tmpl string) {
 	t.Helper()
