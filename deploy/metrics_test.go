@@ -18,6 +18,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/healthdns/healthdns/test/harness"
 	"github.com/healthdns/healthdns/test/netlab"
 )
 
@@ -237,24 +238,8 @@ func (s *coreDNS) scrape(t *testing.T) string {
 }
 
 // freePort is a port free for both UDP and TCP on 127.0.0.1 when it was asked.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free for both UDP and TCP")
-	return 0
-}
+// freePort is harness.FreePort: a port no other test process of this run is given either.
+func freePort(t *testing.T) int { return harness.FreePort(t) }
 
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
