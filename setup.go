@@ -456,75 +456,14 @@ func errAt(c *caddy.Controller, line int, format string, args ...any) error {
 	return fmt.Errorf("%s:%d - Error during parsing: %s", c.File(), line, fmt.Sprintf(format, args...))
 }
 
-const backendForm = "'backend ADDRESS [weight W] [priority P] [drain [until TIME] [REASON...]]'"
-
+// parseBackend reads a Corefile backend line; backendline.go parses its words, as it does a
+// backends_file line's and an etcd key's.
 func parseBackend(c *caddy.Controller, args []string) (backend, error) {
-	if len(args) == 0 {
-		return backend{}, c.Errf("want %s", backendForm)
-	}
-	addr, err := parseAddr(c, args[0])
+	b, err := parseBackendWords(args)
 	if err != nil {
-		return backend{}, err
-	}
-	b := backend{addr: addr, weight: 1, priority: balance.DefaultPriority}
-	seen := map[string]bool{}
-	for rest := args[1:]; len(rest) > 0; rest = rest[2:] {
-		opt := rest[0]
-		if opt == "drain" {
-			b.drain, err = parseDrain(c, addr, rest[1:])
-			return b, err
-		}
-		if opt != "weight" && opt != "priority" {
-			return b, c.Errf("unknown backend option '%s'; want %s", opt, backendForm)
-		}
-		if len(rest) < 2 {
-			return b, c.Errf("'%s' wants a value; want %s", opt, backendForm)
-		}
-		if seen[opt] {
-			return b, c.Errf("'%s' given twice for backend %s", opt, addr)
-		}
-		seen[opt] = true
-		if opt == "weight" {
-			w, err := parseInt(c, "weight", rest[1:2], 1, maxWeight)
-			if err != nil {
-				return b, err
-			}
-			b.weight = uint32(w)
-			continue
-		}
-		p, err := parseInt(c, "priority", rest[1:2], 1, 255)
-		if err != nil {
-			return b, err
-		}
-		b.priority = uint8(p)
+		return b, c.Errf("%v", err)
 	}
 	return b, nil
-}
-
-// parseDrain reads what follows a backend's 'drain': '[until TIME] [REASON...]'. The reason is
-// free text, so drain comes last; a reason that opens with another option is that option
-// misplaced, not a reason.
-func parseDrain(c *caddy.Controller, addr netip.Addr, args []string) (drain, error) {
-	d := drain{on: true}
-	if len(args) > 0 && args[0] == "until" {
-		if len(args) < 2 {
-			return d, c.Errf("backend %s: 'drain until' wants a time, such as 'drain until 2026-12-24T18:00:00Z'", addr)
-		}
-		t, err := time.Parse(time.RFC3339, args[1])
-		if err != nil {
-			return d, c.Errf("backend %s: invalid drain time '%s': want an RFC 3339 time such as 2026-12-24T18:00:00Z", addr, args[1])
-		}
-		d.until = t
-		args = args[2:]
-	}
-	if len(args) > 0 {
-		switch args[0] {
-		case "weight", "priority", "drain", "until":
-			return d, c.Errf("backend %s: '%s' after drain: drain comes last, since the rest of the line is its reason; want %s", addr, args[0], backendForm)
-		}
-	}
-	d.reason = strings.Join(args, " ")
-	return d, nil
 }
 
 // parseHashPrefix reads 'hash_prefix V4LEN V6LEN'.
@@ -544,28 +483,11 @@ func parseHashPrefix(c *caddy.Controller, args []string) ([2]int, error) {
 }
 
 func parseAddr(c *caddy.Controller, s string) (netip.Addr, error) {
-	addr, err := netip.ParseAddr(s)
+	addr, err := parseAddrWord(s)
 	if err != nil {
-		return addr, c.Errf("invalid address '%s': want an IPv4 or IPv6 literal", s)
+		return addr, c.Errf("%v", err)
 	}
-	if addr.Zone() != "" {
-		return addr, c.Errf("invalid address '%s': a scoped (zone) address cannot be served in DNS", s)
-	}
-	// Unmapped first: ::ffff:0.0.0.0 is as unspecified as 0.0.0.0, and is served as it.
-	addr = addr.Unmap()
-	var not string
-	switch {
-	case addr.IsUnspecified():
-		not = "unspecified"
-	case addr.IsMulticast():
-		not = "multicast"
-	case addr == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		// The limited broadcast (RFC 919); a network's own broadcast needs its prefix to be known.
-		not = "broadcast"
-	default:
-		return addr, nil
-	}
-	return addr, c.Errf("invalid address '%s': %s, not the address of a host", s, not)
+	return addr, nil
 }
 
 const checkForms = "'icmp', 'tcp PORT', 'http PORT [PATH] [expect CODES] [body TEXT] [host NAME]', 'https PORT ...' or 'exec PATH [ARGS...]'"
