@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,23 +27,37 @@ type Pool struct {
 	reg    *health.Registry
 
 	snap  atomic.Pointer[snapshot]
-	ready atomic.Bool // every backend has had its first verdict
+	ready atomic.Bool // every backend has had its first verdict, and the source its first list
 
-	mu       sync.Mutex      // serialises rebuilds; never taken on the query path
-	leases   []*health.Lease // backend i's checks are leases[i*len(checks):][:len(checks)]
-	unsubs   []func()
+	// listMu serialises changes of the backend list (start, a source's new list, stop) and
+	// guards each member's unsubs; it is taken before mu, and subscribing happens under it but
+	// outside mu, since a monitor holds its subscriber lock while it calls rebuild.
+	listMu sync.Mutex
+
+	mu       sync.Mutex // serialises rebuilds; never taken on the query path
+	members  []*member  // the Corefile's backends, then the source's, in their order
+	fromSrc  []backend  // the source's last good list
+	awaiting bool       // a source is configured and has not delivered a list yet
+	settled  bool       // every member of the first full list has had its first verdict
 	failover [2]*balance.Failover // which priority group serves, per family (ipv4, ipv6)
 	decided  [2]bool              // the failover made its first choice
 	timer    *time.Timer          // a rebuild at the failovers' next check (preempt_delay) or a drain's end
-	drained  []bool               // per backend, its drain held at the last rebuild
 	stopped  bool
+}
+
+// member is one backend of the current list with its health leases: a backend that stays
+// across a list change keeps its member, and so its state and its probe loops.
+type member struct {
+	backend
+	leases  []*health.Lease // one per check, in cfg.checks order
+	unsubs  []func()        // guarded by listMu
+	drained bool            // its drain held at the last rebuild
 }
 
 // snapshot is what the query path reads: one per address family, rebuilt on each transition.
 type snapshot struct {
 	v4, v6  family
-	allDown bool   // every backend of the pool, of either family, is down
-	drained []bool // per backend, for the status page; nil before start
+	allDown bool // every backend of the pool, of either family, is down
 }
 
 // family is the answerable set of one address family: its up backends. all_down is decided for
@@ -62,19 +77,24 @@ type family struct {
 }
 
 func newPool(cfg poolConfig, policy balance.Policy, reg *health.Registry) *Pool {
-	p := &Pool{cfg: cfg, policy: policy, reg: reg, drained: make([]bool, len(cfg.backends))}
+	p := &Pool{cfg: cfg, policy: policy, reg: reg, awaiting: cfg.source.kind != sourceNone}
 	p.zone = newZoneRecords(&p.cfg, configSerial(&p.cfg))
 	p.snap.Store(&snapshot{}) // until OnStartup: no address answers
 	for fam := range p.failover {
-		var groups balance.Groups
-		for _, b := range cfg.backends {
-			if familyIndex(b.addr) == fam {
-				groups.Add(b.priority)
-			}
-		}
-		p.failover[fam] = balance.NewFailover(groups, cfg.preempt)
+		p.failover[fam] = balance.NewFailover(groupsOf(cfg.backends, fam), cfg.preempt)
 	}
 	return p
+}
+
+// groupsOf returns the priority groups of family fam's backends.
+func groupsOf(backends []backend, fam int) balance.Groups {
+	var groups balance.Groups
+	for _, b := range backends {
+		if familyIndex(b.addr) == fam {
+			groups.Add(b.priority)
+		}
+	}
+	return groups
 }
 
 // familyName is family fam's in metrics and logs.
@@ -101,12 +121,17 @@ func (p *Pool) failoverKey(fam int) string {
 			fmt.Fprintf(h, "%s %d\n", b.addr, b.priority)
 		}
 	}
+	// A live list changes under the pool, so it is the source, not its list, that must be the
+	// same; CarryOver still refuses a different set of groups.
+	fmt.Fprintf(h, "source %s\n", p.cfg.source)
 	return fmt.Sprintf("failover %s %s %s %x", p.cfg.server, p.cfg.zone, familyName(fam), h.Sum64())
 }
 
 // start acquires a monitor for every check of every backend, adopting running ones, and
 // publishes the first snapshot.
 func (p *Pool) start() {
+	p.listMu.Lock()
+	defer p.listMu.Unlock()
 	p.mu.Lock()
 	// The serving group a reload finds is kept (nopreempt must not fall back because the
 	// Corefile was reloaded), when the backends and their priorities are the same.
@@ -119,26 +144,72 @@ func (p *Pool) start() {
 	}
 	p.timer = time.AfterFunc(time.Hour, p.rebuild)
 	p.timer.Stop()
+	list := slices.Concat(p.cfg.backends, p.fromSrc)
+	p.setGroupsLocked(list)
+	for _, b := range list {
+		p.members = append(p.members, p.acquireLocked(b))
+	}
 	p.startDrainsLocked(time.Now())
+	members := slices.Clone(p.members)
+	p.mu.Unlock()
+	p.subscribe(members)
+	p.rebuild()
+}
+
+// acquireLocked makes b a member, with a lease on each of its checks. Callers hold mu.
+func (p *Pool) acquireLocked(b backend) *member {
+	m := &member{backend: b}
 	owner := poolOwner(p.cfg.server, p.cfg.zone)
-	for _, b := range p.cfg.backends {
-		for _, c := range p.cfg.checks {
-			spec := p.cfg.spec
-			spec.Check = c
-			p.leases = append(p.leases, p.reg.Acquire(health.Target{Addr: b.addr, Spec: spec}, owner))
+	for _, c := range p.cfg.checks {
+		spec := p.cfg.spec
+		spec.Check = c
+		m.leases = append(m.leases, p.reg.Acquire(health.Target{Addr: b.addr, Spec: spec}, owner))
+	}
+	return m
+}
+
+// subscribe has each of the members' health changes rebuild the pool. Callers hold listMu, not mu.
+func (p *Pool) subscribe(members []*member) {
+	for _, m := range members {
+		for _, l := range m.leases {
+			m.unsubs = append(m.unsubs, l.Subscribe(p.rebuild))
 		}
 	}
-	p.mu.Unlock()
-	// Not under mu: a monitor holds its subscriber lock while it calls rebuild, which takes mu.
-	for _, l := range p.leases {
-		p.unsubs = append(p.unsubs, l.Subscribe(p.rebuild))
+}
+
+// release ends the members' leases. Callers hold listMu, not mu. Unsubscribing comes first:
+// once it returns no rebuild runs for them, so releasing (which waits for loops to end)
+// cannot wait on our own mutex.
+func (p *Pool) release(members []*member) {
+	for _, m := range members {
+		for _, unsub := range m.unsubs {
+			unsub()
+		}
+		m.unsubs = nil
 	}
-	p.rebuild()
+	for _, m := range members {
+		for _, l := range m.leases {
+			l.Release()
+		}
+	}
+}
+
+// setGroupsLocked tells each family's failover which priority groups the list has.
+func (p *Pool) setGroupsLocked(list []backend) {
+	for fam, fo := range p.failover {
+		fo.SetGroups(groupsOf(list, fam))
+	}
 }
 
 // waitChecked waits until every backend has its first verdict, or until deadline.
 func (p *Pool) waitChecked(deadline <-chan time.Time) bool {
-	for _, l := range p.leases {
+	p.mu.Lock()
+	var leases []*health.Lease
+	for _, m := range p.members {
+		leases = append(leases, m.leases...)
+	}
+	p.mu.Unlock()
+	for _, l := range leases {
 		select {
 		case <-l.Checked():
 		case <-deadline:
@@ -149,12 +220,13 @@ func (p *Pool) waitChecked(deadline <-chan time.Time) bool {
 	return true
 }
 
-// Ready reports whether every backend has had its first verdict.
+// Ready reports whether every backend has had its first verdict, and a configured source has
+// delivered its first list (the ready plugin holds traffic until then).
 func (p *Pool) Ready() bool { return p.ready.Load() }
 
-// checked reports whether every backend has its first verdict. Callers hold mu.
-func (p *Pool) checked() bool {
-	for _, l := range p.leases {
+// checkedLocked reports whether member m has its first verdict on every check.
+func checked(m *member) bool {
+	for _, l := range m.leases {
 		if !l.IsChecked() {
 			return false
 		}
@@ -163,14 +235,11 @@ func (p *Pool) checked() bool {
 }
 
 func (p *Pool) stop() {
-	// Unsubscribe first: once that returns no rebuild is running or will run, so releasing
-	// (which waits for loops to end) cannot wait on our own mutex.
-	for _, unsub := range p.unsubs {
-		unsub()
-	}
+	p.listMu.Lock()
+	defer p.listMu.Unlock()
 	p.mu.Lock()
-	leases := p.leases
-	p.unsubs, p.leases = nil, nil
+	members := p.members
+	p.members = nil
 	p.stopped = true
 	if p.timer != nil {
 		p.timer.Stop()
@@ -179,12 +248,10 @@ func (p *Pool) stop() {
 		p.reg.Forget(p.failoverKey(fam), fo)
 	}
 	p.mu.Unlock()
-	for _, l := range leases {
-		l.Release()
-	}
+	p.release(members)
 	// Releasing drops the per-backend series of the zone (Observer.Released); the zone's own go
 	// once no configuration serves it, or a zone only a discarded reload named would keep them.
-	if len(leases) > 0 && !p.reg.Holds(poolOwner(p.cfg.server, p.cfg.zone)) {
+	if len(members) > 0 && !p.reg.Holds(poolOwner(p.cfg.server, p.cfg.zone)) {
 		zoneLabels := prometheus.Labels{"server": p.cfg.server, "zone": p.cfg.zone}
 		allDownTotal.DeletePartialMatch(zoneLabels)
 		servingPriority.DeletePartialMatch(zoneLabels)
@@ -192,18 +259,14 @@ func (p *Pool) stop() {
 	}
 }
 
-// upLocked reports whether backend i passes every one of its checks. Callers hold mu.
-func (p *Pool) upLocked(i int) bool {
-	n := len(p.cfg.checks)
-	if (i+1)*n > len(p.leases) {
-		return false // not started, or stopped
-	}
-	for _, l := range p.leases[i*n : (i+1)*n] {
+// up reports whether member m passes every one of its checks.
+func up(m *member) bool {
+	for _, l := range m.leases {
 		if !l.Up() {
 			return false
 		}
 	}
-	return true
+	return len(m.leases) > 0
 }
 
 func (p *Pool) rebuild() {
@@ -213,60 +276,80 @@ func (p *Pool) rebuild() {
 		return // a timer's rebuild after stop: the pool's series are gone and stay gone
 	}
 	old := p.snap.Load()
-	drained := p.drainsLocked(time.Now())
-	var v4, v6 []int // indexes into cfg.backends, of the backends in service (not drained)
-	var up4, up6 []int
-	for i, b := range p.cfg.backends {
-		up := p.upLocked(i)
+	p.drainsLocked(time.Now())
+	if !p.settled && !p.awaiting && all(p.members, checked) {
+		p.settled = true
+		p.ready.Store(true)
+	}
+	settled := p.settled
+	var v4, v6 []*member // the members in service: not drained, and checked once settled
+	var up4, up6 []*member
+	for _, m := range p.members {
+		isUp := up(m)
 		gauge := 0.0
-		if up {
+		if isUp {
 			gauge = 1
 		}
-		backendUp.WithLabelValues(p.cfg.server, p.cfg.zone, b.addr.String()).Set(gauge)
+		backendUp.WithLabelValues(p.cfg.server, p.cfg.zone, m.addr.String()).Set(gauge)
 		// A drained backend is neither up nor down to the pool: it is out of service, so it
 		// neither serves, nor makes its priority group healthy, nor counts towards all down.
-		if drained[i] {
+		// A backend a new list added is not in service until its first verdict: it is never
+		// answered before it was probed, nor counted as down before.
+		if m.drained || settled && !checked(m) {
 			continue
 		}
-		if b.addr.Is4() {
-			v4 = append(v4, i)
-			if up {
-				up4 = append(up4, i)
+		if m.addr.Is4() {
+			v4 = append(v4, m)
+			if isUp {
+				up4 = append(up4, m)
 			}
 		} else {
-			v6 = append(v6, i)
-			if up {
-				up6 = append(up6, i)
+			v6 = append(v6, m)
+			if isUp {
+				up6 = append(up6, m)
 			}
 		}
 	}
 	// Before every backend has its first verdict the pool is not all down, only unknown: no
-	// all-down event is counted for it (and nothing is served from it: OnStartup waits).
-	settled := p.checked()
-	if settled {
-		p.ready.Store(true)
-	}
-	poolDown := settled && len(v4)+len(v6) > 0 && len(up4)+len(up6) == 0
+	// all-down event is counted for it (and nothing is served from it: OnStartup waits). A pool
+	// still waiting for its source's first list answers as all down, unless a Corefile backend
+	// is up.
+	// A pool with no backend at all (its source's list is empty) has nothing to answer either.
+	noneUp := len(up4)+len(up6) == 0
+	empty := p.awaiting || len(p.members) == 0
+	poolDown := noneUp && (settled && len(v4)+len(v6) > 0 || empty)
 	serving4, serving6 := p.serveLocked(0, up4, settled), p.serveLocked(1, up6, settled)
 	next := &snapshot{
 		v4:      p.family(v4, up4, serving4, poolDown, settled),
 		v6:      p.family(v6, up6, serving6, poolDown, settled),
 		allDown: poolDown,
-		drained: drained,
+	}
+	if empty && noneUp {
+		// Nothing is known of either family: both answer as all_down says.
+		next.v4.allDown, next.v6.allDown = true, true
 	}
 	p.report(old, next)
 	p.snap.Store(next)
 	p.armLocked()
 }
 
+func all[T any](s []T, f func(T) bool) bool {
+	for _, v := range s {
+		if !f(v) {
+			return false
+		}
+	}
+	return true
+}
+
 // serveLocked tells the family's failover which priority groups have a backend up, and returns
 // the group to answer from. Only once every backend has its first verdict: under nopreempt the
 // first decision stands, and a primary whose first probe is still out would lose to its standby.
 // Until then the highest group with a backend up serves, as it will once decided.
-func (p *Pool) serveLocked(fam int, up []int, settled bool) uint8 {
+func (p *Pool) serveLocked(fam int, up []*member, settled bool) uint8 {
 	var healthy balance.Groups
-	for _, i := range up {
-		healthy.Add(p.cfg.backends[i].priority)
+	for _, m := range up {
+		healthy.Add(m.priority)
 	}
 	fo := p.failover[fam]
 	if !settled {
@@ -319,8 +402,8 @@ func (p *Pool) armLocked() {
 		}
 	}
 	// A drain's end returns its backend when it comes, not at the next probe result.
-	for i, b := range p.cfg.backends {
-		if at := b.drain.until; p.drained[i] && !at.IsZero() && (next.IsZero() || at.Before(next)) {
+	for _, m := range p.members {
+		if at := m.drain.until; m.drained && !at.IsZero() && (next.IsZero() || at.Before(next)) {
 			next = at
 		}
 	}
@@ -334,43 +417,45 @@ func (p *Pool) armLocked() {
 // startDrainsLocked logs each drained backend once, at start, with its reason and end, and sets
 // its gauge. A drain whose end has passed is said to be over, since the Corefile still asks for it.
 func (p *Pool) startDrainsLocked(now time.Time) {
-	for i, b := range p.cfg.backends {
-		d := b.drain
-		if !d.on {
-			continue
-		}
-		p.drained[i] = d.at(now)
-		switch {
-		case !p.drained[i]:
-			log.Infof("zone %s: backend %s: drain ended at %s, before startup; answered while healthy%s",
-				p.cfg.zone, b.addr, d.until.Format(time.RFC3339), reasonSuffix(d.reason))
-		case d.until.IsZero():
-			log.Infof("zone %s: backend %s: drained, probed but not answered%s", p.cfg.zone, b.addr, reasonSuffix(d.reason))
-		default:
-			log.Infof("zone %s: backend %s: drained until %s, probed but not answered%s",
-				p.cfg.zone, b.addr, d.until.Format(time.RFC3339), reasonSuffix(d.reason))
-		}
+	for _, m := range p.members {
+		p.startDrainLocked(m, now)
 	}
 }
 
-// drainsLocked returns which backends are drained at now, logging each drain that ended since
-// the last rebuild, and sets the drained gauge. Callers hold mu.
-func (p *Pool) drainsLocked(now time.Time) []bool {
-	drained := make([]bool, len(p.cfg.backends))
-	for i, b := range p.cfg.backends {
-		drained[i] = p.drained[i] && b.drain.at(now)
-		if p.drained[i] && !drained[i] {
+// startDrainLocked applies member m's drain as it starts: at start, or when a new list drains it.
+func (p *Pool) startDrainLocked(m *member, now time.Time) {
+	d := m.drain
+	if !d.on {
+		return
+	}
+	m.drained = d.at(now)
+	switch {
+	case !m.drained:
+		log.Infof("zone %s: backend %s: drain ended at %s, before it was applied; answered while healthy%s",
+			p.cfg.zone, m.addr, d.until.Format(time.RFC3339), reasonSuffix(d.reason))
+	case d.until.IsZero():
+		log.Infof("zone %s: backend %s: drained, probed but not answered%s", p.cfg.zone, m.addr, reasonSuffix(d.reason))
+	default:
+		log.Infof("zone %s: backend %s: drained until %s, probed but not answered%s",
+			p.cfg.zone, m.addr, d.until.Format(time.RFC3339), reasonSuffix(d.reason))
+	}
+}
+
+// drainsLocked ends each drain whose time came since the last rebuild, logging it, and sets
+// the drained gauge. Callers hold mu.
+func (p *Pool) drainsLocked(now time.Time) {
+	for _, m := range p.members {
+		if m.drained && !m.drain.at(now) {
+			m.drained = false
 			log.Infof("zone %s: backend %s: drain ended at %s; answered again while healthy%s",
-				p.cfg.zone, b.addr, b.drain.until.Format(time.RFC3339), reasonSuffix(b.drain.reason))
+				p.cfg.zone, m.addr, m.drain.until.Format(time.RFC3339), reasonSuffix(m.drain.reason))
 		}
 		gauge := 0.0
-		if drained[i] {
+		if m.drained {
 			gauge = 1
 		}
-		backendDrained.WithLabelValues(p.cfg.server, p.cfg.zone, b.addr.String()).Set(gauge)
+		backendDrained.WithLabelValues(p.cfg.server, p.cfg.zone, m.addr.String()).Set(gauge)
 	}
-	p.drained = drained
-	return slices.Clone(drained)
 }
 
 func reasonSuffix(reason string) string {
@@ -393,7 +478,7 @@ func (p *Pool) FailBack() {
 	p.rebuild()
 }
 
-func (p *Pool) family(configured, up []int, serving uint8, poolDown, settled bool) family {
+func (p *Pool) family(configured, up []*member, serving uint8, poolDown, settled bool) family {
 	f := family{
 		allDown: poolDown && len(configured) > 0,
 		down:    settled && len(configured) > 0 && len(up) == 0,
@@ -402,23 +487,22 @@ func (p *Pool) family(configured, up []int, serving uint8, poolDown, settled boo
 	}
 	// Answers come from the serving priority group alone; all down, serve_all serves the
 	// highest group's addresses, where the primary is.
-	members := inGroup(p.cfg.backends, up, serving)
+	members := inGroup(up, serving)
 	if f.allDown && p.cfg.allDown == allDownServeAll {
 		var highest uint8
-		for _, i := range configured {
-			highest = max(highest, p.cfg.backends[i].priority)
+		for _, m := range configured {
+			highest = max(highest, m.priority)
 		}
-		members = inGroup(p.cfg.backends, configured, highest)
+		members = inGroup(configured, highest)
 	}
 	addrs := make([]netip.Addr, len(members))
 	weights := make([]uint32, len(members))
 	f.ips = make([]net.IP, len(members))
 	f.answered = make([]prometheus.Counter, len(members))
-	for i, bi := range members {
-		b := p.cfg.backends[bi]
-		addrs[i], weights[i] = b.addr, b.weight
-		f.ips[i] = net.IP(b.addr.AsSlice())
-		f.answered[i] = answersTotal.WithLabelValues(p.cfg.server, p.cfg.zone, b.addr.String())
+	for i, m := range members {
+		addrs[i], weights[i] = m.addr, m.weight
+		f.ips[i] = net.IP(m.addr.AsSlice())
+		f.answered[i] = answersTotal.WithLabelValues(p.cfg.server, p.cfg.zone, m.addr.String())
 	}
 	f.set = balance.NewSet(addrs, weights)
 	// The table costs O(buckets × backends) (55 ms at 1,000 backends): not for the snapshots
@@ -429,12 +513,12 @@ func (p *Pool) family(configured, up []int, serving uint8, poolDown, settled boo
 	return f
 }
 
-// inGroup returns the backends of idx whose priority is group.
-func inGroup(backends []backend, idx []int, group uint8) []int {
-	var out []int
-	for _, i := range idx {
-		if backends[i].priority == group {
-			out = append(out, i)
+// inGroup returns the members whose priority is group.
+func inGroup(members []*member, group uint8) []*member {
+	var out []*member
+	for _, m := range members {
+		if m.priority == group {
+			out = append(out, m)
 		}
 	}
 	return out
@@ -464,7 +548,15 @@ func (p *Pool) report(old, next *snapshot) {
 		}
 	}
 	if next.allDown && !old.allDown {
-		log.Warningf("zone %s: every backend is down (%d configured): %s", p.cfg.zone, len(p.cfg.backends), allDownAction(p.cfg.allDown, len(p.cfg.backends)))
+		n := next.v4.n + next.v6.n
+		switch {
+		case n == 0 && p.awaiting:
+			log.Warningf("zone %s: no backend yet: waiting for the first list from the %s, %s", p.cfg.zone, p.cfg.source, allDownAction(p.cfg.allDown, n))
+		case n == 0:
+			log.Warningf("zone %s: no backend: the %s lists none, %s", p.cfg.zone, p.cfg.source, allDownAction(p.cfg.allDown, n))
+		default:
+			log.Warningf("zone %s: every backend is down (%d configured): %s", p.cfg.zone, n, allDownAction(p.cfg.allDown, n))
+		}
 	}
 }
 
@@ -479,8 +571,105 @@ func allDownAction(mode allDownMode, configured int) string {
 	case allDownFallthrough:
 		return "passing address queries to the next plugin (all_down fallthrough)"
 	}
-	if configured == 1 {
+	switch configured {
+	case 0:
+		return "answering NODATA to address queries (all_down serve_all, with no address to serve)"
+	case 1:
 		return "serving the 1 configured address anyway (all_down serve_all)"
 	}
 	return fmt.Sprintf("serving all %d configured addresses anyway (all_down serve_all)", configured)
+}
+
+// setSourceList makes list the source's part of the pool's backends. A backend that stays keeps
+// its member (its health state and its probe loops) and takes its new weight, priority and
+// drain; a new one is probed and not answered before its first verdict; a removed one stops
+// being answered now, its loops stop unless another pool probes it too, and its series go.
+// Before start it only records the list, which start then uses.
+func (p *Pool) setSourceList(list []backend) {
+	p.listMu.Lock()
+	defer p.listMu.Unlock()
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return
+	}
+	first := p.awaiting
+	p.fromSrc, p.awaiting = list, false
+	if p.timer == nil { // not started
+		p.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	want := slices.Concat(p.cfg.backends, list)
+	have := make(map[netip.Addr]*member, len(p.members))
+	for _, m := range p.members {
+		have[m.addr] = m
+	}
+	next := make([]*member, 0, len(want))
+	var added []*member
+	var addedAddrs, changedAddrs, removedAddrs []string
+	for _, b := range want {
+		m, ok := have[b.addr]
+		if !ok {
+			m = p.acquireLocked(b)
+			p.startDrainLocked(m, now)
+			added = append(added, m)
+			addedAddrs = append(addedAddrs, b.addr.String())
+			next = append(next, m)
+			continue
+		}
+		delete(have, b.addr)
+		next = append(next, m)
+		if sameBackend(m.backend, b) {
+			continue
+		}
+		changedAddrs = append(changedAddrs, b.addr.String())
+		drainChanged := !sameDrain(m.drain, b.drain)
+		m.backend = b
+		switch {
+		case drainChanged && b.drain.on:
+			p.startDrainLocked(m, now)
+		case drainChanged && m.drained:
+			m.drained = false
+			log.Infof("zone %s: backend %s: undrained by the %s; answered again while healthy", p.cfg.zone, m.addr, p.cfg.source)
+		}
+	}
+	var removed []*member
+	for _, m := range p.members {
+		if _, gone := have[m.addr]; gone {
+			removed = append(removed, m)
+			removedAddrs = append(removedAddrs, m.addr.String())
+		}
+	}
+	p.members = next
+	p.setGroupsLocked(want)
+	p.mu.Unlock()
+
+	p.release(removed)
+	p.subscribe(added)
+	if first || len(addedAddrs)+len(changedAddrs)+len(removedAddrs) > 0 {
+		log.Infof("zone %s: %d backends from the %s: %s added, %s removed, %s changed; %d backends in all",
+			p.cfg.zone, len(list), p.cfg.source, listed(addedAddrs), listed(removedAddrs), listed(changedAddrs), len(next))
+	}
+	p.rebuild()
+}
+
+// listed says how many addresses, and which when few, for a log line: "2 (10.0.0.7, 10.0.0.9)".
+func listed(addrs []string) string {
+	const shown = 5
+	switch {
+	case len(addrs) == 0:
+		return "0"
+	case len(addrs) <= shown:
+		return fmt.Sprintf("%d (%s)", len(addrs), strings.Join(addrs, ", "))
+	}
+	return fmt.Sprintf("%d (%s, ...)", len(addrs), strings.Join(addrs[:shown], ", "))
+}
+
+func sameBackend(a, b backend) bool {
+	return a.addr == b.addr && a.weight == b.weight && a.priority == b.priority && sameDrain(a.drain, b.drain)
+}
+
+func sameDrain(a, b drain) bool {
+	return a.on == b.on && a.until.Equal(b.until) && a.reason == b.reason
 }

@@ -109,6 +109,7 @@ type poolConfig struct {
 	fall     fall.F
 	server   string       // set by setup: the server label of CoreDNS's metrics, for ours
 	status   statusConfig // the status listener this pool shows on; addr "" for none
+	source   sourceConfig // backends_file or backends_etcd, kind sourceNone for neither
 
 	preempt    balance.Preemption // how a higher priority group takes back from a lower one
 	hashPrefix [2]int             // consistent_hash: the client address bits of the key, IPv4 and IPv6

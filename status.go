@@ -421,7 +421,7 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 		Rise:                cfg.spec.Rise,
 		Fall:                cfg.spec.Fall,
 		Checks:              make([]statusCheck, 0, len(cfg.checks)),
-		Backends:            make([]statusBackend, 0, len(cfg.backends)),
+		Backends:            []statusBackend{},
 	}
 	for _, c := range cfg.checks {
 		sp.Checks = append(sp.Checks, statusCheck{
@@ -452,28 +452,28 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 	}
 
 	p.mu.Lock()
-	leases := slices.Clone(p.leases)
+	members := make([]member, len(p.members))
+	for i, m := range p.members {
+		members[i] = member{backend: m.backend, leases: slices.Clone(m.leases), drained: m.drained}
+	}
 	p.mu.Unlock()
-	n := len(cfg.checks)
-	for i, b := range cfg.backends {
+	for _, m := range members {
 		sb := statusBackend{
-			Address:  b.addr.String(),
+			Address:  m.addr.String(),
 			Family:   "ipv4",
-			Weight:   b.weight,
-			Priority: b.priority,
+			Weight:   m.weight,
+			Priority: m.priority,
 			State:    "down",
-			Answers:  answers[answerKey{cfg.server, cfg.zone, b.addr.String()}],
-			Checks:   make([]statusBackendCheck, 0, n),
+			Answers:  answers[answerKey{cfg.server, cfg.zone, m.addr.String()}],
+			Checks:   make([]statusBackendCheck, 0, len(m.leases)),
 		}
-		if b.addr.Is6() {
+		if m.addr.Is6() {
 			sb.Family = "ipv6"
 		}
-		if (i+1)*n <= len(leases) {
-			sb.fill(leases[i*n : (i+1)*n])
-		}
+		sb.fill(m.leases)
 		// Drained is said over the health, which the checks still show.
-		if i < len(snap.drained) && snap.drained[i] {
-			sb.State, sb.DrainReason, sb.DrainUntil = "drained", b.drain.reason, timePtr(b.drain.until)
+		if m.drained {
+			sb.State, sb.DrainReason, sb.DrainUntil = "drained", m.drain.reason, timePtr(m.drain.until)
 		}
 		sp.Backends = append(sp.Backends, sb)
 	}

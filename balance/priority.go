@@ -117,10 +117,10 @@ func (s Switch) Changed() bool { return s.From != s.To }
 // the pool's rebuild and from an operator's command at once; the query path never touches it (it
 // reads the snapshot the pool builds from Serving).
 type Failover struct {
-	groups Groups // configured priorities; never changes
-	pre    Preemption
+	pre Preemption
 
 	mu      sync.Mutex
+	groups  Groups // configured priorities; a live backend list changes them (SetGroups)
 	started bool   // Update has been called: "no group serves" now means all down
 	serving uint8  // 0: none
 	healthy Groups // as of the last Update
@@ -145,7 +145,7 @@ func NewFailover(groups Groups, pre Preemption) *Failover {
 // where the old serving group may no longer exist. The new Preemption applies from the next
 // Update (a reload from nopreempt to preempt preempts then). Call it before the first Update.
 func (f *Failover) CarryOver(prev *Failover) bool {
-	if prev == nil || prev == f || prev.groups != f.groups {
+	if prev == nil || prev == f || prev.Groups() != f.Groups() {
 		return false
 	}
 	prev.mu.Lock()
@@ -163,6 +163,22 @@ func (f *Failover) CarryOver(prev *Failover) bool {
 	f.started, f.serving, f.healthy, f.since = true, serving, healthy, since
 	f.arm()
 	return true
+}
+
+// SetGroups replaces the configured priorities, when a live backend list changes them. A group
+// that is gone stops being healthy; the serving group, if gone, is replaced at the next Update,
+// which the caller makes right after with the new list's health.
+func (f *Failover) SetGroups(groups Groups) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.groups = groups
+	f.healthy = f.healthy.and(groups)
+	for g := range f.since {
+		if !groups.Has(g) {
+			delete(f.since, g)
+		}
+	}
+	f.arm()
 }
 
 // Update tells f which groups have at least one healthy backend at now, and returns the switch
@@ -293,12 +309,16 @@ func (f *Failover) AllDown() bool {
 // Highest returns the highest configured priority (the group all_down serve_all serves), 0 when
 // none is configured.
 func (f *Failover) Highest() uint8 {
-	g, _ := f.groups.Highest()
+	g, _ := f.Groups().Highest()
 	return g
 }
 
 // Groups returns the configured priorities.
-func (f *Failover) Groups() Groups { return f.groups }
+func (f *Failover) Groups() Groups {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.groups
+}
 
 // Healthy returns the groups with a healthy backend as of the last Update, for a status page.
 func (f *Failover) Healthy() Groups {
