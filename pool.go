@@ -34,11 +34,11 @@ type Pool struct {
 	// outside mu, since a monitor holds its subscriber lock while it calls rebuild.
 	listMu sync.Mutex
 
-	mu       sync.Mutex // serialises rebuilds; never taken on the query path
-	members  []*member  // the Corefile's backends, then the source's, in their order
-	fromSrc  []backend  // the source's last good list
-	awaiting bool       // a source is configured and has not delivered a list yet
-	settled  bool       // every member of the first full list has had its first verdict
+	mu       sync.Mutex           // serialises rebuilds; never taken on the query path
+	members  []*member            // the Corefile's backends, then the source's, in their order
+	fromSrc  []backend            // the source's last good list
+	awaiting bool                 // a source is configured and has not delivered a list yet
+	settled  bool                 // every member of the first full list has had its first verdict
 	failover [2]*balance.Failover // which priority group serves, per family (ipv4, ipv6)
 	decided  [2]bool              // the failover made its first choice
 	timer    *time.Timer          // a rebuild at the failovers' next check (preempt_delay) or a drain's end
