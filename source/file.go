@@ -77,7 +77,8 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 
 	var last contents
 	read := func() {
-		// Watch before reading, so that a change after this read finds the watch in place.
+		// Follow the link, its target and the directory before reading, so that a change
+		// after this read finds the watch in place.
 		watched.sync()
 		data, err := f.Read()
 		if err != nil {
@@ -154,29 +155,49 @@ func (c *contents) news(data []byte, err error) bool {
 	return true
 }
 
-// dirWatch keeps the watcher on the path's directory. A nil *dirWatch (no watcher) does
-// nothing.
+// dirWatch keeps the watcher on the directories whose events can change what the path reads:
+// its own directory and, when the path is a symbolic link, the directory of its final target.
+// A nil *dirWatch (no watcher) does nothing.
 type dirWatch struct {
 	w    *fsnotify.Watcher
 	path string
+	// link is whether the path was a symbolic link at the last sync. Then any event in the
+	// watched directories may change the contents: a Kubernetes ConfigMap volume swaps a
+	// "..data" link to a new directory, and no event names the file.
+	link bool
 }
 
-// sync watches the directory if it is not watched: it may not exist yet, or it was removed
-// and its watch with it. Until it can be watched, the periodic re-read covers it.
+// sync points the watcher at the directories the path depends on now. A directory that
+// cannot be watched (it does not exist yet) is tried again at the next sync; until then the
+// periodic re-read covers it.
 func (d *dirWatch) sync() {
 	if d == nil {
 		return
 	}
-	dir := filepath.Dir(d.path)
-	for _, watched := range d.w.WatchList() {
-		if watched == dir {
-			return
+	want := map[string]bool{filepath.Dir(d.path): true}
+	fi, err := os.Lstat(d.path)
+	d.link = err == nil && fi.Mode()&os.ModeSymlink != 0
+	if d.link {
+		if target, err := filepath.EvalSymlinks(d.path); err == nil {
+			want[filepath.Dir(target)] = true
 		}
 	}
-	_ = d.w.Add(dir)
+	have := map[string]bool{}
+	for _, dir := range d.w.WatchList() {
+		have[dir] = true
+		if !want[dir] {
+			// A directory that is gone already dropped its watch; nothing to undo then.
+			_ = d.w.Remove(dir)
+		}
+	}
+	for dir := range want {
+		if !have[dir] {
+			_ = d.w.Add(dir)
+		}
+	}
 }
 
 // concerns says whether ev can have changed what the path reads.
 func (d *dirWatch) concerns(ev fsnotify.Event) bool {
-	return filepath.Base(ev.Name) == filepath.Base(d.path)
+	return d.link || filepath.Base(ev.Name) == filepath.Base(d.path)
 }

@@ -293,6 +293,107 @@ func TestFileTouchWithoutChangeDeliversNothing(t *testing.T) {
 	}
 }
 
+// configMapVolume lays out dir the way the kubelet mounts a ConfigMap: each version in its own
+// timestamped directory, "..data" a link to the current one, the key a link through "..data".
+type configMapVolume struct {
+	t       *testing.T
+	dir     string
+	version int
+	current string
+}
+
+func newConfigMapVolume(t *testing.T, data string) *configMapVolume {
+	v := &configMapVolume{t: t, dir: t.TempDir()}
+	v.update(data)
+	if err := os.Symlink(filepath.Join("..data", "backends"), v.path()); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func (v *configMapVolume) path() string { return filepath.Join(v.dir, "backends") }
+
+// update swaps in a new version as the kubelet's atomic writer does.
+func (v *configMapVolume) update(data string) {
+	t := v.t
+	v.version++
+	version := "..2026_01_01_00_00_0" + string(rune('0'+v.version))
+	if err := os.Mkdir(filepath.Join(v.dir, version), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(v.dir, version, "backends"), data)
+	tmpLink := filepath.Join(v.dir, "..data_tmp")
+	if err := os.Symlink(version, tmpLink); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmpLink, filepath.Join(v.dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if v.current != "" {
+		if err := os.RemoveAll(filepath.Join(v.dir, v.current)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.current = version
+}
+
+func TestFileConfigMapSwap(t *testing.T) {
+	v := newConfigMapVolume(t, "10.0.0.1\n")
+	w := newWatched(v.path(), never)
+	w.run(t)
+	if got := w.nextData(t); got != "10.0.0.1\n" {
+		t.Fatalf("first delivery = %q", got)
+	}
+
+	// No event names "backends": only "..data" and the version directories change.
+	v.update("10.0.0.2\n")
+	if got := w.nextData(t); got != "10.0.0.2\n" {
+		t.Fatalf("delivery after the first swap = %q", got)
+	}
+	v.update("10.0.0.3\n")
+	if got := w.nextData(t); got != "10.0.0.3\n" {
+		t.Fatalf("delivery after the second swap = %q", got)
+	}
+}
+
+func TestFileSymlinkToAnotherDirectory(t *testing.T) {
+	targetDir := t.TempDir()
+	target := filepath.Join(targetDir, "backends.list")
+	write(t, target, "10.0.0.1\n")
+	path := filepath.Join(t.TempDir(), "backends")
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	w := newWatched(path, never)
+	w.run(t)
+	w.nextData(t)
+
+	// The rename happens in the target's directory, where the link's directory sees nothing.
+	replace(t, target, "10.0.0.2\n")
+	if got := w.nextData(t); got != "10.0.0.2\n" {
+		t.Fatalf("delivery after replacing the link's target = %q", got)
+	}
+
+	// Point the link elsewhere: the new target's directory is the one to watch now.
+	otherDir := t.TempDir()
+	other := filepath.Join(otherDir, "backends.list")
+	write(t, other, "10.0.0.3\n")
+	newLink := path + ".new"
+	if err := os.Symlink(other, newLink); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(newLink, path); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.nextData(t); got != "10.0.0.3\n" {
+		t.Fatalf("delivery after re-pointing the link = %q", got)
+	}
+	replace(t, other, "10.0.0.4\n")
+	if got := w.nextData(t); got != "10.0.0.4\n" {
+		t.Fatalf("delivery after replacing the new target = %q", got)
+	}
+}
+
 func TestFilePeriodicRereadWithoutWatcher(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "backends")
 	write(t, path, "10.0.0.1\n")
