@@ -30,10 +30,10 @@ const (
 type File struct {
 	path   string
 	reread time.Duration
-	settle time.Duration
 
-	// newWatcher and readFile are seams for the tests: one disables the watcher, the other
-	// counts reads.
+	// settle, newWatcher and readFile are seams for the tests: widen the quiet period, disable
+	// the watcher, count reads. A File holds no state of Run's, so one File may Run twice.
+	settle     time.Duration
 	newWatcher func() (*fsnotify.Watcher, error)
 	readFile   func(string) ([]byte, error)
 }
