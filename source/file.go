@@ -1,0 +1,203 @@
+package source
+
+import (
+	"context"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+const (
+	// DefaultReread is how often a File is read again when nothing announced a change: the
+	// bound on how late a change that the watcher missed (a network file system, an overflowed
+	// event queue, a directory that was replaced) is seen.
+	DefaultReread = 5 * time.Second
+
+	// defaultSettle is how long a File waits after the last event of a burst before it reads:
+	// an in-place writer (truncate, then write in several calls) is most likely done by then.
+	defaultSettle = 50 * time.Millisecond
+	// maxSettle bounds the wait for a writer that never pauses, so a change is still seen
+	// well within a second.
+	maxSettle = 500 * time.Millisecond
+)
+
+// File watches one file through its directory. Watching the file itself would lose it on the
+// first atomic rename (write a temporary file, rename it over): the watch follows the old inode,
+// which is gone. The directory's watch sees every way the name gets new contents.
+type File struct {
+	path   string
+	reread time.Duration
+
+	// settle, newWatcher and readFile are seams for the tests: widen the quiet period, disable
+	// the watcher, count reads. A File holds no state of Run's, so one File may Run twice.
+	settle     time.Duration
+	newWatcher func() (*fsnotify.Watcher, error)
+	readFile   func(string) ([]byte, error)
+}
+
+// NewFile returns a File for path, read again every reread (DefaultReread if zero or less)
+// besides whenever its directory announces a change.
+func NewFile(path string, reread time.Duration) *File {
+	if reread <= 0 {
+		reread = DefaultReread
+	}
+	return &File{
+		path:       filepath.Clean(path),
+		reread:     reread,
+		settle:     defaultSettle,
+		newWatcher: fsnotify.NewWatcher,
+		readFile:   os.ReadFile,
+	}
+}
+
+// Read reads the file once, for startup. Its error names the path (an *fs.PathError; a missing
+// file matches fs.ErrNotExist).
+func (f *File) Read() ([]byte, error) { return f.readFile(f.path) }
+
+// Run delivers the file's contents each time they differ from the last delivered ones, and an
+// error when a read fails (a missing file, a permission error) once per failure streak, until
+// ctx is done. The first delivery is the first read's outcome. After a failure streak, the next
+// successful read is delivered even if the contents did not change, so the receiver learns that
+// the failure is over. deliver is called from Run's goroutine, one call at a time.
+func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
+	var (
+		events  <-chan fsnotify.Event
+		errs    <-chan error
+		watched *dirWatch
+	)
+	// Without a watcher, the periodic re-read is the only way: slower, still correct.
+	if w, err := f.newWatcher(); err == nil {
+		defer w.Close()
+		events, errs = w.Events, w.Errors
+		watched = &dirWatch{w: w, path: f.path}
+	}
+
+	var last contents
+	read := func() {
+		// Follow the link, its target and the directory before reading, so that a change
+		// after this read finds the watch in place.
+		watched.sync()
+		data, err := f.Read()
+		if err != nil {
+			data = nil
+		}
+		if last.news(data, err) {
+			deliver(data, err)
+		}
+	}
+	read()
+
+	ticker := time.NewTicker(f.reread)
+	defer ticker.Stop()
+	wait := time.NewTimer(time.Hour)
+	wait.Stop()
+	defer wait.Stop()
+	var burstStart time.Time // zero when no read is pending
+
+	soon := func() {
+		now := time.Now()
+		if burstStart.IsZero() {
+			burstStart = now
+		}
+		wait.Reset(min(f.settle, burstStart.Add(maxSettle).Sub(now)))
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			read()
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if watched.concerns(ev) {
+				soon()
+			}
+		case _, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			// An overflowed queue lost events, maybe ours: look rather than wait for the tick.
+			soon()
+		case <-wait.C:
+			burstStart = time.Time{}
+			read()
+		}
+	}
+}
+
+// contents remembers what was last delivered, to deliver only news.
+type contents struct {
+	sum       [sha256.Size]byte
+	delivered bool
+	failing   bool
+}
+
+// news records a read's outcome and says whether it is worth delivering.
+func (c *contents) news(data []byte, err error) bool {
+	if err != nil {
+		wasFailing := c.failing
+		c.failing = true
+		return !wasFailing
+	}
+	sum := sha256.Sum256(data)
+	if c.delivered && !c.failing && sum == c.sum {
+		return false
+	}
+	c.sum, c.delivered, c.failing = sum, true, false
+	return true
+}
+
+// dirWatch keeps the watcher on the directories whose events can change what the path reads:
+// its own directory and, when the path is a symbolic link, the directory of its final target.
+// A nil *dirWatch (no watcher) does nothing.
+type dirWatch struct {
+	w    *fsnotify.Watcher
+	path string
+	// link is whether the path was a symbolic link at the last sync. Then any event in the
+	// watched directories may change the contents: a Kubernetes ConfigMap volume swaps a
+	// "..data" link to a new directory, and no event names the file.
+	link bool
+}
+
+// sync points the watcher at the directories the path depends on now. A directory that
+// cannot be watched (it does not exist yet) is tried again at the next sync; until then the
+// periodic re-read covers it.
+func (d *dirWatch) sync() {
+	if d == nil {
+		return
+	}
+	want := map[string]bool{filepath.Dir(d.path): true}
+	fi, err := os.Lstat(d.path)
+	d.link = err == nil && fi.Mode()&os.ModeSymlink != 0
+	if d.link {
+		if target, err := filepath.EvalSymlinks(d.path); err == nil {
+			want[filepath.Dir(target)] = true
+		}
+	}
+	have := map[string]bool{}
+	for _, dir := range d.w.WatchList() {
+		have[dir] = true
+		if !want[dir] {
+			// A directory that is gone already dropped its watch; nothing to undo then.
+			_ = d.w.Remove(dir)
+		}
+	}
+	for dir := range want {
+		if !have[dir] {
+			_ = d.w.Add(dir)
+		}
+	}
+}
+
+// concerns says whether ev can have changed what the path reads.
+func (d *dirWatch) concerns(ev fsnotify.Event) bool {
+	return d.link || filepath.Base(ev.Name) == filepath.Base(d.path)
+}
