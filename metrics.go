@@ -88,6 +88,27 @@ var (
 		Help:      "Times the priority group a zone's address family is answered from changed.",
 	}, []string{"server", "zone", "family"})
 
+	sourceErrorsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "healthdns",
+		Name:      "source_errors_total",
+		Help:      "Loads of a zone's live backend list (source: file or etcd) that failed and kept the last good list, and outages of its store.",
+	}, []string{"server", "zone", "source"})
+
+	sourceLastLoad = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "healthdns",
+		Name:      "source_last_load_timestamp_seconds",
+		Help:      "When a zone's live backend list (source: file or etcd) was last loaded good, as a Unix time.",
+	}, []string{"server", "zone", "source"})
+
+	sourceConnected = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "healthdns",
+		Name:      "source_connected",
+		Help:      "Whether a zone's etcd source is reachable (1); while 0 the last good list and the last agreed priority group serve.",
+	}, []string{"server", "zone", "source"})
+
 	answersTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "healthdns",

@@ -1,6 +1,7 @@
 package healthdns
 
 import (
+	"context"
 	"fmt"
 	"hash/fnv"
 	"net"
@@ -43,6 +44,11 @@ type Pool struct {
 	decided  [2]bool              // the failover made its first choice
 	timer    *time.Timer          // a rebuild at the failovers' next check (preempt_delay) or a drain's end
 	stopped  bool
+	src      sourceState
+	kept     *keptList // the source's last good list, for a reload's successor
+
+	srcCancel context.CancelFunc // ends the source's watch
+	srcDone   chan struct{}      // closed when it has ended
 }
 
 // member is one backend of the current list with its health leases: a backend that stays
@@ -77,7 +83,8 @@ type family struct {
 }
 
 func newPool(cfg poolConfig, policy balance.Policy, reg *health.Registry) *Pool {
-	p := &Pool{cfg: cfg, policy: policy, reg: reg, awaiting: cfg.source.kind != sourceNone}
+	// A file was read at setup (it must load for the server to start); etcd is awaited.
+	p := &Pool{cfg: cfg, policy: policy, reg: reg, awaiting: cfg.source.kind == sourceEtcd, fromSrc: cfg.source.initial}
 	p.zone = newZoneRecords(&p.cfg, configSerial(&p.cfg))
 	p.snap.Store(&snapshot{}) // until OnStartup: no address answers
 	for fam := range p.failover {
@@ -144,6 +151,16 @@ func (p *Pool) start() {
 	}
 	p.timer = time.AfterFunc(time.Hour, p.rebuild)
 	p.timer.Stop()
+	if p.cfg.source.kind != sourceNone {
+		// The list a reload's predecessor loaded serves until etcd answers this pool.
+		if prev, ok := p.reg.Kept(p.keptListKey()); ok && p.awaiting {
+			if list, loaded := prev.(*keptList).get(); loaded {
+				p.fromSrc, p.awaiting = list, false
+			}
+		}
+		p.kept = &keptList{list: p.fromSrc, loaded: !p.awaiting}
+		p.reg.Keep(p.keptListKey(), p.kept)
+	}
 	list := slices.Concat(p.cfg.backends, p.fromSrc)
 	p.setGroupsLocked(list)
 	for _, b := range list {
@@ -154,6 +171,7 @@ func (p *Pool) start() {
 	p.mu.Unlock()
 	p.subscribe(members)
 	p.rebuild()
+	p.startSource()
 }
 
 // acquireLocked makes b a member, with a lease on each of its checks. Callers hold mu.
@@ -235,6 +253,7 @@ func checked(m *member) bool {
 }
 
 func (p *Pool) stop() {
+	p.stopSource() // first: its deliveries take listMu
 	p.listMu.Lock()
 	defer p.listMu.Unlock()
 	p.mu.Lock()
@@ -247,6 +266,9 @@ func (p *Pool) stop() {
 	for fam, fo := range p.failover {
 		p.reg.Forget(p.failoverKey(fam), fo)
 	}
+	if p.kept != nil {
+		p.reg.Forget(p.keptListKey(), p.kept)
+	}
 	p.mu.Unlock()
 	p.release(members)
 	// Releasing drops the per-backend series of the zone (Observer.Released); the zone's own go
@@ -256,6 +278,9 @@ func (p *Pool) stop() {
 		allDownTotal.DeletePartialMatch(zoneLabels)
 		servingPriority.DeletePartialMatch(zoneLabels)
 		groupSwitchesTotal.DeletePartialMatch(zoneLabels)
+		sourceErrorsTotal.DeletePartialMatch(zoneLabels)
+		sourceLastLoad.DeletePartialMatch(zoneLabels)
+		sourceConnected.DeletePartialMatch(zoneLabels)
 	}
 }
 
@@ -648,8 +673,16 @@ func (p *Pool) setSourceList(list []backend) {
 	p.release(removed)
 	p.subscribe(added)
 	if first || len(addedAddrs)+len(changedAddrs)+len(removedAddrs) > 0 {
-		log.Infof("zone %s: %d backends from the %s: %s added, %s removed, %s changed; %d backends in all",
-			p.cfg.zone, len(list), p.cfg.source, listed(addedAddrs), listed(removedAddrs), listed(changedAddrs), len(next))
+		changes := []string{fmt.Sprintf("the %s lists %d", p.cfg.source, len(list))}
+		for _, c := range []struct {
+			what  string
+			addrs []string
+		}{{"added", addedAddrs}, {"removed", removedAddrs}, {"changed", changedAddrs}} {
+			if len(c.addrs) > 0 {
+				changes = append(changes, c.what+" "+listed(c.addrs))
+			}
+		}
+		log.Infof("zone %s: backends: %s; %d in all", p.cfg.zone, strings.Join(changes, ", "), len(next))
 	}
 	p.rebuild()
 }

@@ -200,6 +200,9 @@ func parse(c *caddy.Controller) ([]poolConfig, error) {
 			seen[z] = true
 			zc := cfg
 			zc.zone = z
+			if zc.source.kind == sourceEtcd && zc.source.etcd.prefix == "" {
+				zc.source.etcd.prefix = "/healthdns/" + strings.TrimSuffix(z, ".") + "/"
+			}
 			switch {
 			case zc.nsName == "":
 				zc.nsName = dnsutil.Join("ns.dns", z)
@@ -373,15 +376,25 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 			cfg.fall.SetZonesFromArgs(args)
 		case "status":
 			cfg.status, err = parseStatus(c, args)
+		case "backends_file", "backends_etcd":
+			if prev, other := firstLine[otherSource(prop)]; other {
+				err = c.Errf("%s and %s (line %d): a pool takes its live list from one source; give one", prop, otherSource(prop), prev)
+				break
+			}
+			if prop == "backends_file" {
+				cfg.source, err = parseBackendsFile(c, args)
+			} else {
+				cfg.source, err = parseBackendsEtcd(c, args)
+			}
 		default:
-			err = c.Errf("unknown property '%s'; want backend, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, hash_prefix, answers, ttl, all_down, nopreempt, preempt_delay, ns, status or fallthrough", prop)
+			err = c.Errf("unknown property '%s'; want backend, backends_file, backends_etcd, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, hash_prefix, answers, ttl, all_down, nopreempt, preempt_delay, ns, status or fallthrough", prop)
 		}
 		if err != nil {
 			return cfg, lines, err
 		}
 	}
-	if len(cfg.backends) == 0 {
-		return cfg, lines, errAt(c, line, "no backend; want at least one 'backend ADDRESS [weight W]'")
+	if len(cfg.backends) == 0 && cfg.source.kind == sourceNone {
+		return cfg, lines, errAt(c, line, "no backend; want at least one 'backend ADDRESS [weight W]', a 'backends_file PATH' or 'backends_etcd'")
 	}
 	if len(cfg.checks) == 0 {
 		cfg.checks = []health.Check{{Kind: health.ICMP}}
@@ -400,6 +413,15 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 			}
 			return cfg, lines, errAt(c, at, "check %s: %v", chk, err)
 		}
+	}
+	if cfg.source.kind == sourceFile {
+		// A missing or bad file fails startup, as a bad Corefile line does; later it only
+		// keeps the last good list.
+		list, err := readBackendsFile(cfg.source.path, cfg.backends)
+		if err != nil {
+			return cfg, lines, errAt(c, cfg.source.line, "backends_file: %v", err)
+		}
+		cfg.source.initial = list
 	}
 	if len(cfg.backends) > balance.MaxSetSize {
 		return cfg, lines, errAt(c, line, "%d backends; at most %d fit in one zone", len(cfg.backends), balance.MaxSetSize)

@@ -220,7 +220,22 @@ type statusPool struct {
 	Preemption          string          `json:"preemption"` // preempt, preempt_delay DURATION or nopreempt
 	AllDown             bool            `json:"all_down"`
 	Families            []statusFamily  `json:"families"`
+	Sources             []statusSource  `json:"sources"`
 	Backends            []statusBackend `json:"backends"`
+}
+
+// statusSource is one place the pool's backends come from: the Corefile, and a backends_file
+// or backends_etcd. Backends is how many it gives now (its last good list).
+type statusSource struct {
+	Kind        string     `json:"kind"` // corefile, file or etcd
+	Name        string     `json:"name,omitempty"`
+	Backends    int        `json:"backends"`
+	LastLoad    *time.Time `json:"last_load,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	Errors      int        `json:"errors"`
+	Connected   *bool      `json:"connected,omitempty"` // etcd only
+	Waiting     bool       `json:"waiting,omitempty"`   // no list delivered yet
 }
 
 type statusCheck struct {
@@ -452,6 +467,18 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 	}
 
 	p.mu.Lock()
+	sp.Sources = append(sp.Sources, statusSource{Kind: "corefile", Backends: len(cfg.backends)})
+	if src := cfg.source; src.kind != sourceNone {
+		ss := statusSource{
+			Kind: src.label(), Name: src.String(), Backends: len(p.fromSrc), LastLoad: timePtr(p.src.lastLoad),
+			LastError: p.src.lastError, LastErrorAt: timePtr(p.src.lastErrorAt), Errors: p.src.errors, Waiting: p.awaiting,
+		}
+		if src.kind == sourceEtcd {
+			connected := p.src.connected
+			ss.Connected = &connected
+		}
+		sp.Sources = append(sp.Sources, ss)
+	}
 	members := make([]member, len(p.members))
 	for i, m := range p.members {
 		members[i] = member{backend: m.backend, leases: slices.Clone(m.leases), drained: m.drained}

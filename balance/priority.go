@@ -288,6 +288,21 @@ func (f *Failover) FailBack() Switch {
 	return Switch{from, top, "fail-back command"}
 }
 
+// Adopt makes group serve when it has a healthy backend: a decision made elsewhere (a fleet of
+// servers agreeing on one group through etcd) that this one follows. It changes nothing when the
+// group has no healthy backend here, or already serves; the caller then keeps its own choice.
+func (f *Failover) Adopt(group uint8, reason string) Switch {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	from := f.serving
+	if !f.started || group == from || !f.healthy.Has(group) {
+		return Switch{from, from, ""}
+	}
+	f.serving = group
+	f.arm()
+	return Switch{from, group, reason}
+}
+
 // Serving returns the group whose healthy backends answer, and false when none does: before the
 // first Update, or while every group is down (see AllDown).
 func (f *Failover) Serving() (uint8, bool) {

@@ -416,3 +416,32 @@ func TestFailoverConcurrent(t *testing.T) {
 	})
 	wg.Wait()
 }
+
+// TestFailoverAdoptAndSetGroups: a group agreed elsewhere is adopted only where it has a healthy
+// backend, and nopreempt then keeps it; a list that drops the serving group moves the serving
+// group at the next Update.
+func TestFailoverAdoptAndSetGroups(t *testing.T) {
+	const s = time.Second
+	f := NewFailover(groupsOf(200, 100), Preemption{Never: true})
+	if sw := f.Adopt(100, "agreed"); sw.Changed() {
+		t.Errorf("adopted before any verdict: %v", sw)
+	}
+	f.Update(groupsOf(200), t0)
+	if sw := f.Adopt(100, "agreed"); sw.Changed() {
+		t.Errorf("adopted a group with no healthy backend: %v", sw)
+	}
+	f.Update(groupsOf(200, 100), t0.Add(s))
+	if sw := f.Adopt(100, "agreed"); sw != (Switch{200, 100, "agreed"}) {
+		t.Errorf("Adopt(100) = %v, want 200 -> 100", sw)
+	}
+	if sw := f.Update(groupsOf(200, 100), t0.Add(2*s)); sw.Changed() {
+		t.Errorf("nopreempt took back an adopted group: %v", sw)
+	}
+	f.SetGroups(groupsOf(200, 50))
+	if f.Healthy() != groupsOf(200) {
+		t.Errorf("healthy %v after group 100 left the list, want 200 alone", f.Healthy())
+	}
+	if sw := f.Update(groupsOf(200, 50), t0.Add(3*s)); sw.From != 100 || sw.To != 200 {
+		t.Errorf("after the serving group left the list: %v, want 100 -> 200", sw)
+	}
+}

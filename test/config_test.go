@@ -52,6 +52,10 @@ func TestBadCorefiles(t *testing.T) {
 		{"root zone from the server block", "healthdns {\n  backend 127.0.0.1\n }\n forward . 127.0.0.1", []int{3},
 			[]string{"root zone", "healthdns app.lan {", "healthdns . {"}},
 		{"zone outside the server block", "healthdns other.lan {\n  backend 127.0.0.1\n }", []int{3}, []string{"other.lan.", "outside", "app.lan."}},
+		{"missing backends_file", "healthdns a.lan {\n  backends_file /nonexistent/healthdns/a.lan\n }", []int{4}, []string{"backends_file", "/nonexistent/healthdns/a.lan", "no such file"}},
+		{"two sources", "healthdns a.lan {\n  backends_file /etc/hostname\n  backends_etcd\n }", []int{5}, []string{"backends_etcd and backends_file (line 4)", "one source"}},
+		{"etcd endpoint not a URL", "healthdns a.lan {\n  backends_etcd {\n   endpoint 127.0.0.1:2379\n  }\n }", []int{5}, []string{"invalid etcd endpoint '127.0.0.1:2379'", "http://"}},
+		{"etcd unknown property", "healthdns a.lan {\n  backends_etcd {\n   password x\n  }\n }", []int{5}, []string{"unknown backends_etcd property 'password'"}},
 		{"property twice", "healthdns a.lan {\n  backend 127.0.0.1\n  interval 2s\n  interval 3s\n }", []int{6}, []string{"duplicate 'interval' (first on line 5)"}},
 	}
 	// The server block's key, where a case needs another than ".".
