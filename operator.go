@@ -229,8 +229,12 @@ func (p *Pool) Undrain(addr netip.Addr, by string) error {
 	if !ok || !od.at(now) {
 		return refuse(operatorConflict, "zone %s: backend %s is not drained", p.cfg.zone, addr)
 	}
-	log.Infof("zone %s: backend %s: undrained by %s via the status API (drained by %s at %s%s); answered again while healthy",
-		p.cfg.zone, addr, by, od.by, od.since.Format(time.RFC3339), reasonSuffix(od.reason))
+	why := ""
+	if od.reason != "" {
+		why = ": " + od.reason
+	}
+	log.Infof("zone %s: backend %s: undrained by %s via the status API; answered again while healthy (drained since %s by %s%s)",
+		p.cfg.zone, addr, by, od.since.Format(time.RFC3339), od.by, why)
 	ops.rebuildAll()
 	return nil
 }
