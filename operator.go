@@ -188,9 +188,10 @@ func (p *Pool) Drain(addr netip.Addr, d drain, by string) error {
 
 	d.on = true
 	ops.mu.Lock()
-	// A drain of a backend no longer listed never expires through a rebuild: sweep here.
+	// A drain of a backend no longer listed never ends through a rebuild: sweep them here. A
+	// minute late, so that a listed backend's end is left to the rebuild that logs it.
 	for a, od := range ops.byAddr {
-		if !od.at(now) {
+		if !od.at(now.Add(-time.Minute)) {
 			delete(ops.byAddr, a)
 		}
 	}
