@@ -45,7 +45,8 @@ type Pool struct {
 	timer    *time.Timer          // a rebuild at the failovers' next check (preempt_delay) or a drain's end
 	stopped  bool
 	src      sourceState
-	kept     *keptList // the source's last good list, for a reload's successor
+	kept     *keptList       // the source's last good list, for a reload's successor
+	ops      *operatorDrains // the zone's drains set through the status API, from start on
 
 	srcCancel context.CancelFunc // ends the source's watch
 	srcDone   chan struct{}      // closed when it has ended
@@ -58,6 +59,7 @@ type member struct {
 	leases  []*health.Lease // one per check, in cfg.checks order
 	unsubs  []func()        // guarded by listMu
 	drained bool            // its drain held at the last rebuild
+	op      operatorDrain   // the operator's drain that held at the last rebuild, if any
 }
 
 // snapshot is what the query path reads: one per address family, rebuilt on each transition.
@@ -167,6 +169,7 @@ func (p *Pool) start() {
 		p.members = append(p.members, p.acquireLocked(b))
 	}
 	p.startDrainsLocked(time.Now())
+	p.startOperatorDrainsLocked(time.Now())
 	members := slices.Clone(p.members)
 	p.mu.Unlock()
 	p.subscribe(members)
@@ -269,6 +272,7 @@ func (p *Pool) stop() {
 	if p.kept != nil {
 		p.reg.Forget(p.keptListKey(), p.kept)
 	}
+	p.stopOperatorDrainsLocked()
 	p.mu.Unlock()
 	p.release(members)
 	// Releasing drops the per-backend series of the zone (Observer.Released); the zone's own go
@@ -320,7 +324,7 @@ func (p *Pool) rebuild() {
 		// neither serves, nor makes its priority group healthy, nor counts towards all down.
 		// A backend a new list added is not in service until its first verdict: it is never
 		// answered before it was probed, nor counted as down before.
-		if m.drained || settled && !checked(m) {
+		if m.outOfService() || settled && !checked(m) {
 			continue
 		}
 		if m.addr.Is4() {
@@ -431,6 +435,9 @@ func (p *Pool) armLocked() {
 		if at := m.drain.until; m.drained && !at.IsZero() && (next.IsZero() || at.Before(next)) {
 			next = at
 		}
+		if at := m.op.until; m.op.on && !at.IsZero() && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
 	}
 	if next.IsZero() {
 		p.timer.Stop()
@@ -469,6 +476,7 @@ func (p *Pool) startDrainLocked(m *member, now time.Time) {
 // drainsLocked ends each drain whose time came since the last rebuild, logging it, and sets
 // the drained gauge. Callers hold mu.
 func (p *Pool) drainsLocked(now time.Time) {
+	p.operatorDrainsLocked(now)
 	for _, m := range p.members {
 		if m.drained && !m.drain.at(now) {
 			m.drained = false
@@ -476,7 +484,7 @@ func (p *Pool) drainsLocked(now time.Time) {
 				p.cfg.zone, m.addr, m.drain.until.Format(time.RFC3339), reasonSuffix(m.drain.reason))
 		}
 		gauge := 0.0
-		if m.drained {
+		if m.outOfService() {
 			gauge = 1
 		}
 		backendDrained.WithLabelValues(p.cfg.server, p.cfg.zone, m.addr.String()).Set(gauge)
@@ -490,17 +498,40 @@ func reasonSuffix(reason string) string {
 	return " (" + reason + ")"
 }
 
-// FailBack makes the highest priority group with a healthy backend serve again, as an operator
-// asks under nopreempt once the primary is trusted.
-func (p *Pool) FailBack() {
+// FailBack makes, in each family of several priority groups, the highest group with a healthy
+// backend serve again, as an operator asks under nopreempt once the primary is trusted; by names
+// the operator for the log. When that changes nothing it says why, and changes nothing.
+func (p *Pool) FailBack(by string) ([]familySwitch, error) {
 	p.mu.Lock()
+	if err := p.runningLocked(); err != nil {
+		p.mu.Unlock()
+		return nil, err
+	}
+	var done []familySwitch
 	for fam, fo := range p.failover {
-		if sw := fo.FailBack(); sw.Changed() {
-			p.switched(fam, sw)
+		if fo.Groups().Len() < 2 {
+			continue
 		}
+		if sw := fo.FailBack(); sw.Changed() {
+			sw.Reason = "fail-back by " + by + " via the status API"
+			p.switched(fam, sw)
+			done = append(done, familySwitch{familyName(fam), sw})
+		}
+	}
+	if len(done) == 0 {
+		err := p.failBackRefusal()
+		p.mu.Unlock()
+		return nil, err
 	}
 	p.mu.Unlock()
 	p.rebuild()
+	return done, nil
+}
+
+// familySwitch is a switch of one family's serving group.
+type familySwitch struct {
+	family string
+	balance.Switch
 }
 
 func (p *Pool) family(configured, up []*member, serving uint8, poolDown, settled bool) family {

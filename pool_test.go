@@ -115,7 +115,9 @@ func TestPoolPriorityGroups(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		p.FailBack()
+		if _, err := p.FailBack("test"); err != nil {
+			t.Fatal(err)
+		}
 		waitServing(t, p, "10.0.0.1", "after the fail-back command")
 		sw.set("10.0.0.2", true)
 		sw.set("10.0.0.1", true)

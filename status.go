@@ -118,17 +118,21 @@ type statusView struct {
 //go:embed status.html
 var statusPage string
 
-// ServeHTTP serves the page and the JSON. With a token, every request must carry it, as
-// "Authorization: Bearer TOKEN"; the page takes it from its URL's fragment (/#token=TOKEN),
-// which the browser never sends, so that it stays out of proxies' logs.
+// ServeHTTP serves the page and the JSON, and passes writes to serveWrite. With a token, every
+// request must carry it, as "Authorization: Bearer TOKEN"; the page takes it from its URL's
+// fragment (/#token=TOKEN), which the browser never sends, so that it stays out of proxies' logs.
 func (v *statusView) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if v == nil {
 		http.Error(w, "status listener closing", http.StatusServiceUnavailable)
 		return
 	}
+	if strings.HasPrefix(r.URL.Path, apiPrefix) {
+		v.serveWrite(w, r)
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "read only: GET or HEAD", http.StatusMethodNotAllowed)
+		http.Error(w, "read only: GET or HEAD; writes are POST "+apiPrefix+"...", http.StatusMethodNotAllowed)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -271,6 +275,9 @@ type statusBackend struct {
 	State       string               `json:"state"` // up, down or drained
 	DrainReason string               `json:"drain_reason,omitempty"`
 	DrainUntil  *time.Time           `json:"drain_until,omitempty"`
+	DrainedBy   string               `json:"drained_by,omitempty"`   // config or api
+	DrainCaller string               `json:"drain_caller,omitempty"` // api: the caller's address
+	DrainSince  *time.Time           `json:"drain_since,omitempty"`  // api: when it was set
 	Checked     bool                 `json:"checked"`
 	Since       *time.Time           `json:"since,omitempty"`
 	Reason      string               `json:"reason,omitempty"`
@@ -481,7 +488,7 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 	}
 	members := make([]member, len(p.members))
 	for i, m := range p.members {
-		members[i] = member{backend: m.backend, leases: slices.Clone(m.leases), drained: m.drained}
+		members[i] = member{backend: m.backend, leases: slices.Clone(m.leases), drained: m.drained, op: m.op}
 	}
 	p.mu.Unlock()
 	for _, m := range members {
@@ -498,9 +505,14 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 			sb.Family = "ipv6"
 		}
 		sb.fill(m.leases)
-		// Drained is said over the health, which the checks still show.
-		if m.drained {
-			sb.State, sb.DrainReason, sb.DrainUntil = "drained", m.drain.reason, timePtr(m.drain.until)
+		// Drained is said over the health, which the checks still show. The configuration's
+		// drain is shown over an operator's: it is the one an undrain cannot lift.
+		switch {
+		case m.drained:
+			sb.State, sb.DrainReason, sb.DrainUntil, sb.DrainedBy = "drained", m.drain.reason, timePtr(m.drain.until), "config"
+		case m.op.on:
+			sb.State, sb.DrainReason, sb.DrainUntil, sb.DrainedBy = "drained", m.op.reason, timePtr(m.op.until), "api"
+			sb.DrainCaller, sb.DrainSince = m.op.by, timePtr(m.op.since)
 		}
 		sp.Backends = append(sp.Backends, sb)
 	}

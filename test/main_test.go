@@ -35,6 +35,7 @@
 //	127.0.0.233, .234           TestStatusPageInBrowser
 //	127.0.0.251, .252           TestLANResolvers (with unbound, dnsmasq and a forwarding coredns on 127.0.0.1)
 //	127.0.1.200, .201            TestDrain (127.0.1.200-.209 reserved for it)
+//	127.0.1.210-.213            TestStatusAPI (127.0.1.210-.219 reserved for it)
 package test
 
 import (
