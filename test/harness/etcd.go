@@ -1,0 +1,214 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/healthdns/healthdns/test/netlab"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// EtcdBinary is Debian's etcd-server, which .ci/run installs.
+const EtcdBinary = "/usr/bin/etcd"
+
+// Etcd is a real one-member etcd server on 127.0.0.1, its data in the test's temporary
+// directory. It can be stopped and started again on the same ports and data, so that a test can
+// cut its clients off and let them back.
+type Etcd struct {
+	t       testing.TB
+	name    string
+	dataDir string
+	client  string // http://127.0.0.1:port
+	peer    string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	out    *netlab.Buffer
+	exited chan struct{}
+}
+
+// RequireEtcd skips the test when Debian's etcd server is not installed, unless the environment
+// says CI (CI=true, set by .ci/run and by CI services): there .ci/run installed it, and a test that skipped would pass without having run.
+func RequireEtcd(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat(EtcdBinary); err == nil {
+		return
+	}
+	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+		t.Fatalf("%s is missing although CI is set: .ci/run should have installed Debian's etcd-server", EtcdBinary)
+	}
+	t.Skipf("%s is missing: install Debian's etcd-server to run this test", EtcdBinary)
+}
+
+// StartEtcd starts etcd and waits until it serves a read. The test's cleanup stops it.
+func StartEtcd(t testing.TB) *Etcd {
+	t.Helper()
+	RequireEtcd(t)
+	e := &Etcd{
+		t:       t,
+		name:    "healthdns-test",
+		dataDir: filepath.Join(t.TempDir(), "etcd"),
+		client:  "http://127.0.0.1:" + strconv.Itoa(FreePort(t)),
+		peer:    "http://127.0.0.1:" + strconv.Itoa(FreePort(t)),
+	}
+	t.Cleanup(func() {
+		e.Stop()
+		if t.Failed() {
+			t.Logf("etcd output:\n%s", e.Output())
+		}
+	})
+	e.Start()
+	return e
+}
+
+// Endpoint is the client URL, http://127.0.0.1:port.
+func (e *Etcd) Endpoint() string { return e.client }
+
+// Start starts the server again after Stop, on the same ports and data, and waits until it
+// serves. It does nothing when the server runs.
+func (e *Etcd) Start() {
+	e.t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cmd != nil {
+		return
+	}
+	e.out = &netlab.Buffer{}
+	e.exited = make(chan struct{})
+	e.cmd = exec.Command(EtcdBinary,
+		"--name", e.name,
+		"--data-dir", e.dataDir,
+		"--listen-client-urls", e.client,
+		"--advertise-client-urls", e.client,
+		"--listen-peer-urls", e.peer,
+		"--initial-advertise-peer-urls", e.peer,
+		"--initial-cluster", e.name+"="+e.peer,
+		"--initial-cluster-state", "new",
+		"--logger", "zap",
+		"--log-outputs", "stderr",
+		"--log-level", "warn",
+	)
+	// The package's defaults in /etc/default/etcd are for its service, not for this server; the
+	// command line wins over ETCD_* variables, but an inherited ETCD_* would still be read.
+	e.cmd.Env = withoutEtcdVariables(os.Environ())
+	e.cmd.Stdout, e.cmd.Stderr = e.out, e.out
+	if err := e.cmd.Start(); err != nil {
+		e.t.Fatalf("starting %s: %v", EtcdBinary, err)
+	}
+	cmd, exited := e.cmd, e.exited
+	go func() { cmd.Wait(); close(exited) }()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := e.serves()
+		if err == nil {
+			return
+		}
+		select {
+		case <-exited:
+			e.t.Fatalf("etcd exited before serving (%v); output:\n%s", cmd.ProcessState, e.out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("etcd did not serve within 30s (%v); output:\n%s", err, e.out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// serves reports whether a read of one key gets an answer. An answer that refuses it for want
+// of credentials counts: a test may have turned authentication on, and the server serves.
+func (e *Etcd) serves() error {
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{e.client},
+		DialTimeout: time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = c.Get(ctx, "healthdns-probe")
+	if errors.Is(err, rpctypes.ErrUserEmpty) || errors.Is(err, rpctypes.ErrPermissionDenied) {
+		return nil
+	}
+	return err
+}
+
+// Stop stops the server (SIGTERM, then SIGKILL after 10s) and waits for it to exit. It does
+// nothing when the server is stopped.
+func (e *Etcd) Stop() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cmd == nil {
+		return
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-e.exited:
+	case <-time.After(10 * time.Second):
+		e.t.Errorf("etcd did not exit within 10s of SIGTERM; killing it")
+		e.cmd.Process.Kill()
+		<-e.exited
+	}
+	e.cmd = nil
+}
+
+// Output is what the server printed since it was last started.
+func (e *Etcd) Output() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.out == nil {
+		return ""
+	}
+	return e.out.String()
+}
+
+// Client returns a client of the server without credentials, closed by the test's cleanup.
+func (e *Etcd) Client(t testing.TB) *clientv3.Client {
+	t.Helper()
+	return e.ClientAs(t, "", "")
+}
+
+// ClientAs returns a client of the server that authenticates as user, closed by the test's
+// cleanup. It fails the test when the server refuses the credentials. Such a client does not
+// outlive a restart of Debian's etcd 3.4: the server forgets its token, and refuses the new
+// login the client sends with the old token (see source/etcdlogin.go); make a new one.
+func (e *Etcd) ClientAs(t testing.TB, user, password string) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{e.client},
+		DialTimeout: 5 * time.Second,
+		Username:    user,
+		Password:    password,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatalf("etcd client of %s as %q: %v", e.client, user, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func withoutEtcdVariables(env []string) []string {
+	var kept []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "ETCD_") && !strings.HasPrefix(kv, "ETCDCTL_") {
+			kept = append(kept, kv)
+		}
+	}
+	return kept
+}
