@@ -47,6 +47,8 @@ type Pool struct {
 	src      sourceState
 	kept     *keptList       // the source's last good list, for a reload's successor
 	ops      *operatorDrains // the zone's drains set through the status API, from start on
+	agree    agreement       // the fleet's serving groups, under nopreempt with etcd
+	agreeWG  sync.WaitGroup
 
 	srcCancel context.CancelFunc // ends the source's watch
 	srcDone   chan struct{}      // closed when it has ended
@@ -385,15 +387,12 @@ func (p *Pool) serveLocked(fam int, up []*member, settled bool) uint8 {
 		group, _ := healthy.Highest()
 		return group
 	}
-	sw := fo.Update(healthy, time.Now())
-	group, ok := fo.Serving()
-	if !ok {
-		group = 0
-	}
+	now := time.Now()
+	sw := fo.Update(healthy, now)
 	if fo.Groups().Len() == 0 {
+		group, _ := fo.Serving()
 		return group
 	}
-	servingPriority.WithLabelValues(p.cfg.server, p.cfg.zone, familyName(fam)).Set(float64(group))
 	// A family of one group has nothing to switch between: its all-down and recovery lines say
 	// it all. Several groups' first choice is news, not a switch.
 	switch {
@@ -404,6 +403,11 @@ func (p *Pool) serveLocked(fam int, up []*member, settled bool) uint8 {
 		p.switched(fam, sw)
 	}
 	p.decided[fam] = true
+	if p.agreeing() && fo.Groups().Len() > 1 {
+		p.followAgreementLocked(fam, fo, now)
+	}
+	group, _ := fo.Serving()
+	servingPriority.WithLabelValues(p.cfg.server, p.cfg.zone, familyName(fam)).Set(float64(group))
 	return group
 }
 
@@ -427,6 +431,12 @@ func (p *Pool) armLocked() {
 	var next time.Time
 	for _, fo := range p.failover {
 		if at, ok := fo.NextCheck(); ok && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
+	// A proposal to the fleet held back by its rate limit goes out when the limit ends.
+	for _, a := range p.agree.fam {
+		if at := a.retry; !at.IsZero() && (next.IsZero() || at.Before(next)) {
 			next = at
 		}
 	}
@@ -515,6 +525,7 @@ func (p *Pool) FailBack(by string) ([]familySwitch, error) {
 		if sw := fo.FailBack(); sw.Changed() {
 			sw.Reason = "fail-back by " + by + " via the status API"
 			p.switched(fam, sw)
+			p.agree.fam[fam].failBack = p.agreeing() // the fleet follows, through etcd
 			done = append(done, familySwitch{familyName(fam), sw})
 		}
 	}

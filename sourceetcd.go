@@ -2,10 +2,62 @@ package healthdns
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/healthdns/healthdns/source"
 )
 
-// runEtcd: the etcd client lands in the next commit.
+// runEtcd follows the pool's etcd prefix until ctx ends: a get, then a watch from the next
+// revision, resynchronised after a compaction or an outage (source.Etcd).
 func (p *Pool) runEtcd(ctx context.Context) {
-	p.sourceFailed(errors.New("backends_etcd is not built yet"))
+	ec := p.cfg.source.etcd
+	tlsConf, err := ec.tlsConfig() // read at setup already; the files may have gone since
+	if err == nil {
+		var e *source.Etcd
+		e, err = source.NewEtcd(source.EtcdConfig{Endpoints: ec.endpoints, Prefix: ec.prefix, Username: ec.user, Password: ec.password, TLS: tlsConf})
+		if err == nil {
+			defer e.Close()
+			p.mu.Lock()
+			p.agree.etcd, p.agree.ctx = e, ctx
+			p.mu.Unlock()
+			e.Run(ctx, func(l source.List) {
+				list, err := parseEtcdBackends(ec.prefix, l.Backends, p.cfg.backends)
+				if err != nil {
+					p.sourceFailed(err)
+				} else {
+					p.loaded(list, true)
+				}
+				p.agreed(l.State) // the fleet's groups hold whatever the backends' keys say
+			}, p.connected)
+			p.mu.Lock()
+			p.agree.etcd = nil
+			p.mu.Unlock()
+			return
+		}
+	}
+	p.sourceFailed(err)
+}
+
+// connected records whether etcd is reachable. An outage is logged and counted once; the last
+// good list keeps serving through it.
+func (p *Pool) connected(up bool, err error) {
+	p.mu.Lock()
+	was := p.src.connected
+	p.src.connected = up
+	p.mu.Unlock()
+	gauge := 0.0
+	if up {
+		gauge = 1
+	}
+	sourceConnected.WithLabelValues(p.cfg.server, p.cfg.zone, p.cfg.source.label()).Set(gauge)
+	switch {
+	case !up && err != nil:
+		p.sourceFailed(fmt.Errorf("etcd unreachable, watching for its return: %w", err))
+		if p.agreeing() {
+			log.Warningf("zone %s: cut off from etcd: the last agreed priority groups serve while they have a healthy backend; no switch is agreed with the fleet until etcd returns", p.cfg.zone)
+		}
+	case up && !was:
+		log.Infof("zone %s: backends_etcd: connected to %s, reading %s", p.cfg.zone, strings.Join(p.cfg.source.etcd.endpoints, ", "), p.cfg.source.etcd.prefix)
+	}
 }

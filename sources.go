@@ -314,6 +314,7 @@ func (p *Pool) stopSource() {
 	if p.srcCancel != nil {
 		p.srcCancel()
 		<-p.srcDone
+		p.agreeWG.Wait() // proposals use the source's context: they end with it
 	}
 }
 

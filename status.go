@@ -265,6 +265,8 @@ type statusFamily struct {
 	// group configured, highest first.
 	ServingPriority uint8 `json:"serving_priority"`
 	Priorities      []int `json:"priorities"` // not []uint8, which JSON would write as base64
+	// The fleet's agreed group, under nopreempt with backends_etcd (see docs/DESIGN.md).
+	Agreement *statusAgreement `json:"agreement,omitempty"`
 }
 
 type statusBackend struct {
@@ -459,9 +461,12 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 		}
 		fo := p.failover[i]
 		serving, _ := fo.Serving()
+		p.mu.Lock()
+		agreed := p.agreedStatusLocked(i)
+		p.mu.Unlock()
 		sp.Families = append(sp.Families, statusFamily{
 			Family: familyName(i), Configured: fam.n, Up: fam.nUp, Down: fam.down, AllDown: fam.allDown,
-			ServingPriority: serving, Priorities: priorities(fo.Groups()),
+			ServingPriority: serving, Priorities: priorities(fo.Groups()), Agreement: agreed,
 		})
 	}
 	switch {

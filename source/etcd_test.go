@@ -17,7 +17,6 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const prefix = "/healthdns/app.lan/"
 

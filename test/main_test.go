@@ -34,6 +34,11 @@
 //	127.0.0.230-.232            TestStatusJSON
 //	127.0.0.233, .234           TestStatusPageInBrowser
 //	127.0.0.251, .252           TestLANResolvers (with unbound, dnsmasq and a forwarding coredns on 127.0.0.1)
+//	127.0.1.100-.103             TestBackendsFile
+//	127.0.1.104, .105            TestBackendsFileBadAtStartup (never probed)
+//	127.0.1.110-.113             TestBackendsEtcd
+//	127.0.1.114                  TestBackendsEtcdAwaited
+//	127.0.1.120-.129             the fleet agreement tests
 //	127.0.1.200, .201            TestDrain (127.0.1.200-.209 reserved for it)
 //	127.0.1.210-.213            TestStatusAPI (127.0.1.210-.219 reserved for it)
 package test

@@ -1,0 +1,250 @@
+package test
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/healthdns/healthdns/test/harness"
+)
+
+// etcdPool is a healthdns block over an etcd prefix, TCP-checked on port.
+func etcdPool(zone, endpoint string, port int, extra ...string) string {
+	lines := []string{"backends_etcd {\n   endpoint " + endpoint + "\n  }", "answers 8"}
+	return harness.TCPPool(zone, port, "100ms", "50ms", nil, append(lines, extra...)...)
+}
+
+func put(t *testing.T, c *clientv3.Client, key, value string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Put(ctx, key, value); err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+}
+
+func del(t *testing.T, c *clientv3.Client, key string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Delete(ctx, key); err != nil {
+		t.Fatalf("delete %s: %v", key, err)
+	}
+}
+
+// TestBackendsEtcd: two healthdns processes follow one etcd prefix; puts and deletes reach both
+// within about a second (the time is logged), a bad value keeps the last good list, and etcd
+// stopped under a steady query load fails no query and serves the last list, then a restart
+// brings changes again.
+func TestBackendsEtcd(t *testing.T) {
+	harness.RequireEtcd(t)
+	t.Parallel()
+	const a, b, c, d = "127.0.1.110", "127.0.1.111", "127.0.1.112", "127.0.1.113"
+	const prefix = "/healthdns/etcd.lan/"
+	port, _ := harness.StartBackends(t, a, b, c, d)
+	etcd := harness.StartEtcd(t)
+	kv := etcd.Client(t)
+	put(t, kv, prefix+a, "")
+	put(t, kv, prefix+b, "weight 2")
+
+	conf := ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n" + etcdPool("etcd.lan", etcd.Endpoint(), port) + "}\n"
+	servers := []*harness.Server{harness.Start(t, conf), harness.Start(t, conf)}
+	seen := func(what string, ips ...string) {
+		t.Helper()
+		start := time.Now()
+		for i, s := range servers {
+			harness.Eventually(t, 5*time.Second, func() bool {
+				return harness.SameSet(s.Addrs(t, "udp", "etcd.lan.", dns.TypeA), ips...)
+			}, "server ", i+1, ": ", what, ": want ", ips)
+		}
+		t.Logf("%s: both servers answer it after %s", what, time.Since(start).Round(time.Millisecond))
+	}
+	seen("the first list", a, b)
+	put(t, kv, prefix+c, "")
+	seen("a put", a, b, c)
+	del(t, kv, prefix+a)
+	seen("a delete", b, c)
+	put(t, kv, prefix+c, "priority 200")
+	seen("a priority change", c)
+	put(t, kv, prefix+c, "priority 200 drain maintenance")
+	seen("a drain", b)
+
+	errorsTotal := func(s *harness.Server) float64 {
+		v, _ := s.Scrape(t).Value("coredns_healthdns_source_errors_total", map[string]string{"zone": "etcd.lan", "source": "etcd"})
+		return v
+	}
+	put(t, kv, prefix+d, "weight heavy")
+	harness.Eventually(t, 5*time.Second, func() bool { return errorsTotal(servers[0]) == 1 }, "the bad value counted")
+	if got := servers[0].Addrs(t, "udp", "etcd.lan.", dns.TypeA); !harness.SameSet(got, b) {
+		t.Errorf("after a bad value: %v, want the last good list's %s", got, b)
+	}
+	if !strings.Contains(servers[0].Output(), "etcd key "+prefix+d+": invalid weight 'heavy'") {
+		t.Errorf("no log line names the bad key:\n%s", servers[0].Output())
+	}
+	put(t, kv, prefix+d, "")
+	seen("the value fixed", b, d)
+
+	// etcd goes away under 1,000 queries a second: nothing fails, the last list serves.
+	var failed, asked atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(4 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				asked.Add(1)
+				r, err := servers[0].Try("udp", "etcd.lan.", dns.TypeA, time.Second)
+				if err != nil || r.Rcode != dns.RcodeSuccess || !harness.SameSet(harness.AnswerAddrs(r), b, d) {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	etcd.Stop()
+	connected := func() float64 {
+		v, _ := servers[0].Scrape(t).Value("coredns_healthdns_source_connected", map[string]string{"zone": "etcd.lan", "source": "etcd"})
+		return v
+	}
+	harness.Eventually(t, 10*time.Second, func() bool { return connected() == 0 }, "source_connected to say 0")
+	time.Sleep(2 * time.Second) // the outage goes on under load
+	etcd.Start()
+	harness.Eventually(t, 15*time.Second, func() bool { return connected() == 1 }, "source_connected back to 1")
+	close(stop)
+	wg.Wait()
+	t.Logf("%d queries during the outage, %d failed or answered otherwise", asked.Load(), failed.Load())
+	if failed.Load() != 0 || asked.Load() < 1000 {
+		t.Errorf("%d of %d queries failed or got another list while etcd was away; want none of at least 1,000", failed.Load(), asked.Load())
+	}
+	if n := strings.Count(servers[0].Output(), "etcd unreachable"); n != 1 {
+		t.Errorf("the outage was logged %d times, want once:\n%s", n, servers[0].Output())
+	}
+	put(t, kv, prefix+a, "")
+	seen("a put after etcd came back", a, b, d)
+}
+
+// TestBackendsEtcdAwaited: a server started while etcd is down starts, is not ready, and
+// answers as all_down says; once etcd is up its list is served and the server is ready.
+func TestBackendsEtcdAwaited(t *testing.T) {
+	harness.RequireEtcd(t)
+	t.Parallel()
+	const a = "127.0.1.114"
+	port, _ := harness.StartBackends(t, a)
+	etcd := harness.StartEtcd(t)
+	put(t, etcd.Client(t), "/healthdns/wait.lan/"+a, "")
+	etcd.Stop()
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n ready {{READY}}\n"+etcdPool("wait.lan", etcd.Endpoint(), port, "all_down servfail")+"}\n")
+	if harness.HTTPOK("http://" + s.ReadyAddr + "/ready") {
+		t.Error("ready before the first list")
+	}
+	if r := s.Query(t, "udp", "wait.lan.", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("before the first list: %s, want SERVFAIL (all_down servfail)", dns.RcodeToString[r.Rcode])
+	}
+	etcd.Start()
+	harness.Eventually(t, 15*time.Second, func() bool { return harness.HTTPOK("http://" + s.ReadyAddr + "/ready") }, "ready once etcd is up")
+	if got := s.Addrs(t, "udp", "wait.lan.", dns.TypeA); !harness.SameSet(got, a) {
+		t.Errorf("once ready: %v, want %s", got, a)
+	}
+}
+
+// TestFleetAgreesOnGroup: three servers under nopreempt share one etcd prefix, and see the
+// primary differently (servers 2 and 3 check a port it does not listen on, as if a firewall stood
+// between them and it). Each would answer from the group it sees; agreed through etcd they all
+// answer from one group: the standby, which every server can reach. A fail-back written to etcd
+// moves them all to the primary once all of them see it healthy, and a primary that only server
+// 1 sees fail moves the whole fleet back to the standby.
+func TestFleetAgreesOnGroup(t *testing.T) {
+	harness.RequireEtcd(t)
+	t.Parallel()
+	const primary, standby = "127.0.1.120", "127.0.1.121"
+	const prefix = "/healthdns/fleet.lan/"
+	seenPort := harness.FreePort(t, primary, standby)    // server 1's check: both listen on it
+	blockedPort := harness.FreePort(t, primary, standby) // servers 2 and 3's: only the standby
+	primarySeen := harness.StartBackend(t, primary, seenPort)
+	harness.StartBackend(t, standby, seenPort)
+	harness.StartBackend(t, standby, blockedPort)
+	etcd := harness.StartEtcd(t)
+	kv := etcd.Client(t)
+	put(t, kv, prefix+primary, "priority 200")
+	put(t, kv, prefix+standby, "priority 100")
+
+	var servers []*harness.Server
+	for _, port := range []int{seenPort, blockedPort, blockedPort} {
+		servers = append(servers, harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
+			etcdPool("fleet.lan", etcd.Endpoint(), port, "nopreempt")+"}\n"))
+	}
+	allAnswer := func(what, ip string) {
+		t.Helper()
+		start := time.Now()
+		for i, s := range servers {
+			harness.Eventually(t, 10*time.Second, func() bool {
+				return harness.SameSet(s.Addrs(t, "udp", "fleet.lan.", dns.TypeA), ip)
+			}, "server ", i+1, " to answer ", ip, ": ", what)
+		}
+		t.Logf("%s: every server answers %s after %s", what, ip, time.Since(start).Round(time.Millisecond))
+		// And stays there: no server drifts back to what it sees alone.
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) {
+			for i, s := range servers {
+				if got := s.Addrs(t, "udp", "fleet.lan.", dns.TypeA); !harness.SameSet(got, ip) {
+					t.Fatalf("%s: server %d answers %v, want %s with the fleet", what, i+1, got, ip)
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	agreed := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := kv.Get(ctx, prefix+"_group/ipv4")
+		if err != nil || len(r.Kvs) == 0 {
+			return ""
+		}
+		return string(r.Kvs[0].Value)
+	}
+
+	allAnswer("servers 2 and 3 cannot reach the primary", standby)
+	if g := agreed(); g != "100" {
+		t.Errorf("agreed group %q in etcd, want 100", g)
+	}
+
+	// The primary becomes reachable from everywhere: under nopreempt nobody moves by himself.
+	harness.StartBackend(t, primary, blockedPort)
+	allAnswer("the primary reachable again (nopreempt)", standby)
+
+	// The operator's fail-back, written to etcd.
+	put(t, kv, prefix+"_group/ipv4", "200")
+	allAnswer("fail-back written to etcd", primary)
+
+	// Only server 1 sees the primary fail: the whole fleet moves to the standby.
+	primarySeen.Stop()
+	allAnswer("the primary failing as server 1 sees it", standby)
+	if g := agreed(); g != "100" {
+		t.Errorf("agreed group %q in etcd after server 1's switch, want 100", g)
+	}
+	if lines := harness.LinesMatching(servers[1].Output(), regexp.MustCompile(`now served by priority group 100 \(was 200\): agreed by the fleet`)); len(lines) == 0 {
+		t.Errorf("server 2 does not log that it followed the fleet:\n%s", servers[1].Output())
+	}
+
+	// Cut off from etcd, every server keeps the agreed group, and says so.
+	primarySeen.Start()
+	etcd.Stop()
+	for i, s := range servers {
+		harness.Eventually(t, 10*time.Second, func() bool { return strings.Contains(s.Output(), "cut off from etcd") }, "server ", i+1, " to log the cut")
+	}
+	allAnswer("etcd away", standby)
+}
