@@ -17,7 +17,6 @@ import (
 	"go.uber.org/goleak"
 )
 
-
 const prefix = "/healthdns/app.lan/"
 
 // wait is the deadline of every poll: generous for a loaded machine, and no measure of speed.

@@ -15,7 +15,6 @@ import (
 	"go.uber.org/goleak"
 )
 
-
 // never is a re-read interval no test outlives: a test using it sees only what the watcher
 // reports.
 const never = time.Hour
