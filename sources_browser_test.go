@@ -71,7 +71,7 @@ func TestStatusPageSourceInBrowser(t *testing.T) {
 
 	dom := runChromium(t, bin, "--dump-dom", srv.URL+"/")
 	chip := regexp.MustCompile(`<span[^>]*data-source="file"[^>]*>([^<]*)</span>`).FindStringSubmatch(dom)
-	if chip == nil || !strings.Contains(chip[1], "file "+list+": 2 backends, loaded") || !strings.Contains(chip[0], "bad") {
+	if chip == nil || !strings.Contains(chip[1], "file "+list+": 2 backends, last good load") || !strings.Contains(chip[0], "bad") {
 		t.Errorf("the source's chip: %q", chip)
 	}
 	failure := regexp.MustCompile(`<div[^>]*data-source-error="file"[^>]*>([^<]*)</div>`).FindStringSubmatch(dom)
