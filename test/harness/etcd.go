@@ -103,6 +103,10 @@ func (e *Etcd) Start() {
 	// command line wins over ETCD_* variables, but an inherited ETCD_* would still be read.
 	e.cmd.Env = withoutEtcdVariables(os.Environ())
 	e.cmd.Stdout, e.cmd.Stderr = e.out, e.out
+	// A test binary that dies without its cleanups (a panic, the -timeout, a closed pipe on
+	// its output) would leave etcd running: the kernel kills it when the thread that started
+	// it ends, which in Go is as a rule when the process does.
+	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := e.cmd.Start(); err != nil {
 		e.t.Fatalf("starting %s: %v", EtcdBinary, err)
 	}
