@@ -38,8 +38,9 @@ type Etcd struct {
 	exited chan struct{}
 }
 
-// RequireEtcd skips the test when Debian's etcd server is not installed, unless the environment
-// says CI (CI=true, set by .ci/run and by CI services): there .ci/run installed it, and a test that skipped would pass without having run.
+// RequireEtcd skips the test when Debian's etcd server is not installed, unless the
+// environment says CI (CI=true, which .ci/run and CI services set): there .ci/run installed
+// it, and a test that skipped would pass without having run.
 func RequireEtcd(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(EtcdBinary); err == nil {
