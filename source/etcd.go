@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -77,9 +78,9 @@ type Etcd struct {
 	client    *clientv3.Client
 	watches   atomic.Int64 // numbers each watch, for its own gRPC stream
 
-	// afterGet, when set (by tests), runs between the read of the prefix and the start of the
-	// watch that continues it.
-	afterGet func()
+	// Set by tests: beforeRead runs before each read of the prefix, afterGet between the read
+	// and the start of the watch that continues it.
+	beforeRead, afterGet func()
 }
 
 // NewEtcd checks cfg and makes a client for it. It does not connect, nor log in: an etcd that
@@ -101,10 +102,17 @@ func NewEtcd(cfg EtcdConfig) (*Etcd, error) {
 		return nil, errors.New("etcd credentials: a user needs a password and a password a user")
 	}
 	cfg.Endpoints = append([]string(nil), cfg.Endpoints...)
-	var dial []grpc.DialOption
+	// gRPC's own reconnection backoff grows to 2 minutes; a read waiting for the connection
+	// sees etcd back only when gRPC tries again. TestEtcdOutage measured, after an outage of
+	// 8 s: reconnected 1.4 to 2.1 s after etcd served again with gRPC's backoff, and no later
+	// than the test's own probe saw it serve with this one.
+	dial := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: retryMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+		MinConnectTimeout: 5 * time.Second,
+	})}
 	if cfg.Username != "" {
 		l := &login{user: cfg.Username, password: cfg.Password}
-		dial = l.dialOptions()
+		dial = append(dial, l.dialOptions()...)
 	}
 	endpoints := strings.Join(cfg.Endpoints, ",")
 	c, err := clientv3.New(clientv3.Config{
@@ -180,6 +188,9 @@ func (e *Etcd) Run(ctx context.Context, onList func(List), onConn func(connected
 // follow reads the prefix, then watches it from the revision read until the watch fails,
 // reporting lists on the way.
 func (e *Etcd) follow(ctx context.Context, connected func(), onList func(List)) error {
+	if e.beforeRead != nil {
+		e.beforeRead()
+	}
 	kvs, rev, err := e.read(ctx)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,7 +296,10 @@ func TestEtcdOutage(t *testing.T) {
 	e := harness.StartEtcd(t)
 	c := e.Client(t)
 	put(t, c, prefix+"10.0.0.1", "")
-	r := run(t, newSource(t, EtcdConfig{Endpoints: []string{e.Endpoint()}}))
+	src := newSource(t, EtcdConfig{Endpoints: []string{e.Endpoint()}})
+	var reads atomic.Int64
+	src.beforeRead = func() { reads.Add(1) }
+	r := run(t, src)
 	r.waitBackends(t, map[string]string{"10.0.0.1": ""})
 
 	e.Stop()
@@ -306,12 +310,17 @@ func TestEtcdOutage(t *testing.T) {
 	if down.connected || down.err == nil || !strings.Contains(down.err.Error(), e.Endpoint()) {
 		t.Errorf("second connection event %+v, want onConn(false, an error naming %s)", down, e.Endpoint())
 	}
+	// Several reads fail before etcd is back; the outage is still reported once.
+	failed := reads.Load() + 2
+	harness.Eventually(t, wait, func() bool { return reads.Load() > failed }, "two more reads of a stopped etcd")
 
+	restarting := time.Now()
 	e.Start()
+	t.Logf("etcd serves again %s after its restart began", time.Since(restarting).Round(10*time.Millisecond))
 	put(t, c, prefix+"10.0.0.2", "")
 	r.waitBackends(t, map[string]string{"10.0.0.1": "", "10.0.0.2": ""})
 	conns = r.connEvents()
-	t.Logf("back %s after the start", conns[len(conns)-1].at.Sub(stopped).Round(10*time.Millisecond))
+	t.Logf("reconnection reported %s after the restart began", conns[len(conns)-1].at.Sub(restarting).Round(10*time.Millisecond))
 	if len(conns) != 3 || !conns[2].connected || conns[2].err != nil {
 		t.Errorf("connection events %+v, want true, false, true: the outage reported once", conns)
 	}

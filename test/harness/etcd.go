@@ -38,8 +38,9 @@ type Etcd struct {
 	exited chan struct{}
 }
 
-// RequireEtcd skips the test when Debian's etcd server is not installed, unless the environment
-// says CI (CI=true, set by .ci/run and by CI services): there .ci/run installed it, and a test that skipped would pass without having run.
+// RequireEtcd skips the test when Debian's etcd server is not installed, unless the
+// environment says CI (CI=true, which .ci/run and CI services set): there .ci/run installed
+// it, and a test that skipped would pass without having run.
 func RequireEtcd(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(EtcdBinary); err == nil {
@@ -103,6 +104,10 @@ func (e *Etcd) Start() {
 	// command line wins over ETCD_* variables, but an inherited ETCD_* would still be read.
 	e.cmd.Env = withoutEtcdVariables(os.Environ())
 	e.cmd.Stdout, e.cmd.Stderr = e.out, e.out
+	// A test binary that dies without its cleanups (a panic, the -timeout, a closed pipe on
+	// its output) would leave etcd running: the kernel kills it when the thread that started
+	// it ends, which in Go is as a rule when the process does.
+	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := e.cmd.Start(); err != nil {
 		e.t.Fatalf("starting %s: %v", EtcdBinary, err)
 	}
