@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync"
@@ -247,4 +248,33 @@ func TestFleetAgreesOnGroup(t *testing.T) {
 		harness.Eventually(t, 10*time.Second, func() bool { return strings.Contains(s.Output(), "cut off from etcd") }, "server ", i+1, " to log the cut")
 	}
 	allAnswer("etcd away", standby)
+}
+
+// TestBackendsEtcdReloadWhileDown: a Corefile reload while etcd is away keeps the last list: the
+// new configuration answers from it and stays ready, rather than waiting for etcd as a fresh
+// start does.
+func TestBackendsEtcdReloadWhileDown(t *testing.T) {
+	harness.RequireEtcd(t)
+	t.Parallel()
+	const a = "127.0.1.115"
+	port, _ := harness.StartBackends(t, a)
+	etcd := harness.StartEtcd(t)
+	put(t, etcd.Client(t), "/healthdns/kept.lan/"+a, "")
+	conf := func(ttl int) string {
+		return ".:{{PORT}} {\n bind 127.0.0.1\n ready {{READY}}\n" +
+			etcdPool("kept.lan", etcd.Endpoint(), port, "all_down servfail", fmt.Sprintf("ttl %d", ttl)) + "}\n"
+	}
+	s := harness.Start(t, conf(5))
+	harness.Eventually(t, 10*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "kept.lan.", dns.TypeA), a) }, "the list served")
+	etcd.Stop()
+	if err := s.Reload(t, conf(7)); err != nil {
+		t.Fatal(err)
+	}
+	r := s.Query(t, "udp", "kept.lan.", dns.TypeA)
+	if r.Rcode != dns.RcodeSuccess || !harness.SameSet(harness.AnswerAddrs(r), a) || r.Answer[0].Header().Ttl != 7 {
+		t.Errorf("after a reload with etcd away: %v, want %s with the new ttl 7", r, a)
+	}
+	if !harness.HTTPOK("http://" + s.ReadyAddr + "/ready") {
+		t.Error("not ready after a reload with etcd away, though the last list serves")
+	}
 }

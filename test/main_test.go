@@ -38,6 +38,7 @@
 //	127.0.1.104, .105            TestBackendsFileBadAtStartup (never probed)
 //	127.0.1.110-.113             TestBackendsEtcd
 //	127.0.1.114                  TestBackendsEtcdAwaited
+//	127.0.1.115                  TestBackendsEtcdReloadWhileDown
 //	127.0.1.120-.129             the fleet agreement tests
 //	127.0.1.200, .201            TestDrain (127.0.1.200-.209 reserved for it)
 //	127.0.1.210-.213            TestStatusAPI (127.0.1.210-.219 reserved for it)
