@@ -30,6 +30,13 @@ var (
 		Help:      "Whether a backend of a zone is drained (1): probed but not answered, whatever its health.",
 	}, []string{"server", "zone", "backend"})
 
+	backendDrainInfo = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "healthdns",
+		Name:      "backend_drain_info",
+		Help:      "1 for each drained backend: the drain's reason (at most 64 characters), its end (RFC 3339, empty for none) and who set it (config or api).",
+	}, []string{"server", "zone", "backend", "reason", "until", "by"})
+
 	probeDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "healthdns",
@@ -219,6 +226,7 @@ func (observer) Released(owner string, addr netip.Addr) {
 	labels := prometheus.Labels{"server": server, "zone": zone, "backend": addr.String()}
 	backendUp.Delete(labels)
 	backendDrained.Delete(labels)
+	backendDrainInfo.DeletePartialMatch(labels)
 	answersTotal.Delete(labels)
 }
 

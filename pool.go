@@ -61,6 +61,7 @@ type member struct {
 	leases  []*health.Lease // one per check, in cfg.checks order
 	unsubs  []func()        // guarded by listMu
 	drained bool            // its drain held at the last rebuild
+	info    drainInfo       // what its drain_info series says, guarded by Pool.mu
 	op      operatorDrain   // the operator's drain that held at the last rebuild, if any
 }
 
@@ -498,7 +499,48 @@ func (p *Pool) drainsLocked(now time.Time) {
 			gauge = 1
 		}
 		backendDrained.WithLabelValues(p.cfg.server, p.cfg.zone, m.addr.String()).Set(gauge)
+		p.drainInfoLocked(m)
 	}
+}
+
+// drainInfoLocked keeps the backend's drain_info series, which says why and until when it is
+// drained, in step with the drain that holds: its configuration's, else an operator's.
+func (p *Pool) drainInfoLocked(m *member) {
+	var info drainInfo
+	switch {
+	case m.drained:
+		info = newDrainInfo(m.drain, "config")
+	case m.op.on:
+		info = newDrainInfo(m.op.drain, "api")
+	}
+	if info == m.info {
+		return
+	}
+	if m.info.on {
+		backendDrainInfo.DeleteLabelValues(p.cfg.server, p.cfg.zone, m.addr.String(), m.info.reason, m.info.until, m.info.by)
+	}
+	if info.on {
+		backendDrainInfo.WithLabelValues(p.cfg.server, p.cfg.zone, m.addr.String(), info.reason, info.until, info.by).Set(1)
+	}
+	m.info = info
+}
+
+// drainInfo is what drain_info's labels say of a drain.
+type drainInfo struct {
+	on                bool
+	reason, until, by string
+}
+
+// newDrainInfo bounds the reason, free text, to keep a label a reasonable size.
+func newDrainInfo(d drain, by string) drainInfo {
+	info := drainInfo{on: true, reason: d.reason, by: by}
+	if r := []rune(info.reason); len(r) > 64 {
+		info.reason = string(r[:63]) + "…"
+	}
+	if !d.until.IsZero() {
+		info.until = d.until.UTC().Format(time.RFC3339)
+	}
+	return info
 }
 
 func reasonSuffix(reason string) string {

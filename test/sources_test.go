@@ -81,12 +81,19 @@ func TestBackendsFile(t *testing.T) {
 	until := time.Now().Add(3 * time.Second).UTC().Truncate(time.Second).Add(time.Second)
 	write(b + "\n" + c + " priority 200 drain until " + until.Format(time.RFC3339) + " kernel upgrade\n" + d + " priority 200\n")
 	seen("a drain with an end", d)
+	info := s.Scrape(t).Find("coredns_healthdns_backend_drain_info", map[string]string{"zone": "live.lan", "backend": c})
+	if len(info) != 1 || info[0].Labels["reason"] != "kernel upgrade" || info[0].Labels["until"] != until.Format(time.RFC3339) || info[0].Labels["by"] != "config" {
+		t.Errorf("backend_drain_info of the drained %s: %+v, want its reason and end", c, info)
+	}
 	harness.Eventually(t, 10*time.Second, func() bool { return harness.SameSet(serving(), c, d) }, "the drain to end at ", until)
 	if time.Now().Before(until) {
 		t.Errorf("the drained backend was answered before its drain's end %s", until)
 	}
 	write(b + "\n" + c + " priority 200 drain\n" + d + " priority 200 drain\n")
 	seen("a drain without end of the whole group: the next group serves", b)
+	if info := s.Scrape(t).Find("coredns_healthdns_backend_drain_info", map[string]string{"zone": "live.lan", "backend": c}); len(info) != 1 || info[0].Labels["until"] != "" || info[0].Labels["reason"] != "" {
+		t.Errorf("backend_drain_info after the drain changed: %+v, want one series, with neither reason nor end", info)
+	}
 
 	// A broken file keeps the last good list, and says where it is broken.
 	errorsTotal := func() float64 {
