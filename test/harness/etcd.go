@@ -87,22 +87,8 @@ func (e *Etcd) Start() {
 	}
 	e.out = &netlab.Buffer{}
 	e.exited = make(chan struct{})
-	e.cmd = exec.Command(EtcdBinary,
-		"--name", e.name,
-		"--data-dir", e.dataDir,
-		"--listen-client-urls", e.client,
-		"--advertise-client-urls", e.client,
-		"--listen-peer-urls", e.peer,
-		"--initial-advertise-peer-urls", e.peer,
-		"--initial-cluster", e.name+"="+e.peer,
-		"--initial-cluster-state", "new",
-		"--logger", "zap",
-		"--log-outputs", "stderr",
-		"--log-level", "warn",
-	)
-	// The package's defaults in /etc/default/etcd are for its service, not for this server; the
-	// command line wins over ETCD_* variables, but an inherited ETCD_* would still be read.
-	e.cmd.Env = withoutEtcdVariables(os.Environ())
+	e.cmd = exec.Command(EtcdBinary, EtcdArgs(e.name, e.dataDir, e.client, e.peer)...)
+	e.cmd.Env = EtcdEnv()
 	e.cmd.Stdout, e.cmd.Stderr = e.out, e.out
 	// A test binary that dies without its cleanups (a panic, the -timeout, a closed pipe on
 	// its output) would leave etcd running: the kernel kills it when the thread that started
@@ -207,6 +193,30 @@ func (e *Etcd) ClientAs(t testing.TB, user, password string) *clientv3.Client {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// EtcdArgs is the command line of EtcdBinary for a new one-member cluster named name, with its
+// data in dataDir, serving clients on clientURL and its peers on peerURL (http://ADDRESS:PORT),
+// logging warnings to stderr. Run it in EtcdEnv.
+func EtcdArgs(name, dataDir, clientURL, peerURL string) []string {
+	return []string{
+		"--name", name,
+		"--data-dir", dataDir,
+		"--listen-client-urls", clientURL,
+		"--advertise-client-urls", clientURL,
+		"--listen-peer-urls", peerURL,
+		"--initial-advertise-peer-urls", peerURL,
+		"--initial-cluster", name + "=" + peerURL,
+		"--initial-cluster-state", "new",
+		"--logger", "zap",
+		"--log-outputs", "stderr",
+		"--log-level", "warn",
+	}
+}
+
+// EtcdEnv is this process's environment without its ETCD_* and ETCDCTL_* variables. The
+// package's defaults in /etc/default/etcd are for its service, not for a test's server; the
+// command line wins over ETCD_* variables, but an inherited ETCD_* would still be read.
+func EtcdEnv() []string { return withoutEtcdVariables(os.Environ()) }
 
 func withoutEtcdVariables(env []string) []string {
 	var kept []string

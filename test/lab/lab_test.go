@@ -6,7 +6,9 @@
 // machine's kernel has no netem.
 //
 // The lab needs root and iproute2; without them every test skips and says so. .ci/run installs
-// iproute2, curl and getent's libc-bin.
+// iproute2, curl and getent's libc-bin. TestFleetAgreement also runs Debian's etcd server on a
+// host of its lab, which .ci/run installs for test/'s etcd tests; without it that test skips,
+// except under CI, where it fails (harness.RequireEtcd).
 package lab
 
 import (

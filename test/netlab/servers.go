@@ -84,7 +84,13 @@ type Process struct {
 
 // StartProcess runs name on the host until Stop or the lab's Close.
 func (h *Host) StartProcess(name string, args ...string) (*Process, error) {
+	return h.StartProcessEnv(nil, name, args...)
+}
+
+// StartProcessEnv is StartProcess with the environment env; nil is this process's.
+func (h *Host) StartProcessEnv(env []string, name string, args ...string) (*Process, error) {
 	p := &Process{Host: h, Name: filepath.Base(name), cmd: h.Command(name, args...), out: &Buffer{}, done: make(chan struct{})}
+	p.cmd.Env = env
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	if err := h.Start(p.cmd); err != nil {

@@ -1,0 +1,322 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/healthdns/healthdns/test/harness"
+	"github.com/healthdns/healthdns/test/netlab"
+	"github.com/miekg/dns"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+)
+
+// The fleet's lab has a prefix and addresses of its own, apart from the other scenarios' world.
+const (
+	fleetPrefix  = "hdfleet"
+	etcdAddr     = "198.18.0.30"
+	primaryAddr  = "198.18.0.41"
+	standbyAddr  = "198.18.0.42"
+	fleetClient  = "198.18.0.101"
+	fleetZone    = "fleet.lan"
+	splitZone    = "split.lan" // the same pool without nopreempt: nothing is agreed
+	etcdEndpoint = "http://" + etcdAddr + ":2379"
+)
+
+var fleetDNSAddrs = []string{"198.18.0.21", "198.18.0.22", "198.18.0.23"}
+
+// fleet is three healthdns servers sharing one etcd, a primary and a standby serving HTTP, and
+// a client that asks every server.
+type fleet struct {
+	*world
+	servers []*netlab.Host
+	procs   []*netlab.Process
+	kv      *clientv3.Client // from the client host
+}
+
+// The fleet-wide failover decision on a real network. A route on a DNS host makes the primary
+// unreachable from there alone, as a broken link or firewall between one site and the primary
+// would: its probes of the primary fail while the other servers' succeed. Under nopreempt with
+// backends_etcd the servers agree on one serving group through etcd, so they all answer the
+// same backend; split.lan, the same pool without nopreempt (so without agreement), shows the
+// split each server's own decision would make of the same network.
+func TestFleetAgreement(t *testing.T) {
+	if skipReason != "" {
+		t.Skip("skipping the namespace lab: " + skipReason)
+	}
+	harness.RequireEtcd(t)
+	f := newFleet(t)
+	for _, zone := range []string{fleetZone, splitZone} {
+		f.put("/healthdns/"+zone+"/"+primaryAddr, "priority 200")
+		f.put("/healthdns/"+zone+"/"+standbyAddr, "priority 100")
+	}
+	groupKey := "/healthdns/" + fleetZone + "/_group/ipv4"
+	f.cut(1, 2)
+	f.startServers()
+
+	f.settle(fleetZone, "only dns1 reaches the primary", standbyAddr, standbyAddr, standbyAddr)
+	f.settle(splitZone, "only dns1 reaches the primary, without agreement", primaryAddr, standbyAddr, standbyAddr)
+	f.hold("only dns1 reaches the primary", map[string][]string{
+		fleetZone: {standbyAddr, standbyAddr, standbyAddr},
+		splitZone: {primaryAddr, standbyAddr, standbyAddr},
+	})
+	if g := f.get(groupKey); g != "100" {
+		t.Errorf("%s = %q in etcd, want 100", groupKey, g)
+	}
+
+	// The primary reachable from everywhere: split.lan's servers prefer it again, which shows
+	// that each server sees it healthy; under nopreempt the fleet stays on the standby.
+	f.mend(1, 2)
+	f.settle(splitZone, "the primary reachable from everywhere, without agreement", primaryAddr, primaryAddr, primaryAddr)
+	f.hold("the primary reachable from everywhere (nopreempt)", map[string][]string{
+		fleetZone: {standbyAddr, standbyAddr, standbyAddr},
+		splitZone: {primaryAddr, primaryAddr, primaryAddr},
+	})
+
+	// The operator's fail-back, written to etcd.
+	f.put(groupKey, "200")
+	f.settle(fleetZone, "fail-back written to etcd", primaryAddr, primaryAddr, primaryAddr)
+	f.hold("after the fail-back", map[string][]string{fleetZone: {primaryAddr, primaryAddr, primaryAddr}})
+
+	// Only dns1 loses the primary: the whole fleet follows it to the standby.
+	seen := make([]int, len(f.procs))
+	for i, p := range f.procs {
+		seen[i] = len(p.Output())
+	}
+	f.cut(0)
+	f.settle(fleetZone, "only dns1 loses the primary", standbyAddr, standbyAddr, standbyAddr)
+	f.settle(splitZone, "only dns1 loses the primary, without agreement", standbyAddr, primaryAddr, primaryAddr)
+	f.hold("only dns1 loses the primary", map[string][]string{
+		fleetZone: {standbyAddr, standbyAddr, standbyAddr},
+		splitZone: {standbyAddr, primaryAddr, primaryAddr},
+	})
+	if g := f.get(groupKey); g != "100" {
+		t.Errorf("%s = %q in etcd after dns1 lost the primary, want 100", groupKey, g)
+	}
+	followed := regexp.MustCompile(`zone ` + regexp.QuoteMeta(fleetZone) + `\.: ipv4 now served by priority group 100 \(was 200\): agreed by the fleet`)
+	for i := 1; i < len(f.procs); i++ {
+		since := f.procs[i].Output()[seen[i]:]
+		if lines := harness.LinesMatching(since, followed); len(lines) == 0 {
+			t.Errorf("%s does not log that it followed the fleet to the standby; since dns1's cut it logged:\n%s", f.servers[i].Name, since)
+		} else {
+			t.Logf("%s: %s", f.servers[i].Name, strings.TrimSpace(lines[0]))
+		}
+	}
+}
+
+// newFleet builds the lab and starts etcd and the two backends; the DNS servers start later,
+// once the network is as the test wants it at their start.
+func newFleet(t *testing.T) *fleet {
+	t.Helper()
+	lab, err := netlab.New(fleetPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("removing the lab: %v", err)
+		}
+	})
+	t.Cleanup(lab.CloseOnSignal())
+	host := func(name, addr string) *netlab.Host {
+		t.Helper()
+		h, err := lab.Host(name, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	f := &fleet{world: &world{t: t, lab: lab}}
+	for i, addr := range fleetDNSAddrs {
+		f.servers = append(f.servers, host(fmt.Sprintf("dns%d", i+1), addr))
+	}
+	f.client = host("client", fleetClient)
+	for _, b := range []*netlab.Host{host("primary", primaryAddr), host("standby", standbyAddr)} {
+		svc, err := b.Serve(webPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(svc.Stop)
+	}
+	f.startEtcd(host("etcd", etcdAddr))
+	return f
+}
+
+// startEtcd runs Debian's etcd on the host, and connects the test's client to it from the
+// client host.
+func (f *fleet) startEtcd(h *netlab.Host) {
+	t := f.t
+	t.Helper()
+	dataDir := filepath.Join(t.TempDir(), "etcd")
+	args := harness.EtcdArgs("healthdns-lab", dataDir, etcdEndpoint, "http://"+etcdAddr+":2380")
+	p, err := h.StartProcessEnv(harness.EtcdEnv(), harness.EtcdBinary, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("etcd output:\n%s", p.Output())
+		}
+	})
+	// A client per try: one that found the port closed would wait out gRPC's reconnect backoff.
+	serves := func() bool {
+		c, err := clientFrom(f.client)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err = c.Get(ctx, "healthdns-probe")
+		return err == nil
+	}
+	if err := p.AwaitReady(30*time.Second, serves); err != nil {
+		t.Fatal(err)
+	}
+	if f.kv, err = clientFrom(f.client); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.kv.Close() })
+}
+
+// clientFrom is an etcd client whose connections are opened inside host. gRPC dials on its own
+// goroutines, so the dialer itself enters the namespace.
+func clientFrom(host *netlab.Host) (*clientv3.Client, error) {
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		timeout := 2 * time.Second
+		if d, ok := ctx.Deadline(); ok {
+			timeout = time.Until(d)
+		}
+		return host.Dial("tcp", addr, timeout)
+	}
+	return clientv3.New(clientv3.Config{
+		Endpoints:   []string{etcdEndpoint},
+		DialTimeout: 2 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)},
+		Logger:      zap.NewNop(),
+	})
+}
+
+func (f *fleet) put(key, value string) {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := f.kv.Put(ctx, key, value); err != nil {
+		f.t.Fatalf("etcd put %s: %v", key, err)
+	}
+}
+
+func (f *fleet) get(key string) string {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := f.kv.Get(ctx, key)
+	if err != nil {
+		f.t.Fatalf("etcd get %s: %v", key, err)
+	}
+	if len(r.Kvs) == 0 {
+		return ""
+	}
+	return string(r.Kvs[0].Value)
+}
+
+// startServers runs healthdns on every DNS host, with fleet.lan and split.lan both fed by etcd.
+func (f *fleet) startServers() {
+	f.t.Helper()
+	pool := func(zone string, extra ...string) string {
+		return harness.Pool(zone, nil, append([]string{
+			"backends_etcd {\n   endpoint " + etcdEndpoint + "\n  }",
+			fmt.Sprintf("check tcp %d", webPort), "interval 200ms", "timeout 100ms", "rise 2", "fall 2",
+		}, extra...)...)
+	}
+	body := pool(fleetZone, "nopreempt") + pool(splitZone)
+	for _, h := range f.servers {
+		f.procs = append(f.procs, f.startDNS(h, body))
+	}
+	f.t.Cleanup(func() {
+		if f.t.Failed() {
+			for i, p := range f.procs {
+				f.t.Logf("%s output:\n%s", f.servers[i].Name, p.Output())
+			}
+		}
+	})
+}
+
+// cut makes the primary unreachable from the DNS servers numbered (0 is dns1): a route in their
+// namespace, not in the primary's, so that only their probes fail.
+func (f *fleet) cut(servers ...int) { f.route("add", servers) }
+
+// mend removes the routes cut added.
+func (f *fleet) mend(servers ...int) { f.route("del", servers) }
+
+func (f *fleet) route(op string, servers []int) {
+	f.t.Helper()
+	for _, i := range servers {
+		h := f.servers[i]
+		if out, err := h.Command("ip", "route", op, "unreachable", primaryAddr+"/32").CombinedOutput(); err != nil {
+			f.t.Fatalf("ip route %s unreachable %s on %s: %v: %s", op, primaryAddr, h.Name, err, out)
+		}
+	}
+}
+
+// addrs asks server i for zone's A records from the client host.
+func (f *fleet) addrs(i int, zone string) ([]string, error) {
+	r, err := f.client.Query(f.servers[i].Addr.String(), zone, dns.TypeA, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if r.Rcode != dns.RcodeSuccess {
+		return nil, fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
+	}
+	var ips []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			ips = append(ips, a.A.String())
+		}
+	}
+	return ips, nil
+}
+
+// settle waits until server i answers zone with want[i] alone, for every server, and logs when
+// each did.
+func (f *fleet) settle(zone, what string, want ...string) {
+	f.t.Helper()
+	start := time.Now()
+	var took []string
+	for i := range f.servers {
+		var got []string
+		var err error
+		ok := harness.Poll(10*time.Second, 20*time.Millisecond, func() bool {
+			got, err = f.addrs(i, zone)
+			return err == nil && harness.SameSet(got, want[i])
+		})
+		if !ok {
+			f.t.Fatalf("%s: %s does not answer %s with %s within 10s; last %v, %v", what, f.servers[i].Name, zone, want[i], got, err)
+		}
+		took = append(took, fmt.Sprintf("%s %s after %v", f.servers[i].Name, want[i], time.Since(start).Round(time.Millisecond)))
+	}
+	f.t.Logf("%s: %s: %s", what, zone, strings.Join(took, ", "))
+}
+
+// hold checks every 100ms for 3s that every server still answers each zone as want says: no
+// server drifts back to what it sees alone.
+func (f *fleet) hold(what string, want map[string][]string) {
+	f.t.Helper()
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		for zone, ips := range want {
+			for i := range f.servers {
+				if got, err := f.addrs(i, zone); err != nil || !harness.SameSet(got, ips[i]) {
+					f.t.Fatalf("%s: %s answers %s with %v (%v), want %s", what, f.servers[i].Name, zone, got, err, ips[i])
+				}
+			}
+		}
+	}
+}
