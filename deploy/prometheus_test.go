@@ -30,6 +30,8 @@ var wantAlerts = []string{
 	"HealthdnsProbeSlow",
 	"HealthdnsServingStandby",
 	"HealthdnsProbesStopped",
+	"HealthdnsCheckerStalled",
+	"HealthdnsDrainedTooLong",
 }
 
 type ruleFile struct {
