@@ -32,6 +32,7 @@ var wantAlerts = []string{
 	"HealthdnsProbesStopped",
 	"HealthdnsCheckerStalled",
 	"HealthdnsDrainedTooLong",
+	"HealthdnsSourceFailing",
 }
 
 type ruleFile struct {
