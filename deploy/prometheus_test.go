@@ -30,6 +30,9 @@ var wantAlerts = []string{
 	"HealthdnsProbeSlow",
 	"HealthdnsServingStandby",
 	"HealthdnsProbesStopped",
+	"HealthdnsCheckerStalled",
+	"HealthdnsDrainedTooLong",
+	"HealthdnsSourceFailing",
 }
 
 type ruleFile struct {
