@@ -109,6 +109,13 @@ var (
 		Help:      "When a zone's live backend list (source: file or etcd) was last loaded good, as a Unix time.",
 	}, []string{"server", "zone", "source"})
 
+	sourceLastError = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "healthdns",
+		Name:      "source_last_error_timestamp_seconds",
+		Help:      "When a zone's live backend list (source: file or etcd) last failed to load or lost etcd, as a Unix time; later than the last good load while failing.",
+	}, []string{"server", "zone", "source"})
+
 	sourceConnected = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "healthdns",

@@ -287,6 +287,7 @@ func (p *Pool) stop() {
 		groupSwitchesTotal.DeletePartialMatch(zoneLabels)
 		sourceErrorsTotal.DeletePartialMatch(zoneLabels)
 		sourceLastLoad.DeletePartialMatch(zoneLabels)
+		sourceLastError.DeletePartialMatch(zoneLabels)
 		sourceConnected.DeletePartialMatch(zoneLabels)
 	}
 }

@@ -53,8 +53,9 @@ func (p *Pool) connected(up bool, err error) {
 	sourceConnected.WithLabelValues(p.cfg.server, p.cfg.zone, p.cfg.source.label()).Set(gauge)
 	switch {
 	case !up && err != nil:
-		p.sourceFailed(fmt.Errorf("etcd unreachable, watching for its return: %w", err))
-		if p.agreeing() {
+		// Not "unreachable": a refused login or certificate ends a connection the same way.
+		p.sourceFailed(fmt.Errorf("cannot follow etcd, retrying until it answers: %w", err))
+		if p.agreeing() && was {
 			log.Warningf("zone %s: cut off from etcd: the last agreed priority groups serve while they have a healthy backend; no switch is agreed with the fleet until etcd returns", p.cfg.zone)
 		}
 	case up && !was:

@@ -341,6 +341,7 @@ func (p *Pool) sourceFailed(err error) {
 	kept := len(p.fromSrc)
 	p.mu.Unlock()
 	sourceErrorsTotal.WithLabelValues(p.cfg.server, p.cfg.zone, p.cfg.source.label()).Inc()
+	sourceLastError.WithLabelValues(p.cfg.server, p.cfg.zone, p.cfg.source.label()).Set(float64(time.Now().UnixNano()) / 1e9)
 	log.Errorf("zone %s: %s: %v; keeping the last good list (%d from it)", p.cfg.zone, p.cfg.source.directive(), err, kept)
 }
 

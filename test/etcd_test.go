@@ -131,7 +131,7 @@ func TestBackendsEtcd(t *testing.T) {
 	if failed.Load() != 0 || asked.Load() < 1000 {
 		t.Errorf("%d of %d queries failed or got another list while etcd was away; want none of at least 1,000", failed.Load(), asked.Load())
 	}
-	if n := strings.Count(servers[0].Output(), "etcd unreachable"); n != 1 {
+	if n := strings.Count(servers[0].Output(), "cannot follow etcd"); n != 1 {
 		t.Errorf("the outage was logged %d times, want once:\n%s", n, servers[0].Output())
 	}
 	put(t, kv, prefix+a, "")

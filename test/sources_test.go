@@ -123,6 +123,9 @@ func TestBackendsFile(t *testing.T) {
 	if !strings.Contains(s.Output(), "[ERROR] plugin/healthdns: zone live.lan.: backends_file: ") {
 		t.Errorf("no error line for the failed loads")
 	}
+	if v, ok := s.Scrape(t).Value("coredns_healthdns_source_last_error_timestamp_seconds", map[string]string{"zone": "live.lan.", "source": "file"}); !ok || time.Since(time.Unix(int64(v), 0)) > time.Minute {
+		t.Errorf("source_last_error_timestamp_seconds %v (found %v), want a moment ago", v, ok)
+	}
 }
 
 // TestBackendsFileBadAtStartup: a backends file that does not parse fails startup, naming the
