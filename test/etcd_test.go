@@ -3,7 +3,11 @@ package test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -183,10 +187,21 @@ func TestFleetAgreesOnGroup(t *testing.T) {
 	put(t, kv, prefix+primary, "priority 200")
 	put(t, kv, prefix+standby, "priority 100")
 
+	// Server 1 has a status listener, for an operator's fail-back through its API.
+	statusAddr := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
+	const token = "fleet-s3cret"
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var servers []*harness.Server
-	for _, port := range []int{seenPort, blockedPort, blockedPort} {
+	for i, port := range []int{seenPort, blockedPort, blockedPort} {
+		extra := []string{"nopreempt"}
+		if i == 0 {
+			extra = append(extra, "status "+statusAddr+" token "+tokenFile)
+		}
 		servers = append(servers, harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
-			etcdPool("fleet.lan", etcd.Endpoint(), port, "nopreempt")+"}\n"))
+			etcdPool("fleet.lan", etcd.Endpoint(), port, extra...)+"}\n"))
 	}
 	allAnswer := func(what, ip string) {
 		t.Helper()
@@ -241,13 +256,25 @@ func TestFleetAgreesOnGroup(t *testing.T) {
 		t.Errorf("server 2 does not log that it followed the fleet:\n%s", servers[1].Output())
 	}
 
-	// Cut off from etcd, every server keeps the agreed group, and says so.
+	// The primary is back for server 1 too; under nopreempt the fleet stays on the standby until
+	// an operator fails back through server 1's status API, which the whole fleet then follows.
 	primarySeen.Start()
+	allAnswer("the primary back (nopreempt)", standby)
+	api := &apiClient{base: "http://" + statusAddr, token: token, http: &http.Client{Timeout: 5 * time.Second}}
+	if code, body, _ := api.post(t, "/api/v1/failback", token, `{"zone":"fleet.lan"}`); code != http.StatusOK {
+		t.Fatalf("fail-back through the status API: %d %s", code, body)
+	}
+	allAnswer("fail-back through server 1's status API", primary)
+	if g := agreed(); g != "200" {
+		t.Errorf("agreed group %q in etcd after the API's fail-back, want 200", g)
+	}
+
+	// Cut off from etcd, every server keeps the agreed group, and says so.
 	etcd.Stop()
 	for i, s := range servers {
 		harness.Eventually(t, 10*time.Second, func() bool { return strings.Contains(s.Output(), "cut off from etcd") }, "server ", i+1, " to log the cut")
 	}
-	allAnswer("etcd away", standby)
+	allAnswer("etcd away", primary)
 }
 
 // TestBackendsEtcdReloadWhileDown: a Corefile reload while etcd is away keeps the last list: the
