@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -17,14 +18,14 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/healthdns/healthdns/test/harness"
 	"github.com/healthdns/healthdns/test/netlab"
 )
 
-// Address plan: TestMetricsExported's backends are 127.0.0.200 (live) and 127.0.0.201 (nothing
-// listens; a Corefile line of app.lan and the backends file of file.lan).
+// Address plan: TestMetricsExported's backends are 127.0.0.200 (live; a Corefile line of app.lan
+// and the etcd key of etcd.lan) and 127.0.0.201 (nothing listens; a drained Corefile line of
+// app.lan and the backends file of file.lan).
 const (
 	liveBackend = "127.0.0.200"
 	deadBackend = "127.0.0.201"
@@ -50,9 +51,11 @@ func builtCoreDNS(t *testing.T) string {
 }
 
 // TestMetricsExported runs the real binary, makes it export every healthdns series (answers,
-// a transition, an all-down event, a backends file that fails to load), and checks that every metric and label the alert rules
-// and the dashboard use is among them, and that the dashboard shows every healthdns metric.
+// a transition, an all-down event, a drain, a backends file that fails to load, a list read
+// from a real etcd), and checks that every metric and label the alert rules and the dashboard
+// use is among them, and that the dashboard shows every healthdns metric.
 func TestMetricsExported(t *testing.T) {
+	harness.RequireEtcd(t)
 	used := usedRefs(t)
 	if len(used) < 10 {
 		t.Fatalf("found only %d metric references in the rules and the dashboard: is the extraction broken?", len(used))
@@ -75,13 +78,20 @@ func TestMetricsExported(t *testing.T) {
 	port := backend.Addr().(*net.TCPAddr).Port
 	backendsFile := filepath.Join(t.TempDir(), "file.lan")
 	writeFile(t, backendsFile, deadBackend+" weight 2\n")
+	etcd := harness.StartEtcd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := etcd.Client(t).Put(ctx, "/healthdns/etcd.lan/"+liveBackend, "weight 2"); err != nil {
+		t.Fatalf("putting etcd.lan's backend: %v", err)
+	}
+	drainUntil := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
 
 	srv := startCoreDNS(t, builtCoreDNS(t), fmt.Sprintf(`. {
     bind 127.0.0.1
     prometheus 127.0.0.1:{metrics}
     healthdns app.lan {
         backend %s priority 200
-        backend %s
+        backend %s drain until %s deploy test
         check tcp %d
         interval 100ms
         timeout 50ms
@@ -94,14 +104,33 @@ func TestMetricsExported(t *testing.T) {
         interval 100ms
         timeout 50ms
     }
+    healthdns etcd.lan {
+        backends_etcd {
+            endpoint %s
+        }
+        check tcp %d
+        interval 100ms
+        timeout 50ms
+    }
 }
-`, liveBackend, deadBackend, port, backendsFile, port))
+`, liveBackend, deadBackend, drainUntil, port, backendsFile, port, etcd.Endpoint(), port))
 
 	for range 3 {
 		m := srv.query(t, "app.lan.")
 		if len(m.Answer) != 1 || !strings.Contains(m.Answer[0].String(), liveBackend) {
 			t.Fatalf("app.lan: want the live backend, got %v", m.Answer)
 		}
+	}
+	// etcd.lan answers once its list is read from etcd (before, it has no backend).
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		m := srv.query(t, "etcd.lan.")
+		if len(m.Answer) == 1 && strings.Contains(m.Answer[0].String(), liveBackend) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("etcd.lan: no answer with the backend of its etcd key 20s after start, last %v\nlog:\n%s", m.Answer, srv.out)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	// The live backend dies: a transition to down, the zone's only family all down, and its
 	// serving group switches from the live one's (200) to none. The backends file breaks: a
@@ -123,7 +152,6 @@ func TestMetricsExported(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	exported := parseExposition(t, families)
-	standInEtcdOnly(exported)
 
 	for _, p := range unexported(used, exported) {
 		t.Error(p)
@@ -142,26 +170,6 @@ func TestMetricsExported(t *testing.T) {
 		if !shown {
 			t.Errorf("the dashboard shows no panel of %s (%s)", name, f.GetHelp())
 		}
-	}
-}
-
-// standInEtcdOnly adds the families that only an etcd source exports, when the scrape has none:
-// this test runs no etcd server (deploy's tests need nothing but the binary and promtool), so
-// the rules and the dashboard could not name them otherwise. Each stands in with the labels
-// metrics.go declares for it; a reference to another label is still reported.
-func standInEtcdOnly(families map[string]*dto.MetricFamily) {
-	for name, labels := range map[string][]string{
-		"coredns_healthdns_source_connected": {"server", "zone", "source"},
-	} {
-		if _, ok := families[name]; ok {
-			continue
-		}
-		m := &dto.Metric{}
-		for _, l := range labels {
-			m.Label = append(m.Label, &dto.LabelPair{Name: &l, Value: new(string)})
-		}
-		gauge, help := dto.MetricType_GAUGE, "stand-in: exported by an etcd source only"
-		families[name] = &dto.MetricFamily{Name: &name, Help: &help, Type: &gauge, Metric: []*dto.Metric{m}}
 	}
 }
 
