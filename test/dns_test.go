@@ -494,14 +494,18 @@ func wantFileSOA(t *testing.T, r *dns.Msg, zone string) {
 }
 
 // TestSerialIsTheConfiguration: two instances running the same Corefile show the same SOA
-// serial.
+// serial, and a changed configuration shows another.
 func TestSerialIsTheConfiguration(t *testing.T) {
 	t.Parallel()
 	port, _ := harness.StartBackends(t, "127.0.0.142")
 	conf := ".:{{PORT}} {\n bind 127.0.0.1\n" + harness.TCPPool("app.lan", port, "1s", "500ms", []string{"127.0.0.142"},
 		"ns ns.app.lan 127.0.0.1 127.0.0.2") + "}\n"
+	changed := strings.Replace(conf, "interval 1s", "interval 2s", 1)
+	if changed == conf {
+		t.Fatalf("the test's Corefile has no 'interval 1s' to change:\n%s", conf)
+	}
 	var serials []uint32
-	for range 2 {
+	for _, conf := range []string{conf, conf, changed} {
 		s := harness.Start(t, conf)
 		r := s.Query(t, "udp", "app.lan.", dns.TypeSOA)
 		if len(r.Answer) != 1 {
@@ -511,6 +515,9 @@ func TestSerialIsTheConfiguration(t *testing.T) {
 	}
 	if serials[0] != serials[1] {
 		t.Errorf("two instances of one Corefile: serials %d and %d", serials[0], serials[1])
+	}
+	if serials[2] == serials[0] {
+		t.Errorf("a changed interval kept serial %d: the serial does not follow the configuration", serials[0])
 	}
 }
 
