@@ -31,8 +31,8 @@ type Pool struct {
 	ready atomic.Bool // every backend has had its first verdict, and the source its first list
 
 	// listMu serialises changes of the backend list (start, a source's new list, stop) and
-	// guards each member's unsubs; it is taken before mu, and subscribing happens under it but
-	// outside mu, since a monitor holds its subscriber lock while it calls rebuild.
+	// guards each member's unsubs; it is taken before mu. Releasing a lease waits for its loop
+	// to end, so it happens under listMu but never under mu, which a rebuild needs.
 	listMu sync.Mutex
 
 	mu       sync.Mutex           // serialises rebuilds; never taken on the query path
@@ -50,6 +50,9 @@ type Pool struct {
 	agree    agreement       // the fleet's serving groups, under nopreempt with etcd
 	agreeWG  sync.WaitGroup
 
+	dirty                        chan struct{} // a rebuild is wanted (capacity 1)
+	rebuilderQuit, rebuilderDone chan struct{}
+
 	srcCancel context.CancelFunc // ends the source's watch
 	srcDone   chan struct{}      // closed when it has ended
 }
@@ -62,7 +65,13 @@ type member struct {
 	unsubs  []func()        // guarded by listMu
 	drained bool            // its drain held at the last rebuild
 	info    drainInfo       // what its drain_info series says, guarded by Pool.mu
-	op      operatorDrain   // the operator's drain that held at the last rebuild, if any
+
+	// Its series, resolved once: looking them up by label values at every rebuild was most of a
+	// rebuild's cost at 10,000 backends (bench/RESULTS.md, "Live backends at 10,000").
+	upGauge, drainedGauge prometheus.Gauge
+	answered              prometheus.Counter
+	upSet, drainedSet     int8          // what the gauges were last set to: -1 before the first rebuild
+	op                    operatorDrain // the operator's drain that held at the last rebuild, if any
 }
 
 // snapshot is what the query path reads: one per address family, rebuilt on each transition.
@@ -90,6 +99,7 @@ type family struct {
 func newPool(cfg poolConfig, policy balance.Policy, reg *health.Registry) *Pool {
 	// A file was read at setup (it must load for the server to start); etcd is awaited.
 	p := &Pool{cfg: cfg, policy: policy, reg: reg, awaiting: cfg.source.kind == sourceEtcd, fromSrc: cfg.source.initial}
+	p.dirty = make(chan struct{}, 1)
 	p.zone = newZoneRecords(&p.cfg, configSerial(&p.cfg))
 	p.snap.Store(&snapshot{}) // until OnStartup: no address answers
 	for fam := range p.failover {
@@ -156,6 +166,8 @@ func (p *Pool) start() {
 	}
 	p.timer = time.AfterFunc(time.Hour, p.rebuild)
 	p.timer.Stop()
+	p.rebuilderQuit, p.rebuilderDone = make(chan struct{}), make(chan struct{})
+	go p.rebuilder(p.rebuilderQuit, p.rebuilderDone)
 	if p.cfg.source.kind != sourceNone {
 		// The list a reload's predecessor loaded serves until etcd answers this pool.
 		if prev, ok := p.reg.Kept(p.keptListKey()); ok && p.awaiting {
@@ -182,7 +194,15 @@ func (p *Pool) start() {
 
 // acquireLocked makes b a member, with a lease on each of its checks. Callers hold mu.
 func (p *Pool) acquireLocked(b backend) *member {
-	m := &member{backend: b}
+	addr := b.addr.String()
+	m := &member{
+		backend:      b,
+		upGauge:      backendUp.WithLabelValues(p.cfg.server, p.cfg.zone, addr),
+		drainedGauge: backendDrained.WithLabelValues(p.cfg.server, p.cfg.zone, addr),
+		answered:     answersTotal.WithLabelValues(p.cfg.server, p.cfg.zone, addr),
+		upSet:        -1,
+		drainedSet:   -1,
+	}
 	owner := poolOwner(p.cfg.server, p.cfg.zone)
 	for _, c := range p.cfg.checks {
 		spec := p.cfg.spec
@@ -196,7 +216,7 @@ func (p *Pool) acquireLocked(b backend) *member {
 func (p *Pool) subscribe(members []*member) {
 	for _, m := range members {
 		for _, l := range m.leases {
-			m.unsubs = append(m.unsubs, l.Subscribe(p.rebuild))
+			m.unsubs = append(m.unsubs, l.Subscribe(p.rebuildSoon))
 		}
 	}
 }
@@ -278,6 +298,11 @@ func (p *Pool) stop() {
 	p.stopOperatorDrainsLocked()
 	p.mu.Unlock()
 	p.release(members)
+	if p.rebuilderQuit != nil { // after release: no monitor asks for a rebuild any more
+		close(p.rebuilderQuit)
+		<-p.rebuilderDone
+		p.rebuilderQuit = nil // a second stop does nothing
+	}
 	// Releasing drops the per-backend series of the zone (Observer.Released); the zone's own go
 	// once no configuration serves it, or a zone only a discarded reload named would keep them.
 	if len(members) > 0 && !p.reg.Holds(poolOwner(p.cfg.server, p.cfg.zone)) {
@@ -302,6 +327,31 @@ func up(m *member) bool {
 	return len(m.leases) > 0
 }
 
+// rebuildSoon asks the pool's rebuilder for a rebuild, and returns at once. Monitors call it
+// from their probe loop's goroutine on every transition: a rebuild there would hold up every
+// other probe of the loop for as long as it takes (at 10,000 backends in one pool, ten thousand
+// first verdicts made ten thousand rebuilds, and startup took a minute and a half), and
+// transitions that come while a rebuild runs are answered by one more rebuild, not one each.
+func (p *Pool) rebuildSoon() {
+	select {
+	case p.dirty <- struct{}{}:
+	default: // one is pending already, and will see this transition too
+	}
+}
+
+// rebuilder runs the rebuilds rebuildSoon asks for, until stop.
+func (p *Pool) rebuilder(quit <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-p.dirty:
+			p.rebuild()
+		case <-quit:
+			return
+		}
+	}
+}
+
 func (p *Pool) rebuild() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -319,11 +369,7 @@ func (p *Pool) rebuild() {
 	var up4, up6 []*member
 	for _, m := range p.members {
 		isUp := up(m)
-		gauge := 0.0
-		if isUp {
-			gauge = 1
-		}
-		backendUp.WithLabelValues(p.cfg.server, p.cfg.zone, m.addr.String()).Set(gauge)
+		setGauge(m.upGauge, &m.upSet, isUp)
 		// A drained backend is neither up nor down to the pool: it is out of service, so it
 		// neither serves, nor makes its priority group healthy, nor counts towards all down.
 		// A backend a new list added is not in service until its first verdict: it is never
@@ -364,6 +410,18 @@ func (p *Pool) rebuild() {
 	p.report(old, next)
 	p.snap.Store(next)
 	p.armLocked()
+}
+
+// setGauge sets a member's 0/1 gauge when its value changes.
+func setGauge(g prometheus.Gauge, last *int8, on bool) {
+	v := int8(0)
+	if on {
+		v = 1
+	}
+	if *last != v {
+		g.Set(float64(v))
+		*last = v
+	}
 }
 
 func all[T any](s []T, f func(T) bool) bool {
@@ -495,11 +553,7 @@ func (p *Pool) drainsLocked(now time.Time) {
 			log.Infof("zone %s: backend %s: drain ended at %s; answered again while healthy%s",
 				p.cfg.zone, m.addr, m.drain.until.Format(time.RFC3339), reasonSuffix(m.drain.reason))
 		}
-		gauge := 0.0
-		if m.outOfService() {
-			gauge = 1
-		}
-		backendDrained.WithLabelValues(p.cfg.server, p.cfg.zone, m.addr.String()).Set(gauge)
+		setGauge(m.drainedGauge, &m.drainedSet, m.outOfService())
 		p.drainInfoLocked(m)
 	}
 }
@@ -612,7 +666,7 @@ func (p *Pool) family(configured, up []*member, serving uint8, poolDown, settled
 	for i, m := range members {
 		addrs[i], weights[i] = m.addr, m.weight
 		f.ips[i] = net.IP(m.addr.AsSlice())
-		f.answered[i] = answersTotal.WithLabelValues(p.cfg.server, p.cfg.zone, m.addr.String())
+		f.answered[i] = m.answered
 	}
 	f.set = balance.NewSet(addrs, weights)
 	// The table costs O(buckets × backends) (55 ms at 1,000 backends): not for the snapshots
