@@ -2,8 +2,11 @@ package healthdns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/healthdns/healthdns/source"
 )
@@ -53,12 +56,35 @@ func (p *Pool) connected(up bool, err error) {
 	sourceConnected.WithLabelValues(p.cfg.server, p.cfg.zone, p.cfg.source.label()).Set(gauge)
 	switch {
 	case !up && err != nil:
-		// Not "unreachable": a refused login or certificate ends a connection the same way.
-		p.sourceFailed(fmt.Errorf("cannot follow etcd, retrying until it answers: %w", err))
+		// What etcd refused, when it did: a refused login or certificate ends a connection as
+		// an outage does, and wants another fix.
+		what := "cannot follow etcd, retrying until it answers"
+		if refusal := etcdRefusal(err); refusal != "" {
+			what = refusal + ", retrying"
+		}
+		p.sourceFailed(fmt.Errorf("%s: %w", what, err))
 		if p.agreeing() && was {
 			log.Warningf("zone %s: cut off from etcd: the last agreed priority groups serve while they have a healthy backend; no switch is agreed with the fleet until etcd returns", p.cfg.zone)
 		}
 	case up && !was:
 		log.Infof("zone %s: backends_etcd: connected to %s, reading %s", p.cfg.zone, strings.Join(p.cfg.source.etcd.endpoints, ", "), p.cfg.source.etcd.prefix)
 	}
+}
+
+// etcdRefusal says what the operator must fix when etcd is there but does not let the server
+// in: its TLS handshake fails, or etcd refuses its credentials; "" for any other error. Waiting
+// for etcd to return would be the wrong advice then.
+func etcdRefusal(err error) string {
+	var tlsErr *source.TLSError
+	switch {
+	case errors.As(err, &tlsErr):
+		return "the TLS handshake with etcd fails (see 'tls' and etcd's certificates)"
+	case errors.Is(err, rpctypes.ErrAuthFailed):
+		return "etcd refuses the user and password of 'credentials'"
+	case errors.Is(err, rpctypes.ErrUserEmpty):
+		return "etcd has authentication on and wants 'credentials USER PASSWORD'"
+	case errors.Is(err, rpctypes.ErrPermissionDenied):
+		return "etcd denies the user of 'credentials' a read of the prefix"
+	}
+	return ""
 }

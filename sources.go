@@ -338,10 +338,14 @@ func (p *Pool) sourceFailed(err error) {
 	p.mu.Lock()
 	p.src.lastError, p.src.lastErrorAt = err.Error(), time.Now()
 	p.src.errors++
-	kept := len(p.fromSrc)
+	kept, awaiting := len(p.fromSrc), p.awaiting
 	p.mu.Unlock()
 	sourceErrorsTotal.WithLabelValues(p.cfg.server, p.cfg.zone, p.cfg.source.label()).Inc()
 	sourceLastError.WithLabelValues(p.cfg.server, p.cfg.zone, p.cfg.source.label()).Set(float64(time.Now().UnixNano()) / 1e9)
+	if awaiting {
+		log.Errorf("zone %s: %s: %v; no list from it yet", p.cfg.zone, p.cfg.source.directive(), err)
+		return
+	}
 	log.Errorf("zone %s: %s: %v; keeping the last good list (%d from it)", p.cfg.zone, p.cfg.source.directive(), err, kept)
 }
 

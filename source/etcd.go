@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -109,10 +110,13 @@ func NewEtcd(cfg EtcdConfig) (*Etcd, error) {
 	dial := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 		Backoff:           backoff.Config{BaseDelay: retryMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 		MinConnectTimeout: 5 * time.Second,
-	})}
+	}), grpc.WithChainUnaryInterceptor(noteConnectionTrouble)}
 	if cfg.Username != "" {
 		l := &login{user: cfg.Username, password: cfg.Password}
 		dial = append(dial, l.dialOptions()...)
+	}
+	if u, _ := url.Parse(cfg.Endpoints[0]); u.Scheme == "https" { // the client takes the first one's
+		dial = append(dial, grpc.WithTransportCredentials(refusalAwareTLS{credentials.NewTLS(cfg.TLS)}))
 	}
 	endpoints := strings.Join(cfg.Endpoints, ",")
 	c, err := clientv3.New(clientv3.Config{
@@ -205,11 +209,12 @@ func (e *Etcd) follow(ctx context.Context, connected func(), onList func(List)) 
 
 // read gets every key below the prefix, and the revision of that view.
 func (e *Etcd) read(ctx context.Context) (map[string]KeyValue, int64, error) {
-	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), requestTimeout)
+	trouble := &connectionTrouble{}
+	rctx, cancel := context.WithTimeout(context.WithValue(clientv3.WithRequireLeader(ctx), connectionTroubleKey{}, trouble), requestTimeout)
 	defer cancel()
 	resp, err := e.client.Get(rctx, e.cfg.Prefix, clientv3.WithPrefix())
 	if err != nil {
-		return nil, 0, fmt.Errorf("reading %s: %w", e.cfg.Prefix, rpctypes.Error(err))
+		return nil, 0, fmt.Errorf("reading %s: %w", e.cfg.Prefix, trouble.explain(rpctypes.Error(err)))
 	}
 	kvs := make(map[string]KeyValue, len(resp.Kvs))
 	for _, kv := range resp.Kvs {

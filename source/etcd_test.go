@@ -2,9 +2,12 @@ package source
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -574,4 +577,46 @@ func TestEtcdRunLeavesNoGoroutine(t *testing.T) {
 
 func (c connEvent) String() string {
 	return fmt.Sprintf("{connected:%v err:%v after %d lists}", c.connected, c.err, c.lists)
+}
+
+// TestEtcdTLS: a source with a client certificate that etcd's CA signed reads and watches
+// over TLS; one whose certificate etcd refuses, or that does not trust etcd's, reports an
+// outage that says why, not a bare timeout.
+func TestEtcdTLS(t *testing.T) {
+	e, files := harness.StartEtcdTLS(t)
+	put(t, e.Client(t), prefix+"10.0.0.1", "")
+	tlsOf := func(ca *harness.CA, cert, key string) *tls.Config { return ca.ClientTLS(t, cert, key) }
+
+	r := run(t, newSource(t, EtcdConfig{Endpoints: []string{e.Endpoint()}, TLS: tlsOf(files.Authority, files.ClientCert, files.ClientKey)}))
+	r.waitBackends(t, map[string]string{"10.0.0.1": ""})
+	put(t, e.Client(t), prefix+"10.0.0.2", "")
+	r.waitBackends(t, map[string]string{"10.0.0.1": "", "10.0.0.2": ""})
+
+	other := harness.NewCA(t, "other-ca")
+	foreignCert, foreignKey := other.Issue(t, "foreign-client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
+	tests := []struct {
+		name string
+		tls  *tls.Config
+		want string
+	}{
+		// Under TLS 1.3 either of two arrives first: etcd's alert, or the reset of its close.
+		{"client certificate from another CA", tlsOf(files.Authority, foreignCert, foreignKey), `etcd refused the TLS handshake(: error reading server preface: remote error: tls: bad certificate| \(it closed the connection right after it, as it does for a client certificate it does not trust\): .*(broken pipe|connection reset by peer))`},
+		{"server certificate from an untrusted CA", tlsOf(other, files.ClientCert, files.ClientKey), "x509: certificate signed by unknown authority"},
+		{"no TLS configuration", nil, "x509: certificate signed by unknown authority"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := run(t, newSource(t, EtcdConfig{Endpoints: []string{e.Endpoint()}, TLS: tt.tls}))
+			conns := r.waitConns(t, 1)
+			err := conns[0].err
+			t.Logf("reported: %v", err)
+			if conns[0].connected || err == nil || !strings.Contains(err.Error(), e.Endpoint()) || !regexp.MustCompile(tt.want).MatchString(err.Error()) {
+				t.Errorf("connection event %+v, want onConn(false) with an error naming %s and saying %s", conns[0], e.Endpoint(), tt.want)
+			}
+			var tlsErr *TLSError
+			if !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &tlsErr) {
+				t.Errorf("error %v does not wrap the read's timeout and a TLSError", err)
+			}
+		})
+	}
 }

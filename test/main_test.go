@@ -40,6 +40,8 @@
 //	127.0.1.114                  TestBackendsEtcdAwaited
 //	127.0.1.115                  TestBackendsEtcdReloadWhileDown
 //	127.0.1.120-.129             the fleet agreement tests
+//	127.0.1.130, .131            TestBackendsEtcdTLS (127.0.1.130-.139 reserved for etcd TLS and credentials)
+//	127.0.1.132, .133            TestBackendsEtcdCredentials
 //	127.0.1.200, .201            TestDrain (127.0.1.200-.209 reserved for it)
 //	127.0.1.210-.213            TestStatusAPI (127.0.1.210-.219 reserved for it)
 package test

@@ -2,6 +2,8 @@ package harness
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"os"
 	"os/exec"
@@ -29,8 +31,12 @@ type Etcd struct {
 	t       testing.TB
 	name    string
 	dataDir string
-	client  string // http://127.0.0.1:port
+	client  string // http://127.0.0.1:port, or https:// with TLS
 	peer    string
+	// With TLS: the server's certificate and key, the CA its clients' certificates must chain
+	// to, and the configuration of the test's own clients.
+	serverCert, serverKey, clientCA string
+	tls                             *tls.Config
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -56,11 +62,44 @@ func RequireEtcd(t testing.TB) {
 func StartEtcd(t testing.TB) *Etcd {
 	t.Helper()
 	RequireEtcd(t)
+	e := newEtcd(t, "http")
+	e.Start()
+	return e
+}
+
+// EtcdTLSFiles are the files a client of a TLS etcd needs: the CA that signed the server's
+// certificate and the clients', and a client certificate with its key.
+type EtcdTLSFiles struct {
+	CA, ClientCert, ClientKey string
+	// Authority is the CA itself, to issue other clients' certificates.
+	Authority *CA
+}
+
+// StartEtcdTLS starts etcd serving clients on https://127.0.0.1:port only, with a certificate
+// for 127.0.0.1, and requiring a client certificate that its CA signed (--client-cert-auth),
+// and waits until it serves a read. Client and ClientAs present the client certificate of the
+// files returned. The test's cleanup stops it.
+func StartEtcdTLS(t testing.TB) (*Etcd, EtcdTLSFiles) {
+	t.Helper()
+	RequireEtcd(t)
+	ca := NewCA(t, "etcd-ca")
+	// etcd 3.4's gRPC gateway dials the server itself with the server's certificate, as a
+	// client: the certificate serves both ends.
+	serverCert, serverKey := ca.Issue(t, "etcd-server", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, "127.0.0.1")
+	clientCert, clientKey := ca.Issue(t, "etcd-client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
+	e := newEtcd(t, "https")
+	e.serverCert, e.serverKey, e.clientCA = serverCert, serverKey, ca.File
+	e.tls = ca.ClientTLS(t, clientCert, clientKey)
+	e.Start()
+	return e, EtcdTLSFiles{CA: ca.File, ClientCert: clientCert, ClientKey: clientKey, Authority: ca}
+}
+
+func newEtcd(t testing.TB, scheme string) *Etcd {
 	e := &Etcd{
 		t:       t,
 		name:    "healthdns-test",
 		dataDir: filepath.Join(t.TempDir(), "etcd"),
-		client:  "http://127.0.0.1:" + strconv.Itoa(FreePort(t)),
+		client:  scheme + "://127.0.0.1:" + strconv.Itoa(FreePort(t)),
 		peer:    "http://127.0.0.1:" + strconv.Itoa(FreePort(t)),
 	}
 	t.Cleanup(func() {
@@ -69,11 +108,10 @@ func StartEtcd(t testing.TB) *Etcd {
 			t.Logf("etcd output:\n%s", e.Output())
 		}
 	})
-	e.Start()
 	return e
 }
 
-// Endpoint is the client URL, http://127.0.0.1:port.
+// Endpoint is the client URL, http://127.0.0.1:port (https:// with TLS).
 func (e *Etcd) Endpoint() string { return e.client }
 
 // Start starts the server again after Stop, on the same ports and data, and waits until it
@@ -87,7 +125,12 @@ func (e *Etcd) Start() {
 	}
 	e.out = &netlab.Buffer{}
 	e.exited = make(chan struct{})
-	e.cmd = exec.Command(EtcdBinary, EtcdArgs(e.name, e.dataDir, e.client, e.peer)...)
+	args := EtcdArgs(e.name, e.dataDir, e.client, e.peer)
+	if e.tls != nil {
+		args = append(args, "--cert-file", e.serverCert, "--key-file", e.serverKey,
+			"--trusted-ca-file", e.clientCA, "--client-cert-auth")
+	}
+	e.cmd = exec.Command(EtcdBinary, args...)
 	e.cmd.Env = EtcdEnv()
 	e.cmd.Stdout, e.cmd.Stderr = e.out, e.out
 	// A test binary that dies without its cleanups (a panic, the -timeout, a closed pipe on
@@ -124,6 +167,7 @@ func (e *Etcd) serves() error {
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{e.client},
 		DialTimeout: time.Second,
+		TLS:         e.tls,
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {
@@ -168,7 +212,8 @@ func (e *Etcd) Output() string {
 	return e.out.String()
 }
 
-// Client returns a client of the server without credentials, closed by the test's cleanup.
+// Client returns a client of the server without credentials (with the client certificate of
+// StartEtcdTLS under TLS), closed by the test's cleanup.
 func (e *Etcd) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
 	return e.ClientAs(t, "", "")
@@ -183,6 +228,7 @@ func (e *Etcd) ClientAs(t testing.TB, user, password string) *clientv3.Client {
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{e.client},
 		DialTimeout: 5 * time.Second,
+		TLS:         e.tls,
 		Username:    user,
 		Password:    password,
 		Logger:      zap.NewNop(),
