@@ -268,7 +268,7 @@ func (p *Pool) waitChecked(deadline <-chan time.Time) bool {
 // delivered its first list (the ready plugin holds traffic until then).
 func (p *Pool) Ready() bool { return p.ready.Load() }
 
-// checkedLocked reports whether member m has its first verdict on every check.
+// checked reports whether member m has its first verdict on every check.
 func checked(m *member) bool {
 	for _, l := range m.leases {
 		if !l.IsChecked() {
