@@ -3,12 +3,10 @@
 package healthdns
 
 import (
-	"context"
 	"net/http/httptest"
 	"os/exec"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,24 +27,12 @@ func TestStatusPageBannerInBrowser(t *testing.T) {
 	srv := httptest.NewServer(v)
 	defer srv.Close()
 
-	profile := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-		"--user-data-dir="+profile, "--dump-dom", srv.URL+"/")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	dom, err := cmd.Output()
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // helpers it left, if any
-	if err != nil {
-		t.Fatalf("chromium: %v", err)
-	}
-	banner := regexp.MustCompile(`<div[^>]*id="stalled"[^>]*>([^<]*)</div>`).FindStringSubmatch(string(dom))
+	dom := runChromium(t, bin, "--dump-dom", srv.URL+"/")
+	banner := regexp.MustCompile(`<div[^>]*id="stalled"[^>]*>([^<]*)</div>`).FindStringSubmatch(dom)
 	if banner == nil || strings.Contains(banner[0], "hidden") || !strings.Contains(banner[1], "Checker stalled: the tcp_syn loop has not ticked for 42 s") {
 		t.Errorf("the stalled banner: %q", banner)
 	}
-	row := regexp.MustCompile(`<tr[^>]*data-backend="10.0.0.2"[^>]*>.*?</tr>`).FindString(string(dom))
+	row := regexp.MustCompile(`<tr[^>]*data-backend="10.0.0.2"[^>]*>.*?</tr>`).FindString(dom)
 	if !strings.Contains(row, `data-state="down"`) || !strings.Contains(row, ">refused<") || !strings.Contains(row, "tcp :80: connection refused") {
 		t.Errorf("the down backend's row: %s", row)
 	}

@@ -3,15 +3,12 @@
 package healthdns
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // With the token in its fragment, the page offers a write per backend in a real browser
@@ -29,23 +26,11 @@ func TestStatusPageWritesInBrowser(t *testing.T) {
 	srv := httptest.NewServer(writeView([]*Pool{p}))
 	defer srv.Close()
 
+	// The virtual time budget lets the page's first poll (it has no inlined data without the
+	// token in the request) come back before the DOM is dumped.
 	dump := func(url string) string {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		// The virtual time budget lets the page's first poll (it has no inlined data without the
-		// token in the request) come back before the DOM is dumped.
-		cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-			"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-			"--user-data-dir="+t.TempDir(), "--virtual-time-budget=3000", "--dump-dom", url)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-		dom, err := cmd.Output()
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // helpers it left, if any
-		if err != nil {
-			t.Fatalf("chromium: %v", err)
-		}
-		return string(dom)
+		return runChromium(t, bin, "--virtual-time-budget=3000", "--dump-dom", url)
 	}
 	row := func(dom, addr string) string {
 		return regexp.MustCompile(`<tr[^>]*data-backend="` + regexp.QuoteMeta(addr) + `"[^>]*>.*?</tr>`).FindString(dom)
@@ -115,19 +100,8 @@ func TestStatusPageDrainClickInBrowser(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-		"--user-data-dir="+t.TempDir(), "--virtual-time-budget=5000", "--dump-dom", srv.URL+"/click-test")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	dom, err := cmd.Output()
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	if err != nil {
-		t.Fatalf("chromium: %v", err)
-	}
-	out := regexp.MustCompile(`<div id="out">([^<]*)</div>`).FindStringSubmatch(string(dom))
+	dom := runChromium(t, bin, "--virtual-time-budget=5000", "--dump-dom", srv.URL+"/click-test")
+	out := regexp.MustCompile(`<div id="out">([^<]*)</div>`).FindStringSubmatch(dom)
 	if out == nil || out[1] != "written: drain: done for 10.0.0.1 in app.lan." {
 		t.Errorf("the page after the click: %q", out)
 	}

@@ -15,7 +15,6 @@ package main
 import (
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"math"
 	"net"
@@ -31,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/healthdns/healthdns/bench/internal/proc"
 	"github.com/healthdns/healthdns/test/harness"
 	"github.com/healthdns/healthdns/test/netlab"
 )
@@ -56,7 +56,7 @@ func main() {
 	if *backends < *zones || *zones < 1 {
 		log.Fatal("need at least one backend per zone")
 	}
-	raiseFileLimit()
+	proc.RaiseFileLimit()
 
 	work, err := os.MkdirTemp("", "healthdns-scale")
 	if err != nil {
@@ -138,7 +138,7 @@ func main() {
 		defer close(profiled)
 		if *profile != "" {
 			url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", pprofPort, int(window.Seconds()))
-			if err := download(url, *profile); err != nil {
+			if err := proc.Download(url, *profile); err != nil {
 				log.Printf("profile: %v", err)
 			}
 		}
@@ -468,41 +468,6 @@ func waitFor(limit time.Duration, cond func() bool) time.Time {
 	return time.Time{}
 }
 
-// cpuSeconds reads user+system time of pid (and its threads) from /proc.
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		fatal("%v", err)
-	}
-	// Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ is 100 on Linux
-}
-
-func rssMiB(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		fatal("%v", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
-func raiseFileLimit() {
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err == nil {
-		l.Cur = l.Max
-		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
-	}
-}
-
 // freePort returns a port on 127.0.0.1 that no other call has returned.
 func freePort() int {
 	port, err := harness.TakePort()
@@ -512,23 +477,18 @@ func freePort() int {
 	return port
 }
 
-// download saves what url serves to path.
-func download(url, path string) error {
-	resp, err := http.Get(url)
+func cpuSeconds(pid int) float64 {
+	v, err := proc.CPUSeconds(pid)
 	if err != nil {
-		return err
+		fatal("%v", err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	f, err := os.Create(path)
+	return v
+}
+
+func rssMiB(pid int) float64 {
+	v, err := proc.RSSMiB(pid)
 	if err != nil {
-		return err
+		fatal("%v", err)
 	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return v
 }

@@ -31,7 +31,6 @@ import (
 	"io"
 	"log"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,6 +42,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healthdns/healthdns/bench/internal/proc"
 	"github.com/healthdns/healthdns/test/harness"
 	"github.com/healthdns/healthdns/test/netlab"
 	"github.com/miekg/dns"
@@ -110,7 +110,7 @@ func measureAll(o options, w io.Writer) (results []result, err error) {
 	if o.newBackendPrefix == "" {
 		o.newBackendPrefix = "127.9"
 	}
-	raiseFileLimit()
+	proc.RaiseFileLimit()
 	work, err := os.MkdirTemp("", "healthdns-sources")
 	if err != nil {
 		return nil, err
@@ -403,7 +403,7 @@ func (b *bench) change(c *changes, unexpected *int, addr string, add bool, profi
 	if profile != "" {
 		profiled = make(chan error, 1)
 		go func() {
-			profiled <- download(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", b.pprofPort, int(b.o.window.Seconds())), profile)
+			profiled <- proc.Download(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", b.pprofPort, int(b.o.window.Seconds())), profile)
 		}()
 		time.Sleep(50 * time.Millisecond) // the profile starts when its request arrives
 	}
@@ -753,62 +753,6 @@ func takePorts3() (a, b, c int, err error) {
 	return
 }
 
-// cpuSeconds reads user+system time of pid (and its threads) from /proc; 0 when it cannot.
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ is 100 on Linux
-}
-
-func rssMiB(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
-func raiseFileLimit() {
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err == nil {
-		l.Cur = l.Max
-		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
-	}
-}
-
-// download saves what url serves to path.
-func download(url, path string) error {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
 // commandTB lets the command start etcd with test/harness's StartEtcd, which is written for
 // tests. It provides what StartEtcd and FreePort call; any other method of testing.TB would
 // panic on the nil interface.
@@ -839,4 +783,15 @@ func (t *commandTB) cleanup() {
 	for i := len(t.cleanups) - 1; i >= 0; i-- {
 		t.cleanups[i]()
 	}
+}
+
+// cpuSeconds and rssMiB read 0 for a process that is gone: its figures are then missing.
+func cpuSeconds(pid int) float64 {
+	v, _ := proc.CPUSeconds(pid)
+	return v
+}
+
+func rssMiB(pid int) float64 {
+	v, _ := proc.RSSMiB(pid)
+	return v
 }
