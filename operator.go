@@ -164,27 +164,33 @@ func (p *Pool) listedBy(addr netip.Addr) string {
 	return "the backends " + p.cfg.source.String()
 }
 
+// operatorDrainsFor returns the zone's operator drains, once it has checked that an operator
+// may drain or undrain addr: the pool runs, lists addr, and its configuration does not drain it.
+func (p *Pool) operatorDrainsFor(addr netip.Addr, now time.Time) (*operatorDrains, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.runningLocked(); err != nil {
+		return nil, err
+	}
+	m := p.memberLocked(addr)
+	if m == nil {
+		return nil, refuse(operatorNotFound, "zone %s has no backend %s", p.cfg.zone, addr)
+	}
+	if err := p.configDrainLocked(m, now); err != nil {
+		return nil, err
+	}
+	return p.ops, nil
+}
+
 // Drain takes backend addr out of the answers as a drain on its backend line would: probed, not
 // answered, not counted down, until it is undrained or until d.until. The drain is the zone's,
 // and the next pool of a reload applies it too. by names the caller for the log.
 func (p *Pool) Drain(addr netip.Addr, d drain, by string) error {
 	now := time.Now()
-	p.mu.Lock()
-	if err := p.runningLocked(); err != nil {
-		p.mu.Unlock()
+	ops, err := p.operatorDrainsFor(addr, now)
+	if err != nil {
 		return err
 	}
-	m := p.memberLocked(addr)
-	if m == nil {
-		p.mu.Unlock()
-		return refuse(operatorNotFound, "zone %s has no backend %s", p.cfg.zone, addr)
-	}
-	if err := p.configDrainLocked(m, now); err != nil {
-		p.mu.Unlock()
-		return err
-	}
-	ops := p.ops
-	p.mu.Unlock()
 
 	d.on = true
 	ops.mu.Lock()
@@ -206,22 +212,10 @@ func (p *Pool) Drain(addr netip.Addr, d drain, by string) error {
 // the next load of the configuration would set it again.
 func (p *Pool) Undrain(addr netip.Addr, by string) error {
 	now := time.Now()
-	p.mu.Lock()
-	if err := p.runningLocked(); err != nil {
-		p.mu.Unlock()
+	ops, err := p.operatorDrainsFor(addr, now)
+	if err != nil {
 		return err
 	}
-	m := p.memberLocked(addr)
-	if m == nil {
-		p.mu.Unlock()
-		return refuse(operatorNotFound, "zone %s has no backend %s", p.cfg.zone, addr)
-	}
-	if err := p.configDrainLocked(m, now); err != nil {
-		p.mu.Unlock()
-		return err
-	}
-	ops := p.ops
-	p.mu.Unlock()
 
 	ops.mu.Lock()
 	od, ok := ops.byAddr[addr]
