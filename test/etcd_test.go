@@ -90,7 +90,9 @@ func TestBackendsEtcd(t *testing.T) {
 	if got := servers[0].Addrs(t, "udp", "etcd.lan.", dns.TypeA); !harness.SameSet(got, b) {
 		t.Errorf("after a bad value: %v, want the last good list's %s", got, b)
 	}
-	if !strings.Contains(servers[0].Output(), "etcd key "+prefix+d+": invalid weight 'heavy'") {
+	if !harness.Poll(5*time.Second, 10*time.Millisecond, func() bool {
+		return strings.Contains(servers[0].Output(), "etcd key "+prefix+d+": invalid weight 'heavy'")
+	}) {
 		t.Errorf("no log line names the bad key:\n%s", servers[0].Output())
 	}
 	put(t, kv, prefix+d, "")

@@ -105,7 +105,10 @@ func TestBackendsFile(t *testing.T) {
 	if !harness.SameSet(serving(), b) {
 		t.Errorf("after a broken file: %v, want the last good list's %s", serving(), b)
 	}
-	if lines := harness.LinesMatching(s.Output(), regexp.MustCompile(regexp.QuoteMeta(list+":2: invalid weight 'heavy'"))); len(lines) == 0 {
+	// The log comes through a pipe the harness reads on its own goroutine: waited for, as the
+	// metric may come first.
+	badLine := regexp.MustCompile(regexp.QuoteMeta(list + ":2: invalid weight 'heavy'"))
+	if !harness.Poll(5*time.Second, 10*time.Millisecond, func() bool { return len(harness.LinesMatching(s.Output(), badLine)) > 0 }) {
 		t.Errorf("no log line names the file, line and error:\n%s", s.Output())
 	}
 	if err := os.Remove(list); err != nil {
