@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/healthdns/healthdns/test/netlab"
 	"github.com/miekg/dns"
 )
 
@@ -29,7 +28,7 @@ type Server struct {
 	t        testing.TB
 	confPath string
 	cmd      *exec.Cmd
-	out      *netlab.Buffer
+	out      *logPipe
 	exited   chan struct{}
 }
 
@@ -57,14 +56,21 @@ func Launch(t testing.TB, tmpl string, up func(*Server) bool) *Server {
 			MetricsAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t))),
 			ReadyAddr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t))),
 			confPath:    filepath.Join(dir, "Corefile"),
-			out:         &netlab.Buffer{},
-			exited:      make(chan struct{}),
+
+			exited: make(chan struct{}),
 		}
 		s.writeConf(t, tmpl)
 		s.cmd = exec.Command(bin, "-conf", s.confPath)
-		s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+		out, err := newLogPipe()
+		if err != nil {
+			t.Fatalf("a pipe for coredns's output: %v", err)
+		}
+		s.out = out
+		s.cmd.Stdout, s.cmd.Stderr = out.w, out.w
 		s.Started = time.Now()
-		if err := s.cmd.Start(); err != nil {
+		err = s.cmd.Start()
+		out.started()
+		if err != nil {
 			t.Fatalf("starting coredns: %v", err)
 		}
 		go func() { s.cmd.Wait(); close(s.exited) }()
