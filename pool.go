@@ -45,7 +45,6 @@ type Pool struct {
 	timer    *time.Timer          // a rebuild at the failovers' next check (preempt_delay) or a drain's end
 	stopped  bool
 	src      sourceState
-	kept     *keptList       // the source's last good list, for a reload's successor
 	ops      *operatorDrains // the zone's drains set through the status API, from start on
 	agree    agreement       // the fleet's serving groups, under nopreempt with etcd
 	agreeWG  sync.WaitGroup
@@ -154,6 +153,9 @@ func (p *Pool) failoverKey(fam int) string {
 func (p *Pool) start() {
 	p.listMu.Lock()
 	defer p.listMu.Unlock()
+	// etcd's list, as a reload's predecessor last loaded it, serves until etcd answers this pool.
+	// Read before taking mu: the predecessor's mutex is its own, never held around ours.
+	prevList, prevLoaded := p.predecessorList()
 	p.mu.Lock()
 	// The serving group a reload finds is kept (nopreempt must not fall back because the
 	// Corefile was reloaded), when the backends and their priorities are the same.
@@ -168,15 +170,11 @@ func (p *Pool) start() {
 	p.timer.Stop()
 	p.rebuilderQuit, p.rebuilderDone = make(chan struct{}), make(chan struct{})
 	go p.rebuilder(p.rebuilderQuit, p.rebuilderDone)
-	if p.cfg.source.kind != sourceNone {
-		// The list a reload's predecessor loaded serves until etcd answers this pool.
-		if prev, ok := p.reg.Kept(p.keptListKey()); ok && p.awaiting {
-			if list, loaded := prev.(*keptList).get(); loaded {
-				p.fromSrc, p.awaiting = list, false
-			}
+	if p.cfg.source.kind == sourceEtcd {
+		if prevLoaded && p.awaiting {
+			p.fromSrc, p.awaiting = prevList, false
 		}
-		p.kept = &keptList{list: p.fromSrc, loaded: !p.awaiting}
-		p.reg.Keep(p.keptListKey(), p.kept)
+		p.reg.Keep(p.listKey(), p)
 	}
 	list := slices.Concat(p.cfg.backends, p.fromSrc)
 	p.setGroupsLocked(list)
@@ -292,8 +290,8 @@ func (p *Pool) stop() {
 	for fam, fo := range p.failover {
 		p.reg.Forget(p.failoverKey(fam), fo)
 	}
-	if p.kept != nil {
-		p.reg.Forget(p.keptListKey(), p.kept)
+	if p.cfg.source.kind == sourceEtcd {
+		p.reg.Forget(p.listKey(), p)
 	}
 	p.stopOperatorDrainsLocked()
 	p.mu.Unlock()

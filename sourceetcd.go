@@ -29,7 +29,7 @@ func (p *Pool) runEtcd(ctx context.Context) {
 				if err != nil {
 					p.sourceFailed(err)
 				} else {
-					p.loaded(list, true)
+					p.loaded(list)
 				}
 				p.agreed(l.State) // the fleet's groups hold whatever the backends' keys say
 			}, p.connected)

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coredns/caddy"
@@ -287,7 +286,7 @@ func (p *Pool) startSource() {
 	p.srcCancel, p.srcDone = cancel, done
 	switch src.kind {
 	case sourceFile:
-		p.loaded(src.initial, false)
+		p.recordLoad() // the list read at setup, which start applied
 		f := source.NewFile(src.path, 0)
 		go func() {
 			defer close(done)
@@ -295,7 +294,7 @@ func (p *Pool) startSource() {
 				if err == nil {
 					var list []backend
 					if list, err = parseBackendsFileData(src.path, data, p.cfg.backends); err == nil {
-						p.loaded(list, true)
+						p.loaded(list)
 						return
 					}
 				}
@@ -319,16 +318,18 @@ func (p *Pool) stopSource() {
 }
 
 // loaded applies a good list from the source.
-func (p *Pool) loaded(list []backend, apply bool) {
+func (p *Pool) loaded(list []backend) {
+	p.recordLoad()
+	p.setSourceList(list)
+}
+
+// recordLoad notes the time of a good load, for the status page and the metric.
+func (p *Pool) recordLoad() {
 	now := time.Now()
 	p.mu.Lock()
 	p.src.lastLoad = now
 	p.mu.Unlock()
 	sourceLastLoad.WithLabelValues(p.cfg.server, p.cfg.zone, p.cfg.source.label()).Set(float64(now.UnixNano()) / 1e9)
-	p.kept.set(list)
-	if apply {
-		p.setSourceList(list)
-	}
 }
 
 // sourceFailed logs and counts a list that did not load; the last good list keeps serving.
@@ -349,27 +350,23 @@ func (p *Pool) sourceFailed(err error) {
 	log.Errorf("zone %s: %s: %v; keeping the last good list (%d from it)", p.cfg.zone, p.cfg.source.directive(), err, kept)
 }
 
-// keptList is a source's last good list, kept in the registry across a reload: the next pool of
-// the same server, zone and source starts from it, ready, instead of answering as all down
-// until etcd answers it again.
-type keptList struct {
-	mu     sync.Mutex
-	list   []backend
-	loaded bool // a list was loaded: an empty one is a list too
+// predecessorList returns the etcd list of the pool this one replaces in a reload (the same
+// server, zone and source, kept in the registry by its start), and whether it had loaded one:
+// the new pool starts from it, ready, instead of answering as all down until etcd answers it.
+func (p *Pool) predecessorList() ([]backend, bool) {
+	if p.cfg.source.kind != sourceEtcd {
+		return nil, false
+	}
+	v, ok := p.reg.Kept(p.listKey())
+	if !ok {
+		return nil, false
+	}
+	prev := v.(*Pool)
+	prev.mu.Lock()
+	defer prev.mu.Unlock()
+	return prev.fromSrc, !prev.awaiting
 }
 
-func (k *keptList) set(list []backend) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.list, k.loaded = list, true
-}
-
-func (k *keptList) get() ([]backend, bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.list, k.loaded
-}
-
-func (p *Pool) keptListKey() string {
+func (p *Pool) listKey() string {
 	return fmt.Sprintf("source %s %s %s", p.cfg.server, p.cfg.zone, p.cfg.source)
 }
