@@ -45,22 +45,31 @@ func (p *Pool) agreed(state map[string]source.KeyValue) {
 	}
 	p.mu.Lock()
 	for fam := range p.agree.fam {
-		a := &p.agree.fam[fam]
-		kv, ok := state[agreementKey(fam)]
-		if !ok {
-			a.known, a.group, a.rev = false, 0, 0
-			continue
-		}
-		g, err := strconv.Atoi(kv.Value)
-		if err != nil || g < 1 || g > 255 {
+		kv := state[agreementKey(fam)] // zero when absent: nothing agreed
+		if !p.takeAgreedLocked(fam, kv) {
 			log.Errorf("zone %s: etcd key %s%s is %q, not a priority group (1 to 255); proposing this server's choice",
 				p.cfg.zone, p.cfg.source.etcd.prefix, agreementKey(fam), kv.Value)
-			g = 0
 		}
-		a.known, a.group, a.rev = true, uint8(g), kv.ModRevision
 	}
 	p.mu.Unlock()
 	p.rebuild()
+}
+
+// takeAgreedLocked records the agreement key's value and revision, as etcd has them: a zero
+// ModRevision for a key that does not exist. A value that is not a group (1 to 255) records
+// group 0, which is never adopted, and returns false. Callers hold mu.
+func (p *Pool) takeAgreedLocked(fam int, kv source.KeyValue) bool {
+	a := &p.agree.fam[fam]
+	a.known, a.group, a.rev = kv.ModRevision != 0, 0, kv.ModRevision
+	if !a.known {
+		return true
+	}
+	g, err := strconv.Atoi(kv.Value)
+	if err != nil || g < 1 || g > 255 {
+		return false
+	}
+	a.group = uint8(g)
+	return true
 }
 
 // followAgreementLocked adopts the agreed group of family fam, or proposes this server's own
@@ -117,8 +126,7 @@ func (p *Pool) propose(ctx context.Context, e *source.Etcd, fam int, from uint8,
 		log.Infof("zone %s: %s: priority group %s agreed for the fleet (etcd %s, was %s)", p.cfg.zone, familyName(fam), groupName(group), key, groupName(from))
 	default:
 		// Another server changed it first: follow it, if it can be followed here.
-		g, _ := strconv.Atoi(cur.Value)
-		a.known, a.group, a.rev = cur.ModRevision != 0, uint8(max(0, min(g, 255))), cur.ModRevision
+		p.takeAgreedLocked(fam, cur)
 	}
 	p.mu.Unlock()
 	if err == nil {
@@ -126,7 +134,7 @@ func (p *Pool) propose(ctx context.Context, e *source.Etcd, fam int, from uint8,
 	}
 }
 
-// agreedStatus is the family's agreement for the status page; nil when not agreeing.
+// agreedStatusLocked is the family's agreement for the status page; nil when not agreeing.
 func (p *Pool) agreedStatusLocked(fam int) *statusAgreement {
 	if !p.agreeing() {
 		return nil
