@@ -231,11 +231,11 @@ func (v *statusView) target(server, zone, backend string) (*Pool, netip.Addr, wr
 	if backend == "" {
 		return nil, netip.Addr{}, failed("want \"backend\", the backend's address"), http.StatusBadRequest
 	}
-	addr, err := netip.ParseAddr(backend)
-	if err != nil || addr.Zone() != "" {
-		return nil, netip.Addr{}, failed("backend '%s': want an IPv4 or IPv6 address", backend), http.StatusBadRequest
+	addr, err := parseAddrWord(backend) // as a backend line reads it: unmapped, no scope
+	if err != nil {
+		return nil, netip.Addr{}, failed("backend: %v", err), http.StatusBadRequest
 	}
-	return p, addr.Unmap(), writeAnswer{}, 0
+	return p, addr, writeAnswer{}, 0
 }
 
 func failed(format string, args ...any) writeAnswer {

@@ -65,7 +65,7 @@ func TestStatusWriteRefusals(t *testing.T) {
 		{"an unknown server", "POST", "/api/v1/failback", bearer, `{"server":"dns://:53","zone":"app.lan."}`, 404, "no zone app.lan. of server dns://:53"},
 		{"an unknown backend", "POST", "/api/v1/drain", bearer, `{"zone":"app.lan.","backend":"10.0.0.9"}`, 404, "zone app.lan. has no backend 10.0.0.9"},
 		{"undrain an unknown backend", "POST", "/api/v1/undrain", bearer, `{"zone":"app.lan.","backend":"10.0.0.9"}`, 404, "has no backend 10.0.0.9"},
-		{"not an address", "POST", "/api/v1/drain", bearer, `{"zone":"app.lan.","backend":"web1"}`, 400, "backend 'web1': want an IPv4 or IPv6 address"},
+		{"not an address", "POST", "/api/v1/drain", bearer, `{"zone":"app.lan.","backend":"web1"}`, 400, "backend: invalid address 'web1': want an IPv4 or IPv6 literal"},
 		{"until past", "POST", "/api/v1/drain", bearer, `{"zone":"app.lan.","backend":"10.0.0.1","until":"` + past + `"}`, 400, "is past"},
 		{"until not RFC 3339", "POST", "/api/v1/drain", bearer, `{"zone":"app.lan.","backend":"10.0.0.1","until":"tomorrow"}`, 400, "want an RFC 3339 time"},
 		{"a misspelt field", "POST", "/api/v1/drain", bearer, `{"zone":"app.lan.","backend":"10.0.0.1","untill":"2099-01-01T00:00:00Z"}`, 400, `unknown field "untill"`},
