@@ -219,9 +219,20 @@ func BuildCoreDNS(dir string) (string, error) {
 	os.Chtimes(filepath.Dir(built), now, now) // in use: not pruned
 	bin := filepath.Join(dir, "coredns")
 	if err := os.Link(built, bin); err != nil {
-		return "", fmt.Errorf("linking the built coredns into %s: %w", dir, err)
+		// Another file system (a bench's work directory): a copy.
+		if err := copyExecutable(built, bin); err != nil {
+			return "", fmt.Errorf("placing the built coredns in %s: %w", dir, err)
+		}
 	}
 	return bin, nil
+}
+
+func copyExecutable(from, to string) error {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, data, 0o755)
 }
 
 // sourceKey hashes what a build of ./build depends on in the module: every file but tests and
