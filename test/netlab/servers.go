@@ -2,8 +2,11 @@ package netlab
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -162,12 +165,16 @@ func (b *Buffer) String() string {
 	return b.buf.String()
 }
 
-// BuildCoreDNS builds the custom coredns binary from ./build of this module into dir.
+// BuildCoreDNS builds the custom coredns binary from ./build of this module, and returns a link
+// to it in dir.
 //
-// Test packages that run at the same time (go test ./... runs two at once here) build it one
-// after the other: two go builds of the same packages at once each compile everything, while the
-// second of two in a row finds the first's work in the build cache. On a cold cache that is
-// minutes.
+// Test packages that run at the same time (go test ./... runs two at once here, and a second
+// run of the suite may share the machine) build it one after the other, under a lock: two go
+// builds of the same packages at once each compile everything. And the binary is kept under a
+// key of everything it is built from, so that the other packages of the run, and a second run of
+// the same tree beside it, link it rather than link it again: linking coredns takes a core for
+// tens of seconds, and five packages that each waited for the lock to link their own pushed the
+// last of them past go test's ten minutes on a loaded machine.
 func BuildCoreDNS(dir string) (string, error) {
 	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "healthdns-build.lock"), os.O_CREATE|os.O_RDWR, 0o666)
 	if err != nil {
@@ -179,19 +186,92 @@ func BuildCoreDNS(dir string) (string, error) {
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+	out, err := exec.Command("go", "env", "GOMOD", "GOVERSION", "GOFLAGS").Output()
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		return "", fmt.Errorf("go env: %w", err)
 	}
-	gomod := strings.TrimSpace(string(out))
+	env := strings.Split(strings.TrimSpace(string(out)), "\n")
+	gomod := env[0]
 	if gomod == "" || gomod == os.DevNull {
 		return "", errors.New("not inside the healthdns module")
 	}
+	key, err := sourceKey(filepath.Dir(gomod), strings.Join(env[1:], " "))
+	if err != nil {
+		return "", err
+	}
+	cache := filepath.Join(os.TempDir(), "healthdns-coredns")
+	built := filepath.Join(cache, key, "coredns")
+	if _, err := os.Stat(built); err != nil {
+		pruneBuilds(cache)
+		if err := os.MkdirAll(filepath.Dir(built), 0o755); err != nil {
+			return "", err
+		}
+		build := exec.Command("go", "build", "-o", built+".tmp", "./build")
+		build.Dir = filepath.Dir(gomod)
+		if out, err := build.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build ./build: %v\n%s", err, out)
+		}
+		if err := os.Rename(built+".tmp", built); err != nil {
+			return "", err
+		}
+	}
+	now := time.Now()
+	os.Chtimes(filepath.Dir(built), now, now) // in use: not pruned
 	bin := filepath.Join(dir, "coredns")
-	build := exec.Command("go", "build", "-o", bin, "./build")
-	build.Dir = filepath.Dir(gomod)
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./build: %v\n%s", err, out)
+	if err := os.Link(built, bin); err != nil {
+		// Another file system (a bench's work directory): a copy.
+		if err := copyExecutable(built, bin); err != nil {
+			return "", fmt.Errorf("placing the built coredns in %s: %w", dir, err)
+		}
 	}
 	return bin, nil
+}
+
+func copyExecutable(from, to string) error {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, data, 0o755)
+}
+
+// sourceKey hashes what a build of ./build depends on in the module: every file but tests and
+// git's, with the toolchain's version and flags.
+func sourceKey(root, toolchain string) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n", toolchain)
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		switch {
+		case d.IsDir() && (name == ".git" || name == "dist") && path != root:
+			return filepath.SkipDir
+		case d.IsDir() || !d.Type().IsRegular() || strings.HasSuffix(name, "_test.go"):
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		fmt.Fprintf(h, "%s %d\n", rel, len(data))
+		h.Write(data)
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("hashing the module's sources: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// pruneBuilds removes kept binaries that no build has used for a day. Callers hold the lock.
+func pruneBuilds(cache string) {
+	entries, _ := os.ReadDir(cache)
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > 24*time.Hour {
+			os.RemoveAll(filepath.Join(cache, e.Name()))
+		}
+	}
 }
