@@ -253,7 +253,8 @@ func awaitAnswer(t *testing.T, from *netlab.Host, server string) {
 // resolvedUsable says why bin cannot run as the lab's systemd-resolved, or nil.
 func resolvedUsable(bin string) error {
 	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("no systemd-resolved (apt-get install systemd-resolved, or -wait.resolved PATH): %w", err)
+		// Installing the package would take over the machine's resolv.conf; unpacked, it runs here.
+		return fmt.Errorf("no systemd-resolved (unpack Debian's package with dpkg-deb -x DIR and pass -wait.resolved DIR/lib/systemd/systemd-resolved, as in bench/RESULTS.md): %w", err)
 	}
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		return fmt.Errorf("needs setpriv from util-linux to run systemd-resolved unprivileged: %w", err)
