@@ -408,7 +408,7 @@ func (p *Pool) rebuild() {
 		// neither serves, nor makes its priority group healthy, nor counts towards all down.
 		// A backend a new list added is not in service until its first verdict: it is never
 		// answered before it was probed, nor counted as down before.
-		inService := !m.outOfService() && !(settled && !checked(m))
+		inService := !m.outOfService() && (!settled || checked(m))
 		setGauge(m.inServiceUpGauge, &m.inServiceUpSet, inService && isUp)
 		if !inService {
 			continue
