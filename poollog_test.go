@@ -1,8 +1,11 @@
 package healthdns
 
 import (
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/healthdns/healthdns/balance"
 	"github.com/healthdns/healthdns/health"
@@ -97,5 +100,33 @@ func TestNopreemptHigherGroupLogged(t *testing.T) {
 			}
 			waitServing(t, p, "10.0.0.1", "after the fail-back")
 		}
+	}
+}
+
+// TestPoolDrainedLastResort: nothing in service up, a drained backend healthy: that family
+// answers the drained backend whatever all_down says, the other family gets NODATA (not
+// SERVFAIL), and the in-service gauge says nothing in service is up.
+func TestPoolDrainedLastResort(t *testing.T) {
+	cfg := testConfig("last.lan.", "10.0.0.1", "10.0.0.2", "2001:db8::2")
+	cfg.allDown = allDownServfail
+	p := drainPool(t, cfg, drain{on: true, reason: "reimage"}, "10.0.0.2", "2001:db8::2")
+	snap := p.snap.Load()
+	if !snap.allDown || !snap.lastResort {
+		t.Fatalf("all down %v, last resort %v; want both", snap.allDown, snap.lastResort)
+	}
+	if got := serving(p); !slices.Equal(got, []string{"10.0.0.1"}) || snap.v4.allDown || !snap.v4.drained {
+		t.Errorf("ipv4: serving %v, all_down %v, drained %v; want the drained 10.0.0.1, all_down not deciding", got, snap.v4.allDown, snap.v4.drained)
+	}
+	if snap.v6.allDown || len(snap.v6.set.Addrs) != 0 || snap.v6.drained {
+		t.Errorf("ipv6: all_down %v, serving %v; want NODATA, not all_down's SERVFAIL", snap.v6.allDown, snap.v6.set.Addrs)
+	}
+	for _, a := range []string{"10.0.0.1", "10.0.0.2", "2001:db8::2"} {
+		if g := testutil.ToFloat64(backendInServiceUp.WithLabelValues("", "last.lan.", a)); g != 0 {
+			t.Errorf("backend_in_service_up of %s = %v, want 0", a, g)
+		}
+	}
+	fams := p.status(nil).Families
+	if len(fams) != 2 || !fams[0].ServingDrained || fams[1].ServingDrained {
+		t.Errorf("status families %+v, want serving_drained for ipv4 alone", fams)
 	}
 }
