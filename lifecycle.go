@@ -2,6 +2,7 @@ package healthdns
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -82,6 +83,14 @@ func (l *lifecycle) addStatus(sc statusConfig, p *Pool) error {
 // this through the registry's generation (docs/DESIGN.md, "Reload, precisely").
 func (l *lifecycle) start() error {
 	l.reg.Started(l.stop) // first, so that even a start cut short is undone
+	// The instance running before a reload is the newest one kept: a failed reload's was
+	// forgotten when it was undone.
+	if prev, ok := l.reg.Kept(lifecycleKeep); ok {
+		for _, line := range reloadChanges(configsOf(prev.(*lifecycle).pools), configsOf(l.pools)) {
+			log.Info(line)
+		}
+	}
+	l.reg.Keep(lifecycleKeep, l)
 	// Listeners before probes: an address in use fails the start before anything probes. A
 	// listener the replaced instance holds is shared, not opened again.
 	for _, v := range l.status {
@@ -113,6 +122,7 @@ func (l *lifecycle) stop() {
 		return
 	}
 	l.stopped = true
+	l.reg.Forget(lifecycleKeep, l)
 	for _, v := range l.acquired {
 		l.listener.release(v)
 	}
@@ -122,14 +132,160 @@ func (l *lifecycle) stop() {
 	}
 }
 
+// lifecycleKeep keys the running instance's lifecycle in the registry, for the reload that
+// follows it to say what changed.
+const lifecycleKeep = "lifecycle"
+
+func configsOf(pools []*Pool) []*poolConfig {
+	cfgs := make([]*poolConfig, len(pools))
+	for i, p := range pools {
+		cfgs[i] = &p.cfg
+	}
+	return cfgs
+}
+
+// reloadChanges says what a reload changed, a line per pool added, removed or changed in its
+// Corefile backends, checks or live list's source, so that an operator sees at once whether the
+// Corefile they reloaded is the one they meant:
+//
+//	reload: zone app.lan. (dns://:53): backends added 10.0.0.9, removed 10.0.0.7; checks added http :8080 /healthz
+//
+// A reload that changes none of these says so, in one line.
+func reloadChanges(prev, next []*poolConfig) []string {
+	key := func(c *poolConfig) string { return c.zone + " (" + c.server + ")" }
+	old := map[string]*poolConfig{}
+	for _, c := range prev {
+		old[key(c)] = c
+	}
+	var lines []string
+	for _, c := range next {
+		k := key(c)
+		was, kept := old[k]
+		delete(old, k)
+		if !kept {
+			what := []string{fmt.Sprintf("%d backends", len(c.backends))}
+			if len(c.backends) > 0 {
+				what[0] = "backends " + named(backendAddrs(c.backends))
+			}
+			if c.source.kind != sourceNone {
+				what = append(what, "and the "+c.source.String())
+			}
+			lines = append(lines, fmt.Sprintf("reload: zone %s added: %s; checks %s", k, strings.Join(what, " "), strings.Join(checkNames(c), ", ")))
+			continue
+		}
+		var changes []string
+		if added, removed := difference(backendAddrs(was.backends), backendAddrs(c.backends)); len(added)+len(removed) > 0 {
+			changes = append(changes, "backends"+addedRemoved(added, removed))
+		}
+		if added, removed := difference(checkNames(was), checkNames(c)); len(added)+len(removed) > 0 {
+			changes = append(changes, "checks"+addedRemoved(added, removed))
+		}
+		if was.source.String() != c.source.String() {
+			changes = append(changes, fmt.Sprintf("live list from %s, was %s", orNone(c.source.String()), orNone(was.source.String())))
+		}
+		if len(changes) > 0 {
+			lines = append(lines, fmt.Sprintf("reload: zone %s: %s", k, strings.Join(changes, "; ")))
+		}
+	}
+	for _, c := range prev {
+		if _, gone := old[key(c)]; gone {
+			lines = append(lines, fmt.Sprintf("reload: zone %s removed", key(c)))
+		}
+	}
+	if len(lines) == 0 {
+		lines = append(lines, "reload: no zone, backend line or check changed")
+	}
+	return lines
+}
+
+func backendAddrs(bs []backend) []string {
+	out := make([]string, len(bs))
+	for i, b := range bs {
+		out[i] = b.addr.String()
+	}
+	return out
+}
+
+func checkNames(c *poolConfig) []string {
+	out := make([]string, len(c.checks))
+	for i, ch := range c.checks {
+		out[i] = ch.String()
+	}
+	return out
+}
+
+// difference returns what next has that prev has not, and what prev has that next has not,
+// each in its own order.
+func difference(prev, next []string) (added, removed []string) {
+	in := func(list []string) map[string]bool {
+		set := make(map[string]bool, len(list))
+		for _, s := range list {
+			set[s] = true
+		}
+		return set
+	}
+	inPrev, inNext := in(prev), in(next)
+	for _, n := range next {
+		if !inPrev[n] {
+			added = append(added, n)
+		}
+	}
+	for _, p := range prev {
+		if !inNext[p] {
+			removed = append(removed, p)
+		}
+	}
+	return added, removed
+}
+
+func addedRemoved(added, removed []string) string {
+	var parts []string
+	if len(added) > 0 {
+		parts = append(parts, "added "+named(added))
+	}
+	if len(removed) > 0 {
+		parts = append(parts, "removed "+named(removed))
+	}
+	return " " + strings.Join(parts, ", ")
+}
+
+// named lists a few names in full, and says how many of many: a Corefile of 10,000 backends
+// must not make a reload's line 10,000 addresses long.
+func named(names []string) string {
+	if len(names) <= 5 {
+		return strings.Join(names, ", ")
+	}
+	return listed(names)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "the Corefile alone"
+	}
+	return s
+}
+
+// firstListWait bounds how long startup waits for the pools' live lists from etcd: a read of
+// the prefix fails after 2 s (source/etcd.go), so an etcd that is down or refuses the server
+// is known by then, and the server starts without its list (answering as all_down says).
+const firstListWait = 2*time.Second + startMargin
+
 // startPools acquires every pool's probe loops (adopting those a previous instance runs), so
-// that all first probes run together, then waits, at most the longest probe timeout and
-// startMargin, for their first verdicts, so that the first answer served is already true.
+// that all first probes run together, waits for the live lists from etcd (whose backends are
+// probed only once listed), then waits, at most the longest probe timeout and startMargin,
+// for the first verdicts, so that the first answer served is already true.
 func startPools(pools []*Pool) {
 	var longest time.Duration
 	for _, p := range pools {
 		p.start()
 		longest = max(longest, p.cfg.spec.Timeout)
+	}
+	listDeadline := time.NewTimer(firstListWait)
+	defer listDeadline.Stop()
+	for _, p := range pools {
+		if !p.waitListed(listDeadline.C) {
+			log.Warningf("zone %s: no list from the %s within %s; starting without it, answering as all_down says until it comes", p.cfg.zone, p.cfg.source, firstListWait)
+		}
 	}
 	deadline := time.NewTimer(longest + startMargin)
 	defer deadline.Stop()

@@ -30,6 +30,13 @@ var (
 		Help:      "Whether a backend of a zone is drained (1): probed but not answered, whatever its health.",
 	}, []string{"server", "zone", "backend"})
 
+	backendInServiceUp = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "healthdns",
+		Name:      "backend_in_service_up",
+		Help:      "Whether a backend of a zone is in service (not drained) and passes its health check (1) or not (0); a zone with none answers drained or dead backends, or as all_down says.",
+	}, []string{"server", "zone", "backend"})
+
 	backendDrainInfo = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "healthdns",
@@ -233,6 +240,7 @@ func (observer) Released(owner string, addr netip.Addr) {
 	labels := prometheus.Labels{"server": server, "zone": zone, "backend": addr.String()}
 	backendUp.Delete(labels)
 	backendDrained.Delete(labels)
+	backendInServiceUp.Delete(labels)
 	backendDrainInfo.DeletePartialMatch(labels)
 	answersTotal.Delete(labels)
 }

@@ -39,9 +39,12 @@ type Pool struct {
 	members  []*member            // the Corefile's backends, then the source's, in their order
 	fromSrc  []backend            // the source's last good list
 	awaiting bool                 // a source is configured and has not delivered a list yet
+	listed   chan struct{}        // closed once the source has answered: its first list, or its first failure
+	heard    bool                 // listed is closed
 	settled  bool                 // every member of the first full list has had its first verdict
 	failover [2]*balance.Failover // which priority group serves, per family (ipv4, ipv6)
 	decided  [2]bool              // the failover made its first choice
+	awaited  [2]uint8             // the higher group nopreempt keeps waiting that was last logged healthy, 0 for none
 	timer    *time.Timer          // a rebuild at the failovers' next check (preempt_delay) or a drain's end
 	stopped  bool
 	src      sourceState
@@ -67,16 +70,17 @@ type member struct {
 
 	// Its series, resolved once: looking them up by label values at every rebuild was most of a
 	// rebuild's cost at 10,000 backends (bench/RESULTS.md, "Live backends at 10,000").
-	upGauge, drainedGauge prometheus.Gauge
-	answered              prometheus.Counter
-	upSet, drainedSet     int8          // what the gauges were last set to: -1 before the first rebuild
-	op                    operatorDrain // the operator's drain that held at the last rebuild, if any
+	upGauge, drainedGauge, inServiceUpGauge prometheus.Gauge
+	answered                                prometheus.Counter
+	upSet, drainedSet, inServiceUpSet       int8          // what the gauges were last set to: -1 before the first rebuild
+	op                                      operatorDrain // the operator's drain that held at the last rebuild, if any
 }
 
 // snapshot is what the query path reads: one per address family, rebuilt on each transition.
 type snapshot struct {
-	v4, v6  family
-	allDown bool // every backend of the pool, of either family, is down
+	v4, v6     family
+	allDown    bool // every backend of the pool in service, of either family, is down
+	lastResort bool // and healthy drained backends are answered instead (see rebuild)
 }
 
 // family is the answerable set of one address family: its up backends. all_down is decided for
@@ -90,7 +94,8 @@ type family struct {
 	hash     *balance.HashTable   // consistent_hash's lookup of set, nil under other policies
 	ips      []net.IP             // set.Addrs as net.IP, made once so answers copy nothing
 	answered []prometheus.Counter // per set index, resolved once so answers take no lock
-	allDown  bool                 // the pool is all down and this family has backends
+	allDown  bool                 // the pool is all down and this family has backends: all_down decides
+	drained  bool                 // the pool is all down and answers this family's healthy drained backends
 	down     bool                 // every backend of this family is down (once all were checked)
 	n, nUp   int                  // configured and up backends, for the log
 }
@@ -99,6 +104,7 @@ func newPool(cfg poolConfig, policy balance.Policy, reg *health.Registry) *Pool 
 	// A file was read at setup (it must load for the server to start); etcd is awaited.
 	p := &Pool{cfg: cfg, policy: policy, reg: reg, awaiting: cfg.source.kind == sourceEtcd, fromSrc: cfg.source.initial}
 	p.dirty = make(chan struct{}, 1)
+	p.listed = make(chan struct{})
 	p.zone = newZoneRecords(&p.cfg, configSerial(&p.cfg))
 	p.snap.Store(&snapshot{}) // until OnStartup: no address answers
 	for fam := range p.failover {
@@ -176,6 +182,9 @@ func (p *Pool) start() {
 		}
 		p.reg.Keep(p.listKey(), p)
 	}
+	if !p.awaiting {
+		p.heardLocked()
+	}
 	list := slices.Concat(p.cfg.backends, p.fromSrc)
 	p.setGroupsLocked(list)
 	for _, b := range list {
@@ -194,12 +203,14 @@ func (p *Pool) start() {
 func (p *Pool) acquireLocked(b backend) *member {
 	addr := b.addr.String()
 	m := &member{
-		backend:      b,
-		upGauge:      backendUp.WithLabelValues(p.cfg.server, p.cfg.zone, addr),
-		drainedGauge: backendDrained.WithLabelValues(p.cfg.server, p.cfg.zone, addr),
-		answered:     answersTotal.WithLabelValues(p.cfg.server, p.cfg.zone, addr),
-		upSet:        -1,
-		drainedSet:   -1,
+		backend:          b,
+		upGauge:          backendUp.WithLabelValues(p.cfg.server, p.cfg.zone, addr),
+		drainedGauge:     backendDrained.WithLabelValues(p.cfg.server, p.cfg.zone, addr),
+		inServiceUpGauge: backendInServiceUp.WithLabelValues(p.cfg.server, p.cfg.zone, addr),
+		answered:         answersTotal.WithLabelValues(p.cfg.server, p.cfg.zone, addr),
+		upSet:            -1,
+		drainedSet:       -1,
+		inServiceUpSet:   -1,
 	}
 	owner := poolOwner(p.cfg.server, p.cfg.zone)
 	for _, c := range p.cfg.checks {
@@ -240,6 +251,27 @@ func (p *Pool) release(members []*member) {
 func (p *Pool) setGroupsLocked(list []backend) {
 	for fam, fo := range p.failover {
 		fo.SetGroups(groupsOf(list, fam))
+	}
+}
+
+// heardLocked ends startup's wait for the pool's list: the source gave its first list (or the
+// pool has none to wait for), or failed before giving one. Callers hold mu.
+func (p *Pool) heardLocked() {
+	if !p.heard {
+		p.heard = true
+		close(p.listed)
+	}
+}
+
+// waitListed waits until the pool's source has given its first list, or failed to, or until
+// deadline. An etcd list comes a few milliseconds after start: answering before it would be a
+// NODATA that resolvers cache for the SOA minimum, while etcd is there and has the list.
+func (p *Pool) waitListed(deadline <-chan time.Time) bool {
+	select {
+	case <-p.listed:
+		return true
+	case <-deadline:
+		return false
 	}
 }
 
@@ -365,14 +397,20 @@ func (p *Pool) rebuild() {
 	settled := p.settled
 	var v4, v6 []*member // the members in service: not drained, and checked once settled
 	var up4, up6 []*member
+	var drainedUp [2][]*member // drained and up: the last resort when nothing in service is up
 	for _, m := range p.members {
 		isUp := up(m)
 		setGauge(m.upGauge, &m.upSet, isUp)
+		if m.outOfService() && isUp {
+			drainedUp[familyIndex(m.addr)] = append(drainedUp[familyIndex(m.addr)], m)
+		}
 		// A drained backend is neither up nor down to the pool: it is out of service, so it
 		// neither serves, nor makes its priority group healthy, nor counts towards all down.
 		// A backend a new list added is not in service until its first verdict: it is never
 		// answered before it was probed, nor counted as down before.
-		if m.outOfService() || settled && !checked(m) {
+		inService := !m.outOfService() && (!settled || checked(m))
+		setGauge(m.inServiceUpGauge, &m.inServiceUpSet, inService && isUp)
+		if !inService {
 			continue
 		}
 		if m.addr.Is4() {
@@ -395,11 +433,17 @@ func (p *Pool) rebuild() {
 	noneUp := len(up4)+len(up6) == 0
 	empty := p.awaiting || len(p.members) == 0
 	poolDown := noneUp && (settled && len(v4)+len(v6) > 0 || empty)
+	// Every backend in service down, a drained one healthy: a drain is an operator's request,
+	// not a fault, so the healthy drained backends serve before all_down fails open to dead
+	// ones (or fails the query). A pool whose every backend is drained is not down: it answers
+	// nothing, as its operator asked.
+	lastResort := poolDown && !empty && len(drainedUp[0])+len(drainedUp[1]) > 0
 	serving4, serving6 := p.serveLocked(0, up4, settled), p.serveLocked(1, up6, settled)
 	next := &snapshot{
-		v4:      p.family(v4, up4, serving4, poolDown, settled),
-		v6:      p.family(v6, up6, serving6, poolDown, settled),
-		allDown: poolDown,
+		v4:         p.family(v4, up4, drainedUp[0], serving4, poolDown, lastResort, settled),
+		v6:         p.family(v6, up6, drainedUp[1], serving6, poolDown, lastResort, settled),
+		allDown:    poolDown,
+		lastResort: lastResort,
 	}
 	if empty && noneUp {
 		// Nothing is known of either family: both answer as all_down says.
@@ -420,6 +464,16 @@ func setGauge(g prometheus.Gauge, last *int8, on bool) {
 		g.Set(float64(v))
 		*last = v
 	}
+}
+
+func countOf[T any](s []T, f func(T) bool) int {
+	n := 0
+	for _, v := range s {
+		if f(v) {
+			n++
+		}
+	}
+	return n
 }
 
 func all[T any](s []T, f func(T) bool) bool {
@@ -466,7 +520,41 @@ func (p *Pool) serveLocked(fam int, up []*member, settled bool) uint8 {
 	}
 	group, _ := fo.Serving()
 	servingPriority.WithLabelValues(p.cfg.server, p.cfg.zone, familyName(fam)).Set(float64(group))
+	p.higherHealthyLocked(fam, healthy, group)
 	return group
+}
+
+// higherHealthyLocked logs, once, that a group above the serving one is healthy again while
+// nopreempt keeps it waiting, and how to fail back: nothing else would tell an operator that
+// the primary is back and that answers stay on the standby until they act.
+func (p *Pool) higherHealthyLocked(fam int, healthy balance.Groups, serving uint8) {
+	top, _ := healthy.Highest()
+	if !p.cfg.preempt.Never || serving == 0 || top <= serving {
+		p.awaited[fam] = 0
+		return
+	}
+	if p.awaited[fam] == top {
+		return
+	}
+	p.awaited[fam] = top
+	log.Infof("zone %s: %s priority group %d healthy again; staying on %d (nopreempt): fail back with %s",
+		p.cfg.zone, familyName(fam), top, serving, p.failBackWays(fam, top))
+}
+
+// failBackWays says how an operator fails this pool's family back to group: the ways its
+// configuration offers (README, "Active and standby").
+func (p *Pool) failBackWays(fam int, group uint8) string {
+	var ways []string
+	if st := p.cfg.status; st.addr != "" && st.token != "" {
+		ways = append(ways, fmt.Sprintf(`POST /api/v1/failback {"zone": %q} on %s`, p.cfg.zone, st.addr))
+	}
+	if p.agreeing() {
+		ways = append(ways, fmt.Sprintf("etcdctl put %s%s %d", p.cfg.source.etcd.prefix, agreementKey(fam), group))
+	}
+	if len(ways) == 0 {
+		return "a restart (a reload keeps the serving group), or a status listener with a token for POST /api/v1/failback"
+	}
+	return strings.Join(ways, ", or ")
 }
 
 // switched logs and counts a switch of the family's serving group.
@@ -640,7 +728,7 @@ type familySwitch struct {
 	balance.Switch
 }
 
-func (p *Pool) family(configured, up []*member, serving uint8, poolDown, settled bool) family {
+func (p *Pool) family(configured, up, drainedUp []*member, serving uint8, poolDown, lastResort, settled bool) family {
 	f := family{
 		allDown: poolDown && len(configured) > 0,
 		down:    settled && len(configured) > 0 && len(up) == 0,
@@ -650,12 +738,15 @@ func (p *Pool) family(configured, up []*member, serving uint8, poolDown, settled
 	// Answers come from the serving priority group alone; all down, serve_all serves the
 	// highest group's addresses, where the primary is.
 	members := inGroup(up, serving)
-	if f.allDown && p.cfg.allDown == allDownServeAll {
-		var highest uint8
-		for _, m := range configured {
-			highest = max(highest, m.priority)
-		}
-		members = inGroup(configured, highest)
+	switch {
+	case lastResort:
+		// The pool's last resort (see rebuild): the family's healthy drained backends, of their
+		// highest group, and all_down does not decide. A family without one gets NODATA, as a
+		// dead family beside a live one does.
+		f.allDown, f.drained = false, len(drainedUp) > 0
+		members = inGroup(drainedUp, highestPriority(drainedUp))
+	case f.allDown && p.cfg.allDown == allDownServeAll:
+		members = inGroup(configured, highestPriority(configured))
 	}
 	addrs := make([]netip.Addr, len(members))
 	weights := make([]uint32, len(members))
@@ -673,6 +764,15 @@ func (p *Pool) family(configured, up []*member, serving uint8, poolDown, settled
 		f.hash = balance.NewHashTable(f.set)
 	}
 	return f
+}
+
+// highestPriority returns the highest priority group of members.
+func highestPriority(members []*member) uint8 {
+	var highest uint8
+	for _, m := range members {
+		highest = max(highest, m.priority)
+	}
+	return highest
 }
 
 // inGroup returns the members whose priority is group.
@@ -709,9 +809,16 @@ func (p *Pool) report(old, next *snapshot) {
 				p.cfg.zone, f.name, f.next.n, f.qtype, other.next.nUp, other.next.n, other.name)
 		}
 	}
-	if next.allDown && !old.allDown {
+	if next.allDown && (!old.allDown || next.lastResort != old.lastResort) {
 		n := next.v4.n + next.v6.n
 		switch {
+		case next.lastResort:
+			var served []string
+			for _, ip := range slices.Concat(next.v4.ips, next.v6.ips) {
+				served = append(served, ip.String())
+			}
+			log.Warningf("zone %s: every backend in service is down (%d in service, %d drained): answering the drained but healthy %s as a last resort",
+				p.cfg.zone, n, countOf(p.members, (*member).outOfService), listed(served))
 		case n == 0 && p.awaiting:
 			log.Warningf("zone %s: no backend yet: waiting for the first list from the %s, %s", p.cfg.zone, p.cfg.source, allDownAction(p.cfg.allDown, n))
 		case n == 0:
@@ -805,6 +912,7 @@ func (p *Pool) setSourceList(list []backend) {
 	}
 	p.members = next
 	p.setGroupsLocked(want)
+	p.heardLocked() // after the members: startup waits for the first verdicts of these
 	p.mu.Unlock()
 
 	p.release(removed)

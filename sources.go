@@ -340,6 +340,9 @@ func (p *Pool) sourceFailed(err error) {
 	p.src.lastError, p.src.lastErrorAt = err.Error(), time.Now()
 	p.src.errors++
 	kept, awaiting := len(p.fromSrc), p.awaiting
+	if awaiting {
+		p.heardLocked() // startup waits no longer: the pool answers as all down until a list comes
+	}
 	p.mu.Unlock()
 	sourceErrorsTotal.WithLabelValues(p.cfg.server, p.cfg.zone, p.cfg.source.label()).Inc()
 	sourceLastError.WithLabelValues(p.cfg.server, p.cfg.zone, p.cfg.source.label()).Set(float64(time.Now().UnixNano()) / 1e9)

@@ -261,6 +261,9 @@ type statusFamily struct {
 	Up         int    `json:"up"`
 	Down       bool   `json:"down"`     // every backend of the family is down
 	AllDown    bool   `json:"all_down"` // the whole pool is down, and all_down_mode decides
+	// The whole pool's backends in service are down, and the family's healthy drained ones
+	// are answered instead, as a last resort.
+	ServingDrained bool `json:"serving_drained,omitempty"`
 	// The priority group answers come from, 0 while none has a healthy backend, and every
 	// group configured, highest first.
 	ServingPriority uint8 `json:"serving_priority"`
@@ -465,7 +468,7 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 		agreed := p.agreedStatusLocked(i)
 		p.mu.Unlock()
 		sp.Families = append(sp.Families, statusFamily{
-			Family: familyName(i), Configured: fam.n, Up: fam.nUp, Down: fam.down, AllDown: fam.allDown,
+			Family: familyName(i), Configured: fam.n, Up: fam.nUp, Down: fam.down, AllDown: fam.allDown, ServingDrained: fam.drained,
 			ServingPriority: serving, Priorities: priorities(fo.Groups()), Agreement: agreed,
 		})
 	}

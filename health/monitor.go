@@ -185,15 +185,18 @@ func (m *Monitor) record(r Result) {
 	}
 }
 
+// apply tells the observer of a change before anyone can see it: a pool that rebuilds for
+// another backend's change reads this one's state, and its "every backend is down" line must
+// not come before the line of the change that made it so.
 func (m *Monitor) apply(c Change) {
 	if owners := m.ownerList.Load(); owners != nil {
 		c.Owners = *owners
 	}
+	m.obs.Changed(m.target, c)
 	m.up.Store(c.Up)
 	m.status.changed(c, time.Now())
 	if c.First {
 		close(m.checked)
 	}
-	m.obs.Changed(m.target, c)
 	m.notify()
 }

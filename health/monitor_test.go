@@ -114,6 +114,42 @@ func TestMonitorFollowsBackend(t *testing.T) {
 	}
 }
 
+// toldFirst is a recorder that notes, for each change after the first verdict, whether the
+// lease already showed the new state while the change was being told.
+type toldFirst struct {
+	recorder
+	lease atomic.Pointer[Lease]
+	early atomic.Int64
+}
+
+func (o *toldFirst) Changed(t Target, c Change) {
+	if l := o.lease.Load(); l != nil && !c.First && l.Up() == c.Up {
+		o.early.Add(1)
+	}
+	o.recorder.Changed(t, c)
+}
+
+// TestChangeToldBeforeSeen: a change is told (logged) before the lease shows it, so a pool
+// rebuilding for another reason cannot log what a change caused before the change's own line.
+func TestChangeToldBeforeSeen(t *testing.T) {
+	obs := &toldFirst{}
+	p := &switchProber{}
+	reg := NewRegistry(obs, WithProbe(p.probe))
+	l := reg.Acquire(Target{Addr: netip.MustParseAddr("127.0.0.1"), Spec: testSpec}, "app.lan.")
+	defer l.Release()
+	<-l.Checked()
+	obs.lease.Store(l)
+	for range 3 {
+		p.fail.Store(true)
+		eventually(t, "down", func() bool { return !l.Up() })
+		p.fail.Store(false)
+		eventually(t, "up again", func() bool { return l.Up() })
+	}
+	if n := obs.early.Load(); n != 0 {
+		t.Errorf("%d of 6 changes were visible on the lease before the observer was told of them", n)
+	}
+}
+
 // TestChangeNamesOwners checks that a change names every owner holding the target at the
 // time, the first verdict included (its probe may end before Acquire returns).
 func TestChangeNamesOwners(t *testing.T) {

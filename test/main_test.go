@@ -44,6 +44,8 @@
 //	127.0.1.132, .133            TestBackendsEtcdCredentials
 //	127.0.1.200, .201            TestDrain (127.0.1.200-.209 reserved for it)
 //	127.0.1.210-.213            TestStatusAPI (127.0.1.210-.219 reserved for it)
+//	127.0.2.11, .12              TestDrainedLastResort
+//	127.0.2.21, .22              TestBackendsEtcdFirstAnswer
 package test
 
 import (

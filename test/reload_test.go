@@ -95,6 +95,8 @@ func TestReload(t *testing.T) {
 		}
 		harness.Eventually(t, 3*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "reload.lan.", dns.TypeA), a, b, c) },
 			"the added backend to be answered")
+		line := "reload: zone reload.lan. (dns://127.0.0.1:" + s.Addr[strings.LastIndexByte(s.Addr, ':')+1:] + "): backends added " + c
+		harness.Eventually(t, 5*time.Second, func() bool { return strings.Contains(s.Output()[mark:], line) }, "the reload's line: ", line)
 	})
 
 	t.Run("removed backend disappears", func(t *testing.T) {
@@ -103,6 +105,8 @@ func TestReload(t *testing.T) {
 		}
 		harness.Eventually(t, 3*time.Second, func() bool { return harness.SameSet(s.Addrs(t, "udp", "reload.lan.", dns.TypeA), a, c) },
 			"the removed backend to leave the answers")
+		line := "reload: zone reload.lan. (dns://127.0.0.1:" + s.Addr[strings.LastIndexByte(s.Addr, ':')+1:] + "): backends removed " + b
+		harness.Eventually(t, 5*time.Second, func() bool { return strings.Contains(s.Output()[mark:], line) }, "the reload's line: ", line)
 		for range 20 {
 			if got := s.Addrs(t, "tcp", "reload.lan.", dns.TypeA); !harness.SameSet(got, a, c) {
 				t.Fatalf("after removing %s: %v", b, got)

@@ -47,6 +47,15 @@ func Start(t testing.TB, tmpl string) *Server {
 // Launch tries again on fresh ports.
 func Launch(t testing.TB, tmpl string, up func(*Server) bool) *Server {
 	t.Helper()
+	return LaunchWatched(t, tmpl, nil, up)
+}
+
+// LaunchWatched is Launch that calls spawned with each process it starts, the moment it starts
+// and before it listens, for a test of what the server does from its very first instant (its
+// Addr is known then). spawned must return at once; after a port clash it is called again with
+// the next process.
+func LaunchWatched(t testing.TB, tmpl string, spawned func(*Server), up func(*Server) bool) *Server {
+	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
 	for attempt := 0; ; attempt++ {
@@ -74,6 +83,9 @@ func Launch(t testing.TB, tmpl string, up func(*Server) bool) *Server {
 			t.Fatalf("starting coredns: %v", err)
 		}
 		go func() { s.cmd.Wait(); close(s.exited) }()
+		if spawned != nil {
+			spawned(s)
+		}
 
 		deadline := time.Now().Add(30 * time.Second)
 		for {
