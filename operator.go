@@ -27,6 +27,7 @@ type operatorDrain struct {
 	drain
 	by    string    // the caller's address, as the HTTP server saw it
 	since time.Time // when it was set
+	key   string    // the etcd key that holds it, for a pool whose list is in etcd (fleetdrains.go)
 }
 
 // operatorError is a write the pool refuses, with the kind of refusal for the API's status code.
@@ -191,8 +192,11 @@ func (p *Pool) Drain(addr netip.Addr, d drain, by string) error {
 	if err != nil {
 		return err
 	}
-
 	d.on = true
+	if p.cfg.source.kind == sourceEtcd {
+		return p.writeFleetDrain(addr, d, by, now)
+	}
+
 	ops.mu.Lock()
 	// A drain of a backend no longer listed never ends through a rebuild: sweep them here. A
 	// minute late, so that a listed backend's end is left to the rebuild that logs it.
@@ -215,6 +219,9 @@ func (p *Pool) Undrain(addr netip.Addr, by string) error {
 	ops, err := p.operatorDrainsFor(addr, now)
 	if err != nil {
 		return err
+	}
+	if p.cfg.source.kind == sourceEtcd {
+		return p.writeFleetDrain(addr, drain{}, by, now)
 	}
 
 	ops.mu.Lock()

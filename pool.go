@@ -312,6 +312,7 @@ func (p *Pool) stop() {
 		sourceLastLoad.DeletePartialMatch(zoneLabels)
 		sourceLastError.DeletePartialMatch(zoneLabels)
 		sourceConnected.DeletePartialMatch(zoneLabels)
+		sourceSkippedKeys.DeletePartialMatch(zoneLabels)
 	}
 }
 
