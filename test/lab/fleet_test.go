@@ -53,15 +53,7 @@ type fleet struct {
 // same backend; split.lan, the same pool without nopreempt (so without agreement), shows the
 // split each server's own decision would make of the same network.
 func TestFleetAgreement(t *testing.T) {
-	if skipReason != "" {
-		t.Skip("skipping the namespace lab: " + skipReason)
-	}
-	harness.RequireEtcd(t)
 	f := newFleet(t)
-	for _, zone := range []string{fleetZone, splitZone} {
-		f.put("/healthdns/"+zone+"/"+primaryAddr, "priority 200")
-		f.put("/healthdns/"+zone+"/"+standbyAddr, "priority 100")
-	}
 	groupKey := "/healthdns/" + fleetZone + "/_group/ipv4"
 	f.cut(1, 2)
 	f.startServers()
@@ -123,15 +115,7 @@ func TestFleetAgreement(t *testing.T) {
 // against the revision it last saw, one compare-and-swap wins and the others read the same
 // group back. Only an operator's fail-back, or a failure, moves the fleet after that.
 func TestFleetOutageReconciles(t *testing.T) {
-	if skipReason != "" {
-		t.Skip("skipping the namespace lab: " + skipReason)
-	}
-	harness.RequireEtcd(t)
 	f := newFleet(t)
-	for _, zone := range []string{fleetZone, splitZone} {
-		f.put("/healthdns/"+zone+"/"+primaryAddr, "priority 200")
-		f.put("/healthdns/"+zone+"/"+standbyAddr, "priority 100")
-	}
 	groupKey := "/healthdns/" + fleetZone + "/_group/ipv4"
 	f.startServers()
 	all := func(addr string) []string { return []string{addr, addr, addr} }
@@ -184,10 +168,15 @@ func TestFleetOutageReconciles(t *testing.T) {
 	f.settle(fleetZone, "fail-back written to etcd", all(primaryAddr)...)
 }
 
-// newFleet builds the lab and starts etcd and the two backends; the DNS servers start later,
-// once the network is as the test wants it at their start.
+// newFleet builds the lab, starts etcd and the two backends, and lists them in etcd for both
+// zones, the primary in group 200 and the standby in 100; the DNS servers start later, once the
+// network is as the test wants it at their start. It skips the test where the lab cannot run.
 func newFleet(t *testing.T) *fleet {
 	t.Helper()
+	if skipReason != "" {
+		t.Skip("skipping the namespace lab: " + skipReason)
+	}
+	harness.RequireEtcd(t)
 	lab, err := netlab.New(fleetPrefix)
 	if err != nil {
 		t.Fatal(err)
@@ -233,6 +222,10 @@ func newFleet(t *testing.T) *fleet {
 		}
 	})
 	f.startEtcd()
+	for _, zone := range []string{fleetZone, splitZone} {
+		f.put("/healthdns/"+zone+"/"+primaryAddr, "priority 200")
+		f.put("/healthdns/"+zone+"/"+standbyAddr, "priority 100")
+	}
 	return f
 }
 
