@@ -169,8 +169,11 @@ func (p *Pool) propose(ctx context.Context, e *source.Etcd, fam int, from uint8,
 	a.proposing = false
 	switch {
 	case err != nil:
-		// An own decision stays one, to be proposed again: adopting the agreed key instead
-		// would undo it.
+		// What serves is this server's own decision until a proposal goes through, as when it
+		// is cut off (etcd may be going away, not noticed yet): the next rebuild (a list, a
+		// health change, etcd back) proposes it again, under the rate limit, where adopting
+		// the agreed key would undo it.
+		a.own, a.ownRev = decidedCutOff, rev
 		log.Warningf("zone %s: %s: could not agree on priority group %d through etcd: %v; serving it by this server's own decision",
 			p.cfg.zone, familyName(fam), group, err)
 	case ok:

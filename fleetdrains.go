@@ -32,9 +32,9 @@ const fleetWriteTimeout = 5 * time.Second
 
 func drainKey(addr netip.Addr) string { return drainKeyPrefix + addr.String() }
 
-// parseFleetDrains reads the drain keys of a list's state: the drains that hold at now, by
-// address, and the keys that do not parse (skipped, as a backend key that does not parse is).
-func parseFleetDrains(prefix string, state map[string]source.KeyValue, now time.Time) (map[netip.Addr]operatorDrain, []skippedKey) {
+// parseFleetDrains reads the drain keys of a list's state: the drains by address, ended ones
+// too, and the keys that do not parse (skipped, as a backend key that does not parse is).
+func parseFleetDrains(prefix string, state map[string]source.KeyValue) (map[netip.Addr]operatorDrain, []skippedKey) {
 	drains := map[netip.Addr]operatorDrain{}
 	var skipped []skippedKey
 	for key, kv := range state {
@@ -53,13 +53,11 @@ func parseFleetDrains(prefix string, state map[string]source.KeyValue, now time.
 			skipped = append(skipped, skippedKey{key: prefix + key, err: err.Error()})
 			continue
 		}
-		d := operatorDrain{drain: drain{on: true, reason: v.Reason}, by: v.By, since: v.At, key: prefix + key}
+		d := operatorDrain{drain: drain{on: true, reason: v.Reason}, by: v.By, since: v.At, key: prefix + key, rev: kv.ModRevision}
 		if v.Until != nil {
 			d.until = *v.Until
 		}
-		if d.at(now) {
-			drains[addr] = d
-		}
+		drains[addr] = d
 	}
 	return drains, skipped
 }
@@ -68,9 +66,15 @@ func parseFleetDrains(prefix string, state map[string]source.KeyValue, now time.
 // that starts, changes or is lifted; it returns the drain keys that do not parse.
 func (p *Pool) fleetDrains(state map[string]source.KeyValue) []skippedKey {
 	now := time.Now()
-	drains, skipped := parseFleetDrains(p.cfg.source.etcd.prefix, state, now)
+	drains, skipped := parseFleetDrains(p.cfg.source.etcd.prefix, state)
 	p.mu.Lock()
 	ops := p.ops
+	for addr, d := range drains {
+		if !d.at(now) {
+			delete(drains, addr)
+			p.deleteEndedDrainLocked(addr, d)
+		}
+	}
 	p.mu.Unlock()
 	if ops == nil {
 		return skipped // stopped
@@ -93,9 +97,14 @@ func (p *Pool) fleetDrains(state map[string]source.KeyValue) []skippedKey {
 			continue
 		}
 		changed = true
-		if d.at(now) {
+		switch {
+		case d.key == "":
+			// Set through this server's API before a reload gave the zone backends_etcd.
+			log.Warningf("zone %s: backend %s: drain by %s via the status API dropped: the zone's drains are kept in etcd now; drain it again for the fleet",
+				p.cfg.zone, addr, d.by)
+		case d.at(now):
 			log.Infof("zone %s: backend %s: undrained via the status API (etcd %s deleted); answered again while healthy", p.cfg.zone, addr, d.key)
-		} else {
+		default:
 			log.Infof("zone %s: backend %s: drain by %s via the status API ended at %s; answered again while healthy%s",
 				p.cfg.zone, addr, d.by, d.until.Format(time.RFC3339), reasonSuffix(d.reason))
 		}
@@ -104,6 +113,25 @@ func (p *Pool) fleetDrains(state map[string]source.KeyValue) []skippedKey {
 		ops.rebuildAll()
 	}
 	return skipped
+}
+
+// deleteEndedDrainLocked deletes the etcd key of a drain whose until has passed, unless it was
+// written again since: every server of the fleet may try, and one does it. The key would
+// otherwise stay until the backend's next drain or undrain. Callers hold mu.
+func (p *Pool) deleteEndedDrainLocked(addr netip.Addr, d operatorDrain) {
+	e, ctx := p.agree.etcd, p.agree.ctx
+	if d.key == "" || e == nil || !p.src.connected {
+		return // not the fleet's, or cut off: another server, or the next list, deletes it
+	}
+	p.agreeWG.Add(1)
+	go func() {
+		defer p.agreeWG.Done()
+		ctx, cancel := context.WithTimeout(ctx, fleetWriteTimeout)
+		defer cancel()
+		if _, err := e.CompareAndDelete(ctx, drainKey(addr), d.rev); err != nil && ctx.Err() == nil {
+			log.Warningf("zone %s: backend %s: the drain ended, and its key could not be deleted: %v", p.cfg.zone, addr, err)
+		}
+	}()
 }
 
 // writeFleetDrain writes an operator's drain (d.on) or undrain of addr to etcd, for every

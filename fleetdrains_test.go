@@ -23,9 +23,12 @@ func TestParseFleetDrains(t *testing.T) {
 		"_drain/10.0.0.4":    {Value: `drain`, ModRevision: 8},
 		"_drainage/10.0.0.5": {Value: `{}`, ModRevision: 9},
 	}
-	drains, skipped := parseFleetDrains("/p/", state, now)
-	if len(drains) != 2 {
-		t.Fatalf("drains %+v, want 10.0.0.1 and 10.0.0.2 (10.0.0.3's ended)", drains)
+	drains, skipped := parseFleetDrains("/p/", state)
+	if len(drains) != 3 {
+		t.Fatalf("drains %+v, want 10.0.0.1, 10.0.0.2 and 10.0.0.3", drains)
+	}
+	if d3 := drains[netip.MustParseAddr("10.0.0.3")]; d3.at(now) || d3.rev != 6 {
+		t.Errorf("10.0.0.3: %+v, want a drain that ended, of revision 6 (for its delete)", d3)
 	}
 	d1 := drains[netip.MustParseAddr("10.0.0.1")]
 	if !d1.at(now) || d1.reason != "kernel upgrade" || d1.by != "10.0.0.5:4242" || !d1.until.IsZero() || d1.key != "/p/_drain/10.0.0.1" ||

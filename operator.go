@@ -28,6 +28,7 @@ type operatorDrain struct {
 	by    string    // the caller's address, as the HTTP server saw it
 	since time.Time // when it was set
 	key   string    // the etcd key that holds it, for a pool whose list is in etcd (fleetdrains.go)
+	rev   int64     // and the key's ModRevision
 }
 
 // operatorError is a write the pool refuses, with the kind of refusal for the API's status code.
@@ -104,6 +105,7 @@ func (p *Pool) operatorDrainsLocked(now time.Time) {
 			delete(p.ops.byAddr, m.addr)
 			log.Infof("zone %s: backend %s: drain by %s via the status API ended at %s; answered again while healthy%s",
 				p.cfg.zone, m.addr, od.by, od.until.Format(time.RFC3339), reasonSuffix(od.reason))
+			p.deleteEndedDrainLocked(m.addr, od)
 			ok = false
 		}
 		if !ok {

@@ -344,3 +344,17 @@ func (e *Etcd) Delete(ctx context.Context, key string) (existed bool, revision i
 	}
 	return resp.Deleted > 0, resp.Header.Revision, nil
 }
+
+// CompareAndDelete deletes key (below the prefix) if its last change was at modRevision, and
+// reports whether it did: a key written again since is left alone.
+func (e *Etcd) CompareAndDelete(ctx context.Context, key string, modRevision int64) (bool, error) {
+	full := e.cfg.Prefix + key
+	resp, err := e.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(full), "=", modRevision)).
+		Then(clientv3.OpDelete(full)).
+		Commit()
+	if err != nil {
+		return false, fmt.Errorf("etcd %s: compare-and-delete of %s: %w", e.endpoints, full, rpctypes.Error(err))
+	}
+	return resp.Succeeded, nil
+}

@@ -398,7 +398,8 @@ func TestEtcdCompareAndSwap(t *testing.T) {
 }
 
 // TestEtcdWrites: a put and a delete below the prefix report the revision the lists show
-// them at, and a delete says whether the key was there.
+// them at, a delete says whether the key was there, and a compare-and-delete deletes only the
+// revision it names.
 func TestEtcdWrites(t *testing.T) {
 	e := harness.StartEtcd(t)
 	src := newSource(t, EtcdConfig{Endpoints: []string{e.Endpoint()}})
@@ -427,6 +428,26 @@ func TestEtcdWrites(t *testing.T) {
 	}, "the delete in a list at its revision")
 	if existed, _, err := src.Delete(ctx, "_drain/10.0.0.1"); err != nil || existed {
 		t.Errorf("second delete: existed %v, %v; want false", existed, err)
+	}
+
+	// A compare-and-delete leaves a key written since alone.
+	first, err := src.Put(ctx, "_drain/10.0.0.2", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Put(ctx, "_drain/10.0.0.2", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if deleted, err := src.CompareAndDelete(ctx, "_drain/10.0.0.2", first); err != nil || deleted {
+		t.Errorf("compare-and-delete on a stale revision: deleted %v, %v; want false", deleted, err)
+	}
+	harness.Eventually(t, wait, func() bool {
+		l, ok := r.last()
+		return ok && l.State["_drain/10.0.0.2"].Value == "b"
+	}, "the key written since still there")
+	l, _ := r.last()
+	if deleted, err := src.CompareAndDelete(ctx, "_drain/10.0.0.2", l.State["_drain/10.0.0.2"].ModRevision); err != nil || !deleted {
+		t.Errorf("compare-and-delete on the current revision: deleted %v, %v; want true", deleted, err)
 	}
 }
 

@@ -277,6 +277,7 @@ func TestFleetDrain(t *testing.T) {
 	for i := range servers {
 		harness.Eventually(t, 15*time.Second, func() bool { return harness.SameSet(answers(i), a, b) }, "server ", i+1, " to end the drain at ", until)
 	}
+	harness.Eventually(t, 5*time.Second, func() bool { return get(t, kv, prefix+"_drain/"+b) == "" }, "the ended drain's key deleted")
 
 	// A drain in etcd outlives the servers: one started now applies it.
 	if code, body, _ := apis[1].post(t, "/api/v1/drain", token, `{"zone":"fleetdrain.lan","backend":"`+b+`"}`); code != http.StatusOK {
