@@ -106,7 +106,7 @@ var (
 		Namespace: plugin.Namespace,
 		Subsystem: "healthdns",
 		Name:      "source_errors_total",
-		Help:      "Loads of a zone's live backend list (source: file or etcd) that failed and kept the last good list, and outages of its store.",
+		Help:      "Loads of a zone's live backend list (source: file or etcd) that failed and kept the last good list, outages of its store, and keys of an etcd prefix skipped for a bad value.",
 	}, []string{"server", "zone", "source"})
 
 	sourceLastLoad = promauto.NewGaugeVec(prometheus.GaugeOpts{
@@ -121,6 +121,13 @@ var (
 		Subsystem: "healthdns",
 		Name:      "source_last_error_timestamp_seconds",
 		Help:      "When a zone's live backend list (source: file or etcd) last failed to load or lost etcd, as a Unix time; later than the last good load while failing.",
+	}, []string{"server", "zone", "source"})
+
+	sourceSkippedKeys = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "healthdns",
+		Name:      "source_skipped_keys",
+		Help:      "How many keys of a zone's etcd prefix the last list left out, each a backend that does not parse; the other keys apply.",
 	}, []string{"server", "zone", "source"})
 
 	sourceConnected = promauto.NewGaugeVec(prometheus.GaugeOpts{

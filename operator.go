@@ -27,6 +27,8 @@ type operatorDrain struct {
 	drain
 	by    string    // the caller's address, as the HTTP server saw it
 	since time.Time // when it was set
+	key   string    // the etcd key that holds it, for a pool whose list is in etcd (fleetdrains.go)
+	rev   int64     // and the key's ModRevision
 }
 
 // operatorError is a write the pool refuses, with the kind of refusal for the API's status code.
@@ -103,6 +105,7 @@ func (p *Pool) operatorDrainsLocked(now time.Time) {
 			delete(p.ops.byAddr, m.addr)
 			log.Infof("zone %s: backend %s: drain by %s via the status API ended at %s; answered again while healthy%s",
 				p.cfg.zone, m.addr, od.by, od.until.Format(time.RFC3339), reasonSuffix(od.reason))
+			p.deleteEndedDrainLocked(m.addr, od)
 			ok = false
 		}
 		if !ok {
@@ -191,8 +194,11 @@ func (p *Pool) Drain(addr netip.Addr, d drain, by string) error {
 	if err != nil {
 		return err
 	}
-
 	d.on = true
+	if p.cfg.source.kind == sourceEtcd {
+		return p.writeFleetDrain(addr, d, by, now)
+	}
+
 	ops.mu.Lock()
 	// A drain of a backend no longer listed never ends through a rebuild: sweep them here. A
 	// minute late, so that a listed backend's end is left to the rebuild that logs it.
@@ -215,6 +221,9 @@ func (p *Pool) Undrain(addr netip.Addr, by string) error {
 	ops, err := p.operatorDrainsFor(addr, now)
 	if err != nil {
 		return err
+	}
+	if p.cfg.source.kind == sourceEtcd {
+		return p.writeFleetDrain(addr, drain{}, by, now)
 	}
 
 	ops.mu.Lock()

@@ -344,6 +344,7 @@ func (p *Pool) stop() {
 		sourceLastLoad.DeletePartialMatch(zoneLabels)
 		sourceLastError.DeletePartialMatch(zoneLabels)
 		sourceConnected.DeletePartialMatch(zoneLabels)
+		sourceSkippedKeys.DeletePartialMatch(zoneLabels)
 	}
 }
 
@@ -516,7 +517,7 @@ func (p *Pool) serveLocked(fam int, up []*member, settled bool) uint8 {
 	}
 	p.decided[fam] = true
 	if p.agreeing() && fo.Groups().Len() > 1 {
-		p.followAgreementLocked(fam, fo, now)
+		p.followAgreementLocked(fam, fo, sw, now)
 	}
 	group, _ := fo.Serving()
 	servingPriority.WithLabelValues(p.cfg.server, p.cfg.zone, familyName(fam)).Set(float64(group))
@@ -708,7 +709,9 @@ func (p *Pool) FailBack(by string) ([]familySwitch, error) {
 		if sw := fo.FailBack(); sw.Changed() {
 			sw.Reason = "fail-back by " + by + " via the status API"
 			p.switched(fam, sw)
-			p.agree.fam[fam].failBack = p.agreeing() // the fleet follows, through etcd
+			if p.agreeing() {
+				p.decideOwnLocked(fam, failedBack) // the fleet follows, through etcd
+			}
 			done = append(done, familySwitch{familyName(fam), sw})
 		}
 	}

@@ -25,13 +25,16 @@ func (p *Pool) runEtcd(ctx context.Context) {
 			p.agree.etcd, p.agree.ctx = e, ctx
 			p.mu.Unlock()
 			e.Run(ctx, func(l source.List) {
-				list, err := parseEtcdBackends(ec.prefix, l.Backends, p.cfg.backends)
+				badDrains := p.fleetDrains(l.State) // before the list's rebuild, which applies them
+				list, skipped, err := parseEtcdBackends(ec.prefix, l.Backends, p.cfg.backends)
 				if err != nil {
 					p.sourceFailed(err)
 				} else {
+					p.skipped(append(skipped, badDrains...))
 					p.loaded(list)
 				}
 				p.agreed(l.State) // the fleet's groups hold whatever the backends' keys say
+				p.listApplied(l.Revision)
 			}, p.connected)
 			p.mu.Lock()
 			p.agree.etcd = nil

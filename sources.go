@@ -221,29 +221,78 @@ func parseBackendsFileData(path string, data []byte, static []backend) ([]backen
 }
 
 // parseEtcdBackends parses the backends of an etcd prefix: a key per backend, its address
-// under the prefix, its value the rest of a backend line. Errors name the key.
-func parseEtcdBackends(prefix string, kvs map[string]string, static []backend) ([]backend, error) {
+// under the prefix, its value the rest of a backend line. Each key is a backend of its own,
+// written on its own: a key that does not parse, or names a backend listed already, is
+// skipped (and returned, by its full key, with its error) and the others make the list. Only
+// a list too long for a zone fails as a whole.
+func parseEtcdBackends(prefix string, kvs map[string]string, static []backend) ([]backend, []skippedKey, error) {
 	keys := slices.Sorted(maps.Keys(kvs))
 	seen := map[netip.Addr]string{}
 	for _, b := range static {
 		seen[b.addr] = "the Corefile"
 	}
 	var list []backend
+	var skipped []skippedKey
 	for _, k := range keys {
 		b, err := parseBackendWords(append([]string{k}, strings.Fields(kvs[k])...))
-		if err != nil {
-			return nil, fmt.Errorf("etcd key %s%s: %v", prefix, k, err)
+		if err == nil {
+			if prev, dup := seen[b.addr]; dup {
+				err = fmt.Errorf("backend %s listed twice (also %s)", b.addr, prev)
+			}
 		}
-		if prev, dup := seen[b.addr]; dup {
-			return nil, fmt.Errorf("etcd key %s%s: backend %s listed twice (also %s)", prefix, k, b.addr, prev)
+		if err != nil {
+			skipped = append(skipped, skippedKey{key: prefix + k, err: err.Error()})
+			continue
 		}
 		seen[b.addr] = "key " + prefix + k
 		list = append(list, b)
 	}
 	if n := len(static) + len(list); n > balance.MaxSetSize {
-		return nil, fmt.Errorf("etcd prefix %s: %d backends with the Corefile's; at most %d fit in one zone", prefix, n, balance.MaxSetSize)
+		return nil, nil, fmt.Errorf("etcd prefix %s: %d backends with the Corefile's; at most %d fit in one zone", prefix, n, balance.MaxSetSize)
 	}
-	return list, nil
+	return list, skipped, nil
+}
+
+// skippedKey is an etcd key left out of the list, and why.
+type skippedKey struct {
+	key, err string
+}
+
+// skipped records the keys the last list from etcd left out: each newly skipped key (or one
+// skipped for a new reason) is logged and counted once, and each that no longer is, logged.
+//
+//	zone app.lan.: backends_etcd: etcd key /healthdns/app.lan/web3: invalid address 'web3': want an IPv4 or IPv6 literal; skipped, the prefix's other keys apply
+func (p *Pool) skipped(keys []skippedKey) {
+	now := time.Now()
+	p.mu.Lock()
+	was := p.src.skipped
+	p.src.skipped = make(map[string]string, len(keys))
+	var fresh []skippedKey
+	for _, k := range keys {
+		p.src.skipped[k.key] = k.err
+		if was[k.key] != k.err {
+			fresh = append(fresh, k)
+			p.src.lastError, p.src.lastErrorAt = "etcd key "+k.key+": "+k.err, now
+			p.src.errors++
+		}
+	}
+	var cleared []string
+	for key := range was {
+		if _, still := p.src.skipped[key]; !still {
+			cleared = append(cleared, key)
+		}
+	}
+	p.mu.Unlock()
+	labels := []string{p.cfg.server, p.cfg.zone, p.cfg.source.label()}
+	sourceSkippedKeys.WithLabelValues(labels...).Set(float64(len(keys)))
+	for _, k := range fresh {
+		sourceErrorsTotal.WithLabelValues(labels...).Inc()
+		log.Errorf("zone %s: %s: etcd key %s: %s; skipped, the prefix's other keys apply", p.cfg.zone, p.cfg.source.directive(), k.key, k.err)
+	}
+	slices.Sort(cleared)
+	for _, key := range cleared {
+		log.Infof("zone %s: %s: etcd key %s no longer skipped (deleted or fixed)", p.cfg.zone, p.cfg.source.directive(), key)
+	}
 }
 
 // directive is the source's Corefile property, which names it in errors.
@@ -272,6 +321,9 @@ type sourceState struct {
 	lastErrorAt time.Time
 	connected   bool
 	errors      int
+	skipped     map[string]string // etcd: the keys the last list left out, and why
+	revision    int64             // etcd: the revision of the last list applied
+	applied     chan struct{}     // etcd: closed when a list is applied, for awaitList; nil when none waits
 }
 
 // startSource starts watching the pool's source; stopSource ends it. The watch delivers whole

@@ -54,7 +54,27 @@ func TestParseBackendsFileData(t *testing.T) {
 			t.Errorf("%q: error %v, want %q", text, err, want)
 		}
 	}
-	if _, err := parseEtcdBackends("/p/", map[string]string{"a/b": ""}, nil); err == nil || !strings.Contains(err.Error(), "etcd key /p/a/b: invalid address 'a/b'") {
-		t.Errorf("a nested key: %v", err)
+	// In etcd each key is a backend: a bad one is skipped, and the others make the list.
+	list, skipped, err := parseEtcdBackends("/p/", map[string]string{
+		"a/b": "", "10.0.0.1": "", "10.0.0.2": "weight heavy", "10.0.0.3": "priority 50", "10.0.0.4": "",
+	}, static)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].addr.String() != "10.0.0.3" || list[0].priority != 50 || list[1].addr.String() != "10.0.0.4" {
+		t.Errorf("etcd list %+v, want 10.0.0.3 and 10.0.0.4", list)
+	}
+	wantSkipped := []skippedKey{
+		{"/p/10.0.0.1", "backend 10.0.0.1 listed twice (also the Corefile)"},
+		{"/p/10.0.0.2", "invalid weight 'heavy'"},
+		{"/p/a/b", "invalid address 'a/b'"},
+	}
+	if len(skipped) != len(wantSkipped) {
+		t.Fatalf("skipped %+v, want %+v", skipped, wantSkipped)
+	}
+	for i, w := range wantSkipped {
+		if skipped[i].key != w.key || !strings.HasPrefix(skipped[i].err, w.err) {
+			t.Errorf("skipped[%d] = %+v, want %+v", i, skipped[i], w)
+		}
 	}
 }

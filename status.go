@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -240,6 +241,13 @@ type statusSource struct {
 	Errors      int        `json:"errors"`
 	Connected   *bool      `json:"connected,omitempty"` // etcd only
 	Waiting     bool       `json:"waiting,omitempty"`   // no list delivered yet
+	// etcd only: the keys the last list left out, each a backend that does not parse.
+	Skipped []statusSkippedKey `json:"skipped,omitempty"`
+}
+
+type statusSkippedKey struct {
+	Key   string `json:"key"`
+	Error string `json:"error"`
 }
 
 type statusCheck struct {
@@ -491,6 +499,9 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 		if src.kind == sourceEtcd {
 			connected := p.src.connected
 			ss.Connected = &connected
+			for _, key := range slices.Sorted(maps.Keys(p.src.skipped)) {
+				ss.Skipped = append(ss.Skipped, statusSkippedKey{Key: key, Error: p.src.skipped[key]})
+			}
 		}
 		sp.Sources = append(sp.Sources, ss)
 	}

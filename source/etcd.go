@@ -322,3 +322,39 @@ func (e *Etcd) CompareAndSwap(ctx context.Context, key string, modRevision int64
 	}
 	return false, current, nil
 }
+
+// Put sets key (below the prefix) to value, whatever was there, and returns the revision of
+// the write. While etcd is unreachable it waits for it until ctx ends.
+func (e *Etcd) Put(ctx context.Context, key, value string) (revision int64, err error) {
+	full := e.cfg.Prefix + key
+	resp, err := e.client.Put(ctx, full, value)
+	if err != nil {
+		return 0, fmt.Errorf("etcd %s: put of %s: %w", e.endpoints, full, rpctypes.Error(err))
+	}
+	return resp.Header.Revision, nil
+}
+
+// Delete removes key (below the prefix), and reports whether it was there and the revision
+// after the delete. While etcd is unreachable it waits for it until ctx ends.
+func (e *Etcd) Delete(ctx context.Context, key string) (existed bool, revision int64, err error) {
+	full := e.cfg.Prefix + key
+	resp, err := e.client.Delete(ctx, full)
+	if err != nil {
+		return false, 0, fmt.Errorf("etcd %s: delete of %s: %w", e.endpoints, full, rpctypes.Error(err))
+	}
+	return resp.Deleted > 0, resp.Header.Revision, nil
+}
+
+// CompareAndDelete deletes key (below the prefix) if its last change was at modRevision, and
+// reports whether it did: a key written again since is left alone.
+func (e *Etcd) CompareAndDelete(ctx context.Context, key string, modRevision int64) (bool, error) {
+	full := e.cfg.Prefix + key
+	resp, err := e.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(full), "=", modRevision)).
+		Then(clientv3.OpDelete(full)).
+		Commit()
+	if err != nil {
+		return false, fmt.Errorf("etcd %s: compare-and-delete of %s: %w", e.endpoints, full, rpctypes.Error(err))
+	}
+	return resp.Succeeded, nil
+}

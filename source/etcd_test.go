@@ -397,6 +397,60 @@ func TestEtcdCompareAndSwap(t *testing.T) {
 	}, "the swapped state in a list")
 }
 
+// TestEtcdWrites: a put and a delete below the prefix report the revision the lists show
+// them at, a delete says whether the key was there, and a compare-and-delete deletes only the
+// revision it names.
+func TestEtcdWrites(t *testing.T) {
+	e := harness.StartEtcd(t)
+	src := newSource(t, EtcdConfig{Endpoints: []string{e.Endpoint()}})
+	t.Cleanup(func() { src.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	r := run(t, src)
+
+	rev, err := src.Put(ctx, "_drain/10.0.0.1", `{"by":"test"}`)
+	if err != nil || rev == 0 {
+		t.Fatalf("put: revision %d, %v", rev, err)
+	}
+	harness.Eventually(t, wait, func() bool {
+		l, ok := r.last()
+		return ok && l.Revision >= rev && l.State["_drain/10.0.0.1"] == KeyValue{Value: `{"by":"test"}`, ModRevision: rev}
+	}, "the put in a list at its revision")
+
+	existed, rev, err := src.Delete(ctx, "_drain/10.0.0.1")
+	if err != nil || !existed {
+		t.Fatalf("delete: existed %v, %v", existed, err)
+	}
+	harness.Eventually(t, wait, func() bool {
+		l, ok := r.last()
+		_, still := l.State["_drain/10.0.0.1"]
+		return ok && l.Revision >= rev && !still
+	}, "the delete in a list at its revision")
+	if existed, _, err := src.Delete(ctx, "_drain/10.0.0.1"); err != nil || existed {
+		t.Errorf("second delete: existed %v, %v; want false", existed, err)
+	}
+
+	// A compare-and-delete leaves a key written since alone.
+	first, err := src.Put(ctx, "_drain/10.0.0.2", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Put(ctx, "_drain/10.0.0.2", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if deleted, err := src.CompareAndDelete(ctx, "_drain/10.0.0.2", first); err != nil || deleted {
+		t.Errorf("compare-and-delete on a stale revision: deleted %v, %v; want false", deleted, err)
+	}
+	harness.Eventually(t, wait, func() bool {
+		l, ok := r.last()
+		return ok && l.State["_drain/10.0.0.2"].Value == "b"
+	}, "the key written since still there")
+	l, _ := r.last()
+	if deleted, err := src.CompareAndDelete(ctx, "_drain/10.0.0.2", l.State["_drain/10.0.0.2"].ModRevision); err != nil || !deleted {
+		t.Errorf("compare-and-delete on the current revision: deleted %v, %v; want true", deleted, err)
+	}
+}
+
 func TestEtcdCompareAndSwapDown(t *testing.T) {
 	e := harness.StartEtcd(t)
 	e.Stop()

@@ -46,6 +46,9 @@
 //	127.0.1.210-.213            TestStatusAPI (127.0.1.210-.219 reserved for it)
 //	127.0.2.11, .12              TestDrainedLastResort
 //	127.0.2.21, .22              TestBackendsEtcdFirstAnswer
+//	127.0.3.1, .2                TestFleetReconcilesAfterOutage (127.0.3.0/24: issue 21's fleet items)
+//	127.0.3.11-.13               TestEtcdBadKeySkipped
+//	127.0.3.21, .22              TestFleetDrain
 package test
 
 import (

@@ -39,6 +39,11 @@ type fleet struct {
 	servers []*netlab.Host
 	procs   []*netlab.Process
 	kv      *clientv3.Client // from the client host
+	web     map[string]*netlab.Service
+
+	etcdHost *netlab.Host
+	etcdData string
+	etcd     *netlab.Process // nil while stopped
 }
 
 // The fleet-wide failover decision on a real network. A route on a DNS host makes the primary
@@ -48,15 +53,7 @@ type fleet struct {
 // same backend; split.lan, the same pool without nopreempt (so without agreement), shows the
 // split each server's own decision would make of the same network.
 func TestFleetAgreement(t *testing.T) {
-	if skipReason != "" {
-		t.Skip("skipping the namespace lab: " + skipReason)
-	}
-	harness.RequireEtcd(t)
 	f := newFleet(t)
-	for _, zone := range []string{fleetZone, splitZone} {
-		f.put("/healthdns/"+zone+"/"+primaryAddr, "priority 200")
-		f.put("/healthdns/"+zone+"/"+standbyAddr, "priority 100")
-	}
 	groupKey := "/healthdns/" + fleetZone + "/_group/ipv4"
 	f.cut(1, 2)
 	f.startServers()
@@ -111,10 +108,75 @@ func TestFleetAgreement(t *testing.T) {
 	}
 }
 
-// newFleet builds the lab and starts etcd and the two backends; the DNS servers start later,
-// once the network is as the test wants it at their start.
+// An etcd outage under nopreempt, on a real network: the fleet agreed on the primary's group
+// (200); etcd stops; the primary fails and every server moves to the standby on its own; the
+// primary recovers and nopreempt keeps them there. When etcd returns, the key written before
+// the outage must not move the fleet back: each server that switched proposes what it serves
+// against the revision it last saw, one compare-and-swap wins and the others read the same
+// group back. Only an operator's fail-back, or a failure, moves the fleet after that.
+func TestFleetOutageReconciles(t *testing.T) {
+	f := newFleet(t)
+	groupKey := "/healthdns/" + fleetZone + "/_group/ipv4"
+	f.startServers()
+	all := func(addr string) []string { return []string{addr, addr, addr} }
+	f.settle(fleetZone, "the primary healthy", all(primaryAddr)...)
+	if !harness.Poll(10*time.Second, 50*time.Millisecond, func() bool { return f.get(groupKey) == "200" }) {
+		t.Fatalf("%s = %q in etcd, want 200", groupKey, f.get(groupKey))
+	}
+
+	f.stopEtcd()
+	for i, p := range f.procs {
+		if !harness.Poll(10*time.Second, 50*time.Millisecond, func() bool { return strings.Contains(p.Output(), "cut off from etcd") }) {
+			t.Fatalf("%s does not log that it is cut off from etcd:\n%s", f.servers[i].Name, p.Output())
+		}
+	}
+	f.web[primaryAddr].Stop()
+	f.settle(fleetZone, "etcd away, the primary failed", all(standbyAddr)...)
+	if err := f.web[primaryAddr].Start(); err != nil {
+		t.Fatal(err)
+	}
+	// split.lan, without nopreempt, shows that every server sees the primary healthy again.
+	f.settle(splitZone, "etcd away, the primary back, without nopreempt", all(primaryAddr)...)
+	f.hold("etcd away, the primary back (nopreempt)", map[string][]string{fleetZone: all(standbyAddr)})
+
+	seen := make([]int, len(f.procs))
+	for i, p := range f.procs {
+		seen[i] = len(p.Output())
+	}
+	f.startEtcd()
+	connected := regexp.MustCompile(`zone ` + regexp.QuoteMeta(fleetZone) + `\.: backends_etcd: connected to`)
+	for i, p := range f.procs {
+		if !harness.Poll(20*time.Second, 50*time.Millisecond, func() bool { return len(harness.LinesMatching(p.Output()[seen[i]:], connected)) > 0 }) {
+			t.Fatalf("%s does not reconnect to etcd:\n%s", f.servers[i].Name, p.Output()[seen[i]:])
+		}
+	}
+	if !harness.Poll(10*time.Second, 50*time.Millisecond, func() bool { return f.get(groupKey) == "100" }) {
+		t.Errorf("%s = %q in etcd after the outage, want 100: what the fleet did while etcd was away", groupKey, f.get(groupKey))
+	}
+	f.hold("etcd back", map[string][]string{fleetZone: all(standbyAddr)})
+	back := regexp.MustCompile(`now served by priority group 200`)
+	for i, p := range f.procs {
+		since := p.Output()[seen[i]:]
+		if lines := harness.LinesMatching(since, back); len(lines) > 0 {
+			t.Errorf("%s moved back to the primary when etcd returned: %s", f.servers[i].Name, lines[0])
+		}
+		t.Logf("%s since etcd returned:\n%s", f.servers[i].Name, since)
+	}
+
+	// The operator's fail-back, written to etcd, is what moves the fleet back.
+	f.put(groupKey, "200")
+	f.settle(fleetZone, "fail-back written to etcd", all(primaryAddr)...)
+}
+
+// newFleet builds the lab, starts etcd and the two backends, and lists them in etcd for both
+// zones, the primary in group 200 and the standby in 100; the DNS servers start later, once the
+// network is as the test wants it at their start. It skips the test where the lab cannot run.
 func newFleet(t *testing.T) *fleet {
 	t.Helper()
+	if skipReason != "" {
+		t.Skip("skipping the namespace lab: " + skipReason)
+	}
+	harness.RequireEtcd(t)
 	lab, err := netlab.New(fleetPrefix)
 	if err != nil {
 		t.Fatal(err)
@@ -138,34 +200,46 @@ func newFleet(t *testing.T) *fleet {
 		f.servers = append(f.servers, host(fmt.Sprintf("dns%d", i+1), addr))
 	}
 	f.client = host("client", fleetClient)
+	f.web = map[string]*netlab.Service{}
 	for _, b := range []*netlab.Host{host("primary", primaryAddr), host("standby", standbyAddr)} {
 		svc, err := b.Serve(webPort)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(svc.Stop)
+		f.web[b.Addr.String()] = svc
 	}
-	f.startEtcd(host("etcd", etcdAddr))
+	f.etcdHost, f.etcdData = host("etcd", etcdAddr), filepath.Join(t.TempDir(), "etcd")
+	t.Cleanup(func() {
+		if f.etcd != nil {
+			f.etcd.Stop()
+			if t.Failed() {
+				t.Logf("etcd output:\n%s", f.etcd.Output())
+			}
+		}
+		if f.kv != nil {
+			f.kv.Close()
+		}
+	})
+	f.startEtcd()
+	for _, zone := range []string{fleetZone, splitZone} {
+		f.put("/healthdns/"+zone+"/"+primaryAddr, "priority 200")
+		f.put("/healthdns/"+zone+"/"+standbyAddr, "priority 100")
+	}
 	return f
 }
 
-// startEtcd runs Debian's etcd on the host, and connects the test's client to it from the
-// client host.
-func (f *fleet) startEtcd(h *netlab.Host) {
+// startEtcd runs Debian's etcd on its host, on the data it kept if it ran before, and connects
+// the test's client to it from the client host.
+func (f *fleet) startEtcd() {
 	t := f.t
 	t.Helper()
-	dataDir := filepath.Join(t.TempDir(), "etcd")
-	args := harness.EtcdArgs("healthdns-lab", dataDir, etcdEndpoint, "http://"+etcdAddr+":2380")
-	p, err := h.StartProcessEnv(harness.EtcdEnv(), harness.EtcdBinary, args...)
+	args := harness.EtcdArgs("healthdns-lab", f.etcdData, etcdEndpoint, "http://"+etcdAddr+":2380")
+	p, err := f.etcdHost.StartProcessEnv(harness.EtcdEnv(), harness.EtcdBinary, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		p.Stop()
-		if t.Failed() {
-			t.Logf("etcd output:\n%s", p.Output())
-		}
-	})
+	f.etcd = p
 	// A client per try: one that found the port closed would wait out gRPC's reconnect backoff.
 	serves := func() bool {
 		c, err := clientFrom(f.client)
@@ -181,10 +255,21 @@ func (f *fleet) startEtcd(h *netlab.Host) {
 	if err := p.AwaitReady(30*time.Second, serves); err != nil {
 		t.Fatal(err)
 	}
+	if f.kv != nil {
+		f.kv.Close() // it would wait out gRPC's reconnect backoff
+	}
 	if f.kv, err = clientFrom(f.client); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.kv.Close() })
+}
+
+// stopEtcd stops etcd, keeping its data for startEtcd.
+func (f *fleet) stopEtcd() {
+	f.t.Helper()
+	if err := f.etcd.Stop(); err != nil {
+		f.t.Logf("stopping etcd: %v", err)
+	}
+	f.etcd = nil
 }
 
 // clientFrom is an etcd client whose connections are opened inside host. gRPC dials on its own
