@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -415,5 +416,67 @@ func TestStatusFamilyPrioritiesJSON(t *testing.T) {
 	}
 	if !strings.Contains(string(b), `"serving_priority":200,"priorities":[200,100]`) {
 		t.Errorf("family JSON %s, want the groups as numbers, highest first", b)
+	}
+}
+
+// A family says which groups are healthy and, during a preempt_delay wait, which group takes
+// back and when; under nopreempt nothing waits, and a healthy group above the serving one is
+// left to an operator's fail-back.
+func TestStatusFamilyPreemptWait(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pre  balance.Preemption
+		wait bool
+	}{
+		{"preempt_delay", balance.Preemption{Delay: time.Hour}, true},
+		{"nopreempt", balance.Preemption{Never: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, sw := groupPool(t, tc.pre)
+			waitServing(t, p, "10.0.0.1", "at start")
+			sw.set("10.0.0.1", true)
+			waitServing(t, p, "10.0.0.2", "primary dead")
+			back := time.Now()
+			sw.set("10.0.0.1", false)
+			waitHealthyGroups(t, p, 200, 100)
+			raw, err := json.Marshal(p.status(nil).Families)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var fams []struct {
+				ServingPriority   int   `json:"serving_priority"`
+				HealthyPriorities []int `json:"healthy_priorities"`
+				PreemptWait       *struct {
+					Group int
+					Until time.Time
+				} `json:"preempt_wait"`
+			}
+			if err := json.Unmarshal(raw, &fams); err != nil || len(fams) != 1 {
+				t.Fatalf("families %s: %v", raw, err)
+			}
+			f := fams[0]
+			if f.ServingPriority != 100 || !slices.Equal(f.HealthyPriorities, []int{200, 100}) {
+				t.Errorf("families %s: want group 100 serving, 200 and 100 healthy", raw)
+			}
+			switch w := f.PreemptWait; {
+			case !tc.wait && w != nil:
+				t.Errorf("families %s: nopreempt waits for nothing", raw)
+			case tc.wait && (w == nil || w.Group != 200 || w.Until.Before(back.Add(time.Hour)) || w.Until.After(time.Now().Add(time.Hour))):
+				t.Errorf("families %s: want group 200 waiting until an hour after it came back", raw)
+			}
+		})
+	}
+}
+
+// waitHealthyGroups waits until the pool's ipv4 failover has heard that want are healthy: a
+// backend's monitor says up a moment before the pool's rebuild tells the failover.
+func waitHealthyGroups(t *testing.T, p *Pool, want ...int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for got := p.status(nil).Families[0].HealthyPriorities; !slices.Equal(got, want); got = p.status(nil).Families[0].HealthyPriorities {
+		if time.Now().After(deadline) {
+			t.Fatalf("zone %s: healthy groups %v after 10s, want %v", p.cfg.zone, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
