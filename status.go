@@ -276,8 +276,18 @@ type statusFamily struct {
 	// group configured, highest first.
 	ServingPriority uint8 `json:"serving_priority"`
 	Priorities      []int `json:"priorities"` // not []uint8, which JSON would write as base64
+	// The groups with a healthy backend: one above the serving group under nopreempt waits for
+	// an operator's fail-back.
+	HealthyPriorities []int `json:"healthy_priorities"`
+	// A higher group waiting out its preempt_delay, which takes back by itself at Until.
+	PreemptWait *statusPreemptWait `json:"preempt_wait,omitempty"`
 	// The fleet's agreed group, under nopreempt with backends_etcd (see docs/DESIGN.md).
 	Agreement *statusAgreement `json:"agreement,omitempty"`
+}
+
+type statusPreemptWait struct {
+	Group uint8     `json:"group"`
+	Until time.Time `json:"until"`
 }
 
 type statusBackend struct {
@@ -329,7 +339,7 @@ type statusTransition struct {
 }
 
 func priorities(g balance.Groups) []int {
-	var out []int
+	out := make([]int, 0, g.Len()) // [], not null, for a family with no healthy group
 	for _, p := range g.List() {
 		out = append(out, int(p))
 	}
@@ -475,10 +485,15 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 		p.mu.Lock()
 		agreed := p.agreedStatusLocked(i)
 		p.mu.Unlock()
-		sp.Families = append(sp.Families, statusFamily{
+		sf := statusFamily{
 			Family: familyName(i), Configured: fam.n, Up: fam.nUp, Down: fam.down, AllDown: fam.allDown, ServingDrained: fam.drained,
-			ServingPriority: serving, Priorities: priorities(fo.Groups()), Agreement: agreed,
-		})
+			ServingPriority: serving, Priorities: priorities(fo.Groups()), HealthyPriorities: priorities(fo.Healthy()),
+			Agreement: agreed,
+		}
+		if group, until, ok := fo.Waiting(); ok {
+			sf.PreemptWait = &statusPreemptWait{Group: group, Until: until}
+		}
+		sp.Families = append(sp.Families, sf)
 	}
 	switch {
 	case cfg.preempt.Never:

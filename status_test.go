@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -415,5 +416,102 @@ func TestStatusFamilyPrioritiesJSON(t *testing.T) {
 	}
 	if !strings.Contains(string(b), `"serving_priority":200,"priorities":[200,100]`) {
 		t.Errorf("family JSON %s, want the groups as numbers, highest first", b)
+	}
+}
+
+// groupsView is a listener of two pools an operator of priority groups watches: db.lan under
+// nopreempt, served by its standby after the primary died and came back; web.lan under
+// preempt_delay, whose primary is back and waits out its delay, with a drained backend, a dead
+// one, and a tcp and an https check (host, tls_insecure). Its probes pass except for the
+// switchboard's dead addresses.
+func groupsView(t *testing.T, token string) *statusView {
+	t.Helper()
+	sw := &switchboard{dead: map[netip.Addr]bool{netip.MustParseAddr("10.0.1.4"): true}}
+	reg := health.NewRegistry(observer{}, health.WithProbe(sw.probe))
+	// Fall 5: a probe late on a busy machine must not empty a standby group, which would hand
+	// web.lan back to its primary at once and end the wait the tests look at.
+	fast := health.Spec{Interval: 50 * time.Millisecond, Timeout: 45 * time.Millisecond, Rise: 2, Fall: 5}
+
+	db := testConfig("db.lan.", "10.0.0.1", "10.0.0.2")
+	db.backends[0].priority = 200
+	db.preempt = balance.Preemption{Never: true}
+	web := testConfig("web.lan.", "10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.4", "2001:db8:aaaa:bbbb:cccc:dddd:eeee:101")
+	web.backends[0].priority, web.backends[0].weight = 200, 3
+	web.backends[1].weight = 2
+	web.backends[2].drain = drain{on: true, reason: "kernel upgrade"}
+	web.preempt = balance.Preemption{Delay: time.Hour}
+	web.policy = "weighted"
+	web.checks = []health.Check{{Kind: health.TCP, Port: 8080}, {Kind: health.HTTPS, Port: 443, Path: "/healthz", Host: "web.lan", TLSInsecure: true}}
+	var pools []*Pool
+	for _, cfg := range []poolConfig{db, web} {
+		cfg.server, cfg.spec = "dns://127.0.0.1:1053", fast
+		policy, err := balance.New(cfg.policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := newPool(cfg, policy, reg)
+		t.Cleanup(p.stop)
+		pools = append(pools, p)
+	}
+	startPools(pools)
+	waitServing(t, pools[0], "10.0.0.1", "db.lan at start")
+	waitServing(t, pools[1], "10.0.1.1", "web.lan at start")
+	sw.set("10.0.0.1", true)
+	sw.set("10.0.1.1", true)
+	waitServing(t, pools[0], "10.0.0.2", "db.lan with its primary dead")
+	waitServing(t, pools[1], "10.0.1.2", "web.lan with its primary dead")
+	sw.set("10.0.0.1", false)
+	sw.set("10.0.1.1", false)
+	waitHealthyGroups(t, pools[0], 200, 100)
+	waitHealthyGroups(t, pools[1], 200, 100)
+	answersTotal.WithLabelValues("dns://127.0.0.1:1053", "web.lan.", "10.0.1.2").Inc()
+	t.Cleanup(func() { answersTotal.DeleteLabelValues("dns://127.0.0.1:1053", "web.lan.", "10.0.1.2") })
+	return &statusView{statusConfig: statusConfig{token: token}, pools: pools, loops: func() []health.LoopStatus { return nil }}
+}
+
+// A family says which groups are healthy and, during a preempt_delay wait, which group takes
+// back and when; under nopreempt nothing waits, and a healthy group above the serving one is
+// left to an operator's fail-back.
+func TestStatusFamilyPreemptWait(t *testing.T) {
+	v := groupsView(t, "")
+	for i, wait := range []bool{false, true} { // db.lan under nopreempt, web.lan under preempt_delay 1h
+		p := v.pools[i]
+		raw, err := json.Marshal(p.status(nil).Families[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f struct {
+			ServingPriority   int   `json:"serving_priority"`
+			HealthyPriorities []int `json:"healthy_priorities"`
+			PreemptWait       *struct {
+				Group int
+				Until time.Time
+			} `json:"preempt_wait"`
+		}
+		if err := json.Unmarshal(raw, &f); err != nil {
+			t.Fatal(err)
+		}
+		if f.ServingPriority != 100 || !slices.Equal(f.HealthyPriorities, []int{200, 100}) {
+			t.Errorf("%s: %s; want group 100 serving, 200 and 100 healthy", p.cfg.zone, raw)
+		}
+		switch w := f.PreemptWait; {
+		case !wait && w != nil:
+			t.Errorf("%s: %s; nopreempt waits for nothing", p.cfg.zone, raw)
+		case wait && (w == nil || w.Group != 200 || w.Until.Before(time.Now().Add(59*time.Minute)) || w.Until.After(time.Now().Add(time.Hour))):
+			t.Errorf("%s: %s; want group 200 waiting for about an hour", p.cfg.zone, raw)
+		}
+	}
+}
+
+// waitHealthyGroups waits until the pool's ipv4 failover has heard that want are healthy: a
+// backend's monitor says up a moment before the pool's rebuild tells the failover.
+func waitHealthyGroups(t *testing.T, p *Pool, want ...int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for got := p.status(nil).Families[0].HealthyPriorities; !slices.Equal(got, want); got = p.status(nil).Families[0].HealthyPriorities {
+		if time.Now().After(deadline) {
+			t.Fatalf("zone %s: healthy groups %v after 10s, want %v", p.cfg.zone, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

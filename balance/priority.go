@@ -128,7 +128,7 @@ type Failover struct {
 	// last healthy backend is dropped, so its preempt_delay wait starts over when it returns.
 	since   map[uint8]time.Time
 	next    time.Time // the earliest moment a waiting group's preempt_delay ends
-	hasNext bool
+	waiting uint8     // the group whose wait ends then, 0 for none
 }
 
 // NewFailover returns the state machine for the configured priorities of one address family
@@ -251,13 +251,15 @@ func (f *Failover) decide(now time.Time, first bool) Switch {
 // arm computes NextCheck: the earliest end of a preempt_delay wait of a healthy group above the
 // serving one. Callers hold mu.
 func (f *Failover) arm() {
-	f.next, f.hasNext = time.Time{}, false
+	f.next, f.waiting = time.Time{}, 0
 	if f.serving == 0 || f.pre.Never || f.pre.Delay <= 0 {
 		return
 	}
+	// From the highest down, so that of two waits ending together the higher group's is kept:
+	// decide lets it take back first.
 	for g, ok := f.healthy.Highest(); ok && g > f.serving; g, ok = f.healthy.below(int(g)) {
-		if at := f.since[g].Add(f.pre.Delay); !f.hasNext || at.Before(f.next) {
-			f.next, f.hasNext = at, true
+		if at := f.since[g].Add(f.pre.Delay); f.waiting == 0 || at.Before(f.next) {
+			f.next, f.waiting = at, g
 		}
 	}
 }
@@ -268,7 +270,16 @@ func (f *Failover) arm() {
 func (f *Failover) NextCheck() (time.Time, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.next, f.hasNext
+	return f.next, f.waiting != 0
+}
+
+// Waiting returns the group that takes back from the serving one when its preempt_delay wait
+// ends, and when (NextCheck's time), for a status page: a standby that will hand back by itself
+// is not one that waits for an operator's fail-back. False when no wait is running.
+func (f *Failover) Waiting() (group uint8, until time.Time, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.waiting, f.next, f.waiting != 0
 }
 
 // FailBack makes the highest group with a healthy backend serve now, whatever the preemption

@@ -107,6 +107,9 @@ func runSteps(t *testing.T, f *Failover, steps []failStep) {
 		if want := t0.Add(st.next); ok != (st.next != 0) || ok && !at.Equal(want) {
 			t.Fatalf("%s: NextCheck %s (%v), want %s", what, at.Sub(t0), ok, st.next)
 		}
+		if g, until, waiting := f.Waiting(); waiting != ok || !until.Equal(at) || waiting && g <= st.serving {
+			t.Fatalf("%s: Waiting: group %d until %s (%v), NextCheck %s (%v), serving %d", what, g, until.Sub(t0), waiting, at.Sub(t0), ok, st.serving)
+		}
 	}
 }
 
@@ -443,5 +446,31 @@ func TestFailoverAdoptAndSetGroups(t *testing.T) {
 	}
 	if sw := f.Update(groupsOf(200, 50), t0.Add(3*s)); sw.From != 100 || sw.To != 200 {
 		t.Errorf("after the serving group left the list: %v, want 100 -> 200", sw)
+	}
+}
+
+// Waiting names the group whose preempt_delay wait ends first, which is the one that takes back
+// then; a higher group that came back later waits on, and is named next.
+func TestFailoverWaiting(t *testing.T) {
+	const s = time.Second
+	f := NewFailover(groupsOf(250, 200, 100), Preemption{Delay: 5 * s})
+	f.Update(groupsOf(100), t0)
+	f.Update(groupsOf(200, 100), t0.Add(1*s))
+	f.Update(groupsOf(250, 200, 100), t0.Add(2*s))
+	if g, until, ok := f.Waiting(); !ok || g != 200 || !until.Equal(t0.Add(6*s)) {
+		t.Fatalf("waiting: group %d until %s (%v), want 200 until 6s", g, until.Sub(t0), ok)
+	}
+	if sw := f.Update(groupsOf(250, 200, 100), t0.Add(6*s)); sw.To != 200 {
+		t.Fatalf("at 6s: %+v, want group 200 to take back", sw)
+	}
+	if g, until, ok := f.Waiting(); !ok || g != 250 || !until.Equal(t0.Add(7*s)) {
+		t.Fatalf("waiting: group %d until %s (%v), want 250 until 7s", g, until.Sub(t0), ok)
+	}
+
+	never := NewFailover(groupsOf(200, 100), Preemption{Never: true})
+	never.Update(groupsOf(100), t0)
+	never.Update(groupsOf(200, 100), t0.Add(1*s))
+	if g, _, ok := never.Waiting(); ok {
+		t.Errorf("nopreempt waits for group %d; it waits for no one", g)
 	}
 }

@@ -49,6 +49,7 @@
 //	127.0.3.1, .2                TestFleetReconcilesAfterOutage (127.0.3.0/24: issue 21's fleet items)
 //	127.0.3.11-.13               TestEtcdBadKeySkipped
 //	127.0.3.21, .22              TestFleetDrain
+//	127.0.4.1, .2, .11-.14       TestStatusPageGroupsInBrowser (.14 never listens)
 package test
 
 import (

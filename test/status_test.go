@@ -5,16 +5,22 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/healthdns/healthdns/test/harness"
 )
@@ -231,4 +237,169 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Fatalf("no screenshot at %s: %v", shot, err)
 	}
 	t.Logf("phone-sized screenshot of the status page: %s", shot)
+}
+
+// groupsDoc is the part of /status.json that says what priority groups do.
+type groupsDoc struct {
+	Pools []struct {
+		Zone     string `json:"zone"`
+		Families []struct {
+			Family            string `json:"family"`
+			ServingPriority   int    `json:"serving_priority"`
+			HealthyPriorities []int  `json:"healthy_priorities"`
+			PreemptWait       *struct {
+				Group int       `json:"group"`
+				Until time.Time `json:"until"`
+			} `json:"preempt_wait"`
+		} `json:"families"`
+		Backends []struct {
+			Address  string `json:"address"`
+			State    string `json:"state"`
+			Priority int    `json:"priority"`
+			Weight   int    `json:"weight"`
+		} `json:"backends"`
+	} `json:"pools"`
+}
+
+// startTLSWeb serves /healthz over TLS (httptest's own certificate) on ip:port.
+func startTLSWeb(t *testing.T, ip string, port int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") }))
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+}
+
+// TestStatusPageGroupsInBrowser runs the real binary with what an operator of priority groups
+// watches: db.lan under nopreempt, served by its standby after its primary died and came back;
+// web.lan under preempt_delay, whose primary is back and waits out its delay, with a drained
+// backend, a dead one, and tcp and https checks (host, tls_insecure). /status.json says which
+// group serves, which are healthy, and when a waiting one takes back; the page, in headless
+// Chromium, says the same in words, and desktop- and phone-sized screenshots are written to
+// $HEALTHDNS_SCREENSHOTS (or the test's temporary directory) for a person to look at.
+func TestStatusPageGroupsInBrowser(t *testing.T) {
+	t.Parallel()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("no chromium on $PATH (Debian's chromium package; .ci/run installs it as root): the status page is not tested in a browser")
+	}
+	const dbPrimary, dbStandby = "127.0.4.1", "127.0.4.2"
+	const webPrimary, webStandby, webDrained, webDead = "127.0.4.11", "127.0.4.12", "127.0.4.13", "127.0.4.14"
+	port, backends := harness.StartBackends(t, dbPrimary, dbStandby, webPrimary, webStandby, webDrained)
+	tlsPort := harness.FreePort(t, webPrimary, webStandby, webDrained, webDead)
+	for _, ip := range []string{webPrimary, webStandby, webDrained} {
+		startTLSWeb(t, ip, tlsPort)
+	}
+	statusAddr := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
+		harness.Pool("db.lan", nil, "backend "+dbPrimary+" priority 200", "backend "+dbStandby+" priority 100",
+			fmt.Sprintf("check tcp %d", port), "interval 200ms", "timeout 100ms", "nopreempt", "status "+statusAddr)+
+		harness.Pool("web.lan", nil, "backend "+webPrimary+" priority 200 weight 3", "backend "+webStandby+" weight 2",
+			"backend "+webDrained+" drain kernel upgrade", "backend "+webDead,
+			fmt.Sprintf("check tcp %d", port), fmt.Sprintf("check https %d /healthz host web.lan", tlsPort), "tls_insecure",
+			// A TLS handshake under -race on a busy machine can take 100ms: a flap of the standby
+			// group would hand web.lan back to its primary at once and end the wait shown.
+			"policy weighted", "preempt_delay 10m", "interval 500ms", "timeout 450ms", "fall 3", "status "+statusAddr)+"}\n")
+	url := "http://" + statusAddr + "/"
+
+	state := func(doc statusDoc, ip string) string { st, _, _ := doc.backend(ip); return st }
+	var doc statusDoc
+	harness.Eventually(t, 10*time.Second, func() bool {
+		doc, err = fetchStatus(t, url+"status.json")
+		return err == nil && state(doc, dbPrimary) == "up" && state(doc, webPrimary) == "up" && state(doc, webStandby) == "up" && state(doc, webDead) == "down"
+	}, "the primaries and web.lan's standby up, its dead backend down")
+	backends[dbPrimary].Stop()
+	backends[webPrimary].Stop()
+	harness.Eventually(t, 10*time.Second, func() bool {
+		doc, err = fetchStatus(t, url+"status.json")
+		return err == nil && state(doc, dbPrimary) == "down" && state(doc, webPrimary) == "down"
+	}, "both primaries down")
+	for range 3 {
+		s.Addrs(t, "udp", "db.lan.", dns.TypeA)
+	}
+	s.Addrs(t, "udp", "web.lan.", dns.TypeA)
+	backends[dbPrimary].Start()
+	backends[webPrimary].Start()
+	back := time.Now()
+	var groups groupsDoc
+	harness.Eventually(t, 10*time.Second, func() bool {
+		groups = groupsDoc{}
+		resp, err := http.Get(url + "status.json")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		if json.NewDecoder(resp.Body).Decode(&groups) != nil || len(groups.Pools) != 2 {
+			return false
+		}
+		for _, p := range groups.Pools {
+			if len(p.Families) != 1 || !slices.Equal(p.Families[0].HealthyPriorities, []int{200, 100}) {
+				return false
+			}
+		}
+		return true
+	}, "both primaries healthy again, in each pool's ipv4 groups")
+	for _, p := range groups.Pools {
+		f := p.Families[0]
+		if f.ServingPriority != 100 {
+			t.Errorf("%s: served by %d; want the standby serving after the primary came back", p.Zone, f.ServingPriority)
+		}
+		switch p.Zone {
+		case "db.lan.":
+			if f.PreemptWait != nil {
+				t.Errorf("db.lan under nopreempt waits for %+v; it waits for an operator", f.PreemptWait)
+			}
+		case "web.lan.":
+			if w := f.PreemptWait; w == nil || w.Group != 200 || w.Until.Before(back.Add(9*time.Minute)) || w.Until.After(time.Now().Add(10*time.Minute)) {
+				t.Errorf("web.lan's preempt_wait %+v; want group 200 taking back 10 minutes after it came back at %s", w, back.Format(time.RFC3339Nano))
+			}
+			if b := p.Backends[0]; b.Address != webPrimary || b.Priority != 200 || b.Weight != 3 {
+				t.Errorf("web.lan's primary %+v", b)
+			}
+		}
+	}
+
+	dom, err := chromium(t, bin, "--dump-dom", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`data-groups="ipv4 failback">ipv4 served by group 100 of 200/100: group 200 is healthy again and serves only after a fail-back (nopreempt)<`,
+		`data-groups="ipv4 waiting"`,
+		": group 200 takes back by itself at ",
+		fmt.Sprintf("tcp :%d + https :%d/healthz host web.lan tls_insecure, every 500 ms", port, tlsPort),
+		fmt.Sprintf(`data-check="https :%d/healthz">https :%d/healthz: `, tlsPort, tlsPort),
+		`<th>Priority</th><th>Weight</th>`,
+	} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the page has no %s", want)
+		}
+	}
+	if r := rowOf(dom, webDead); !strings.Contains(r, ">refused<") || !strings.Contains(r, fmt.Sprintf(">refused https :%d/healthz: connection refused<", tlsPort)) {
+		t.Errorf("the dead backend's row: %s", r)
+	}
+	if r := rowOf(dom, dbStandby); !regexp.MustCompile(`data-answers="[1-9]\d*">\d+ answers?<`).MatchString(r) {
+		t.Errorf("db.lan's standby's row: %s", r)
+	}
+
+	dir := os.Getenv("HEALTHDNS_SCREENSHOTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	for _, size := range []struct{ name, window string }{{"desktop", "1200,1000"}, {"phone", "390,2100"}} {
+		shot := filepath.Join(dir, size.name+".png")
+		if _, err := chromium(t, bin, "--screenshot="+shot, "--window-size="+size.window, "--hide-scrollbars", url); err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		if fi, err := os.Stat(shot); err != nil || fi.Size() == 0 {
+			t.Fatalf("no screenshot at %s: %v", shot, err)
+		}
+		t.Logf("%s screenshot of the status page: %s", size.name, shot)
+	}
 }
