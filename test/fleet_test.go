@@ -187,6 +187,7 @@ func TestEtcdBadKeySkipped(t *testing.T) {
 	if got := etcdSources(t, status)["skip.lan."]; len(got) != 1 || !strings.Contains(got[bad], "invalid address 'web3'") {
 		t.Errorf("/status.json's etcd source skips %v, want %s and its error", got, bad)
 	}
+	pageShows(t, "http://"+statusAddr+"/", `data-skipped-key="`+bad+`"`, "skipped key "+bad+": invalid address 'web3'")
 	if n := metric("coredns_healthdns_source_skipped_keys"); n != 1 {
 		t.Errorf("source_skipped_keys = %v, want 1", n)
 	}

@@ -71,6 +71,7 @@ func TestDrainedLastResort(t *testing.T) {
 	if !pool.AllDown || len(pool.Families) != 1 || !pool.Families[0].ServingDrained || pool.Families[0].AllDown {
 		t.Errorf("/status.json: %+v, want all_down true and ipv4 serving_drained (all_down_mode not deciding)", pool)
 	}
+	pageShows(t, api.base+"/#token="+token, `data-last-resort=""`, "answering the healthy drained ipv4 backends as a last resort")
 	const line = "zone last.lan.: every backend in service is down (1 in service, 1 drained): answering the drained but healthy 1 (" + standby + ") as a last resort"
 	harness.Eventually(t, 5*time.Second, func() bool { return strings.Contains(s.Output(), line) }, "the log line: ", line)
 

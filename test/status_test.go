@@ -158,6 +158,25 @@ func TestStatusJSON(t *testing.T) {
 	}
 }
 
+// pageShows loads the status page at url in headless Chromium until its DOM holds every one of
+// want, and fails the test with the DOM if it does not within 60 s. Without Chromium it says
+// that the page is not checked, and returns.
+func pageShows(t *testing.T, url string, want ...string) {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Log("no chromium on $PATH (Debian's chromium package; .ci/run installs it as root): the page is not checked")
+		return
+	}
+	var dom string
+	if !harness.Poll(60*time.Second, 100*time.Millisecond, func() bool {
+		dom, err = chromium(t, bin, "--dump-dom", url)
+		return err == nil && !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(dom, w) })
+	}) {
+		t.Errorf("the page did not show %q within 60s (chromium: %v); its DOM:\n%s", want, err, dom)
+	}
+}
+
 // chromium runs headless Chromium with args, and kills its whole process group at the end:
 // it forks helpers that outlive a killed parent.
 func chromium(t *testing.T, bin string, args ...string) (string, error) {
