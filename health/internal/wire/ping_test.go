@@ -3,8 +3,11 @@ package wire
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,6 +118,32 @@ func TestICMPNoReply(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A failed unprivileged ping says what failed, and what to change, rather than the socket's
+// own words ("write udp 0.0.0.0:7->10.99.0.1:0: sendto: network is unreachable"): here with
+// ping sockets closed to every group, then open and pinging an address with no route.
+func TestPingFailuresSayWhat(t *testing.T) {
+	if !testnet.InOwnNetns() {
+		testnet.RunInOwnNetns(t)
+		return
+	}
+	testnet.Sysctl(t, "net.ipv4.ping_group_range", "1 0") // no group
+	err := probeWithin(Ping(false), testnet.Loopback4, 2*time.Second)
+	want := fmt.Sprintf("icmp: cannot open a ping socket (permission denied): unprivileged ping needs net.ipv4.ping_group_range to include the process's group (%d), or CAP_NET_RAW", os.Getegid())
+	if err == nil || err.Error() != want {
+		t.Errorf("ping sockets closed: error %v, want %s", err, want)
+	}
+
+	testnet.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647")
+	unrouted := netip.MustParseAddr("10.99.0.1") // the namespace has no route but loopback's
+	err = probeWithin(Ping(false), unrouted, 2*time.Second)
+	if want := "icmp: echo request not sent: network is unreachable (no route to the backend)"; err == nil || err.Error() != want {
+		t.Errorf("no route: error %v, want %s", err, want)
+	}
+	if !errors.Is(err, syscall.ENETUNREACH) || Reason(err) != ReasonUnreachable {
+		t.Errorf("no route: error %v is not ENETUNREACH, reason %q", err, Reason(err))
 	}
 }
 
