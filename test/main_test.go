@@ -44,6 +44,8 @@
 //	127.0.1.132, .133            TestBackendsEtcdCredentials
 //	127.0.1.200, .201            TestDrain (127.0.1.200-.209 reserved for it)
 //	127.0.1.210-.213            TestStatusAPI (127.0.1.210-.219 reserved for it)
+//	127.0.5.1                    TestHTTPBodyExact (127.0.5.0/24 reserved for the health checks' tests)
+//	127.5.0.2-127.5.2.1          TestExecChecksQueue (500 backends; 127.5.0.0/16 reserved for large counts)
 package test
 
 import (
