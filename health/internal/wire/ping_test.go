@@ -40,7 +40,7 @@ func TestPing(t *testing.T) {
 	for name, ping := range pingers(t) {
 		t.Run(name, func(t *testing.T) {
 			for _, addr := range append(testnet.Loopbacks(t), netip.MustParseAddr("127.0.0.42")) {
-				if err := probeWithin(ping, addr, 2*time.Second); err != nil {
+				if err := probeWithin(ping, addr, answered); err != nil {
 					t.Errorf("ping %s: %v", addr, err)
 				}
 			}
@@ -75,7 +75,7 @@ func TestICMPNoReply(t *testing.T) {
 	testnet.Sysctl(t, "net.ipv6.icmp.echo_ignore_all", "0")
 	for name, p := range probers {
 		for _, addr := range addrs {
-			if err := probeWithin(p, addr, 2*time.Second); err != nil {
+			if err := probeWithin(p, addr, answered); err != nil {
 				t.Fatalf("%s: ping %s before ignoring echoes: %v", name, addr, err)
 			}
 		}
@@ -130,7 +130,7 @@ func TestPingFailuresSayWhat(t *testing.T) {
 		return
 	}
 	testnet.Sysctl(t, "net.ipv4.ping_group_range", "1 0") // no group
-	err := probeWithin(Ping(false), testnet.Loopback4, 2*time.Second)
+	err := probeWithin(Ping(false), testnet.Loopback4, answered)
 	want := fmt.Sprintf("icmp: cannot open a ping socket (permission denied): unprivileged ping needs net.ipv4.ping_group_range to include the process's group (%d), or CAP_NET_RAW", os.Getegid())
 	if err == nil || err.Error() != want {
 		t.Errorf("ping sockets closed: error %v, want %s", err, want)
@@ -138,7 +138,7 @@ func TestPingFailuresSayWhat(t *testing.T) {
 
 	testnet.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647")
 	unrouted := netip.MustParseAddr("10.99.0.1") // the namespace has no route but loopback's
-	err = probeWithin(Ping(false), unrouted, 2*time.Second)
+	err = probeWithin(Ping(false), unrouted, answered)
 	if want := "icmp: echo request not sent: network is unreachable (no route to the backend)"; err == nil || err.Error() != want {
 		t.Errorf("no route: error %v, want %s", err, want)
 	}
@@ -163,7 +163,7 @@ func TestPingUnprivileged(t *testing.T) {
 	}
 	p := Ping(false)
 	for _, addr := range testnet.Loopbacks(t) {
-		if err := probeWithin(p, addr, 2*time.Second); err != nil {
+		if err := probeWithin(p, addr, answered); err != nil {
 			t.Errorf("unprivileged ping %s: %v", addr, err)
 		}
 	}
