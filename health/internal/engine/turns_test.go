@@ -38,20 +38,21 @@ func TestTurns(t *testing.T) {
 		t.Errorf("after a cancelled wait: %+v, want 3 waiting and 1 running", st)
 	}
 
-	turns.Give()
-	if got := <-order; got != 0 {
-		t.Errorf("turn given to the try queued %d-th, want the first", got+1)
+	for want := range 2 {
+		turns.Give() // the holder's, then the first waiter's
+		if got := <-order; got != want {
+			t.Errorf("turn given to the try queued %d-th, want the %d-th", got+1, want+1)
+		}
 	}
-	turns.SetLimit(3) // the two still waiting run beside the first
-	got := []int{<-order, <-order}
-	if got[0] != 1 || got[1] != 2 {
-		t.Errorf("raised limit gave turns to %v, want [1 2]", got)
+	turns.SetLimit(2) // the last one waiting runs beside the second
+	if got := <-order; got != 2 {
+		t.Errorf("raised limit gave a turn to the try queued %d-th, want the third", got+1)
 	}
 	st := turns.Stats()
-	if st.Running != 3 || st.Waiting != 0 || st.Waits != 3 || st.Waited <= 0 || st.Limit != 3 {
-		t.Errorf("stats %+v, want 3 running, none waiting, 3 waits counted (not the cancelled one)", st)
+	if st.Running != 2 || st.Waiting != 0 || st.Waits != 3 || st.Waited <= 0 || st.Limit != 2 {
+		t.Errorf("stats %+v, want 2 running, none waiting, 3 waits counted (not the cancelled one)", st)
 	}
-	for range 3 {
+	for range 2 {
 		turns.Give()
 	}
 	if err := turns.Take(ctx); err != nil || turns.Stats().Waits != 3 {
