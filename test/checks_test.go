@@ -312,8 +312,10 @@ func TestExecChecksQueue(t *testing.T) {
 		t.Errorf("%d backends marked down, the first: %s", len(down), down[0])
 	}
 	m := s.Scrape(t)
-	if waits, _ := m.Value("coredns_healthdns_exec_waits_total", nil); waits < count-64 {
-		t.Errorf("exec_waits_total = %v, want at least %d: all but the first 64 scripts waited for a turn", waits, count-64)
+	// How many waited depends on how fast the scripts ran beside the ones still starting; that
+	// some did, with 500 due at once and 64 turns, does not.
+	if waits, _ := m.Value("coredns_healthdns_exec_waits_total", nil); waits <= 0 {
+		t.Errorf("exec_waits_total = %v, want the scripts that waited for a turn counted", waits)
 	}
 	if waited, _ := m.Value("coredns_healthdns_exec_wait_seconds_total", nil); waited <= 0 {
 		t.Errorf("exec_wait_seconds_total = %v, want the time they waited", waited)
