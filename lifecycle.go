@@ -30,6 +30,9 @@ type lifecycle struct {
 	pools    []*Pool       // every block's, in setup order
 	status   []*statusView // one per status address the instance's pools name, in setup order
 
+	execConcurrency int    // exec_concurrency, 0 when no block gives it
+	execAt          string // where it was given, "FILE:LINE"
+
 	mu       sync.Mutex
 	stopped  bool
 	acquired []*statusView // the views start registered with their listeners
@@ -78,6 +81,22 @@ func (l *lifecycle) addStatus(sc statusConfig, p *Pool) error {
 	return nil
 }
 
+// setExecConcurrency takes cfg's exec_concurrency. It bounds the scripts of every pool of the
+// process, since they all run on one host: blocks that give it must agree, so that no block's
+// value silently wins.
+func (l *lifecycle) setExecConcurrency(c *caddy.Controller, cfg poolConfig) error {
+	n := cfg.execConcurrency
+	switch {
+	case n == 0 || n == l.execConcurrency:
+		return nil
+	case l.execConcurrency != 0:
+		return errAt(c, cfg.execConcurrencyLine, "exec_concurrency %d differs from exec_concurrency %d of %s: it bounds the scripts of the whole process; give one value",
+			n, l.execConcurrency, l.execAt)
+	}
+	l.execConcurrency, l.execAt = n, fmt.Sprintf("%s:%d", c.File(), cfg.execConcurrencyLine)
+	return nil
+}
+
 // start is the instance's OnStartup. Probe loops and status listeners start here, never in
 // setup: a reload that fails in setup then has nothing to undo, and one that fails later undoes
 // this through the registry's generation (docs/DESIGN.md, "Reload, precisely").
@@ -91,6 +110,13 @@ func (l *lifecycle) start() error {
 		}
 	}
 	l.reg.Keep(lifecycleKeep, l)
+	concurrency := health.DefaultExecConcurrency
+	if l.execConcurrency != 0 {
+		concurrency = l.execConcurrency
+	}
+	// Before the pools start: their first scripts run under the new limit. A reload that drops
+	// exec_concurrency goes back to the default.
+	l.reg.SetExecConcurrency(concurrency)
 	// Listeners before probes: an address in use fails the start before anything probes. A
 	// listener the replaced instance holds is shared, not opened again.
 	for _, v := range l.status {
@@ -273,12 +299,25 @@ const firstListWait = 2*time.Second + startMargin
 // startPools acquires every pool's probe loops (adopting those a previous instance runs), so
 // that all first probes run together, waits for the live lists from etcd (whose backends are
 // probed only once listed), then waits, at most the longest probe timeout and startMargin,
-// for the first verdicts, so that the first answer served is already true.
+// for the first verdicts, so that the first answer served is already true. Scripts beyond the
+// registry's exec concurrency wait for their turn, so with more scripts than that the wait is a
+// timeout per round of them.
 func startPools(pools []*Pool) {
-	var longest time.Duration
+	var longest, execTimeout time.Duration
+	scripts, execConcurrency := 0, 1
 	for _, p := range pools {
+		execConcurrency = p.reg.ExecStats().Concurrency
 		p.start()
 		longest = max(longest, p.cfg.spec.Timeout)
+		for _, c := range p.cfg.checks {
+			if c.Kind == health.Exec {
+				scripts += len(p.cfg.backends)
+				execTimeout = max(execTimeout, p.cfg.spec.Timeout)
+			}
+		}
+	}
+	if rounds := (scripts + execConcurrency - 1) / execConcurrency; rounds > 1 {
+		longest = max(longest, time.Duration(rounds)*execTimeout)
 	}
 	listDeadline := time.NewTimer(firstListWait)
 	defer listDeadline.Stop()

@@ -71,7 +71,7 @@ var (
 		Namespace: plugin.Namespace,
 		Subsystem: "healthdns",
 		Name:      "probe_failures_total",
-		Help:      "Failed health probes by backend, check and reason: refused, timeout, unreachable, http_status, http_body, tls, exec_exit, exec_busy or error.",
+		Help:      "Failed health probes by backend, check and reason: refused, timeout, unreachable, http_status, http_body, tls, exec_exit or error.",
 	}, []string{"backend", "check", "reason"})
 
 	transitionsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
@@ -280,5 +280,33 @@ func (c checkerCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// execWaits and execWaitSeconds count the scripts (exec checks) that waited for their turn, the
+// process running at most exec_concurrency at once, and how long: read from the registry at
+// scrape time. A wait delays a probe and never fails it, so a rising rate here, not a failure,
+// says the limit is too low for the scripts' count and length.
+var (
+	execWaits = prometheus.NewDesc(
+		prometheus.BuildFQName(plugin.Namespace, "healthdns", "exec_waits_total"),
+		"Scripts of exec checks that waited for their turn, exec_concurrency of them running already.",
+		nil, nil)
+	execWaitSeconds = prometheus.NewDesc(
+		prometheus.BuildFQName(plugin.Namespace, "healthdns", "exec_wait_seconds_total"),
+		"Time scripts of exec checks spent waiting for their turn, in all.",
+		nil, nil)
+)
+
+type execCollector struct{ reg *health.Registry }
+
+func (execCollector) Describe(ch chan<- *prometheus.Desc) { ch <- execWaits; ch <- execWaitSeconds }
+
+func (c execCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.reg.ExecStats()
+	ch <- prometheus.MustNewConstMetric(execWaits, prometheus.CounterValue, float64(st.Waits))
+	ch <- prometheus.MustNewConstMetric(execWaitSeconds, prometheus.CounterValue, st.Waited.Seconds())
+}
+
 // Registered once, at package initialisation, as the promauto collectors are.
-var _ = func() struct{} { prometheus.MustRegister(checkerCollector{proc.targets}); return struct{}{} }()
+var _ = func() struct{} {
+	prometheus.MustRegister(checkerCollector{proc.targets}, execCollector{proc.targets})
+	return struct{}{}
+}()

@@ -53,7 +53,10 @@ const (
 	defaultAnswers  = 1
 	defaultTTL      = 5
 	maxWeight       = 1000
-	maxTTL          = 86400
+	// Each script is a process or more: beyond a thousand at once a host is forking, not
+	// checking.
+	maxExecConcurrency = 1000
+	maxTTL             = 86400
 
 	// Floors below which probing costs more than it tells: an interval of microseconds makes
 	// hundreds of probes a second per backend, and a timeout under a millisecond is shorter than
@@ -115,6 +118,11 @@ type poolConfig struct {
 	hashPrefix [2]int             // consistent_hash: the client address bits of the key, IPv4 and IPv6
 
 	icmpLine int // the ICMP check's line, or the healthdns line for the default: where setup reports it
+
+	// exec_concurrency: how many scripts the process runs at once, 0 when the block does not
+	// say, and its line. It is the process's, not the pool's: see lifecycle.setExecConcurrency.
+	execConcurrency     int
+	execConcurrencyLine int
 }
 
 func setup(c *caddy.Controller) error { return setupWith(c, health.ICMPMode) }
@@ -155,6 +163,11 @@ func setupWith(c *caddy.Controller, detectICMP func() (privileged bool, err erro
 	// Nothing starts here: the instance's one OnStartup starts every block's pools together,
 	// and opens their status listeners.
 	lc := lifecycleOf(c, proc)
+	for _, cfg := range cfgs {
+		if err := lc.setExecConcurrency(c, cfg); err != nil {
+			return plugin.Error(pluginName, err)
+		}
+	}
 	lc.add(h)
 	for _, cfg := range cfgs {
 		if cfg.status.addr != "" {
@@ -372,6 +385,9 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 		case "ns":
 			cfg.nsName, cfg.nsAddrs, err = parseNS(c, args)
 			lines.ns = c.Line()
+		case "exec_concurrency":
+			cfg.execConcurrency, err = parseInt(c, prop, args, 1, maxExecConcurrency)
+			cfg.execConcurrencyLine = c.Line()
 		case "fallthrough":
 			cfg.fall.SetZonesFromArgs(args)
 		case "status":
@@ -387,7 +403,7 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 				cfg.source, err = parseBackendsEtcd(c, args)
 			}
 		default:
-			err = c.Errf("unknown property '%s'; want backend, backends_file, backends_etcd, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, hash_prefix, answers, ttl, all_down, nopreempt, preempt_delay, ns, status or fallthrough", prop)
+			err = c.Errf("unknown property '%s'; want backend, backends_file, backends_etcd, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, hash_prefix, answers, ttl, all_down, nopreempt, preempt_delay, exec_concurrency, ns, status or fallthrough", prop)
 		}
 		if err != nil {
 			return cfg, lines, err
@@ -513,7 +529,7 @@ func parseAddr(c *caddy.Controller, s string) (netip.Addr, error) {
 	return addr, nil
 }
 
-const checkForms = "'icmp', 'tcp PORT', 'http PORT [PATH] [expect CODES] [body TEXT] [host NAME]', 'https PORT ...' or 'exec PATH [ARGS...]'"
+const checkForms = "'icmp', 'tcp PORT', 'http PORT [PATH] [expect CODES] [body TEXT | body_exact TEXT] [host NAME]', 'https PORT ...' or 'exec PATH [ARGS...]'"
 
 func parseCheck(c *caddy.Controller, args []string) (health.Check, error) {
 	if len(args) == 0 {
@@ -549,9 +565,10 @@ func parseCheck(c *caddy.Controller, args []string) (health.Check, error) {
 	return health.Check{}, c.Errf("unknown check '%s'; want %s", strings.Join(args, " "), checkForms)
 }
 
-// parseHTTPCheck reads 'http PORT [PATH] [expect CODES] [body TEXT] [host NAME]' after its kind.
+// parseHTTPCheck reads 'http PORT [PATH] [expect CODES] [body TEXT | body_exact TEXT] [host NAME]'
+// after its kind.
 func parseHTTPCheck(c *caddy.Controller, kind string, args []string) (health.Check, error) {
-	form := fmt.Sprintf("'check %s PORT [PATH] [expect CODES] [body TEXT] [host NAME]'", kind)
+	form := fmt.Sprintf("'check %s PORT [PATH] [expect CODES] [body TEXT | body_exact TEXT] [host NAME]'", kind)
 	if len(args) == 0 {
 		return health.Check{}, c.Errf("want %s", form)
 	}
@@ -576,13 +593,16 @@ func parseHTTPCheck(c *caddy.Controller, kind string, args []string) (health.Che
 		switch {
 		case strings.HasPrefix(opt, "/"):
 			return chk, c.Errf("path '%s' must come right after the port; want %s", opt, form)
-		case opt != "expect" && opt != "body" && opt != "host":
+		case opt != "expect" && opt != "body" && opt != "body_exact" && opt != "host":
 			return chk, c.Errf("unknown %s check option '%s'; want %s", kind, opt, form)
 		case len(args) < 2:
 			return chk, c.Errf("'%s' wants a value; want %s", opt, form)
 		}
 		if seen[opt] {
 			return chk, c.Errf("'%s' given twice in one check", opt)
+		}
+		if (opt == "body" && seen["body_exact"]) || (opt == "body_exact" && seen["body"]) {
+			return chk, c.Errf("'body' and 'body_exact' in one check: give one; body finds TEXT anywhere in the body, body_exact wants the body to be TEXT")
 		}
 		seen[opt] = true
 		val := args[1]
@@ -597,6 +617,11 @@ func parseHTTPCheck(c *caddy.Controller, kind string, args []string) (health.Che
 				return chk, c.Errf("invalid body '': want the text the body must hold")
 			}
 			chk.Body = val
+		case "body_exact":
+			if val == "" || strings.TrimSpace(val) != val {
+				return chk, c.Errf("invalid body_exact %q: want the text the whole body must be, without white space around it (the body's own is trimmed)", val)
+			}
+			chk.Body, chk.BodyExact = val, true
 		case "host":
 			if _, ok := dns.IsDomainName(val); !ok || strings.ContainsAny(val, " /:") {
 				return chk, c.Errf("invalid host '%s': want a host name such as app.lan", val)

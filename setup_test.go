@@ -145,9 +145,11 @@ func TestParseChecks(t *testing.T) {
 		check http 8080 /healthz expect 200,204,301-302 body "status: ok" host App.LAN.
 		check https 8443
 		check exec ` + script + ` --host={backend} -q
+		check http 8081 /ready body_exact ok
 		tls_ca ` + ca + `
 		interval 2s
 		fast_interval 600ms
+		exec_concurrency 64
 	}`
 	cfgs, err := parse(caddy.NewTestController("dns", in))
 	if err != nil {
@@ -158,8 +160,12 @@ func TestParseChecks(t *testing.T) {
 		{Kind: health.HTTP, Port: 8080, Path: "/healthz", Expect: "200,204,301-302", Body: "status: ok", Host: "App.LAN"},
 		{Kind: health.HTTPS, Port: 8443, Path: "/", TLSCA: ca},
 		{Kind: health.Exec, Command: script, Args: health.JoinArgs([]string{"--host={backend}", "-q"})},
+		{Kind: health.HTTP, Port: 8081, Path: "/ready", Body: "ok", BodyExact: true},
 	}
 	c := cfgs[0]
+	if c.execConcurrency != 64 || c.execConcurrencyLine != 11 {
+		t.Errorf("exec_concurrency %d on line %d, want 64 on line 11", c.execConcurrency, c.execConcurrencyLine)
+	}
 	if !slices.Equal(c.checks, want) {
 		t.Errorf("checks\n%+v\nwant\n%+v", c.checks, want)
 	}
@@ -271,7 +277,7 @@ func TestParseErrors(t *testing.T) {
 		{"no block", "healthdns app.lan", 1, "no backend"},
 		{"unknown policy", "healthdns app.lan {\n backend 10.0.0.1\n policy fastest\n}", 3, `unknown policy "fastest"`},
 		{"unknown check", "healthdns app.lan {\n backend 10.0.0.1\n check smtp 25\n}", 3, "unknown check 'smtp 25'; want 'icmp', 'tcp PORT'"},
-		{"http without port", "healthdns app.lan {\n backend 10.0.0.1\n check http\n}", 3, "want 'check http PORT [PATH] [expect CODES] [body TEXT] [host NAME]'"},
+		{"http without port", "healthdns app.lan {\n backend 10.0.0.1\n check http\n}", 3, "want 'check http PORT [PATH] [expect CODES] [body TEXT | body_exact TEXT] [host NAME]'"},
 		{"http bad port", "healthdns app.lan {\n backend 10.0.0.1\n check http 0\n}", 3, "invalid http port '0': want an integer from 1 to 65535"},
 		{"http bad path", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 healthz\n}", 3, "unknown http check option 'healthz'"},
 		{"http path after options", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 expect 200 /healthz x\n}", 3, "path '/healthz' must come right after the port"},
@@ -281,6 +287,15 @@ func TestParseErrors(t *testing.T) {
 		{"http option twice", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 host a.lan host b.lan\n}", 3, "'host' given twice in one check"},
 		{"http bad host", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 host a/b\n}", 3, "invalid host 'a/b'"},
 		{"body on tcp", "healthdns app.lan {\n backend 10.0.0.1\n check tcp 80 body ok\n}", 3, "options such as 'body' are for http and https checks"},
+		{"body and body_exact", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 body ok body_exact ok\n}", 3, "'body' and 'body_exact' in one check: give one"},
+		{"body_exact and body", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 body_exact ok body ok\n}", 3, "'body' and 'body_exact' in one check: give one"},
+		{"body_exact with spaces around", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 body_exact \" ok\"\n}", 3, `invalid body_exact " ok": want the text the whole body must be, without white space around it`},
+		{"body_exact empty", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 body_exact \"\"\n}", 3, `invalid body_exact ""`},
+		{"body_exact without value", "healthdns app.lan {\n backend 10.0.0.1\n check http 80 body_exact\n}", 3, "'body_exact' wants a value"},
+		{"body_exact on tcp", "healthdns app.lan {\n backend 10.0.0.1\n check tcp 80 body_exact ok\n}", 3, "options such as 'body_exact' are for http and https checks"},
+		{"exec_concurrency 0", "healthdns app.lan {\n backend 10.0.0.1\n exec_concurrency 0\n}", 3, "invalid exec_concurrency '0': want an integer from 1 to 1000"},
+		{"exec_concurrency word", "healthdns app.lan {\n backend 10.0.0.1\n exec_concurrency many\n}", 3, "invalid exec_concurrency 'many'"},
+		{"exec_concurrency without value", "healthdns app.lan {\n backend 10.0.0.1\n exec_concurrency\n}", 3, "want 'exec_concurrency N'"},
 		{"host on icmp", "healthdns app.lan {\n backend 10.0.0.1\n check icmp host a.lan\n}", 3, "options such as 'host' are for http and https checks"},
 		{"exec relative", "healthdns app.lan {\n backend 10.0.0.1\n check exec check.sh\n}", 3, "want an absolute path"},
 		{"exec missing", "healthdns app.lan {\n backend 10.0.0.1\n check exec /nonexistent/check.sh\n}", 3, "check exec /nonexistent/check.sh: stat /nonexistent/check.sh: no such file or directory"},
@@ -342,7 +357,7 @@ func TestParseErrors(t *testing.T) {
 		{"extra argument", "healthdns app.lan {\n backend 10.0.0.1\n interval 1s 2s\n}", 3, "want 'interval DURATION'"},
 	}
 	// Every single-valued property given twice: the second is refused, naming the first.
-	for _, p := range []string{"interval 2s", "fast_interval 600ms", "timeout 100ms", "tls_insecure", "nopreempt", "preempt_delay 1s", "hash_prefix 24 56", "rise 3", "fall 3",
+	for _, p := range []string{"interval 2s", "fast_interval 600ms", "exec_concurrency 8", "timeout 100ms", "tls_insecure", "nopreempt", "preempt_delay 1s", "hash_prefix 24 56", "rise 3", "fall 3",
 		"policy weighted", "answers 2", "ttl 30", "all_down servfail", "ns ns1.app.lan 10.0.0.53", "fallthrough"} {
 		name := strings.Fields(p)[0]
 		tests = append(tests, struct {
@@ -642,4 +657,26 @@ func fencedBlocks(doc string) []string {
 		}
 	}
 	return blocks
+}
+
+// exec_concurrency is the process's: blocks of one instance that give it must agree, and the
+// instance's start sets it, or the default when no block gives it.
+func TestExecConcurrency(t *testing.T) {
+	in := "healthdns a.lan {\n backend 10.0.0.1\n check tcp 80\n exec_concurrency 8\n}\nhealthdns b.lan {\n backend 10.0.0.2\n check tcp 80\n exec_concurrency 8\n}\nhealthdns c.lan {\n backend 10.0.0.3\n check tcp 80\n exec_concurrency 16\n}"
+	err := setupWith(caddy.NewTestController("dns", in), func() (bool, error) { return true, nil })
+	if want := "Testfile:14 - Error during parsing: exec_concurrency 16 differs from exec_concurrency 8 of Testfile:4"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want %q", err, want)
+	}
+
+	reg := health.NewRegistry(observer{})
+	for _, tc := range []struct{ given, want int }{{8, 8}, {0, health.DefaultExecConcurrency}} {
+		l := &lifecycle{reg: reg, listener: newStatusListeners(), execConcurrency: tc.given}
+		if err := l.start(); err != nil {
+			t.Fatal(err)
+		}
+		if got := reg.ExecStats().Concurrency; got != tc.want {
+			t.Errorf("exec_concurrency %d: the registry runs %d scripts at once, want %d", tc.given, got, tc.want)
+		}
+		l.stop()
+	}
 }

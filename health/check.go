@@ -48,6 +48,7 @@ type Check struct {
 	Host        string // Host header, SNI and verified name; the backend's address when empty
 	Expect      string // status codes as wire.ParseStatusCodes reads them; 200-399 when empty
 	Body        string // text the body must hold
+	BodyExact   bool   // the body, white space around it aside, must be Body and nothing else
 	TLSCA       string // https: a CA file to verify against instead of the system roots
 	TLSInsecure bool   // https: do not verify
 

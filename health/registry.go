@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/healthdns/healthdns/health/internal/engine"
 )
@@ -28,6 +29,7 @@ type Registry struct {
 	open     bool
 	loops                   // one per wire, made at first use
 	retries  *engine.Budget // shared by every loop
+	scripts  *engine.Turns  // how many exec checks run at once
 
 	kept map[string][]any // what holders hand over to their successors across a reload, newest last; see Keep
 
@@ -64,6 +66,7 @@ func NewRegistry(obs Observer, opts ...Option) *Registry {
 	r := &Registry{
 		obs:      obs,
 		retries:  engine.NewBudget(),
+		scripts:  engine.NewTurns(DefaultExecConcurrency),
 		monitors: map[Target]*Monitor{},
 		owned:    map[ownedAddr]int{},
 		probed:   map[probedAddr]int{},
@@ -73,6 +76,31 @@ func NewRegistry(obs Observer, opts ...Option) *Registry {
 		opt(r)
 	}
 	return r
+}
+
+// DefaultExecConcurrency is how many exec checks of a registry run at once unless
+// SetExecConcurrency says otherwise: enough for a host of a few cores, where each script is a
+// process or two (a shell, a curl) that starts in milliseconds. A script that finds them all
+// running waits for its turn; its timeout counts from when it starts.
+const DefaultExecConcurrency = 32
+
+// SetExecConcurrency sets how many exec checks run at once, from then on: raised, waiting
+// scripts start at once; lowered, running ones finish first.
+func (r *Registry) SetExecConcurrency(n int) { r.scripts.SetLimit(n) }
+
+// ExecStats says how the registry's scripts have waited for their turn.
+type ExecStats struct {
+	Concurrency int           // how many may run at once
+	Running     int           // scripts running now
+	Waiting     int           // scripts waiting for their turn now
+	Waits       uint64        // scripts that had to wait, since the registry was made
+	Waited      time.Duration // how long they waited, in all
+}
+
+// ExecStats returns how the registry's scripts have waited for their turn.
+func (r *Registry) ExecStats() ExecStats {
+	st := r.scripts.Stats()
+	return ExecStats{Concurrency: st.Limit, Running: st.Running, Waiting: st.Waiting, Waits: st.Waits, Waited: st.Waited}
 }
 
 // Lease is one holder's claim on a Monitor.

@@ -23,7 +23,6 @@ type loops struct {
 	tcp      engine.Scheduler // half-open or connect, on Linux
 	tcpWire  string           // its name for LoopStatus
 	blocking *engine.Loop[wire.BlockingState]
-	scripts  wire.ExecSlots // made with the blocking loop
 
 	icmpDecided    bool
 	icmpPrivileged bool
@@ -61,9 +60,8 @@ func (r *Registry) wireLocked(t Target) (engine.Scheduler, engine.Target) {
 	case c.Kind == HTTP || c.Kind == HTTPS:
 		probe.Run = httpCheck(c)
 	case c.Kind == Exec:
-		r.blockingLocked()
-		probe.Run = wire.Exec(wire.ExecSpec{Path: c.Command, Args: c.ExecArgs()}, r.scripts)
-		probe.Tries = 1 // a script is not run again beside itself
+		probe.Run = wire.Exec(wire.ExecSpec{Path: c.Command, Args: c.ExecArgs()})
+		probe.Turns = r.scripts // one try, which waits for its turn
 	}
 	return r.blockingLocked(), probe
 }
@@ -71,7 +69,6 @@ func (r *Registry) wireLocked(t Target) (engine.Scheduler, engine.Target) {
 func (r *Registry) blockingLocked() engine.Scheduler {
 	if r.blocking == nil {
 		r.blocking = engine.New[wire.BlockingState](wire.NewBlocking())
-		r.scripts = wire.NewExecSlots()
 	}
 	return r.blocking
 }
@@ -88,7 +85,7 @@ func httpCheck(c Check) func(ctx context.Context, addr netip.Addr) error {
 }
 
 func httpSpec(c Check) (wire.HTTPSpec, error) {
-	spec := wire.HTTPSpec{Port: c.Port, Path: c.Path, Host: c.Host, Body: c.Body}
+	spec := wire.HTTPSpec{Port: c.Port, Path: c.Path, Host: c.Host, Body: c.Body, BodyExact: c.BodyExact}
 	if c.Expect != "" {
 		codes, err := wire.ParseStatusCodes(c.Expect)
 		if err != nil {
@@ -114,7 +111,7 @@ func httpSpec(c Check) (wire.HTTPSpec, error) {
 }
 
 // Reason classifies a probe's failure in a few words, for a metric's label: refused, timeout,
-// unreachable, http_status, http_body, tls, exec_exit, exec_busy or error. The error's text says
+// unreachable, http_status, http_body, tls, exec_exit or error. The error's text says
 // more.
 func Reason(err error) string { return wire.Reason(err) }
 

@@ -54,8 +54,8 @@ func (r *stampRecorder) changeAfter(t *testing.T, n int) Change {
 	return c
 }
 
-// requireSpread fails t if the results after the first round (at once, on purpose) leave a
-// tenth of the interval empty: each target keeps a random phase, so an empty bin is a herd.
+// requireSpread fails t if the results after the first round (at once, on purpose) bunch in one
+// tenth of the interval: each target keeps a random phase, so half of them in one is a herd.
 func (r *stampRecorder) requireSpread(t *testing.T, firstRound int, interval time.Duration) {
 	t.Helper()
 	r.mu.Lock()
@@ -63,11 +63,14 @@ func (r *stampRecorder) requireSpread(t *testing.T, firstRound int, interval tim
 	for _, s := range r.stamps[firstRound:] {
 		bins[int(time.Duration(s.UnixNano())%interval*10/interval)]++
 	}
+	total := len(r.stamps) - firstRound
 	r.mu.Unlock()
 	t.Logf("results per tenth of the interval: %v", bins)
+	// A herd puts every result in a tenth or two. A busy machine that wakes the loop late
+	// bunches some results too, and may leave a tenth empty, but not half of them in one.
 	for i, n := range bins {
-		if n == 0 {
-			t.Errorf("no probe in tenth %d of the interval: %v", i, bins)
+		if n > total/2 {
+			t.Errorf("%d of %d results in tenth %d of the interval: a herd: %v", n, total, i, bins)
 		}
 	}
 }
@@ -123,7 +126,7 @@ func TestICMPScheduled(t *testing.T) {
 	eventually(t, "five rounds of probes", func() bool { return obs.probes() >= 5*len(leases) })
 
 	// Each target keeps its random phase: results arrive spread over the interval, not in a
-	// burst. 1,000 results over 10 bins, 100 expected in each: an empty bin is a herd.
+	// burst. 1,000 results over 10 bins, 100 expected in each: half of them in one is a herd.
 	obs.requireSpread(t, len(leases), icmpSpec.Interval)
 	if changes, _, _ := obs.count(); changes != len(leases) {
 		t.Errorf("%d changes for %d targets that stayed up: want only the first verdicts", changes, len(leases))
@@ -186,11 +189,19 @@ func TestICMPScheduledNoReply(t *testing.T) {
 	if want := "icmp: no reply within " + icmpSpec.Timeout.String(); first.Err == nil || first.Err.Error() != want {
 		t.Errorf("first verdict's error %v, want %s", first.Err, want)
 	}
-	probes := obs.probes()
-	mu.Lock()
-	sent := requests
-	mu.Unlock()
-	if sent < 2*probes || sent > 3*(probes+1) {
+	// Tries are counted before probes, so that a probe starting between the two reads cannot
+	// make either bound hold by itself. How many tries a probe gets depends on how promptly the
+	// loop wakes (a late wake past the deadline sends no more), so the test waits until one
+	// probe has sent more than one, with one probe at most in flight, rather than count them.
+	var sent, probes int
+	eventually(t, "an unanswered probe to send a second try", func() bool {
+		mu.Lock()
+		sent = requests
+		mu.Unlock()
+		probes = obs.probes()
+		return sent >= probes+2
+	})
+	if sent > engine.MaxTries*(probes+1) {
 		t.Errorf("%d echo requests for %d unanswered probes, want up to %d tries each", sent, probes, engine.MaxTries)
 	}
 	t.Logf("%d echo requests for %d unanswered probes", sent, probes)

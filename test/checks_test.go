@@ -276,6 +276,79 @@ exit 0`)
 	}, "every process the hanging script started to be gone")
 }
 
+// TestExecChecksQueue starts 500 backends whose script takes 0.2 s, many more than run at once
+// (exec_concurrency 64 here): the scripts beyond the limit wait for their turn, each timed from
+// its own start, so every backend comes up and none is ever marked down, and the waits are
+// counted. Before the queue, all but 32 of them were "down (first probe): not run: 32 checks
+// already running".
+func TestExecChecksQueue(t *testing.T) {
+	t.Parallel()
+	const count = 500
+	backends := make([]string, count)
+	for i := range backends {
+		backends[i] = fmt.Sprintf("127.5.%d.%d", (i+1)/250, (i+1)%250+1) // 127.5.0.2 to 127.5.2.1
+	}
+	script := filepath.Join(t.TempDir(), "check")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nsleep 0.2\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A long interval: one round of 500 scripts is the test's cost, 8 turns of 64 and 0.2 s
+	// each when idle; the timeout leaves a loaded machine room to start a script.
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n"+
+		harness.Pool("many.lan", backends, "check exec "+script, "interval 5m", "timeout 5s", "exec_concurrency 64")+
+		"}\n")
+
+	var up int
+	harness.Eventually(t, 60*time.Second, func() bool {
+		up = 0
+		for _, sample := range s.Scrape(t).Find("coredns_healthdns_backend_up", map[string]string{"zone": "many.lan."}) {
+			if sample.Value == 1 {
+				up++
+			}
+		}
+		return up == count
+	}, "every backend of many.lan to be up")
+	if down := harness.LinesMatching(s.Output(), regexp.MustCompile(`many\.lan\.\): down`)); len(down) > 0 {
+		t.Errorf("%d backends marked down, the first: %s", len(down), down[0])
+	}
+	m := s.Scrape(t)
+	// How many waited depends on how fast the scripts ran beside the ones still starting; that
+	// some did, with 500 due at once and 64 turns, does not.
+	if waits, _ := m.Value("coredns_healthdns_exec_waits_total", nil); waits <= 0 {
+		t.Errorf("exec_waits_total = %v, want the scripts that waited for a turn counted", waits)
+	}
+	if waited, _ := m.Value("coredns_healthdns_exec_wait_seconds_total", nil); waited <= 0 {
+		t.Errorf("exec_wait_seconds_total = %v, want the time they waited", waited)
+	}
+}
+
+// TestHTTPBodyExact shows body's substring match passing "not ok" for ok, and body_exact
+// refusing it, saying what the body was, until the body is ok.
+func TestHTTPBodyExact(t *testing.T) {
+	t.Parallel()
+	const webIP = "127.0.5.1"
+	web := startWeb(t, webIP, nil)
+	web.body.Store("not ok\n")
+	p := strconv.Itoa(web.port)
+	timing := []string{"interval 500ms", "timeout 400ms", "all_down servfail"}
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
+		harness.Pool("contains.lan", []string{webIP}, append([]string{"check http " + p + " /health body ok"}, timing...)...)+
+		harness.Pool("exact.lan", []string{webIP}, append([]string{"check http " + p + " /health body_exact ok"}, timing...)...)+
+		"}\n")
+
+	if !upIn(t, s, "contains.lan.", webIP) {
+		t.Errorf("contains.lan: 'body ok' should pass a body of \"not ok\" (a substring match)")
+	}
+	if upIn(t, s, "exact.lan.", webIP) {
+		t.Errorf("exact.lan: 'body_exact ok' passed a body of \"not ok\"")
+	}
+	logLine(t, s, `backend `+regexp.QuoteMeta(webIP)+` \(exact\.lan\.\): down \(first probe\): `+
+		regexp.QuoteMeta(fmt.Sprintf(`http :%d/health: body: "not ok", want exactly "ok"`, web.port))+`$`)
+
+	web.body.Store("ok\n")
+	harness.Eventually(t, 10*time.Second, func() bool { return upIn(t, s, "exact.lan.", webIP) }, "exact.lan up once the body is ok")
+}
+
 // running reports whether pid is a live process, not a zombie that no init has reaped.
 func running(pid int) bool {
 	if syscall.Kill(pid, 0) != nil {

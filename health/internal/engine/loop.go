@@ -45,6 +45,11 @@ type Target struct {
 	// Other wires leave both unused.
 	Run  func(ctx context.Context, addr netip.Addr) error
 	Name string
+	// Turns, when set, bound how many of the tries sharing them run at once: the wire holds
+	// the try back until it has a turn and then says so (Answer.Started), and the probe's
+	// timeout counts from then. The probe waits as long as that takes, and gets one try.
+	// Blocking wires only.
+	Turns *Turns
 }
 
 // Wire is how a Loop probes: it sends tries without waiting for them and collects answers in
@@ -75,6 +80,9 @@ type Wire[S any] interface {
 type Answer[S any] struct {
 	Slot *Slot[S]
 	Err  error
+	// Started, when not zero, says instead that the try of a target with Turns got its turn
+	// then, and began: its probe's timeout counts from it.
+	Started time.Time
 }
 
 // Ticket is a scheduled target, as its owner holds it.
@@ -177,6 +185,8 @@ type Slot[S any] struct {
 	tries     int32
 	maxTries  int32
 	inFlight  bool
+	turns     bool // its try waits for a turn, and its deadline is set when it starts
+	waiting   bool // its probe in flight waits for a turn: no deadline yet
 	phased    bool // the first probe is done and the target is on its random phase
 	hurried   bool // on the Fast grid
 	scheduled bool // until Unschedule
@@ -275,10 +285,14 @@ func (l *Loop[S]) Schedule(t Target) Ticket {
 		fast:      t.Fast,
 		timeout:   t.Timeout,
 		maxTries:  int32(MaxTries),
+		turns:     t.Turns != nil,
 		scheduled: true,
 	}
 	if t.Tries > 0 && t.Tries < MaxTries {
 		s.maxTries = int32(t.Tries)
+	}
+	if s.turns {
+		s.maxTries = 1 // a second try would wait for a turn beside the first
 	}
 	l.mu.Lock()
 	l.wire.Prepare(s, &t)
@@ -364,7 +378,7 @@ func (l *Loop[S]) queueLocked(s *Slot[S], at time.Duration) {
 func (l *Loop[S]) endLocked(s *Slot[S]) {
 	if s.inFlight {
 		l.wire.End(s)
-		s.inFlight = false
+		s.inFlight, s.waiting = false, false
 		l.inFlight--
 	}
 }
@@ -439,7 +453,11 @@ func (l *Loop[S]) run(previous, wake, quit <-chan struct{}, done chan<- struct{}
 		now := l.since(wokeAt)
 		l.mu.Lock()
 		for _, a := range l.wire.Answered() {
-			if a.Slot.inFlight { // not when an earlier answer in the batch ended its probe
+			switch {
+			case !a.Slot.inFlight: // an earlier answer in the batch ended its probe
+			case !a.Started.IsZero():
+				l.startedLocked(a.Slot, l.since(a.Started))
+			default:
 				l.finishLocked(a.Slot, now, a.Err)
 			}
 		}
@@ -546,16 +564,37 @@ func (l *Loop[S]) handleLocked(s *Slot[S], now time.Duration) {
 		s.sent, s.tries = now, 1
 		s.deadline = now + s.timeout
 		s.nextTry = now + s.timeout/MaxTries
+		if s.turns {
+			// No deadline while the try waits for its turn: startedLocked sets it.
+			s.waiting, s.deadline = true, maxTime
+		}
 		if err := l.wire.Try(s, true); err != nil {
 			l.finishLocked(s, now, err)
 			return
 		}
-		if s.maxTries > 1 {
+		switch {
+		case s.waiting:
+		case s.maxTries > 1:
 			l.queueLocked(s, s.nextTry)
-		} else {
+		default:
 			l.queueLocked(s, s.deadline)
 		}
 	}
+}
+
+// maxTime is a deadline that never comes.
+const maxTime = time.Duration(1<<63 - 1)
+
+// startedLocked starts the clock of s's probe, whose try waited for a turn and began at (since
+// the epoch): its time and its timeout count from then, and the wait shows as its lateness.
+func (l *Loop[S]) startedLocked(s *Slot[S], at time.Duration) {
+	if !s.waiting {
+		return
+	}
+	s.waiting = false
+	s.sent = at
+	s.deadline = at + s.timeout
+	l.queueLocked(s, s.deadline)
 }
 
 // gridAfter returns the probe time after last on its grid of interval, all three measured from

@@ -103,14 +103,17 @@ func target(interval, timeout time.Duration) Target {
 // second's answer is the probe's.
 func TestLoopRetriesWhileUnanswered(t *testing.T) {
 	w := &scriptWire{answer: func(_ *Slot[scriptState], try int) (error, bool) { return nil, try == 2 }}
-	r := probeOnce(t, w, target(time.Hour, 300*time.Millisecond))
+	// Seconds apart, so that a loop a busy machine wakes late still sees the second try's
+	// answer before the third is due.
+	const timeout = 3 * time.Second
+	r := probeOnce(t, w, target(time.Hour, timeout))
 	if r.Err != nil {
 		t.Fatalf("probe failed: %v; the second try was answered", r.Err)
 	}
 	if got := w.triesSent(); got != 2 {
 		t.Errorf("%d tries sent, want 2 (no third once the second answered)", got)
 	}
-	if r.Took < 100*time.Millisecond-Tick {
+	if r.Took < timeout/MaxTries-Tick {
 		t.Errorf("probe took %v: the second try went out before a third of the timeout", r.Took)
 	}
 }
@@ -127,7 +130,8 @@ func TestLoopConclusiveFailureEndsProbe(t *testing.T) {
 // A silent backend gets MaxTries tries and times out at the deadline, with the wire's error.
 func TestLoopTimesOut(t *testing.T) {
 	w := &scriptWire{answer: func(*Slot[scriptState], int) (error, bool) { return nil, false }}
-	r := probeOnce(t, w, target(time.Hour, 60*time.Millisecond))
+	// Tries a second apart: a loop woken past the deadline would send fewer.
+	r := probeOnce(t, w, target(time.Hour, 3*time.Second))
 	if !errors.Is(r.Err, context.DeadlineExceeded) || w.triesSent() != MaxTries {
 		t.Errorf("result %v after %d tries, want a timeout after %d", r.Err, w.triesSent(), MaxTries)
 	}

@@ -14,7 +14,8 @@ import (
 // Blocking runs checks that block (a dial, a ping through pro-bing, an HTTP request, a script)
 // on a goroutine per try, and hands their outcomes to its loop at the next wake. The loop keeps
 // their schedule, tries, budget and deadline as for every other wire; a try's context ends at
-// the probe's deadline, or when its probe ends.
+// the probe's deadline, or when its probe ends. A target with turns (a script) waits for one on
+// its try's goroutine, and its try's context ends its timeout after the turn came.
 type Blocking struct {
 	tries sync.WaitGroup // every try's goroutine
 
@@ -30,15 +31,17 @@ type Blocking struct {
 type BlockingState struct {
 	run    func(ctx context.Context, addr netip.Addr) error
 	name   string
+	turns  *engine.Turns      // nil: the try runs at once
 	probe  uint64             // counts the target's probes, so that a late try's outcome is dropped
 	ctx    context.Context    // of the probe in flight's tries
 	cancel context.CancelFunc // ends them
 }
 
 type blockingDone struct {
-	s     *engine.Slot[BlockingState]
-	probe uint64
-	err   error
+	s       *engine.Slot[BlockingState]
+	probe   uint64
+	err     error
+	started time.Time // not zero: the try got its turn then, and this is not its outcome
 }
 
 // NewBlocking returns a blocking wire.
@@ -46,7 +49,7 @@ func NewBlocking() *Blocking { return &Blocking{} }
 
 // Prepare implements engine.Wire.
 func (b *Blocking) Prepare(s *engine.Slot[BlockingState], t *engine.Target) {
-	s.State = BlockingState{run: t.Run, name: t.Name}
+	s.State = BlockingState{run: t.Run, name: t.Name, turns: t.Turns}
 }
 
 // Try implements engine.Wire: it starts the try on a goroutine of its own.
@@ -54,12 +57,26 @@ func (b *Blocking) Try(s *engine.Slot[BlockingState], first bool) error {
 	st := &s.State
 	if first {
 		st.probe++
-		st.ctx, st.cancel = context.WithDeadline(context.Background(), s.Deadline())
+		if st.turns != nil {
+			st.ctx, st.cancel = context.WithCancel(context.Background()) // the deadline is set by the turn
+		} else {
+			st.ctx, st.cancel = context.WithDeadline(context.Background(), s.Deadline())
+		}
 	}
-	ctx, run, addr, probe := st.ctx, st.run, s.Addr, st.probe
+	ctx, run, addr, probe, turns, timeout := st.ctx, st.run, s.Addr, st.probe, st.turns, s.Timeout()
 	b.tries.Add(1)
 	go func() {
 		defer b.tries.Done()
+		if turns != nil {
+			if turns.Take(ctx) != nil {
+				return // the probe ended while it waited
+			}
+			defer turns.Give()
+			b.post(blockingDone{s: s, probe: probe, started: time.Now()})
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
 		err := run(ctx, addr)
 		if err != nil && (ctx.Err() != nil || Reason(err) == ReasonTimeout) {
 			// Cut short by the deadline or the probe's end, or by a socket deadline set to the
@@ -67,12 +84,17 @@ func (b *Blocking) Try(s *engine.Slot[BlockingState], first bool) error {
 			// configured rather than what was left of it when this try began.
 			return
 		}
-		b.mu.Lock()
-		b.done = append(b.done, blockingDone{s, probe, err})
-		b.mu.Unlock()
-		s.Poke()
+		b.post(blockingDone{s: s, probe: probe, err: err})
 	}()
 	return nil
+}
+
+// post hands d to the loop, and wakes it.
+func (b *Blocking) post(d blockingDone) {
+	b.mu.Lock()
+	b.done = append(b.done, d)
+	b.mu.Unlock()
+	d.s.Poke()
 }
 
 // End implements engine.Wire: it cancels the probe's tries.
@@ -96,7 +118,7 @@ func (b *Blocking) Answered() []engine.Answer[BlockingState] {
 	answers := b.answers[:0]
 	for _, d := range b.taken {
 		if d.probe == d.s.State.probe {
-			answers = append(answers, engine.Answer[BlockingState]{Slot: d.s, Err: d.err})
+			answers = append(answers, engine.Answer[BlockingState]{Slot: d.s, Err: d.err, Started: d.started})
 		}
 	}
 	clear(b.taken)

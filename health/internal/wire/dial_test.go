@@ -16,7 +16,7 @@ import (
 func TestDial(t *testing.T) {
 	t.Run("up", func(t *testing.T) {
 		_, port := testnet.ListenTCP(t)
-		if err := probeWithin(Dial(port), testnet.Loopback4, time.Second); err != nil {
+		if err := probeWithin(Dial(port), testnet.Loopback4, answered); err != nil {
 			t.Fatalf("listening port: %v", err)
 		}
 	})
@@ -28,7 +28,7 @@ func TestDial(t *testing.T) {
 		}
 		defer ln.Close()
 		go testnet.AcceptAndClose(ln)
-		if err := probeWithin(Dial(uint16(ln.Addr().(*net.TCPAddr).Port)), testnet.Loopback6, time.Second); err != nil {
+		if err := probeWithin(Dial(uint16(ln.Addr().(*net.TCPAddr).Port)), testnet.Loopback6, answered); err != nil {
 			t.Fatalf("listening port on ::1: %v", err)
 		}
 	})
@@ -36,7 +36,7 @@ func TestDial(t *testing.T) {
 	t.Run("refused", func(t *testing.T) {
 		ln, port := testnet.ListenTCP(t)
 		ln.Close() // the port was ours a moment ago, so nothing else listens on it
-		err := probeWithin(Dial(port), testnet.Loopback4, time.Second)
+		err := probeWithin(Dial(port), testnet.Loopback4, answered)
 		if want := fmt.Sprintf("tcp :%d: connection refused", port); err == nil || err.Error() != want {
 			t.Fatalf("error %v, want %q", err, want)
 		}

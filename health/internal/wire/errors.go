@@ -18,10 +18,9 @@ const (
 	ReasonTimeout     = "timeout"     // no answer, or a script that did not finish, within the timeout
 	ReasonUnreachable = "unreachable" // no route, or an ICMP unreachable
 	ReasonHTTPStatus  = "http_status" // an answer with a status the check does not expect
-	ReasonHTTPBody    = "http_body"   // an answer whose body lacks the text
+	ReasonHTTPBody    = "http_body"   // an answer whose body lacks the text, or is not it (body_exact)
 	ReasonTLS         = "tls"         // the handshake or the certificate failed
 	ReasonExecExit    = "exec_exit"   // the script exited with a status other than 0
-	ReasonExecBusy    = "exec_busy"   // the script could not start: MaxExecRunning run already
 	ReasonError       = "error"       // anything else
 )
 
@@ -40,12 +39,10 @@ func Reason(err error) string {
 		return ReasonRefused
 	case errors.As(err, &status):
 		return ReasonHTTPStatus
-	case errors.As(err, &bodyError{}):
+	case errors.As(err, &bodyError{}), errors.As(err, &bodyMismatch{}):
 		return ReasonHTTPBody
 	case errors.As(err, &exit):
 		return ReasonExecExit
-	case errors.Is(err, errExecBusy):
-		return ReasonExecBusy
 	case errors.As(err, &verify), errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid), errors.As(err, &tlsError{}):
 		return ReasonTLS
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):

@@ -30,9 +30,7 @@ func TestReason(t *testing.T) {
 	ca := newTestCA(t)
 	cert := newTestCA(t).leaf(t, []string{"app.lan"})
 	tlsPort := serveHTTP(t, func(http.ResponseWriter, *http.Request) {}, &cert)
-	busy := make(ExecSlots, 1)
-	busy <- struct{}{}
-	probe := func(run func(context.Context, netip.Addr) error) error { return probeWithin(run, addr, 2*time.Second) }
+	probe := func(run func(context.Context, netip.Addr) error) error { return probeWithin(run, addr, answered) }
 	tests := []struct {
 		want string
 		err  error
@@ -41,10 +39,10 @@ func TestReason(t *testing.T) {
 		{ReasonRefused, probe(HTTP(HTTPSpec{Port: closed}))},
 		{ReasonHTTPStatus, probe(HTTP(HTTPSpec{Port: port, Path: "/down"}))},
 		{ReasonHTTPBody, probe(HTTP(HTTPSpec{Port: port, Body: "ok!"}))},
+		{ReasonHTTPBody, probe(HTTP(HTTPSpec{Port: port, Body: "fin", BodyExact: true}))},
 		{ReasonTLS, probe(HTTP(HTTPSpec{Port: tlsPort, Host: "app.lan", TLS: &tls.Config{RootCAs: ca.pool}}))},
 		{ReasonTLS, probe(HTTP(HTTPSpec{Port: port, TLS: &tls.Config{InsecureSkipVerify: true}}))}, // plain HTTP on the port
-		{ReasonExecExit, probe(Exec(ExecSpec{Path: "/bin/false"}, NewExecSlots()))},
-		{ReasonExecBusy, probe(Exec(ExecSpec{Path: "/bin/true"}, busy))},
+		{ReasonExecExit, probe(Exec(ExecSpec{Path: "/bin/false"}))},
 		{ReasonTimeout, fmt.Errorf("tcp :80: %w", errTimeout{time.Second, context.DeadlineExceeded})},
 		{ReasonTimeout, fmt.Errorf("icmp: %w", errNoReply{time.Second})},
 		{ReasonTimeout, fmt.Errorf("exec /x: %w", errUnfinished{time.Second})},

@@ -3,7 +3,6 @@
 package wire
 
 import (
-	"context"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/healthdns/healthdns/health/internal/engine"
 )
 
 // script writes an executable shell script into a directory of the test's own.
@@ -40,12 +41,12 @@ func TestExec(t *testing.T) {
 		{"backend in an argument", `[ "$1" = "--host=127.0.0.9" ] || { echo "got $1"; exit 1; }`, []string{"--host={backend}"}, ""},
 		{"never through a shell", `[ "$1" = '$(touch /nonexistent)' ] || exit 1`, []string{"$(touch /nonexistent)"}, ""},
 		{"long line cut", "printf '%0300d' 0; exit 1", nil, "exit 1: " + strings.Repeat("0", execReasonLen)},
+		{"exit 0 with its output held open by a child", "sleep 3 & exit 0", nil, ""},
 	}
-	slots := NewExecSlots()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			path := script(t, tc.body)
-			err := probeWithin(Exec(ExecSpec{Path: path, Args: tc.args}, slots), addr, 5*time.Second)
+			err := probeWithin(Exec(ExecSpec{Path: path, Args: tc.args}), addr, answered)
 			want := ""
 			if tc.want != "" {
 				want = "exec " + path + ": " + tc.want
@@ -63,8 +64,8 @@ func TestExecKilledAtTheTimeout(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	path := script(t, "sleep 60 & echo $! > "+pidFile+"; wait")
 	start := time.Now()
-	err := probeWithin(Exec(ExecSpec{Path: path}, NewExecSlots()), netip.MustParseAddr("127.0.0.9"), 300*time.Millisecond)
-	if err == nil || time.Since(start) > 5*time.Second {
+	err := probeWithin(Exec(ExecSpec{Path: path}), netip.MustParseAddr("127.0.0.9"), 3*time.Second) // time for a loaded machine to start the script and its sleep
+	if err == nil || time.Since(start) > 30*time.Second {
 		t.Fatalf("error %v after %v, want a failure at the timeout", err, time.Since(start))
 	}
 	b, rerr := os.ReadFile(pidFile)
@@ -95,18 +96,104 @@ func alive(pid int) bool {
 	return len(fields) == 0 || fields[0] != "Z"
 }
 
-// Runs are bounded: a probe that finds every slot taken fails at once, it does not queue.
-func TestExecBounded(t *testing.T) {
-	slots := make(ExecSlots, 1)
-	slots <- struct{}{} // the one slot is taken
-	err := Exec(ExecSpec{Path: script(t, "exit 0")}, slots)(context.Background(), netip.MustParseAddr("127.0.0.9"))
-	if err == nil || !strings.Contains(err.Error(), "not run: 1 checks already running") {
-		t.Errorf("error %v, want not run", err)
+// Scripts beyond the limit wait for their turn and then pass: a probe is late because others
+// ran, never failed. Its timeout counts from its start, so the wait, three times its timeout
+// here, does not time it out, and the wait is counted.
+func TestExecWaitsForItsTurn(t *testing.T) {
+	dir := t.TempDir()
+	running, release := filepath.Join(dir, "running"), filepath.Join(dir, "release")
+	holder := script(t, "touch "+running+"; while [ ! -e "+release+" ]; do sleep 0.05; done")
+	quick := script(t, "exit 0")
+
+	l := engine.New[BlockingState](NewBlocking())
+	l.Retain()
+	t.Cleanup(l.Release)
+	turns := engine.NewTurns(1)
+	schedule := func(path string, timeout time.Duration, results chan<- engine.Result) engine.Ticket {
+		return l.Schedule(engine.Target{
+			Addr: netip.MustParseAddr("127.0.0.9"), Interval: time.Hour, Timeout: timeout,
+			Budget: engine.NewBudget(), Turns: turns, Name: "exec " + path,
+			Run:    Exec(ExecSpec{Path: path}),
+			Report: func(r engine.Result) { results <- r },
+		})
+	}
+	holderDone, quickDone := make(chan engine.Result, 1), make(chan engine.Result, 1)
+	defer schedule(holder, time.Minute, holderDone).Unschedule()
+	waitFor(t, "the first script to run", func() bool { _, err := os.Stat(running); return err == nil })
+
+	const timeout = 300 * time.Millisecond
+	defer schedule(quick, timeout, quickDone).Unschedule()
+	waitFor(t, "the second script to wait", func() bool { return turns.Stats().Waiting == 1 })
+	held := 3 * timeout
+	time.Sleep(held) // past the waiting probe's timeout, counted from when it was due
+	select {
+	case r := <-quickDone:
+		t.Fatalf("a result while another script held the only turn: %+v", r)
+	default:
+	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var quickResult engine.Result
+	for _, done := range []chan engine.Result{holderDone, quickDone} {
+		select {
+		case quickResult = <-done:
+			if quickResult.Err != nil {
+				t.Errorf("error %v, want both scripts to pass", quickResult.Err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no result 10s after the first script was let go")
+		}
+	}
+	if quickResult.Late < held {
+		t.Errorf("the waiting script's lateness %v, want its wait of at least %v", quickResult.Late, held)
+	}
+	waitFor(t, "the turns given back", func() bool { return turns.Stats().Running == 0 }) // just after the result
+	if st := turns.Stats(); st.Waits != 1 || st.Waited < held || st.Waiting != 0 {
+		t.Errorf("turns %+v, want one wait of at least %v and nothing waiting", st, held)
+	}
+}
+
+// waitFor polls cond until it holds, for at most 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("10s without %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A script that overruns its timeout after its turn came is killed and fails as one that did
+// not finish: the timeout holds, counted from the start.
+func TestExecTimeoutAfterItsTurn(t *testing.T) {
+	l := engine.New[BlockingState](NewBlocking())
+	l.Retain()
+	t.Cleanup(l.Release)
+	path := script(t, "sleep 30")
+	results := make(chan engine.Result, 1)
+	ticket := l.Schedule(engine.Target{
+		Addr: netip.MustParseAddr("127.0.0.9"), Interval: time.Hour, Timeout: 200 * time.Millisecond,
+		Budget: engine.NewBudget(), Turns: engine.NewTurns(1), Name: "exec " + path,
+		Run:    Exec(ExecSpec{Path: path}),
+		Report: func(r engine.Result) { results <- r },
+	})
+	defer ticket.Unschedule()
+	select {
+	case r := <-results:
+		want := "exec " + path + ": did not finish within 200ms: killed"
+		if r.Err == nil || r.Err.Error() != want {
+			t.Errorf("error %v, want %s", r.Err, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no result 10s after the start of a script with a timeout of 200ms")
 	}
 }
 
 func TestExecCannotStart(t *testing.T) {
-	err := probeWithin(Exec(ExecSpec{Path: "/nonexistent/check"}, NewExecSlots()), netip.MustParseAddr("127.0.0.9"), time.Second)
+	err := probeWithin(Exec(ExecSpec{Path: "/nonexistent/check"}), netip.MustParseAddr("127.0.0.9"), answered)
 	if err == nil || !strings.HasPrefix(err.Error(), "exec /nonexistent/check: ") {
 		t.Errorf("error %v", err)
 	}

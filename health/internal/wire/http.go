@@ -28,6 +28,9 @@ type HTTPSpec struct {
 	Expect StatusCodes // the statuses that pass; 200-399 when empty
 	Body   string      // text the first MaxBodyRead bytes of the body must hold; "" for any body
 	TLS    *tls.Config // nil for plain HTTP; its ServerName is set per backend
+	// BodyExact wants the whole body to be Body, but for white space around it (a health
+	// page's final newline): "not ok" holds "ok", but is not it.
+	BodyExact bool
 }
 
 // HTTP returns a blocking check that sends one GET over a fresh connection and passes when the
@@ -92,6 +95,15 @@ func HTTP(spec HTTPSpec) func(ctx context.Context, addr netip.Addr) error {
 			return nil
 		}
 		body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBodyRead))
+		if spec.BodyExact {
+			if err != nil {
+				return fail(readFailure(ctx, within, err))
+			}
+			if trimmed := bytes.TrimSpace(body); string(trimmed) != spec.Body {
+				return fail(bodyMismatch{spec.Body, trimmed})
+			}
+			return nil
+		}
 		if !bytes.Contains(body, []byte(spec.Body)) {
 			if err != nil {
 				return fail(readFailure(ctx, within, err))
@@ -135,6 +147,23 @@ type bodyError struct {
 
 func (e bodyError) Error() string {
 	return fmt.Sprintf("body: no %q in its first %d bytes", e.text, e.read)
+}
+
+// bodyMismatch is a response whose body is not the check's text (body_exact).
+type bodyMismatch struct {
+	want string
+	got  []byte // trimmed
+}
+
+// bodyQuoted bounds how much of a body that is not the text a failure quotes: enough to tell
+// "not ok" from "ok", and a log line stays a line.
+const bodyQuoted = 64
+
+func (e bodyMismatch) Error() string {
+	if len(e.got) > bodyQuoted {
+		return fmt.Sprintf("body: %q... (%d bytes read), want exactly %q", e.got[:bodyQuoted], len(e.got), e.want)
+	}
+	return fmt.Sprintf("body: %q, want exactly %q", e.got, e.want)
 }
 
 // tlsError is a handshake that failed for another reason than the certificate's.

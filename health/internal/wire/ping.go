@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"syscall"
 	"time"
 
 	probing "github.com/prometheus-community/pro-bing"
@@ -64,5 +66,35 @@ func ping(ctx context.Context, addr netip.Addr, privileged bool) error {
 	if err == nil || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("icmp: %w", errNoReply{timeout})
 	}
-	return fmt.Errorf("icmp: %w", err)
+	return fmt.Errorf("icmp: %w", pingFailure(err, privileged))
+}
+
+// pingFailure words what pro-bing returns as the socket gave it ("write udp
+// 0.0.0.0:7->10.0.0.7:0: sendto: network is unreachable", "socket: permission denied") as the
+// other checks do: what failed, and what to do about it when the host's settings are the cause.
+// The errno stays wrapped, for Reason.
+func pingFailure(err error, privileged bool) error {
+	var sys *os.SyscallError
+	var op *net.OpError
+	switch {
+	case errors.As(err, &sys) && sys.Syscall == "socket" && (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)):
+		if privileged {
+			return fmt.Errorf("cannot open a raw ICMP socket (%w): privileged ping needs CAP_NET_RAW", sys.Err)
+		}
+		return fmt.Errorf("cannot open a ping socket (%w): unprivileged ping needs net.ipv4.ping_group_range to include the process's group (%d), or CAP_NET_RAW",
+			sys.Err, os.Getegid())
+	case errors.As(err, &op) && op.Op == "write":
+		cause := op.Err
+		if errors.As(cause, &sys) {
+			cause = sys.Err
+		}
+		switch {
+		case errors.Is(cause, syscall.ENETUNREACH):
+			return fmt.Errorf("echo request not sent: %w (no route to the backend)", cause)
+		case errors.Is(cause, syscall.EACCES), errors.Is(cause, syscall.EPERM):
+			return fmt.Errorf("echo request not sent: %w (a firewall rule of this host refused it)", cause)
+		}
+		return fmt.Errorf("echo request not sent: %w", cause)
+	}
+	return err
 }

@@ -3,8 +3,11 @@ package wire
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,7 +40,7 @@ func TestPing(t *testing.T) {
 	for name, ping := range pingers(t) {
 		t.Run(name, func(t *testing.T) {
 			for _, addr := range append(testnet.Loopbacks(t), netip.MustParseAddr("127.0.0.42")) {
-				if err := probeWithin(ping, addr, 2*time.Second); err != nil {
+				if err := probeWithin(ping, addr, answered); err != nil {
 					t.Errorf("ping %s: %v", addr, err)
 				}
 			}
@@ -72,7 +75,7 @@ func TestICMPNoReply(t *testing.T) {
 	testnet.Sysctl(t, "net.ipv6.icmp.echo_ignore_all", "0")
 	for name, p := range probers {
 		for _, addr := range addrs {
-			if err := probeWithin(p, addr, 2*time.Second); err != nil {
+			if err := probeWithin(p, addr, answered); err != nil {
 				t.Fatalf("%s: ping %s before ignoring echoes: %v", name, addr, err)
 			}
 		}
@@ -118,6 +121,32 @@ func TestICMPNoReply(t *testing.T) {
 	}
 }
 
+// A failed unprivileged ping says what failed, and what to change, rather than the socket's
+// own words ("write udp 0.0.0.0:7->10.99.0.1:0: sendto: network is unreachable"): here with
+// ping sockets closed to every group, then open and pinging an address with no route.
+func TestPingFailuresSayWhat(t *testing.T) {
+	if !testnet.InOwnNetns() {
+		testnet.RunInOwnNetns(t)
+		return
+	}
+	testnet.Sysctl(t, "net.ipv4.ping_group_range", "1 0") // no group
+	err := probeWithin(Ping(false), testnet.Loopback4, answered)
+	want := fmt.Sprintf("icmp: cannot open a ping socket (permission denied): unprivileged ping needs net.ipv4.ping_group_range to include the process's group (%d), or CAP_NET_RAW", os.Getegid())
+	if err == nil || err.Error() != want {
+		t.Errorf("ping sockets closed: error %v, want %s", err, want)
+	}
+
+	testnet.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647")
+	unrouted := netip.MustParseAddr("10.99.0.1") // the namespace has no route but loopback's
+	err = probeWithin(Ping(false), unrouted, answered)
+	if want := "icmp: echo request not sent: network is unreachable (no route to the backend)"; err == nil || err.Error() != want {
+		t.Errorf("no route: error %v, want %s", err, want)
+	}
+	if !errors.Is(err, syscall.ENETUNREACH) || Reason(err) != ReasonUnreachable {
+		t.Errorf("no route: error %v is not ENETUNREACH, reason %q", err, Reason(err))
+	}
+}
+
 // TestPingUnprivileged pings through datagram ping sockets, which need no capability when
 // net.ipv4.ping_group_range includes the process's group. When the host's range excludes us, the
 // test opens the range in a namespace of its own rather than on the host, where other processes'
@@ -134,7 +163,7 @@ func TestPingUnprivileged(t *testing.T) {
 	}
 	p := Ping(false)
 	for _, addr := range testnet.Loopbacks(t) {
-		if err := probeWithin(p, addr, 2*time.Second); err != nil {
+		if err := probeWithin(p, addr, answered); err != nil {
 			t.Errorf("unprivileged ping %s: %v", addr, err)
 		}
 	}
