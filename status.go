@@ -257,6 +257,7 @@ type statusCheck struct {
 	Path        string `json:"path,omitempty"`
 	Expect      string `json:"expect,omitempty"`
 	Body        string `json:"body,omitempty"`
+	BodyExact   bool   `json:"body_exact,omitempty"` // the body must be Body, not only hold it
 	Host        string `json:"host,omitempty"`
 	TLSCA       string `json:"tls_ca,omitempty"`
 	TLSInsecure bool   `json:"tls_insecure,omitempty"`
@@ -471,7 +472,7 @@ func (p *Pool) status(answers map[answerKey]uint64) statusPool {
 	for _, c := range cfg.checks {
 		sp.Checks = append(sp.Checks, statusCheck{
 			Check: c.String(), Kind: c.Kind.String(), Port: c.Port, Path: c.Path, Expect: c.Expect,
-			Body: c.Body, Host: c.Host, TLSCA: c.TLSCA, TLSInsecure: c.TLSInsecure, Command: c.Command,
+			Body: c.Body, BodyExact: c.BodyExact, Host: c.Host, TLSCA: c.TLSCA, TLSInsecure: c.TLSInsecure, Command: c.Command,
 		})
 	}
 	snap := p.snap.Load()

@@ -89,7 +89,7 @@ func TestStatusPageGroupsInBrowser(t *testing.T) {
 		t.Errorf("web.lan's group chip: %q in\n%s", c, web)
 	}
 
-	if !strings.Contains(web, "tcp :8080 + https :443/healthz host web.lan tls_insecure, every ") {
+	if !strings.Contains(web, `tcp :8080 + https :443/healthz body_exact "ok" host web.lan tls_insecure, every `) {
 		t.Errorf("web.lan's check line: %s", regexp.MustCompile(`<div class="meta" data-checks[^>]*>[^<]*</div>`).FindString(web))
 	}
 	standby := rowOf(web, "10.0.1.2")

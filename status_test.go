@@ -441,7 +441,7 @@ func groupsView(t *testing.T, token string) *statusView {
 	web.backends[2].drain = drain{on: true, reason: "kernel upgrade"}
 	web.preempt = balance.Preemption{Delay: time.Hour}
 	web.policy = "weighted"
-	web.checks = []health.Check{{Kind: health.TCP, Port: 8080}, {Kind: health.HTTPS, Port: 443, Path: "/healthz", Host: "web.lan", TLSInsecure: true}}
+	web.checks = []health.Check{{Kind: health.TCP, Port: 8080}, {Kind: health.HTTPS, Port: 443, Path: "/healthz", Host: "web.lan", TLSInsecure: true, Body: "ok", BodyExact: true}}
 	var pools []*Pool
 	for _, cfg := range []poolConfig{db, web} {
 		cfg.server, cfg.spec = "dns://127.0.0.1:1053", fast
