@@ -421,6 +421,11 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 		if err != nil {
 			return cfg, lines, errAt(c, cfg.source.line, "backends_file: %v", err)
 		}
+		// A pool with nothing to probe would start and answer nothing but NODATA: most likely a
+		// file not written yet, or the wrong path.
+		if len(list) == 0 && len(cfg.backends) == 0 {
+			return cfg, lines, errAt(c, cfg.source.line, "backends_file: %s lists no backend, and the block has no 'backend' line: want at least one backend in the file (ADDRESS [weight W] [priority P], one a line)", cfg.source.path)
+		}
 		cfg.source.initial = list
 	}
 	if len(cfg.backends) > balance.MaxSetSize {
