@@ -45,6 +45,7 @@
 //	127.0.1.200, .201            TestDrain (127.0.1.200-.209 reserved for it)
 //	127.0.1.210-.213            TestStatusAPI (127.0.1.210-.219 reserved for it)
 //	127.0.6.1-.3                 TestBackendsFileRewrittenInPlace
+//	127.0.6.10                   TestStatusTokenFromSystemdCredentials
 package test
 
 import (
