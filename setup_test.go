@@ -527,11 +527,24 @@ func writeFiles(t *testing.T, files map[string]string) {
 
 // TestParseWarnings: what setup accepts but an operator should hear about is logged once.
 func TestParseWarnings(t *testing.T) {
+	dir := t.TempDir()
+	weighted, plain := filepath.Join(dir, "weighted.backends"), filepath.Join(dir, "plain.backends")
+	writeFiles(t, map[string]string{weighted: "10.0.0.8\n10.0.0.7 weight 3\n", plain: "10.0.0.7\n10.0.0.8\n"})
+	const oneGroup = "nopreempt does nothing for app.lan.: each address family has one priority group, so no group takes over or back; give the standby backends a lower 'priority'"
 	tests := []struct {
 		name  string
 		block string
 		want  string // "" for no warning
 	}{
+		{"weight in the backends file", " backends_file " + weighted + "\n policy round_robin", "Corefile:3 - weight is ignored unless 'policy weighted' or 'policy consistent_hash' (the policy of app.lan. is round_robin), and " + weighted + " gives 10.0.0.7 weight 3"},
+		{"weighted backends file", " backends_file " + weighted + "\n policy weighted", ""},
+		{"nopreempt, one group", " backend 10.0.0.1\n backend 10.0.0.2\n nopreempt", "Corefile:5 - " + oneGroup},
+		{"preempt_delay, equal priorities", " backend 10.0.0.1 priority 101\n backend 10.0.0.2 priority 101\n preempt_delay 30s",
+			"Corefile:5 - preempt_delay does nothing for app.lan.: each address family has one priority group"},
+		{"nopreempt, one group a family", " backend 10.0.0.1\n backend fd00::1 priority 200\n nopreempt", "Corefile:5 - " + oneGroup},
+		{"nopreempt, two groups", " backend 10.0.0.1 priority 200\n backend 10.0.0.2\n nopreempt", ""},
+		{"nopreempt, two groups in one family", " backend 10.0.0.1 priority 200\n backend 10.0.0.2\n backend fd00::1\n nopreempt", ""},
+		{"nopreempt, a live list", " backends_file " + plain + "\n nopreempt", ""},
 		{"round_robin", " backend 10.0.0.1\n backend 10.0.0.2 weight 2\n backend 10.0.0.3 weight 3\n policy round_robin", "Corefile:4 - weight is ignored unless 'policy weighted' or 'policy consistent_hash' (the policy of app.lan. is round_robin)"},
 		{"default policy", " backend 10.0.0.1 weight 5", "Corefile:3 - weight is ignored unless 'policy weighted' or 'policy consistent_hash' (the policy of app.lan. is random)"},
 		{"weighted", " backend 10.0.0.1 weight 5\n policy weighted", ""},
