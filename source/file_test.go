@@ -486,8 +486,8 @@ func TestFileTruncatedThenRewrittenIsOneChange(t *testing.T) {
 	w.run(t)
 	w.nextData(t)
 
-	out := truncate(t, path)
 	n := w.reads.Load()
+	out := truncate(t, path)
 	w.awaitReads(t, n) // the truncation is read, and must not be delivered
 	if _, err := out.WriteString("10.0.0.1\n10.0.0.2\n"); err != nil {
 		t.Fatal(err)

@@ -47,6 +47,12 @@ func Start(t testing.TB, tmpl string) *Server {
 // Launch tries again on fresh ports.
 func Launch(t testing.TB, tmpl string, up func(*Server) bool) *Server {
 	t.Helper()
+	return LaunchEnv(t, tmpl, nil, up)
+}
+
+// LaunchEnv is Launch with env added to coredns's environment (NAME=VALUE each).
+func LaunchEnv(t testing.TB, tmpl string, env []string, up func(*Server) bool) *Server {
+	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
 	for attempt := 0; ; attempt++ {
@@ -61,6 +67,9 @@ func Launch(t testing.TB, tmpl string, up func(*Server) bool) *Server {
 		}
 		s.writeConf(t, tmpl)
 		s.cmd = exec.Command(bin, "-conf", s.confPath)
+		if env != nil {
+			s.cmd.Env = append(os.Environ(), env...)
+		}
 		out, err := newLogPipe()
 		if err != nil {
 			t.Fatalf("a pipe for coredns's output: %v", err)
