@@ -202,10 +202,7 @@ func parse(c *caddy.Controller) ([]poolConfig, error) {
 			log.Warningf("%s:%d - tls_insecure: the https checks of %s do not verify certificates; any server on the port passes",
 				c.File(), lines.tlsInsecure, strings.Join(zones, ", "))
 		}
-		if lines.weight != 0 && cfg.policy != "weighted" && cfg.policy != "consistent_hash" {
-			log.Warningf("%s:%d - weight is ignored unless 'policy weighted' or 'policy consistent_hash' (the policy of %s is %s)",
-				c.File(), lines.weight, strings.Join(zones, ", "), cfg.policy)
-		}
+		warnIgnored(c, zones, cfg, lines)
 		for _, z := range zones {
 			if seen[z] {
 				return nil, errAt(c, line, "zone %s is configured twice", z)
@@ -228,6 +225,47 @@ func parse(c *caddy.Controller) ([]poolConfig, error) {
 		}
 	}
 	return cfgs, nil
+}
+
+// warnIgnored logs the properties of a block that do nothing as given, at their lines: a
+// Keepalived setup translated literally gives them, and would not do what it did there.
+func warnIgnored(c *caddy.Controller, zones []string, cfg poolConfig, lines blockLines) {
+	names := strings.Join(zones, ", ")
+	if cfg.policy != "weighted" && cfg.policy != "consistent_hash" {
+		const ignored = "weight is ignored unless 'policy weighted' or 'policy consistent_hash'"
+		if lines.weight != 0 {
+			log.Warningf("%s:%d - %s (the policy of %s is %s)", c.File(), lines.weight, ignored, names, cfg.policy)
+		}
+		if i := slices.IndexFunc(cfg.source.initial, func(b backend) bool { return b.weight != 1 }); i >= 0 {
+			b := cfg.source.initial[i]
+			log.Warningf("%s:%d - %s (the policy of %s is %s), and %s gives %s weight %d",
+				c.File(), cfg.source.line, ignored, names, cfg.policy, cfg.source.path, b.addr, b.weight)
+		}
+	}
+	// A live list's groups come and go by design (a standby out for maintenance leaves one),
+	// so only a pool whose backends are all in the Corefile is judged, once.
+	if lines.preempt != 0 && cfg.source.kind == sourceNone && !severalGroups(cfg.backends) {
+		prop := "nopreempt"
+		if !cfg.preempt.Never {
+			prop = "preempt_delay"
+		}
+		log.Warningf("%s:%d - %s does nothing for %s: each address family has one priority group, so no group takes over or back; give the standby backends a lower 'priority' (equal priorities, as a Keepalived pair's 'priority 101' on both nodes, make the backends active/active)",
+			c.File(), lines.preempt, prop, names)
+	}
+}
+
+// severalGroups says whether some address family of the backends has more than one priority.
+func severalGroups(backends []backend) bool {
+	first := map[bool]uint8{} // by family: is IPv4
+	for _, b := range backends {
+		v4 := b.addr.Unmap().Is4()
+		if p, seen := first[v4]; !seen {
+			first[v4] = b.priority
+		} else if p != b.priority {
+			return true
+		}
+	}
+	return false
 }
 
 // parseZones returns the zones of a healthdns line: its arguments, or the server block's zones.
@@ -279,6 +317,7 @@ type blockLines struct {
 	ns          int // the ns line, 0 for the default
 	weight      int // the first backend with a weight, 0 for none
 	tlsInsecure int // the tls_insecure line, 0 for none
+	preempt     int // the nopreempt or preempt_delay line, 0 for neither
 }
 
 func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
@@ -340,8 +379,10 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 				err = c.Errf("want 'nopreempt' alone")
 			}
 			cfg.preempt.Never = true
+			lines.preempt = c.Line()
 		case "preempt_delay":
 			cfg.preempt.Delay, err = parseDuration(c, prop, args, time.Millisecond)
+			lines.preempt = c.Line()
 		case "hash_prefix":
 			cfg.hashPrefix, err = parseHashPrefix(c, args)
 		case "fast_interval":
@@ -436,6 +477,11 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 		list, err := readBackendsFile(cfg.source.path, cfg.backends)
 		if err != nil {
 			return cfg, lines, errAt(c, cfg.source.line, "backends_file: %v", err)
+		}
+		// A pool with nothing to probe would start and answer nothing but NODATA: most likely a
+		// file not written yet, or the wrong path.
+		if len(list) == 0 && len(cfg.backends) == 0 {
+			return cfg, lines, errAt(c, cfg.source.line, "backends_file: %s lists no backend, and the block has no 'backend' line: want at least one backend in the file (ADDRESS [weight W] [priority P], one a line)", cfg.source.path)
 		}
 		cfg.source.initial = list
 	}

@@ -250,6 +250,9 @@ func TestParseSeveralBlocks(t *testing.T) {
 }
 
 func TestParseErrors(t *testing.T) {
+	dir := t.TempDir()
+	emptyList, commentsOnly := filepath.Join(dir, "empty.backends"), filepath.Join(dir, "comments.backends")
+	writeFiles(t, map[string]string{emptyList: "", commentsOnly: "# filled in by the deploy\n\n"})
 	tests := []struct {
 		name string
 		in   string
@@ -274,6 +277,9 @@ func TestParseErrors(t *testing.T) {
 		{"timeout = interval", "healthdns app.lan {\n backend 10.0.0.1\n interval 1s\n timeout 1s\n}", 4, "timeout 1s must be shorter than interval 1s"},
 		{"timeout > default interval", "healthdns app.lan {\n backend 10.0.0.1\n timeout 2s\n}", 3, "must be shorter than interval"},
 		{"zero backends", "healthdns app.lan {\n check tcp 80\n}", 1, "no backend"},
+		{"empty backends_file alone", "healthdns app.lan {\n check tcp 80\n backends_file " + emptyList + "\n}", 3,
+			"backends_file: " + emptyList + " lists no backend, and the block has no 'backend' line: want at least one backend in the file"},
+		{"backends_file of comments alone", "healthdns app.lan {\n backends_file " + commentsOnly + "\n check tcp 80\n}", 2, commentsOnly + " lists no backend"},
 		{"no block", "healthdns app.lan", 1, "no backend"},
 		{"unknown policy", "healthdns app.lan {\n backend 10.0.0.1\n policy fastest\n}", 3, `unknown policy "fastest"`},
 		{"unknown check", "healthdns app.lan {\n backend 10.0.0.1\n check smtp 25\n}", 3, "unknown check 'smtp 25'; want 'icmp', 'tcp PORT'"},
@@ -512,13 +518,48 @@ func captureLog(t *testing.T) *bytes.Buffer {
 	return &buf
 }
 
+// An empty backends file is a list to come when the block has backends of its own.
+func TestParseEmptyBackendsFileBesideBackendLines(t *testing.T) {
+	list := filepath.Join(t.TempDir(), "empty.backends")
+	writeFiles(t, map[string]string{list: ""})
+	cfgs, err := parse(caddy.NewTestController("dns", "healthdns app.lan {\n backend 10.0.0.1\n backends_file "+list+"\n check tcp 80\n}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfgs[0]; len(got.backends) != 1 || len(got.source.initial) != 0 {
+		t.Errorf("backends %v, from the file %v: want the Corefile's one and none from the file", got.backends, got.source.initial)
+	}
+}
+
+func writeFiles(t *testing.T, files map[string]string) {
+	t.Helper()
+	for path, text := range files {
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestParseWarnings: what setup accepts but an operator should hear about is logged once.
 func TestParseWarnings(t *testing.T) {
+	dir := t.TempDir()
+	weighted, plain := filepath.Join(dir, "weighted.backends"), filepath.Join(dir, "plain.backends")
+	writeFiles(t, map[string]string{weighted: "10.0.0.8\n10.0.0.7 weight 3\n", plain: "10.0.0.7\n10.0.0.8\n"})
+	const oneGroup = "nopreempt does nothing for app.lan.: each address family has one priority group, so no group takes over or back; give the standby backends a lower 'priority'"
 	tests := []struct {
 		name  string
 		block string
 		want  string // "" for no warning
 	}{
+		{"weight in the backends file", " backends_file " + weighted + "\n policy round_robin", "Corefile:3 - weight is ignored unless 'policy weighted' or 'policy consistent_hash' (the policy of app.lan. is round_robin), and " + weighted + " gives 10.0.0.7 weight 3"},
+		{"weighted backends file", " backends_file " + weighted + "\n policy weighted", ""},
+		{"nopreempt, one group", " backend 10.0.0.1\n backend 10.0.0.2\n nopreempt", "Corefile:5 - " + oneGroup},
+		{"preempt_delay, equal priorities", " backend 10.0.0.1 priority 101\n backend 10.0.0.2 priority 101\n preempt_delay 30s",
+			"Corefile:5 - preempt_delay does nothing for app.lan.: each address family has one priority group"},
+		{"nopreempt, one group a family", " backend 10.0.0.1\n backend fd00::1 priority 200\n nopreempt", "Corefile:5 - " + oneGroup},
+		{"nopreempt, two groups", " backend 10.0.0.1 priority 200\n backend 10.0.0.2\n nopreempt", ""},
+		{"nopreempt, two groups in one family", " backend 10.0.0.1 priority 200\n backend 10.0.0.2\n backend fd00::1\n nopreempt", ""},
+		{"nopreempt, a live list", " backends_file " + plain + "\n nopreempt", ""},
 		{"round_robin", " backend 10.0.0.1\n backend 10.0.0.2 weight 2\n backend 10.0.0.3 weight 3\n policy round_robin", "Corefile:4 - weight is ignored unless 'policy weighted' or 'policy consistent_hash' (the policy of app.lan. is round_robin)"},
 		{"default policy", " backend 10.0.0.1 weight 5", "Corefile:3 - weight is ignored unless 'policy weighted' or 'policy consistent_hash' (the policy of app.lan. is random)"},
 		{"weighted", " backend 10.0.0.1 weight 5\n policy weighted", ""},

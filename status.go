@@ -60,7 +60,7 @@ func parseStatus(c *caddy.Controller, args []string) (statusConfig, error) {
 	case len(args) != 2:
 		return sc, c.Errf("'token' wants one FILE; %s", form)
 	default:
-		if sc.token, err = readToken(args[1]); err != nil {
+		if sc.token, err = readStatusToken(args[1]); err != nil {
 			return sc, c.Errf("status token: %v", err)
 		}
 	}

@@ -4,7 +4,9 @@
 #
 #   deploy/release.sh v0.2.0 [DIR]
 #
-# coredns -version then prints CoreDNS-1.14.7+healthdns-v0.2.0.
+# coredns -version then prints CoreDNS-1.14.7+healthdns-v0.2.0. RELEASE_TARGETS narrows the
+# build to some of the targets ("amd64", "arm64", "arm/7"): the test suite builds one, since
+# three full builds take minutes on a busy machine.
 set -eu
 
 usage() { echo "usage: $0 VERSION [DIR]   (VERSION like v0.2.0)" >&2; exit 2; }
@@ -22,7 +24,12 @@ dist=$(cd "$dist" && pwd)
 # -trimpath keeps this machine's paths out of the binaries; -s -w drops the symbol tables
 # (a third of the size), which panics' stack traces do not need.
 ldflags="-s -w -X main.version=$version"
-for target in amd64 arm64 arm/7; do
+targets=${RELEASE_TARGETS:-amd64 arm64 arm/7}
+for target in $targets; do
+	case $target in
+	amd64 | arm64 | arm/7) ;;
+	*) echo "$0: unknown target '$target' in RELEASE_TARGETS; want amd64, arm64 or arm/7" >&2; exit 2 ;;
+	esac
 	arch=${target%/*}
 	arm=
 	name=coredns-healthdns-$version-linux-$arch

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"os"
@@ -22,6 +23,14 @@ const (
 	// maxSettle bounds the wait for a writer that never pauses, so a change is still seen
 	// well within a second.
 	maxSettle = 500 * time.Millisecond
+
+	// DefaultEmptyHold is how long a file that lists something must stay blank before its
+	// emptiness is delivered. An in-place writer truncates the file first and may pause before
+	// it writes (a shell's `>` redirection, then a command that takes its time): delivering
+	// the truncation would empty the pool, and the list written next would be probed afresh,
+	// answered with nothing meanwhile. A file emptied on purpose loses nothing by the wait,
+	// since a pool emptied answers nothing either.
+	DefaultEmptyHold = 2 * time.Second
 )
 
 // File watches one file through its directory. Watching the file itself would lose it on the
@@ -31,9 +40,11 @@ type File struct {
 	path   string
 	reread time.Duration
 
-	// settle, newWatcher and readFile are seams for the tests: widen the quiet period, disable
-	// the watcher, count reads. A File holds no state of Run's, so one File may Run twice.
+	// settle, emptyHold, newWatcher and readFile are seams for the tests: widen the quiet
+	// period, shorten the hold of a blank file, disable the watcher, count reads. A File holds
+	// no state of Run's, so one File may Run twice.
 	settle     time.Duration
+	emptyHold  time.Duration
 	newWatcher func() (*fsnotify.Watcher, error)
 	readFile   func(string) ([]byte, error)
 }
@@ -48,6 +59,7 @@ func NewFile(path string, reread time.Duration) *File {
 		path:       filepath.Clean(path),
 		reread:     reread,
 		settle:     defaultSettle,
+		emptyHold:  DefaultEmptyHold,
 		newWatcher: fsnotify.NewWatcher,
 		readFile:   os.ReadFile,
 	}
@@ -61,7 +73,10 @@ func (f *File) Read() ([]byte, error) { return f.readFile(f.path) }
 // error when a read fails (a missing file, a permission error) once per failure streak, until
 // ctx is done. The first delivery is the first read's outcome. After a failure streak, the next
 // successful read is delivered even if the contents did not change, so the receiver learns that
-// the failure is over. deliver is called from Run's goroutine, one call at a time.
+// the failure is over. A file that turns blank (empty, or only white space) after contents
+// that were not is delivered only once it has stayed blank for DefaultEmptyHold: contents
+// written within the hold are delivered instead, as one change. deliver is called from Run's
+// goroutine, one call at a time.
 func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 	var (
 		events  <-chan fsnotify.Event
@@ -76,6 +91,10 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 	}
 
 	var last contents
+	hold := time.NewTimer(time.Hour)
+	hold.Stop()
+	defer hold.Stop()
+	var blankSince time.Time // when the file was first read blank after contents; zero when not
 	read := func() {
 		// Follow the link, its target and the directory before reading, so that a change
 		// after this read finds the watch in place.
@@ -84,6 +103,18 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 		if err != nil {
 			data = nil
 		}
+		if err == nil && last.blanked(data) {
+			now := time.Now()
+			if blankSince.IsZero() {
+				blankSince = now
+				hold.Reset(f.emptyHold)
+			}
+			if now.Sub(blankSince) < f.emptyHold {
+				return
+			}
+		}
+		blankSince = time.Time{}
+		hold.Stop()
 		if last.news(data, err) {
 			deliver(data, err)
 		}
@@ -129,6 +160,8 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 		case <-wait.C:
 			burstStart = time.Time{}
 			read()
+		case <-hold.C:
+			read()
 		}
 	}
 }
@@ -138,6 +171,13 @@ type contents struct {
 	sum       [sha256.Size]byte
 	delivered bool
 	failing   bool
+	blank     bool // the last contents delivered were blank
+}
+
+// blanked says whether data, read without error, is blank where the last contents delivered
+// were not (a failure since does not count: the receiver still holds those contents).
+func (c *contents) blanked(data []byte) bool {
+	return c.delivered && !c.blank && len(bytes.TrimSpace(data)) == 0
 }
 
 // news records a read's outcome and says whether it is worth delivering.
@@ -152,6 +192,7 @@ func (c *contents) news(data []byte, err error) bool {
 		return false
 	}
 	c.sum, c.delivered, c.failing = sum, true, false
+	c.blank = len(bytes.TrimSpace(data)) == 0
 	return true
 }
 

@@ -465,3 +465,57 @@ func TestFileWaitsForASlowInPlaceWriter(t *testing.T) {
 		t.Fatalf("delivery during a burst of writes = %q, want the whole file once the burst ends", got)
 	}
 }
+
+// truncate empties the file in place, as a shell's `>` redirection does before its command
+// writes.
+func truncate(t *testing.T, path string) *os.File {
+	t.Helper()
+	out, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestFileTruncatedThenRewrittenIsOneChange(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "backends")
+	write(t, path, "10.0.0.1\n")
+	w := newWatched(path, never)
+	// Far longer than the writer's pause, so only a stall of the test itself could outlast it.
+	w.f.emptyHold = 30 * time.Second
+	w.run(t)
+	w.nextData(t)
+
+	n := w.reads.Load()
+	out := truncate(t, path)
+	w.awaitReads(t, n) // the truncation is read, and must not be delivered
+	if _, err := out.WriteString("10.0.0.1\n10.0.0.2\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.nextData(t); got != "10.0.0.1\n10.0.0.2\n" {
+		t.Fatalf("delivered %q after a truncation and a rewrite, want the rewritten list alone", got)
+	}
+}
+
+func TestFileLeftBlankIsDeliveredAfterTheHold(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "backends")
+	write(t, path, "10.0.0.1\n")
+	w := newWatched(path, never)
+	w.f.emptyHold = 100 * time.Millisecond
+	w.run(t)
+	w.nextData(t)
+
+	truncate(t, path).Close()
+	if got := w.nextData(t); got != "" {
+		t.Fatalf("delivered %q, want the file's emptiness once it stayed empty", got)
+	}
+	// Blank after blank is no news; contents after it are, at once.
+	write(t, path, "\n")
+	write(t, path, "10.0.0.3\n")
+	if got := w.nextData(t); got != "10.0.0.3\n" {
+		t.Fatalf("delivered %q, want the list written into the empty file", got)
+	}
+}

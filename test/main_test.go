@@ -52,6 +52,8 @@
 //	127.0.4.1, .2, .11-.14       TestStatusPageGroupsInBrowser (.14 never listens)
 //	127.0.5.1                    TestHTTPBodyExact (127.0.5.0/24 reserved for the health checks' tests)
 //	127.5.0.2-127.5.2.1          TestExecChecksQueue (500 backends; 127.5.0.0/16 reserved for large counts)
+//	127.0.6.1-.3                 TestBackendsFileRewrittenInPlace
+//	127.0.6.10                   TestStatusTokenFromSystemdCredentials
 package test
 
 import (

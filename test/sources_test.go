@@ -156,3 +156,64 @@ func TestBackendsFileBadAtStartup(t *testing.T) {
 	}
 	t.Log(harness.LastLine(out))
 }
+
+// TestBackendsFileRewrittenInPlace: a writer that truncates the file and pauses before writing
+// the new list (a shell's `>` redirection, then a slow command) changes the answers from the old
+// list to the new one, without a NODATA in between: the truncation alone is not applied.
+func TestBackendsFileRewrittenInPlace(t *testing.T) {
+	t.Parallel()
+	const a, b, c = "127.0.6.1", "127.0.6.2", "127.0.6.3"
+	port, _ := harness.StartBackends(t, a, b, c)
+	list := filepath.Join(t.TempDir(), "inplace.lan.backends")
+	if err := os.WriteFile(list, []byte(a+"\n"+b+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
+		harness.TCPPool("inplace.lan", port, "100ms", "50ms", nil, "backends_file "+list, "answers 8")+"}\n")
+	serving := func() []string { return s.Addrs(t, "udp", "inplace.lan.", dns.TypeA) }
+	harness.Eventually(t, 10*time.Second, func() bool { return harness.SameSet(serving(), a, b) }, "the first list: want ", a, " and ", b)
+
+	// Queries in a loop, from before the truncation until the new list is answered.
+	stop, done := make(chan struct{}), make(chan struct{})
+	var queries, nodata, failed int
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r, err := s.Try("udp", "inplace.lan.", dns.TypeA, time.Second)
+			queries++
+			switch {
+			case err != nil:
+				failed++ // a lost datagram on a busy machine says nothing of the answers
+			case r.Rcode == dns.RcodeSuccess && len(r.Answer) == 0:
+				nodata++
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+
+	out, err := os.OpenFile(list, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A writer that is slow between truncating and writing, not a wait for a state: far longer
+	// than the 50 ms the watcher waits for a burst of writes to settle.
+	time.Sleep(500 * time.Millisecond)
+	if _, err := out.WriteString(a + "\n" + b + "\n" + c + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 10*time.Second, func() bool { return harness.SameSet(serving(), a, b, c) }, "the rewritten list: want ", a, ", ", b, " and ", c)
+	close(stop)
+	<-done
+	t.Logf("%d queries during the rewrite, %d unanswered", queries, failed)
+	if nodata > 0 {
+		t.Errorf("%d of %d queries got NODATA while the file was rewritten in place", nodata, queries)
+	}
+}

@@ -47,7 +47,7 @@ func Start(t testing.TB, tmpl string) *Server {
 // Launch tries again on fresh ports.
 func Launch(t testing.TB, tmpl string, up func(*Server) bool) *Server {
 	t.Helper()
-	return LaunchWatched(t, tmpl, nil, up)
+	return launch(t, tmpl, nil, nil, up)
 }
 
 // LaunchWatched is Launch that calls spawned with each process it starts, the moment it starts
@@ -55,6 +55,17 @@ func Launch(t testing.TB, tmpl string, up func(*Server) bool) *Server {
 // Addr is known then). spawned must return at once; after a port clash it is called again with
 // the next process.
 func LaunchWatched(t testing.TB, tmpl string, spawned func(*Server), up func(*Server) bool) *Server {
+	t.Helper()
+	return launch(t, tmpl, nil, spawned, up)
+}
+
+// LaunchEnv is Launch with env added to coredns's environment (NAME=VALUE each).
+func LaunchEnv(t testing.TB, tmpl string, env []string, up func(*Server) bool) *Server {
+	t.Helper()
+	return launch(t, tmpl, env, nil, up)
+}
+
+func launch(t testing.TB, tmpl string, env []string, spawned func(*Server), up func(*Server) bool) *Server {
 	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
@@ -70,6 +81,9 @@ func LaunchWatched(t testing.TB, tmpl string, spawned func(*Server), up func(*Se
 		}
 		s.writeConf(t, tmpl)
 		s.cmd = exec.Command(bin, "-conf", s.confPath)
+		if env != nil {
+			s.cmd.Env = append(os.Environ(), env...)
+		}
 		out, err := newLogPipe()
 		if err != nil {
 			t.Fatalf("a pipe for coredns's output: %v", err)
