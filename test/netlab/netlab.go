@@ -47,6 +47,8 @@ type Lab struct {
 	prefix string
 	bridge string // namespace holding br0
 
+	lock *os.File // flocked while the lab exists: one lab of a prefix on the machine at a time
+
 	mu     sync.Mutex
 	procs  []*exec.Cmd
 	links  []*tapLink
@@ -64,14 +66,28 @@ type Host struct {
 }
 
 // New removes what an earlier lab with this prefix left behind, then creates the bridge.
+//
+// A lab of a prefix is the machine's one at a time: New waits until no other process holds a
+// lab of that prefix (a second go test ./... of the project beside this one), since removing
+// what it takes for a stale lab would tear that lab down under its tests. The lock is a file's
+// flock, so a killed process's lab is stale as soon as the process is gone.
 func New(prefix string) (*Lab, error) {
 	if err := Available(); err != nil {
 		return nil, err
 	}
-	if err := RemoveStale(prefix); err != nil {
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "healthdns-netlab-"+prefix+".lock"), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
 		return nil, err
 	}
-	l := &Lab{prefix: prefix, bridge: prefix + "-br"}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("locking %s: %w", lock.Name(), err)
+	}
+	if err := RemoveStale(prefix); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	l := &Lab{prefix: prefix, bridge: prefix + "-br", lock: lock}
 	steps := [][]string{
 		{"ip", "netns", "add", l.bridge},
 		{"ip", "-n", l.bridge, "link", "set", "lo", "up"},
@@ -158,7 +174,9 @@ func (l *Lab) Close() error {
 	for _, k := range links {
 		errs = append(errs, k.close())
 	}
-	return errors.Join(append(errs, RemoveStale(l.prefix))...)
+	errs = append(errs, RemoveStale(l.prefix))
+	l.lock.Close() // after the namespaces are gone: the next lab of the prefix may start
+	return errors.Join(errs...)
 }
 
 // CloseOnSignal closes the lab when the process gets SIGINT or SIGTERM, then exits, so an
