@@ -97,6 +97,14 @@ func (l *lifecycle) setExecConcurrency(c *caddy.Controller, cfg poolConfig) erro
 	return nil
 }
 
+// execLimit is how many scripts the instance runs at once: its exec_concurrency, or the default.
+func (l *lifecycle) execLimit() int {
+	if l.execConcurrency != 0 {
+		return l.execConcurrency
+	}
+	return health.DefaultExecConcurrency
+}
+
 // start is the instance's OnStartup. Probe loops and status listeners start here, never in
 // setup: a reload that fails in setup then has nothing to undo, and one that fails later undoes
 // this through the registry's generation (docs/DESIGN.md, "Reload, precisely").
@@ -110,13 +118,9 @@ func (l *lifecycle) start() error {
 		}
 	}
 	l.reg.Keep(lifecycleKeep, l)
-	concurrency := health.DefaultExecConcurrency
-	if l.execConcurrency != 0 {
-		concurrency = l.execConcurrency
-	}
 	// Before the pools start: their first scripts run under the new limit. A reload that drops
 	// exec_concurrency goes back to the default.
-	l.reg.SetExecConcurrency(concurrency)
+	l.reg.SetExecConcurrency(l.execLimit())
 	// Listeners before probes: an address in use fails the start before anything probes. A
 	// listener the replaced instance holds is shared, not opened again.
 	for _, v := range l.status {
@@ -149,6 +153,12 @@ func (l *lifecycle) stop() {
 	}
 	l.stopped = true
 	l.reg.Forget(lifecycleKeep, l)
+	// The limit is the process's, and this instance set it: a failed reload is undone while the
+	// instance it was to replace runs on, whose limit holds again. (After a reload that
+	// succeeded the running instance is the new one, whose limit holds already.)
+	if running, ok := l.reg.Kept(lifecycleKeep); ok {
+		l.reg.SetExecConcurrency(running.(*lifecycle).execLimit())
+	}
 	for _, v := range l.acquired {
 		l.listener.release(v)
 	}

@@ -720,4 +720,21 @@ func TestExecConcurrency(t *testing.T) {
 		}
 		l.stop()
 	}
+
+	// A reload that fails once its instance started is undone: the running instance's limit
+	// holds again, not the discarded one's.
+	running := &lifecycle{reg: reg, listener: newStatusListeners(), execConcurrency: 8}
+	if err := running.start(); err != nil {
+		t.Fatal(err)
+	}
+	defer running.stop()
+	reg.OpenGeneration()
+	failed := &lifecycle{reg: reg, listener: newStatusListeners(), execConcurrency: 16}
+	if err := failed.start(); err != nil {
+		t.Fatal(err)
+	}
+	reg.AbortGeneration()
+	if got := reg.ExecStats().Concurrency; got != 8 {
+		t.Errorf("after a failed reload that gave exec_concurrency 16: the registry runs %d scripts at once, want the running instance's 8", got)
+	}
 }
