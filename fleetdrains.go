@@ -85,7 +85,10 @@ func (p *Pool) fleetDrains(state map[string]source.KeyValue) []skippedKey {
 	ops.mu.Unlock()
 	changed := false
 	for addr, d := range drains {
-		if prev, ok := was[addr]; ok && prev == d {
+		// The key's revision says whether it was written since; comparing the values instead
+		// would see a new drain in every list whose until or at has an offset, since each
+		// parse of one makes a *time.Location of its own.
+		if prev, ok := was[addr]; ok && prev.key == d.key && prev.rev == d.rev {
 			continue
 		}
 		changed = true

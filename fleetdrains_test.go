@@ -2,6 +2,7 @@ package healthdns
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -47,5 +48,24 @@ func TestParseFleetDrains(t *testing.T) {
 		if !strings.Contains(k.err, want[k.key]) || want[k.key] == "" {
 			t.Errorf("skipped %s: %s, want %q", k.key, k.err, want[k.key])
 		}
+	}
+}
+
+// TestFleetDrainsLoggedOnce: a drain key is logged when a list brings it, not again with every
+// list that follows while it is unchanged, whatever its times' offset (a console's, +05:30, not UTC).
+func TestFleetDrainsLoggedOnce(t *testing.T) {
+	lines := logLines(t)
+	p := drainPool(t, testConfig("fleet.lan.", "10.0.0.1", "10.0.0.2"), drain{})
+	state := map[string]source.KeyValue{
+		"_drain/10.0.0.1": {Value: `{"until":"2999-01-01T12:00:00+05:30","by":"console","at":"2026-12-04T11:00:00+05:30"}`, ModRevision: 4},
+	}
+	for range 3 {
+		p.fleetDrains(state)
+	}
+	if got := serving(p); !slices.Equal(got, []string{"10.0.0.2"}) {
+		t.Errorf("serving %v, want 10.0.0.2 alone: 10.0.0.1 is drained", got)
+	}
+	if n := strings.Count(strings.Join(lines(), "\n"), "backend 10.0.0.1: drained until"); n != 1 {
+		t.Errorf("the drain was logged %d times for three lists that bring it unchanged, want once:\n%s", n, strings.Join(lines(), "\n"))
 	}
 }

@@ -97,6 +97,14 @@ func (l *lifecycle) setExecConcurrency(c *caddy.Controller, cfg poolConfig) erro
 	return nil
 }
 
+// execLimit is how many scripts the instance runs at once: its exec_concurrency, or the default.
+func (l *lifecycle) execLimit() int {
+	if l.execConcurrency != 0 {
+		return l.execConcurrency
+	}
+	return health.DefaultExecConcurrency
+}
+
 // start is the instance's OnStartup. Probe loops and status listeners start here, never in
 // setup: a reload that fails in setup then has nothing to undo, and one that fails later undoes
 // this through the registry's generation (docs/DESIGN.md, "Reload, precisely").
@@ -110,13 +118,9 @@ func (l *lifecycle) start() error {
 		}
 	}
 	l.reg.Keep(lifecycleKeep, l)
-	concurrency := health.DefaultExecConcurrency
-	if l.execConcurrency != 0 {
-		concurrency = l.execConcurrency
-	}
 	// Before the pools start: their first scripts run under the new limit. A reload that drops
 	// exec_concurrency goes back to the default.
-	l.reg.SetExecConcurrency(concurrency)
+	l.reg.SetExecConcurrency(l.execLimit())
 	// Listeners before probes: an address in use fails the start before anything probes. A
 	// listener the replaced instance holds is shared, not opened again.
 	for _, v := range l.status {
@@ -149,6 +153,12 @@ func (l *lifecycle) stop() {
 	}
 	l.stopped = true
 	l.reg.Forget(lifecycleKeep, l)
+	// The limit is the process's, and this instance set it: a failed reload is undone while the
+	// instance it was to replace runs on, whose limit holds again. (After a reload that
+	// succeeded the running instance is the new one, whose limit holds already.)
+	if running, ok := l.reg.Kept(lifecycleKeep); ok {
+		l.reg.SetExecConcurrency(running.(*lifecycle).execLimit())
+	}
 	for _, v := range l.acquired {
 		l.listener.release(v)
 	}
@@ -291,6 +301,29 @@ func orNone(s string) string {
 	return s
 }
 
+// scriptRounds is how long the pools' first scripts may take when they wait for their turns:
+// a timeout per round of the registry's exec concurrency. Every listed backend runs them, the
+// live list's too (a backends file's, or etcd's once it came), not only the Corefile's.
+func scriptRounds(pools []*Pool) time.Duration {
+	var scripts, concurrency int
+	var timeout time.Duration
+	for _, p := range pools {
+		concurrency = p.reg.ExecStats().Concurrency
+		checks := countOf(p.cfg.checks, func(c health.Check) bool { return c.Kind == health.Exec })
+		if checks == 0 {
+			continue
+		}
+		p.mu.Lock()
+		scripts += checks * (len(p.cfg.backends) + len(p.fromSrc))
+		p.mu.Unlock()
+		timeout = max(timeout, p.cfg.spec.Timeout)
+	}
+	if scripts == 0 {
+		return 0
+	}
+	return time.Duration((scripts+concurrency-1)/concurrency) * timeout
+}
+
 // firstListWait bounds how long startup waits for the pools' live lists from etcd: a read of
 // the prefix fails after 2 s (source/etcd.go), so an etcd that is down or refuses the server
 // is known by then, and the server starts without its list (answering as all_down says).
@@ -301,23 +334,12 @@ const firstListWait = 2*time.Second + startMargin
 // probed only once listed), then waits, at most the longest probe timeout and startMargin,
 // for the first verdicts, so that the first answer served is already true. Scripts beyond the
 // registry's exec concurrency wait for their turn, so with more scripts than that the wait is a
-// timeout per round of them.
+// timeout per round of them (scriptRounds).
 func startPools(pools []*Pool) {
-	var longest, execTimeout time.Duration
-	scripts, execConcurrency := 0, 1
+	var longest time.Duration
 	for _, p := range pools {
-		execConcurrency = p.reg.ExecStats().Concurrency
 		p.start()
 		longest = max(longest, p.cfg.spec.Timeout)
-		for _, c := range p.cfg.checks {
-			if c.Kind == health.Exec {
-				scripts += len(p.cfg.backends)
-				execTimeout = max(execTimeout, p.cfg.spec.Timeout)
-			}
-		}
-	}
-	if rounds := (scripts + execConcurrency - 1) / execConcurrency; rounds > 1 {
-		longest = max(longest, time.Duration(rounds)*execTimeout)
 	}
 	listDeadline := time.NewTimer(firstListWait)
 	defer listDeadline.Stop()
@@ -326,6 +348,7 @@ func startPools(pools []*Pool) {
 			log.Warningf("zone %s: no list from the %s within %s; starting without it, answering as all_down says until it comes", p.cfg.zone, p.cfg.source, firstListWait)
 		}
 	}
+	longest = max(longest, scriptRounds(pools))
 	deadline := time.NewTimer(longest + startMargin)
 	defer deadline.Stop()
 	for _, p := range pools {

@@ -40,7 +40,6 @@ type Pool struct {
 	fromSrc  []backend            // the source's last good list
 	awaiting bool                 // a source is configured and has not delivered a list yet
 	listed   chan struct{}        // closed once the source has answered: its first list, or its first failure
-	heard    bool                 // listed is closed
 	settled  bool                 // every member of the first full list has had its first verdict
 	failover [2]*balance.Failover // which priority group serves, per family (ipv4, ipv6)
 	decided  [2]bool              // the failover made its first choice
@@ -257,8 +256,9 @@ func (p *Pool) setGroupsLocked(list []backend) {
 // heardLocked ends startup's wait for the pool's list: the source gave its first list (or the
 // pool has none to wait for), or failed before giving one. Callers hold mu.
 func (p *Pool) heardLocked() {
-	if !p.heard {
-		p.heard = true
+	select {
+	case <-p.listed: // heard already
+	default:
 		close(p.listed)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/coredns/caddy/caddyfile"
 	"github.com/coredns/coredns/core/dnsserver"
 
+	"github.com/healthdns/healthdns/balance"
 	"github.com/healthdns/healthdns/health"
 )
 
@@ -719,5 +720,46 @@ func TestExecConcurrency(t *testing.T) {
 			t.Errorf("exec_concurrency %d: the registry runs %d scripts at once, want %d", tc.given, got, tc.want)
 		}
 		l.stop()
+	}
+
+	// A reload that fails once its instance started is undone: the running instance's limit
+	// holds again, not the discarded one's.
+	running := &lifecycle{reg: reg, listener: newStatusListeners(), execConcurrency: 8}
+	if err := running.start(); err != nil {
+		t.Fatal(err)
+	}
+	defer running.stop()
+	reg.OpenGeneration()
+	failed := &lifecycle{reg: reg, listener: newStatusListeners(), execConcurrency: 16}
+	if err := failed.start(); err != nil {
+		t.Fatal(err)
+	}
+	reg.AbortGeneration()
+	if got := reg.ExecStats().Concurrency; got != 8 {
+		t.Errorf("after a failed reload that gave exec_concurrency 16: the registry runs %d scripts at once, want the running instance's 8", got)
+	}
+}
+
+// Startup waits a probe timeout per round of scripts that wait for their turns, and counts the
+// scripts of a live list's backends too: 100 backends of a backends file (one on a backend
+// line, 99 in the file) with a script each, 32 at once by default, are 4 rounds.
+func TestScriptRounds(t *testing.T) {
+	scripted := testConfig("file.lan.", "10.0.0.1")
+	scripted.checks = []health.Check{{Kind: health.Exec, Command: "/bin/true"}}
+	scripted.spec.Timeout = 2 * time.Second
+	scripted.source = sourceConfig{kind: sourceFile, path: "/etc/healthdns/file.lan"}
+	for i := range 99 {
+		scripted.source.initial = append(scripted.source.initial,
+			backend{addr: netip.AddrFrom4([4]byte{10, 1, 0, byte(i + 1)}), weight: 1, priority: balance.DefaultPriority})
+	}
+	unscripted := testConfig("tcp.lan.", "10.0.0.2") // a longer timeout, and no script
+	unscripted.spec.Timeout = 3 * time.Second
+	reg := health.NewRegistry(observer{})
+	pools := []*Pool{newPool(scripted, balance.Random{}, reg), newPool(unscripted, balance.Random{}, reg)}
+	if got, want := scriptRounds(pools), 4*2*time.Second; got != want {
+		t.Errorf("scriptRounds = %v, want %v: 4 rounds of 32 scripts for 100 backends, of 2 s each", got, want)
+	}
+	if got := scriptRounds(pools[1:]); got != 0 {
+		t.Errorf("scriptRounds without scripts = %v, want 0", got)
 	}
 }

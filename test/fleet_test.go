@@ -191,8 +191,11 @@ func TestEtcdBadKeySkipped(t *testing.T) {
 	if n := metric("coredns_healthdns_source_skipped_keys"); n != 1 {
 		t.Errorf("source_skipped_keys = %v, want 1", n)
 	}
-	if n := metric("coredns_healthdns_source_errors_total"); n != 1 {
-		t.Errorf("source_errors_total = %v, want 1: the bad key counted once, though two lists had it", n)
+	// An outage counts too: a machine busy enough can make etcd miss a progress report.
+	outages := func() float64 { return float64(strings.Count(s.Output(), "backends_etcd: cannot follow etcd")) }
+	before := outages()
+	if n, after := metric("coredns_healthdns_source_errors_total"), outages(); n < 1+before || n > 1+after {
+		t.Errorf("source_errors_total = %v, want 1 (and %v outages): the bad key counted once, though two lists had it", n, after)
 	}
 	if n := strings.Count(s.Output(), line); n != 1 {
 		t.Errorf("the bad key logged %d times, want once:\n%s", n, s.Output())

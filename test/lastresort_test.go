@@ -1,7 +1,6 @@
 package test
 
 import (
-	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -94,22 +93,13 @@ type lastResortPool struct {
 // lastResortStatus reads zone's all_down and families from /status.json.
 func lastResortStatus(t *testing.T, api *apiClient, zone string) lastResortPool {
 	t.Helper()
-	req, _ := http.NewRequest("GET", api.base+"/status.json", nil)
-	req.Header.Set("Authorization", "Bearer "+api.token)
-	resp, err := api.http.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var doc struct {
 		Pools []struct {
 			Zone string `json:"zone"`
 			lastResortPool
 		} `json:"pools"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-		t.Fatalf("/status.json: %v", err)
-	}
+	api.status(t, &doc)
 	for _, p := range doc.Pools {
 		if p.Zone == zone {
 			return p.lastResortPool

@@ -47,8 +47,8 @@ func (c *apiClient) post(t *testing.T, path, token, body string) (int, string, s
 	return resp.StatusCode, string(b), caller
 }
 
-// drainedBy reads from /status.json the state and drained_by of backend ip of zone.
-func (c *apiClient) drainedBy(t *testing.T, zone, ip string) (state, by string) {
+// status reads /status.json, with the token, into doc.
+func (c *apiClient) status(t *testing.T, doc any) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", c.base+"/status.json", nil)
 	req.Header.Set("Authorization", "Bearer "+c.token)
@@ -57,6 +57,14 @@ func (c *apiClient) drainedBy(t *testing.T, zone, ip string) (state, by string) 
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(doc); err != nil {
+		t.Fatalf("/status.json: %v", err)
+	}
+}
+
+// drainedBy reads from /status.json the state and drained_by of backend ip of zone.
+func (c *apiClient) drainedBy(t *testing.T, zone, ip string) (state, by string) {
+	t.Helper()
 	var doc struct {
 		Pools []struct {
 			Zone     string `json:"zone"`
@@ -67,9 +75,7 @@ func (c *apiClient) drainedBy(t *testing.T, zone, ip string) (state, by string) 
 			} `json:"backends"`
 		} `json:"pools"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-		t.Fatalf("/status.json: %v", err)
-	}
+	c.status(t, &doc)
 	for _, p := range doc.Pools {
 		for _, b := range p.Backends {
 			if p.Zone == zone && b.Address == ip {
