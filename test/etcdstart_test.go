@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -70,6 +71,27 @@ func (w *firstReplies) isAnswered() bool {
 	return w.answered
 }
 
+// checkFirstReplies fails the test when w counted a NODATA before the first address, unless the
+// server said it stopped waiting: startup waits for etcd's list and the first verdicts only so
+// long (docs/DESIGN.md), and a machine busy enough to make it give up, which it logs, is not
+// the defect this looks for.
+func checkFirstReplies(t *testing.T, w *firstReplies, output string, what ...any) {
+	t.Helper()
+	empty, _ := w.result()
+	if empty == 0 {
+		return
+	}
+	for _, gaveUp := range []string{"first probes still running after", "no list from the etcd", "no list from it yet"} {
+		if strings.Contains(output, gaveUp) {
+			t.Logf("%s: %d NOERROR replies without an address, after the server stopped waiting (%q) on a busy machine",
+				fmt.Sprint(what...), empty, gaveUp)
+			return
+		}
+	}
+	t.Errorf("%s: %d NOERROR replies without an address before the first address; the server's output:\n%s",
+		fmt.Sprint(what...), empty, output)
+}
+
 // TestBackendsEtcdFirstAnswer: a pool whose only backends are in etcd, with etcd up, answers
 // nothing before its list and its backends' first verdicts are in, at startup and when a reload
 // adds it: no NODATA comes before the first address. The window was a few milliseconds (the
@@ -86,7 +108,7 @@ func TestBackendsEtcdFirstAnswer(t *testing.T) {
 	const tries = 3
 	for i := range tries {
 		var w *firstReplies
-		harness.LaunchWatched(t, conf,
+		s := harness.LaunchWatched(t, conf,
 			func(s *harness.Server) {
 				if w != nil { // a port clash: Launch starts another process
 					w.result()
@@ -94,9 +116,7 @@ func TestBackendsEtcdFirstAnswer(t *testing.T) {
 				w = watchFirstReplies(s, "etcdfirst.lan.")
 			},
 			func(*harness.Server) bool { return w.isAnswered() })
-		if empty, _ := w.result(); empty > 0 {
-			t.Errorf("start %d of %d: %d NOERROR replies without an address before the first address", i+1, tries, empty)
-		}
+		checkFirstReplies(t, w, s.Output(), "start ", i+1, " of ", tries)
 	}
 
 	without := ".:{{PORT}} {\n bind 127.0.0.1\n" + harness.TCPPool("static.lan", port, "100ms", "50ms", []string{static}) + "}\n"
@@ -104,14 +124,13 @@ func TestBackendsEtcdFirstAnswer(t *testing.T) {
 		etcdPool("etcdfirst.lan", etcd.Endpoint(), port) + "}\n"
 	s := harness.Start(t, without)
 	for i := range tries {
+		mark := len(s.Output())
 		w := watchFirstReplies(s, "etcdfirst.lan.")
 		if err := s.Reload(t, with); err != nil {
 			t.Fatalf("reload %d adding the etcd pool: %v", i+1, err)
 		}
 		harness.Eventually(t, 10*time.Second, w.isAnswered, "reload ", i+1, ": an address for etcdfirst.lan.")
-		if empty, _ := w.result(); empty > 0 {
-			t.Errorf("reload %d of %d: %d NOERROR replies without an address before the first address", i+1, tries, empty)
-		}
+		checkFirstReplies(t, w, s.Output()[mark:], "reload ", i+1, " of ", tries)
 		if err := s.Reload(t, without); err != nil {
 			t.Fatalf("reload %d dropping the etcd pool: %v", i+1, err)
 		}
