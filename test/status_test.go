@@ -170,7 +170,9 @@ func pageShows(t *testing.T, url string, want ...string) {
 	}
 	var dom string
 	if !harness.Poll(60*time.Second, 100*time.Millisecond, func() bool {
-		dom, err = chromium(t, bin, "--dump-dom", url)
+		// A listener with a token cannot inline its document: the page fetches it, after the
+		// load event at which a plain --dump-dom would dump the DOM.
+		dom, err = chromium(t, bin, "--virtual-time-budget=3000", "--dump-dom", url)
 		return err == nil && !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(dom, w) })
 	}) {
 		t.Errorf("the page did not show %q within 60s (chromium: %v); its DOM:\n%s", want, err, dom)
