@@ -212,6 +212,12 @@ func (s *Server) Try(proto, name string, qtype uint16, timeout time.Duration) (*
 	m.SetQuestion(name, qtype)
 	c := &dns.Client{Net: proto, Timeout: timeout}
 	r, _, err := c.Exchange(m, s.Addr)
+	if err == nil && !r.Response {
+		// Before coredns binds its port, the kernel may give the client's socket that very
+		// port as its own: a UDP socket connected to itself reads back its own query, ID and
+		// all, which miekg/dns takes for the reply (an empty NOERROR).
+		return nil, fmt.Errorf("%s %s: read back our own query: nothing listens on %s", proto, name, s.Addr)
+	}
 	return r, err
 }
 
