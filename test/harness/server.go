@@ -146,9 +146,16 @@ func (s *Server) stop() {
 		select {
 		case <-s.exited:
 		case <-time.After(10 * time.Second):
-			s.t.Errorf("coredns did not exit within 10s of SIGTERM; killing it")
-			s.cmd.Process.Kill()
-			<-s.exited
+			// SIGQUIT makes the Go runtime write every goroutine's stack to the output before it
+			// exits: what a hung coredns was waiting for is the first thing to read.
+			s.t.Errorf("coredns did not exit within 10s of SIGTERM; sending SIGQUIT for its goroutines' stacks")
+			s.cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-s.exited:
+			case <-time.After(5 * time.Second):
+				s.cmd.Process.Kill()
+				<-s.exited
+			}
 		}
 	}
 	if s.t.Failed() {
