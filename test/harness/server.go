@@ -81,9 +81,8 @@ func launch(t testing.TB, tmpl string, env []string, spawned func(*Server), up f
 		}
 		s.writeConf(t, tmpl)
 		s.cmd = exec.Command(bin, "-conf", s.confPath)
-		if env != nil {
-			s.cmd.Env = append(os.Environ(), env...)
-		}
+		// Every goroutine's stack when stop has to abort a hung coredns (see stop).
+		s.cmd.Env = append(append(os.Environ(), "GOTRACEBACK=all"), env...)
 		out, err := newLogPipe()
 		if err != nil {
 			t.Fatalf("a pipe for coredns's output: %v", err)
@@ -146,10 +145,12 @@ func (s *Server) stop() {
 		select {
 		case <-s.exited:
 		case <-time.After(10 * time.Second):
-			// SIGQUIT makes the Go runtime write every goroutine's stack to the output before it
-			// exits: what a hung coredns was waiting for is the first thing to read.
-			s.t.Errorf("coredns did not exit within 10s of SIGTERM; sending SIGQUIT for its goroutines' stacks")
-			s.cmd.Process.Signal(syscall.SIGQUIT)
+			// SIGABRT makes the Go runtime write every goroutine's stack to the output before it
+			// exits: what a hung coredns was waiting for is the first thing to read. Not SIGQUIT:
+			// caddy traps that one, in the very goroutine that handles SIGTERM and runs reloads,
+			// so a hung reload leaves both unanswered.
+			s.t.Errorf("coredns did not exit within 10s of SIGTERM; sending SIGABRT for its goroutines' stacks")
+			s.cmd.Process.Signal(syscall.SIGABRT)
 			select {
 			case <-s.exited:
 			case <-time.After(5 * time.Second):
