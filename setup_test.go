@@ -2,15 +2,8 @@ package healthdns
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	golog "log"
-	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -27,6 +20,7 @@ import (
 
 	"github.com/healthdns/healthdns/balance"
 	"github.com/healthdns/healthdns/health"
+	"github.com/healthdns/healthdns/test/testca"
 )
 
 func TestParseDefaults(t *testing.T) {
@@ -137,7 +131,7 @@ func TestParseChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	ca := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(ca, testCAPEM(t), 0o644); err != nil {
+	if err := os.WriteFile(ca, testca.New(t, "test CA").PEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	in := `healthdns app.lan {
@@ -209,22 +203,6 @@ func TestParseCheckFiles(t *testing.T) {
 			}
 		})
 	}
-}
-
-// testCAPEM returns a self-signed CA certificate in PEM, as a tls_ca file holds one.
-func testCAPEM(t *testing.T) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 func TestParseZonesFromServerBlock(t *testing.T) {
@@ -639,7 +617,7 @@ func TestReadmeCorefiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	files := map[string][]byte{"ca.pem": testCAPEM(t), "script": []byte("#!/bin/sh\nexit 0\n"), "token": []byte("s3cret\n")}
+	files := map[string][]byte{"ca.pem": testca.New(t, "test CA").PEM(), "script": []byte("#!/bin/sh\nexit 0\n"), "token": []byte("s3cret\n")}
 	paths := map[string]string{}
 	for name, content := range files {
 		paths[name] = filepath.Join(dir, name)

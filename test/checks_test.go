@@ -1,17 +1,10 @@
 package test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +18,7 @@ import (
 	"time"
 
 	"github.com/healthdns/healthdns/test/harness"
+	"github.com/healthdns/healthdns/test/testca"
 	"github.com/miekg/dns"
 )
 
@@ -35,7 +29,8 @@ type webBackend struct {
 	port   int
 }
 
-func startWeb(t *testing.T, ip string, cert *tls.Certificate) *webBackend {
+// startWeb serves on ip, over TLS with the certificate when one is given.
+func startWeb(t *testing.T, ip string, cert ...tls.Certificate) *webBackend {
 	t.Helper()
 	w := &webBackend{}
 	w.status.Store(http.StatusOK)
@@ -59,60 +54,12 @@ func startWeb(t *testing.T, ip string, cert *tls.Certificate) *webBackend {
 			io.WriteString(rw, w.body.Load().(string))
 		}
 	})}
-	if cert != nil {
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*cert}})
+	if len(cert) > 0 {
+		ln = tls.NewListener(ln, &tls.Config{Certificates: cert})
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return w
-}
-
-// testCA is a certificate authority the test makes, and writes to a PEM file for tls_ca.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	file := filepath.Join(t.TempDir(), name+".pem")
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, file: file}
-}
-
-// leaf is a server certificate the CA signs for names and ips.
-func (ca *testCA) leaf(t *testing.T, names []string, ips ...string) *tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "backend"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: names,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	for _, ip := range ips {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 // upIn reports whether name's A answer holds ip; a zone whose every backend is down answers
@@ -146,11 +93,11 @@ func logLine(t *testing.T, s *harness.Server, pattern string) {
 func TestHTTPChecks(t *testing.T) {
 	t.Parallel()
 	const webIP, tlsIP, otherIP, twoIP = "127.0.0.210", "127.0.0.211", "127.0.0.212", "127.0.0.213"
-	ca, other := newTestCA(t, "ca"), newTestCA(t, "other")
-	web := startWeb(t, webIP, nil)
-	secure := startWeb(t, tlsIP, ca.leaf(t, []string{"app.lan"}, tlsIP))
-	foreign := startWeb(t, otherIP, other.leaf(t, []string{"app.lan"}, otherIP))
-	twoWeb := startWeb(t, twoIP, nil)
+	ca, other := testca.New(t, "ca"), testca.New(t, "other")
+	web := startWeb(t, webIP)
+	secure := startWeb(t, tlsIP, ca.Server(t, []string{"app.lan"}, tlsIP))
+	foreign := startWeb(t, otherIP, other.Server(t, []string{"app.lan"}, otherIP))
+	twoWeb := startWeb(t, twoIP)
 	tcpPort, _ := harness.StartBackends(t, twoIP)
 
 	timing := []string{"interval 500ms", "timeout 400ms", "all_down servfail"}
@@ -172,10 +119,10 @@ func TestHTTPChecks(t *testing.T) {
 		pool("slow.lan", webIP, "check http "+p(web.port)+" /slow")+
 		pool("redirect.lan", webIP, "check http "+p(web.port)+" /moved")+
 		pool("strict.lan", webIP, "check http "+p(web.port)+" /moved expect 200")+
-		tlsPool("tls.lan", tlsIP, "check https "+p(secure.port)+" / host app.lan", "tls_ca "+ca.file)+
-		tlsPool("tlsip.lan", tlsIP, "check https "+p(secure.port), "tls_ca "+ca.file)+
+		tlsPool("tls.lan", tlsIP, "check https "+p(secure.port)+" / host app.lan", "tls_ca "+ca.File)+
+		tlsPool("tlsip.lan", tlsIP, "check https "+p(secure.port), "tls_ca "+ca.File)+
 		tlsPool("tlsroots.lan", tlsIP, "check https "+p(secure.port)+" / host app.lan")+
-		tlsPool("tlsother.lan", otherIP, "check https "+p(foreign.port)+" / host app.lan", "tls_ca "+ca.file)+
+		tlsPool("tlsother.lan", otherIP, "check https "+p(foreign.port)+" / host app.lan", "tls_ca "+ca.File)+
 		tlsPool("tlsinsecure.lan", otherIP, "check https "+p(foreign.port)+" / host app.lan", "tls_insecure")+
 		pool("two.lan", twoIP, "check tcp "+p(tcpPort), "check http "+p(twoWeb.port)+" /health")+
 		"}\n")
@@ -333,7 +280,7 @@ func TestExecChecksQueue(t *testing.T) {
 func TestHTTPBodyExact(t *testing.T) {
 	t.Parallel()
 	const webIP = "127.0.5.1"
-	web := startWeb(t, webIP, nil)
+	web := startWeb(t, webIP)
 	web.body.Store("not ok\n")
 	p := strconv.Itoa(web.port)
 	timing := []string{"interval 500ms", "timeout 400ms", "all_down servfail"}

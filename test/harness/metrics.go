@@ -30,20 +30,34 @@ type Metrics struct {
 // ScrapeURL reads and parses a Prometheus text exposition, such as the prometheus plugin's
 // /metrics.
 func ScrapeURL(url string) (*Metrics, error) {
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url)
+	text, err := ScrapeText(url)
 	if err != nil {
-		return nil, fmt.Errorf("scraping metrics: %w", err)
+		return nil, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scraping metrics: %s", resp.Status)
-	}
-	m, err := ParseMetrics(resp.Body)
+	m, err := ParseMetrics(strings.NewReader(text))
 	if err != nil {
 		return nil, fmt.Errorf("parsing metrics from %s: %w", url, err)
 	}
 	return m, nil
+}
+
+// ScrapeText reads a Prometheus text exposition as it is served, for a test that reads more of
+// it than the samples (the help texts, say).
+func ScrapeText(url string) (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", fmt.Errorf("scraping metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("scraping metrics: %s", resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("scraping metrics from %s: %w", url, err)
+	}
+	return string(b), nil
 }
 
 // ParseMetrics parses the Prometheus text format with Prometheus's own parser, and flattens it

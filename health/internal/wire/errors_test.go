@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/healthdns/healthdns/health/internal/testnet"
+	"github.com/healthdns/healthdns/test/testca"
 )
 
 // Every failure a check can report falls in one of the few reasons a metric is labelled with.
@@ -27,8 +28,8 @@ func TestReason(t *testing.T) {
 		}
 		w.Write([]byte("fine"))
 	}, nil)
-	ca := newTestCA(t)
-	cert := newTestCA(t).leaf(t, []string{"app.lan"})
+	ca := testca.New(t, "ca")
+	cert := testca.New(t, "other").Server(t, []string{"app.lan"})
 	tlsPort := serveHTTP(t, func(http.ResponseWriter, *http.Request) {}, &cert)
 	probe := func(run func(context.Context, netip.Addr) error) error { return probeWithin(run, addr, answered) }
 	tests := []struct {
@@ -40,7 +41,7 @@ func TestReason(t *testing.T) {
 		{ReasonHTTPStatus, probe(HTTP(HTTPSpec{Port: port, Path: "/down"}))},
 		{ReasonHTTPBody, probe(HTTP(HTTPSpec{Port: port, Body: "ok!"}))},
 		{ReasonHTTPBody, probe(HTTP(HTTPSpec{Port: port, Body: "fin", BodyExact: true}))},
-		{ReasonTLS, probe(HTTP(HTTPSpec{Port: tlsPort, Host: "app.lan", TLS: &tls.Config{RootCAs: ca.pool}}))},
+		{ReasonTLS, probe(HTTP(HTTPSpec{Port: tlsPort, Host: "app.lan", TLS: &tls.Config{RootCAs: ca.Pool()}}))},
 		{ReasonTLS, probe(HTTP(HTTPSpec{Port: port, TLS: &tls.Config{InsecureSkipVerify: true}}))}, // plain HTTP on the port
 		{ReasonExecExit, probe(Exec(ExecSpec{Path: "/bin/false"}))},
 		{ReasonTimeout, fmt.Errorf("tcp :80: %w", errTimeout{time.Second, context.DeadlineExceeded})},

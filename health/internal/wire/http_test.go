@@ -1,15 +1,9 @@
 package wire
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -19,63 +13,8 @@ import (
 	"time"
 
 	"github.com/healthdns/healthdns/health/internal/testnet"
+	"github.com/healthdns/healthdns/test/testca"
 )
-
-// testCA is a certificate authority made by the test, and the leaf certificates it signs.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t testing.TB) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "healthdns test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-// leaf returns a server certificate for the names and addresses given.
-func (ca *testCA) leaf(t testing.TB, names []string, ips ...net.IP) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "backend"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		DNSNames:     names,
-		IPAddresses:  ips,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // serveHTTP serves handler on 127.0.0.1, over TLS with cert when one is given, and returns the
 // port.
@@ -173,14 +112,14 @@ func TestHTTP(t *testing.T) {
 }
 
 func TestHTTPS(t *testing.T) {
-	ca, other := newTestCA(t), newTestCA(t)
-	ip := net.ParseIP("127.0.0.1")
-	named := ca.leaf(t, []string{"app.lan"}, ip)
-	ipOnly := ca.leaf(t, nil, ip)
-	wrongCA := other.leaf(t, []string{"app.lan"}, ip)
+	ca, other := testca.New(t, "ca"), testca.New(t, "other")
+	const ip = "127.0.0.1"
+	named := ca.Server(t, []string{"app.lan"}, ip)
+	ipOnly := ca.Server(t, nil, ip)
+	wrongCA := other.Server(t, []string{"app.lan"}, ip)
 	ok := func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }
 	addr := netip.MustParseAddr("127.0.0.1")
-	verified := &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS12}
+	verified := &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}
 	tests := []struct {
 		name string
 		cert tls.Certificate
