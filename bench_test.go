@@ -29,7 +29,7 @@ func BenchmarkServeDNS(b *testing.B) {
 		for _, answers := range []int{1, 3, 8} {
 			b.Run(fmt.Sprintf("healthdns/%s/answers=%d", policy, answers), func(b *testing.B) {
 				cfg := testConfig("app.lan.", "10.0.0.1", "10.0.0.2", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.7", "10.0.0.8", "10.0.0.9")
-				cfg.policy, cfg.answers = policy, answers
+				cfg.Policy, cfg.answers = policy, answers
 				h := newTestHandler(b, cfg)
 				serve(b, h, m, w)
 			})
@@ -83,7 +83,7 @@ func BenchmarkServeDNSConsistentHash(b *testing.B) {
 		for _, policy := range []string{"random", "consistent_hash"} {
 			b.Run(fmt.Sprintf("%s/backends=%d", policy, size), func(b *testing.B) {
 				cfg := testConfig("app.lan.", backends...)
-				cfg.policy, cfg.answers = policy, 1
+				cfg.Policy, cfg.answers = policy, 1
 				serve(b, newTestHandler(b, cfg), m, w)
 			})
 		}

@@ -12,13 +12,39 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/healthdns/healthdns/balance"
+	"github.com/healthdns/healthdns/health"
+	"github.com/healthdns/healthdns/pool"
 )
 
 // HealthDNS is the handler. It only answers: the pools keep the health state, and the query
 // path reads their snapshots without locks or I/O.
 type HealthDNS struct {
 	Next  plugin.Handler
-	pools map[string]*Pool // by zone, lower case and fully qualified
+	pools map[string]*zonePool // by zone, lower case and fully qualified
+}
+
+// zonePool is one zone: its configuration, its synthesized records, and the pool whose snapshot
+// its address queries are answered from.
+type zonePool struct {
+	cfg    poolConfig
+	zone   zoneRecords
+	policy balance.Policy
+	pool   *pool.Pool
+}
+
+func newZonePool(cfg poolConfig, reg *health.Registry) *zonePool {
+	policy, _ := balance.New(cfg.Policy) // parse validated the name
+	z := &zonePool{cfg: cfg, policy: policy, pool: pool.New(cfg.Config, reg, poolMetrics)}
+	z.zone = newZoneRecords(&z.cfg, configSerial(&z.cfg))
+	return z
+}
+
+// familyOf is the index of addr's family in a pool's per-family state: ipv4, then ipv6.
+func familyOf(addr netip.Addr) int {
+	if addr.Is4() {
+		return 0
+	}
+	return 1
 }
 
 // Name implements plugin.Handler. It must equal the directive for the ready plugin to find it.
@@ -28,7 +54,7 @@ func (h *HealthDNS) Name() string { return pluginName }
 // plugin stops asking after the first true, so this is not a health summary.
 func (h *HealthDNS) Ready() bool {
 	for _, p := range h.pools {
-		if !p.Ready() {
+		if !p.pool.Ready() {
 			return false
 		}
 	}
@@ -70,25 +96,25 @@ func (h *HealthDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 			m.Answer = p.zone.nsAddresses(q.Name, q.Qtype)
 			break
 		}
-		snap := p.snap.Load()
-		fam := &snap.v4
+		snap := p.pool.Snapshot()
+		fam := &snap.V4
 		if q.Qtype == dns.TypeAAAA {
-			fam = &snap.v6
+			fam = &snap.V6
 		}
-		if fam.allDown {
-			switch cfg.allDown {
-			case allDownServfail:
+		if fam.AllDown {
+			switch cfg.AllDown {
+			case pool.AllDownServfail:
 				return dns.RcodeServerFailure, nil
-			case allDownFallthrough:
+			case pool.AllDownFallthrough:
 				return h.passOn(ctx, w, r)
 			}
 		}
 		var picks balance.Picks
-		if fam.hash != nil {
+		if fam.Hash != nil {
 			key := p.clientKey(w, r, m)
-			picks = fam.hash.Pick(key[:], cfg.answers)
+			picks = fam.Hash.Pick(key[:], cfg.answers)
 		} else {
-			picks = p.policy.Pick(fam.set, cfg.answers)
+			picks = p.policy.Pick(fam.Set, cfg.answers)
 		}
 		m.Answer = addressRecords(q, fam, picks, cfg.ttl)
 	case dns.TypeANY:
@@ -102,11 +128,11 @@ func (h *HealthDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 		w.WriteMsg(m) // written here, as the transfer plugin does, so that log shows the refusal
 		return dns.RcodeSuccess, nil
 	case dns.TypeSOA:
-		if qname == cfg.zone && !h.deferred(cfg, qname) {
+		if qname == cfg.Zone && !h.deferred(cfg, qname) {
 			m.Answer = []dns.RR{p.zone.soaFor(q.Name)}
 		}
 	case dns.TypeNS:
-		if qname == cfg.zone && !h.deferred(cfg, qname) {
+		if qname == cfg.Zone && !h.deferred(cfg, qname) {
 			m.Answer = []dns.RR{p.zone.nsFor(q.Name)}
 			m.Extra = p.zone.glue
 		}
@@ -127,7 +153,7 @@ func (h *HealthDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.M
 // for), else the client's own address; either masked to hash_prefix. With ECS, the reply carries
 // it back with SCOPE set to the prefix length used, so that a caching resolver caches the answer
 // for that subnet alone (RFC 7871 §7.2.1).
-func (p *Pool) clientKey(w dns.ResponseWriter, r *dns.Msg, m *dns.Msg) [balance.ClientKeyLen]byte {
+func (p *zonePool) clientKey(w dns.ResponseWriter, r *dns.Msg, m *dns.Msg) [balance.ClientKeyLen]byte {
 	if ecs := clientSubnet(r); ecs != nil {
 		addr, ok := netip.AddrFromSlice(ecs.Address)
 		addr = addr.Unmap()
@@ -135,7 +161,7 @@ func (p *Pool) clientKey(w dns.ResponseWriter, r *dns.Msg, m *dns.Msg) [balance.
 		// A source prefix of 0 asks that no subnet be used (RFC 7871 §7.1.2): the answer is
 		// then the forwarder's, for every client behind it, and says so with SCOPE 0.
 		if ok && ecs.SourceNetmask > 0 {
-			bits = min(int(ecs.SourceNetmask), p.cfg.hashPrefix[familyIndex(addr)])
+			bits = min(int(ecs.SourceNetmask), p.cfg.hashPrefix[familyOf(addr)])
 		}
 		reply := *ecs
 		reply.SourceScope = uint8(bits)
@@ -154,7 +180,7 @@ func (p *Pool) clientKey(w dns.ResponseWriter, r *dns.Msg, m *dns.Msg) [balance.
 		addr, _ = netip.AddrFromSlice(a.IP)
 	}
 	addr = addr.Unmap()
-	return balance.ClientKey(addr, p.cfg.hashPrefix[familyIndex(addr)])
+	return balance.ClientKey(addr, p.cfg.hashPrefix[familyOf(addr)])
 }
 
 // clientSubnet returns the query's EDNS Client Subnet option, if it has a well-formed one.
@@ -219,7 +245,7 @@ func deniedName(m *dns.Msg) string {
 
 // match returns the pool of the most specific zone that contains qname, walking its labels
 // from the longest suffix so the cost does not grow with the number of zones.
-func (h *HealthDNS) match(qname string) *Pool {
+func (h *HealthDNS) match(qname string) *zonePool {
 	for off, end := 0, false; !end; off, end = dns.NextLabel(qname, off) {
 		if p, ok := h.pools[qname[off:]]; ok {
 			return p
@@ -230,7 +256,7 @@ func (h *HealthDNS) match(qname string) *Pool {
 
 // addressRecords builds the answer from the picked indexes. All records come from one
 // allocation, and the addresses are shared, immutable slices made when the snapshot was built.
-func addressRecords(q dns.Question, fam *family, picks balance.Picks, ttl uint32) []dns.RR {
+func addressRecords(q dns.Question, fam *pool.Family, picks balance.Picks, ttl uint32) []dns.RR {
 	if picks.N == 0 {
 		return nil
 	}
@@ -240,18 +266,18 @@ func addressRecords(q dns.Question, fam *family, picks balance.Picks, ttl uint32
 		recs := make([]dns.A, picks.N)
 		for i := range recs {
 			idx := picks.Idx[i]
-			recs[i] = dns.A{Hdr: hdr, A: fam.ips[idx]}
+			recs[i] = dns.A{Hdr: hdr, A: fam.IPs[idx]}
 			rrs[i] = &recs[i]
-			fam.answered[idx].Inc()
+			fam.Answered[idx].Inc()
 		}
 		return rrs
 	}
 	recs := make([]dns.AAAA, picks.N)
 	for i := range recs {
 		idx := picks.Idx[i]
-		recs[i] = dns.AAAA{Hdr: hdr, AAAA: fam.ips[idx]}
+		recs[i] = dns.AAAA{Hdr: hdr, AAAA: fam.IPs[idx]}
 		rrs[i] = &recs[i]
-		fam.answered[idx].Inc()
+		fam.Answered[idx].Inc()
 	}
 	return rrs
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/healthdns/healthdns/balance"
 	"github.com/healthdns/healthdns/health"
+	"github.com/healthdns/healthdns/pool"
 )
 
 // deadProber fails for the addresses in its set and succeeds for every other.
@@ -38,17 +39,19 @@ var dead = deadProber{
 
 func testConfig(zone string, backends ...string) poolConfig {
 	cfg := poolConfig{
-		zone:    zone,
-		spec:    health.Spec{Interval: time.Hour, Timeout: time.Second, Rise: 2, Fall: 2},
-		checks:  []health.Check{{Kind: health.TCP, Port: 80}},
-		policy:  "round_robin",
+		Config: pool.Config{
+			Zone:   zone,
+			Spec:   health.Spec{Interval: time.Hour, Timeout: time.Second, Rise: 2, Fall: 2},
+			Checks: []health.Check{{Kind: health.TCP, Port: 80}},
+			Policy: "round_robin",
+		},
 		answers: 8,
 		ttl:     5,
 		nsName:  dnsutil.Join("ns.dns", zone),
 		nsAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.53")},
 	}
 	for _, b := range backends {
-		cfg.backends = append(cfg.backends, backend{addr: netip.MustParseAddr(b), weight: 1, priority: balance.DefaultPriority})
+		cfg.Backends = append(cfg.Backends, pool.Backend{Addr: netip.MustParseAddr(b), Weight: 1, Priority: balance.DefaultPriority})
 	}
 	return cfg
 }
@@ -57,15 +60,14 @@ func testConfig(zone string, backends ...string) poolConfig {
 func newTestHandler(t testing.TB, cfgs ...poolConfig) *HealthDNS {
 	t.Helper()
 	reg := health.NewRegistry(observer{}, health.WithProbe(dead.probe))
-	h := &HealthDNS{Next: test.NextHandler(dns.RcodeNameError, errNext), pools: map[string]*Pool{}}
+	h := &HealthDNS{Next: test.NextHandler(dns.RcodeNameError, errNext), pools: map[string]*zonePool{}}
 	for _, cfg := range cfgs {
-		policy, err := balance.New(cfg.policy)
-		if err != nil {
+		if _, err := balance.New(cfg.Policy); err != nil {
 			t.Fatal(err)
 		}
-		p := newPool(cfg, policy, reg)
+		p := newZonePool(cfg, reg)
 		p.zone = newZoneRecords(&p.cfg, 1)
-		h.pools[cfg.zone] = p
+		h.pools[cfg.Zone] = p
 	}
 	if h.Ready() {
 		t.Fatal("ready before OnStartup")
@@ -84,9 +86,9 @@ func newTestHandler(t testing.TB, cfgs ...poolConfig) *HealthDNS {
 var errNext = errors.New("answered by the next plugin")
 
 func TestServeDNS(t *testing.T) {
-	allDown := func(zone string, mode allDownMode) poolConfig {
+	allDown := func(zone string, mode pool.AllDownMode) poolConfig {
 		c := testConfig(zone, "10.9.0.1", "10.9.0.2")
-		c.allDown = mode
+		c.AllDown = mode
 		return c
 	}
 	fallCfg := testConfig("ft.lan.", "10.0.0.1")
@@ -95,9 +97,9 @@ func TestServeDNS(t *testing.T) {
 		testConfig("app.lan.", "10.0.0.1", "10.0.0.2", "10.0.0.3"),
 		testConfig("sub.app.lan.", "10.1.0.1"),
 		testConfig("v6.lan.", "2001:db8::1"),
-		allDown("open.lan.", allDownServeAll),
-		allDown("closed.lan.", allDownServfail),
-		allDown("onward.lan.", allDownFallthrough),
+		allDown("open.lan.", pool.AllDownServeAll),
+		allDown("closed.lan.", pool.AllDownServfail),
+		allDown("onward.lan.", pool.AllDownFallthrough),
 		fallCfg,
 	)
 	soa := func(zone string) dns.RR {
@@ -169,7 +171,7 @@ func runCases(t *testing.T, h *HealthDNS, cases []test.Case) {
 // family, is up. A family whose backends are all down beside a live one gets NODATA in every
 // mode, so a dual-stack client resolves the name and reaches the live family.
 func TestServeDNSAllDownIsPoolWide(t *testing.T) {
-	modes := []allDownMode{allDownServeAll, allDownServfail, allDownFallthrough}
+	modes := []pool.AllDownMode{pool.AllDownServeAll, pool.AllDownServfail, pool.AllDownFallthrough}
 	var cfgs []poolConfig
 	var cases []test.Case
 	soa := func(zone string) dns.RR {
@@ -180,7 +182,7 @@ func TestServeDNSAllDownIsPoolWide(t *testing.T) {
 		gone := "gone-" + mode.String() + ".lan." // both dead
 		for zone, backends := range map[string][]string{half: {"10.9.0.1", "2001:db8::1"}, gone: {"10.9.0.1", "10.9.0.2", "2001:db8::9"}} {
 			c := testConfig(zone, backends...)
-			c.allDown = mode
+			c.AllDown = mode
 			cfgs = append(cfgs, c)
 		}
 		cases = append(cases,
@@ -190,15 +192,15 @@ func TestServeDNSAllDownIsPoolWide(t *testing.T) {
 		for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
 			c := test.Case{Qname: "x." + gone, Qtype: qtype}
 			switch mode {
-			case allDownServeAll:
+			case pool.AllDownServeAll:
 				if qtype == dns.TypeA {
 					c.Answer = []dns.RR{test.A("x." + gone + " 5 IN A 10.9.0.1"), test.A("x." + gone + " 5 IN A 10.9.0.2")}
 				} else {
 					c.Answer = []dns.RR{test.AAAA("x." + gone + " 5 IN AAAA 2001:db8::9")}
 				}
-			case allDownServfail:
+			case pool.AllDownServfail:
 				c.Rcode = dns.RcodeServerFailure
-			case allDownFallthrough:
+			case pool.AllDownFallthrough:
 				c.Rcode, c.Error = dns.RcodeNameError, errNext
 			}
 			cases = append(cases, c)
@@ -252,7 +254,7 @@ func TestServeDNSBesideZoneFile(t *testing.T) {
 	app := testConfig("app.lan.", "10.0.0.1", "10.0.0.2")
 	app.fall = fall.Root
 	down := testConfig("down.lan.", "10.9.0.1")
-	down.allDown = allDownFallthrough
+	down.AllDown = pool.AllDownFallthrough
 	down.fall = fall.Root
 	h := newTestHandler(t, app, down)
 	zones := file.Zones{Z: map[string]*file.Zone{}}
@@ -394,11 +396,7 @@ func (*discardWriter) WriteMsg(*dns.Msg) error { return nil }
 // running the same Corefile shows the same one, and a change of any setting shows another.
 func TestConfigSerial(t *testing.T) {
 	serial := func(cfg poolConfig) uint32 {
-		policy, err := balance.New(cfg.policy)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return newPool(cfg, policy, health.NewRegistry(observer{})).zone.soa.Serial
+		return newZonePool(cfg, health.NewRegistry(observer{})).zone.soa.Serial
 	}
 	base := func() poolConfig { return testConfig("app.lan.", "10.0.0.1", "10.0.0.2", "2001:db8::1") }
 
@@ -413,28 +411,28 @@ func TestConfigSerial(t *testing.T) {
 	}
 
 	changes := map[string]func(*poolConfig){
-		"zone": func(c *poolConfig) { c.zone = "web.app.lan." },
+		"zone": func(c *poolConfig) { c.Zone = "web.app.lan." },
 		"backend added": func(c *poolConfig) {
-			c.backends = append(c.backends, backend{addr: netip.MustParseAddr("10.0.0.4"), weight: 1, priority: balance.DefaultPriority})
+			c.Backends = append(c.Backends, pool.Backend{Addr: netip.MustParseAddr("10.0.0.4"), Weight: 1, Priority: balance.DefaultPriority})
 		},
-		"backend order":   func(c *poolConfig) { c.backends[0], c.backends[1] = c.backends[1], c.backends[0] },
-		"weight":          func(c *poolConfig) { c.backends[0].weight = 2 },
-		"check":           func(c *poolConfig) { c.checks = []health.Check{{Kind: health.ICMP}} },
-		"check port":      func(c *poolConfig) { c.checks = []health.Check{{Kind: health.TCP, Port: 443}} },
-		"second check":    func(c *poolConfig) { c.checks = append(c.checks, health.Check{Kind: health.HTTP, Port: 80, Path: "/"}) },
-		"fast_interval":   func(c *poolConfig) { c.spec.Fast = 100 * time.Millisecond },
-		"priority":        func(c *poolConfig) { c.backends[0].priority = 200 },
-		"nopreempt":       func(c *poolConfig) { c.preempt.Never = true },
-		"preempt_delay":   func(c *poolConfig) { c.preempt.Delay = time.Second },
+		"backend order":   func(c *poolConfig) { c.Backends[0], c.Backends[1] = c.Backends[1], c.Backends[0] },
+		"weight":          func(c *poolConfig) { c.Backends[0].Weight = 2 },
+		"check":           func(c *poolConfig) { c.Checks = []health.Check{{Kind: health.ICMP}} },
+		"check port":      func(c *poolConfig) { c.Checks = []health.Check{{Kind: health.TCP, Port: 443}} },
+		"second check":    func(c *poolConfig) { c.Checks = append(c.Checks, health.Check{Kind: health.HTTP, Port: 80, Path: "/"}) },
+		"fast_interval":   func(c *poolConfig) { c.Spec.Fast = 100 * time.Millisecond },
+		"priority":        func(c *poolConfig) { c.Backends[0].Priority = 200 },
+		"nopreempt":       func(c *poolConfig) { c.Preempt.Never = true },
+		"preempt_delay":   func(c *poolConfig) { c.Preempt.Delay = time.Second },
 		"hash_prefix":     func(c *poolConfig) { c.hashPrefix = [2]int{24, 56} },
-		"interval":        func(c *poolConfig) { c.spec.Interval = time.Minute },
-		"timeout":         func(c *poolConfig) { c.spec.Timeout = 2 * time.Second },
-		"rise":            func(c *poolConfig) { c.spec.Rise = 3 },
-		"fall":            func(c *poolConfig) { c.spec.Fall = 3 },
-		"policy":          func(c *poolConfig) { c.policy = "random" },
+		"interval":        func(c *poolConfig) { c.Spec.Interval = time.Minute },
+		"timeout":         func(c *poolConfig) { c.Spec.Timeout = 2 * time.Second },
+		"rise":            func(c *poolConfig) { c.Spec.Rise = 3 },
+		"fall":            func(c *poolConfig) { c.Spec.Fall = 3 },
+		"policy":          func(c *poolConfig) { c.Policy = "random" },
 		"answers":         func(c *poolConfig) { c.answers = 2 },
 		"ttl":             func(c *poolConfig) { c.ttl = 30 },
-		"all_down":        func(c *poolConfig) { c.allDown = allDownServfail },
+		"all_down":        func(c *poolConfig) { c.AllDown = pool.AllDownServfail },
 		"ns name":         func(c *poolConfig) { c.nsName = "ns1.app.lan." },
 		"ns address":      func(c *poolConfig) { c.nsAddrs = []netip.Addr{netip.MustParseAddr("127.0.0.54")} },
 		"ns address more": func(c *poolConfig) { c.nsAddrs = append(c.nsAddrs, netip.MustParseAddr("127.0.0.54")) },

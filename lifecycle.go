@@ -9,6 +9,8 @@ import (
 	"github.com/coredns/caddy"
 
 	"github.com/healthdns/healthdns/health"
+	"github.com/healthdns/healthdns/pool"
+	"github.com/healthdns/healthdns/status"
 )
 
 // startMargin is how long past the longest probe timeout startup waits for first verdicts: a
@@ -26,16 +28,16 @@ type lifecycleKey struct{}
 // instance, and the old one's pools are stopped by the old one's OnShutdown.
 type lifecycle struct {
 	reg      *health.Registry
-	listener *statusListeners
-	pools    []*Pool       // every block's, in setup order
-	status   []*statusView // one per status address the instance's pools name, in setup order
+	listener *status.Listeners
+	pools    []*zonePool    // every block's, in setup order
+	status   []*status.View // one per status address the instance's pools name, in setup order
 
 	execConcurrency int    // exec_concurrency, 0 when no block gives it
 	execAt          string // where it was given, "FILE:LINE"
 
 	mu       sync.Mutex
 	stopped  bool
-	acquired []*statusView // the views start registered with their listeners
+	acquired []*status.View // the views start registered with their listeners
 }
 
 // lifecycleOf returns the lifecycle of c's instance. The first healthdns block of an instance
@@ -65,19 +67,20 @@ func (l *lifecycle) add(h *HealthDNS) {
 
 // addStatus shows p on the status listener of sc.addr. Pools of one instance that name the same
 // address share its listener, and so must agree on its token.
-func (l *lifecycle) addStatus(sc statusConfig, p *Pool) error {
+func (l *lifecycle) addStatus(sc status.Config, p *zonePool) error {
 	for _, v := range l.status {
-		if v.addr != sc.addr {
+		if v.Addr != sc.Addr {
 			continue
 		}
-		if v.token != sc.token {
+		if v.Token != sc.Token {
 			return fmt.Errorf("%s:%d - Error during parsing: status %s: token differs from the one of %s:%d; pools that share a status listener share its token",
-				sc.file, sc.line, sc.addr, v.file, v.line)
+				sc.File, sc.Line, sc.Addr, v.File, v.Line)
 		}
-		v.pools = append(v.pools, p)
+		v.Pools = append(v.Pools, p.shown())
 		return nil
 	}
-	l.status = append(l.status, &statusView{statusConfig: sc, pools: []*Pool{p}, loops: l.reg.Loops})
+	l.status = append(l.status, &status.View{Config: sc, Pools: []status.Shown{p.shown()}, Loops: l.reg.Loops,
+		Process: status.Process{Version: caddy.AppVersion, Started: proc.started}})
 	return nil
 }
 
@@ -124,14 +127,14 @@ func (l *lifecycle) start() error {
 	// Listeners before probes: an address in use fails the start before anything probes. A
 	// listener the replaced instance holds is shared, not opened again.
 	for _, v := range l.status {
-		if err := l.listener.acquire(v); err != nil {
+		if err := l.listener.Acquire(v); err != nil {
 			return err
 		}
 		l.mu.Lock()
 		l.acquired = append(l.acquired, v)
 		l.mu.Unlock()
 	}
-	startPools(l.pools)
+	startPools(l.pools, l.reg)
 	return nil
 }
 
@@ -160,19 +163,24 @@ func (l *lifecycle) stop() {
 		l.reg.SetExecConcurrency(running.(*lifecycle).execLimit())
 	}
 	for _, v := range l.acquired {
-		l.listener.release(v)
+		l.listener.Release(v)
 	}
 	l.acquired = nil
 	for _, p := range l.pools {
-		p.stop()
+		p.pool.Stop()
 	}
+}
+
+// shown is the zone as the status surface shows it.
+func (p *zonePool) shown() status.Shown {
+	return status.Shown{Pool: p.pool, Answers: p.cfg.answers, TTL: p.cfg.ttl, Serial: p.zone.soa.Serial}
 }
 
 // lifecycleKeep keys the running instance's lifecycle in the registry, for the reload that
 // follows it to say what changed.
 const lifecycleKeep = "lifecycle"
 
-func configsOf(pools []*Pool) []*poolConfig {
+func configsOf(pools []*zonePool) []*poolConfig {
 	cfgs := make([]*poolConfig, len(pools))
 	for i, p := range pools {
 		cfgs[i] = &p.cfg
@@ -188,7 +196,7 @@ func configsOf(pools []*Pool) []*poolConfig {
 //
 // A reload that changes none of these says so, in one line.
 func reloadChanges(prev, next []*poolConfig) []string {
-	key := func(c *poolConfig) string { return c.zone + " (" + c.server + ")" }
+	key := func(c *poolConfig) string { return c.Zone + " (" + c.Server + ")" }
 	old := map[string]*poolConfig{}
 	for _, c := range prev {
 		old[key(c)] = c
@@ -199,25 +207,25 @@ func reloadChanges(prev, next []*poolConfig) []string {
 		was, kept := old[k]
 		delete(old, k)
 		if !kept {
-			what := []string{fmt.Sprintf("%d backends", len(c.backends))}
-			if len(c.backends) > 0 {
-				what[0] = "backends " + named(backendAddrs(c.backends))
+			what := []string{fmt.Sprintf("%d backends", len(c.Backends))}
+			if len(c.Backends) > 0 {
+				what[0] = "backends " + named(backendAddrs(c.Backends))
 			}
-			if c.source.kind != sourceNone {
-				what = append(what, "and the "+c.source.String())
+			if c.Source.Kind != pool.SourceNone {
+				what = append(what, "and the "+c.Source.String())
 			}
 			lines = append(lines, fmt.Sprintf("reload: zone %s added: %s; checks %s", k, strings.Join(what, " "), strings.Join(checkNames(c), ", ")))
 			continue
 		}
 		var changes []string
-		if added, removed := difference(backendAddrs(was.backends), backendAddrs(c.backends)); len(added)+len(removed) > 0 {
+		if added, removed := difference(backendAddrs(was.Backends), backendAddrs(c.Backends)); len(added)+len(removed) > 0 {
 			changes = append(changes, "backends"+addedRemoved(added, removed))
 		}
 		if added, removed := difference(checkNames(was), checkNames(c)); len(added)+len(removed) > 0 {
 			changes = append(changes, "checks"+addedRemoved(added, removed))
 		}
-		if was.source.String() != c.source.String() {
-			changes = append(changes, fmt.Sprintf("live list from %s, was %s", orNone(c.source.String()), orNone(was.source.String())))
+		if was.Source.String() != c.Source.String() {
+			changes = append(changes, fmt.Sprintf("live list from %s, was %s", orNone(c.Source.String()), orNone(was.Source.String())))
 		}
 		if len(changes) > 0 {
 			lines = append(lines, fmt.Sprintf("reload: zone %s: %s", k, strings.Join(changes, "; ")))
@@ -234,17 +242,17 @@ func reloadChanges(prev, next []*poolConfig) []string {
 	return lines
 }
 
-func backendAddrs(bs []backend) []string {
+func backendAddrs(bs []pool.Backend) []string {
 	out := make([]string, len(bs))
 	for i, b := range bs {
-		out[i] = b.addr.String()
+		out[i] = b.Addr.String()
 	}
 	return out
 }
 
 func checkNames(c *poolConfig) []string {
-	out := make([]string, len(c.checks))
-	for i, ch := range c.checks {
+	out := make([]string, len(c.Checks))
+	for i, ch := range c.Checks {
 		out[i] = ch.String()
 	}
 	return out
@@ -288,10 +296,11 @@ func addedRemoved(added, removed []string) string {
 // named lists a few names in full, and says how many of many: a Corefile of 10,000 backends
 // must not make a reload's line 10,000 addresses long.
 func named(names []string) string {
-	if len(names) <= 5 {
+	const shown = 5
+	if len(names) <= shown {
 		return strings.Join(names, ", ")
 	}
-	return listed(names)
+	return fmt.Sprintf("%d (%s, ...)", len(names), strings.Join(names[:shown], ", "))
 }
 
 func orNone(s string) string {
@@ -304,19 +313,14 @@ func orNone(s string) string {
 // scriptRounds is how long the pools' first scripts may take when they wait for their turns:
 // a timeout per round of the registry's exec concurrency. Every listed backend runs them, the
 // live list's too (a backends file's, or etcd's once it came), not only the Corefile's.
-func scriptRounds(pools []*Pool) time.Duration {
-	var scripts, concurrency int
+func scriptRounds(pools []*zonePool, concurrency int) time.Duration {
+	var scripts int
 	var timeout time.Duration
 	for _, p := range pools {
-		concurrency = p.reg.ExecStats().Concurrency
-		checks := countOf(p.cfg.checks, func(c health.Check) bool { return c.Kind == health.Exec })
-		if checks == 0 {
-			continue
+		if n := p.pool.Scripts(); n > 0 {
+			scripts += n
+			timeout = max(timeout, p.cfg.Spec.Timeout)
 		}
-		p.mu.Lock()
-		scripts += checks * (len(p.cfg.backends) + len(p.fromSrc))
-		p.mu.Unlock()
-		timeout = max(timeout, p.cfg.spec.Timeout)
 	}
 	if scripts == 0 {
 		return 0
@@ -335,25 +339,25 @@ const firstListWait = 2*time.Second + startMargin
 // for the first verdicts, so that the first answer served is already true. Scripts beyond the
 // registry's exec concurrency wait for their turn, so with more scripts than that the wait is a
 // timeout per round of them (scriptRounds).
-func startPools(pools []*Pool) {
+func startPools(pools []*zonePool, reg *health.Registry) {
 	var longest time.Duration
 	for _, p := range pools {
-		p.start()
-		longest = max(longest, p.cfg.spec.Timeout)
+		p.pool.Start()
+		longest = max(longest, p.cfg.Spec.Timeout)
 	}
 	listDeadline := time.NewTimer(firstListWait)
 	defer listDeadline.Stop()
 	for _, p := range pools {
-		if !p.waitListed(listDeadline.C) {
-			log.Warningf("zone %s: no list from the %s within %s; starting without it, answering as all_down says until it comes", p.cfg.zone, p.cfg.source, firstListWait)
+		if !p.pool.WaitListed(listDeadline.C) {
+			log.Warningf("zone %s: no list from the %s within %s; starting without it, answering as all_down says until it comes", p.cfg.Zone, p.cfg.Source, firstListWait)
 		}
 	}
-	longest = max(longest, scriptRounds(pools))
+	longest = max(longest, scriptRounds(pools, reg.ExecStats().Concurrency))
 	deadline := time.NewTimer(longest + startMargin)
 	defer deadline.Stop()
 	for _, p := range pools {
-		if !p.waitChecked(deadline.C) {
-			log.Warningf("zone %s: first probes still running after %s; serving what is known", p.cfg.zone, longest+startMargin)
+		if !p.pool.WaitChecked(deadline.C) {
+			log.Warningf("zone %s: first probes still running after %s; serving what is known", p.cfg.Zone, longest+startMargin)
 			return
 		}
 	}

@@ -11,39 +11,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/healthdns/healthdns/health"
+	"github.com/healthdns/healthdns/pool"
 )
 
 // Package-level promauto collectors, as CoreDNS's own plugins do: a reload runs setup again, and
 // registering in setup would panic the second time.
 var (
-	backendUp = promauto.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "healthdns",
-		Name:      "backend_up",
-		Help:      "Whether a backend of a zone passed its health check (1) or not (0).",
-	}, []string{"server", "zone", "backend"})
-
-	backendDrained = promauto.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "healthdns",
-		Name:      "backend_drained",
-		Help:      "Whether a backend of a zone is drained (1): probed but not answered, whatever its health.",
-	}, []string{"server", "zone", "backend"})
-
-	backendInServiceUp = promauto.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "healthdns",
-		Name:      "backend_in_service_up",
-		Help:      "Whether a backend of a zone is in service (not drained) and passes its health check (1) or not (0); a zone with none answers drained or dead backends, or as all_down says.",
-	}, []string{"server", "zone", "backend"})
-
-	backendDrainInfo = promauto.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "healthdns",
-		Name:      "backend_drain_info",
-		Help:      "1 for each drained backend: the drain's reason (at most 64 characters), its end (RFC 3339, empty for none) and who set it (config or api).",
-	}, []string{"server", "zone", "backend", "reason", "until", "by"})
-
 	probeDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "healthdns",
@@ -80,80 +53,19 @@ var (
 		Name:      "transitions_total",
 		Help:      "Backend state changes after rise or fall consecutive results, by the state entered.",
 	}, []string{"backend", "check", "to"})
-
-	allDownTotal = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "healthdns",
-		Name:      "all_down_total",
-		Help:      "Times every backend of a zone's address family went down.",
-	}, []string{"server", "zone", "family"})
-
-	servingPriority = promauto.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "healthdns",
-		Name:      "serving_priority",
-		Help:      "The priority group a zone's address family is answered from; 0 while none has a healthy backend.",
-	}, []string{"server", "zone", "family"})
-
-	groupSwitchesTotal = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "healthdns",
-		Name:      "group_switches_total",
-		Help:      "Times the priority group a zone's address family is answered from changed.",
-	}, []string{"server", "zone", "family"})
-
-	sourceErrorsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "healthdns",
-		Name:      "source_errors_total",
-		Help:      "Loads of a zone's live backend list (source: file or etcd) that failed and kept the last good list, outages of its store, and keys of an etcd prefix skipped for a bad value.",
-	}, []string{"server", "zone", "source"})
-
-	sourceLastLoad = promauto.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "healthdns",
-		Name:      "source_last_load_timestamp_seconds",
-		Help:      "When a zone's live backend list (source: file or etcd) was last loaded good, as a Unix time.",
-	}, []string{"server", "zone", "source"})
-
-	sourceLastError = promauto.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "healthdns",
-		Name:      "source_last_error_timestamp_seconds",
-		Help:      "When a zone's live backend list (source: file or etcd) last failed to load or lost etcd, as a Unix time; later than the last good load while failing.",
-	}, []string{"server", "zone", "source"})
-
-	sourceSkippedKeys = promauto.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "healthdns",
-		Name:      "source_skipped_keys",
-		Help:      "How many keys of a zone's etcd prefix the last list left out, each a backend that does not parse; the other keys apply.",
-	}, []string{"server", "zone", "source"})
-
-	sourceConnected = promauto.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "healthdns",
-		Name:      "source_connected",
-		Help:      "Whether a zone's etcd source is reachable (1); while 0 the last good list and the last agreed priority group serve.",
-	}, []string{"server", "zone", "source"})
-
-	answersTotal = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "healthdns",
-		Name:      "answers_total",
-		Help:      "Address records served, by zone and backend.",
-	}, []string{"server", "zone", "backend"})
 )
-
-// poolOwner is a pool's owner in the registry: its server and zone, so that Observer.Released
-// deletes the series of exactly that pool when a reload drops the zone from one server block
-// and not another. A server ("dns://127.0.0.1:53") holds no space, so a space separates.
-func poolOwner(server, zone string) string { return server + " " + zone }
 
 func splitOwner(owner string) (server, zone string) {
 	server, zone, _ = strings.Cut(owner, " ")
 	return server, zone
 }
+
+// poolMetrics are the pools' series (pool.Metrics), registered once for the process.
+var poolMetrics = func() *pool.Metrics {
+	m := pool.NewMetrics()
+	prometheus.MustRegister(m.Collectors()...)
+	return m
+}()
 
 // observer turns health events into metrics and one log line per state change.
 type observer struct{}
@@ -244,12 +156,7 @@ func ownerZones(owners []string) string {
 // holds no lease on it any more: a reload dropped the backend, or the zone, from that block.
 func (observer) Released(owner string, addr netip.Addr) {
 	server, zone := splitOwner(owner)
-	labels := prometheus.Labels{"server": server, "zone": zone, "backend": addr.String()}
-	backendUp.Delete(labels)
-	backendDrained.Delete(labels)
-	backendInServiceUp.Delete(labels)
-	backendDrainInfo.DeletePartialMatch(labels)
-	answersTotal.Delete(labels)
+	poolMetrics.DeleteBackend(server, zone, addr)
 }
 
 // Stopped drops the series of a check that no loop runs any more.

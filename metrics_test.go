@@ -20,8 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/healthdns/healthdns/balance"
 	"github.com/healthdns/healthdns/health"
+	"github.com/healthdns/healthdns/pool"
 )
 
 // TestMetricNames lints our collectors as CoreDNS's own test/metric_naming_test.go does.
@@ -31,9 +31,9 @@ func TestMetricNames(t *testing.T) {
 	record(health.Result{Took: time.Millisecond})
 	record(health.Result{Took: time.Millisecond, Err: fmt.Errorf("tcp :80: %w", syscall.ECONNREFUSED)})
 	observer{}.Changed(target, health.Change{Up: true})
-	backendUp.WithLabelValues("dns://:53", "lint.lan.", "192.0.2.1").Set(1)
-	allDownTotal.WithLabelValues("dns://:53", "lint.lan.", "ipv4").Inc()
-	answersTotal.WithLabelValues("dns://:53", "lint.lan.", "192.0.2.1").Inc()
+	poolMetrics.BackendUp.WithLabelValues("dns://:53", "lint.lan.", "192.0.2.1").Set(1)
+	poolMetrics.AllDownTotal.WithLabelValues("dns://:53", "lint.lan.", "ipv4").Inc()
+	poolMetrics.AnswersTotal.WithLabelValues("dns://:53", "lint.lan.", "192.0.2.1").Inc()
 
 	families, err := prometheus.DefaultGatherer.Gather()
 	if err != nil {
@@ -57,9 +57,9 @@ func TestMetricNames(t *testing.T) {
 	}
 
 	// A backend dropped by a reload loses its series.
-	observer{}.Released(poolOwner("dns://:53", "lint.lan."), target.Addr)
+	observer{}.Released(pool.Owner("dns://:53", "lint.lan."), target.Addr)
 	observer{}.Stopped(target.Addr, target.Spec.Check)
-	if n := testutil.CollectAndCount(backendUp, "coredns_healthdns_backend_up"); n != 0 {
+	if n := testutil.CollectAndCount(poolMetrics.BackendUp, "coredns_healthdns_backend_up"); n != 0 {
 		t.Errorf("%d backend_up series after release", n)
 	}
 	if n := testutil.CollectAndCount(probesTotal, "coredns_healthdns_probes_total"); n != 0 {
@@ -68,7 +68,7 @@ func TestMetricNames(t *testing.T) {
 	if n := testutil.CollectAndCount(probeFailuresTotal, "coredns_healthdns_probe_failures_total"); n != 0 {
 		t.Errorf("%d probe_failures_total series after stop", n)
 	}
-	allDownTotal.Reset()
+	poolMetrics.AllDownTotal.Reset()
 }
 
 // TestCheckLabel checks that every series of a check names it alike, so that the histograms join
@@ -122,15 +122,15 @@ func hasLabel(t *testing.T, c prometheus.Collector, name, value string) bool {
 func TestReleasedDeletesOnePool(t *testing.T) {
 	const zone, backend = "both.lan.", "192.0.2.7"
 	for _, server := range []string{"dns://:1053", "dns://:1054"} {
-		backendUp.WithLabelValues(server, zone, backend).Set(1)
-		answersTotal.WithLabelValues(server, zone, backend).Inc()
+		poolMetrics.BackendUp.WithLabelValues(server, zone, backend).Set(1)
+		poolMetrics.AnswersTotal.WithLabelValues(server, zone, backend).Inc()
 	}
 	t.Cleanup(func() {
-		backendUp.DeletePartialMatch(prometheus.Labels{"zone": zone})
-		answersTotal.DeletePartialMatch(prometheus.Labels{"zone": zone})
+		poolMetrics.BackendUp.DeletePartialMatch(prometheus.Labels{"zone": zone})
+		poolMetrics.AnswersTotal.DeletePartialMatch(prometheus.Labels{"zone": zone})
 	})
-	observer{}.Released(poolOwner("dns://:1053", zone), netip.MustParseAddr(backend))
-	for name, vec := range map[string]*prometheus.MetricVec{"backend_up": backendUp.MetricVec, "answers_total": answersTotal.MetricVec} {
+	observer{}.Released(pool.Owner("dns://:1053", zone), netip.MustParseAddr(backend))
+	for name, vec := range map[string]*prometheus.MetricVec{"backend_up": poolMetrics.BackendUp.MetricVec, "answers_total": poolMetrics.AnswersTotal.MetricVec} {
 		if _, err := vec.GetMetricWithLabelValues("dns://:1054", zone, backend); err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +167,7 @@ func TestServerLabel(t *testing.T) {
 func TestChangeLines(t *testing.T) {
 	target := health.Target{Addr: netip.MustParseAddr("10.0.0.7"), Spec: health.Spec{Check: health.Check{Kind: health.TCP, Port: 8080}}}
 	refused := errors.New("tcp :8080: connection refused")
-	owners := []string{poolOwner("dns://:1053", "app.lan."), poolOwner("dns://:1053", "api.lan."), poolOwner("dns://:1054", "app.lan.")}
+	owners := []string{pool.Owner("dns://:1053", "app.lan."), pool.Owner("dns://:1053", "api.lan."), pool.Owner("dns://:1054", "app.lan.")}
 	for _, tc := range []struct {
 		c    health.Change
 		want string
@@ -230,19 +230,18 @@ func TestLogLines(t *testing.T) {
 		testConfig("closed.log.lan.", "10.9.0.1"),
 		testConfig("onward.log.lan.", "2001:db8::9", "10.9.0.2"),
 	}
-	cfgs[1].allDown = allDownServfail
-	cfgs[2].allDown = allDownFallthrough
+	cfgs[1].AllDown = pool.AllDownServfail
+	cfgs[2].AllDown = pool.AllDownFallthrough
 	gate := refuseAll{make(chan struct{})}
 	reg := health.NewRegistry(observer{}, health.WithProbe(gate.probe))
 	// Every pool holds its leases before the first probe ends, so that the first verdicts
 	// name every zone: in the plugin a pool acquiring later is not named in a verdict already
 	// given.
 	for _, cfg := range cfgs {
-		cfg.server = "dns://:1053"
-		policy, _ := balance.New(cfg.policy)
-		p := newPool(cfg, policy, reg)
-		p.start()
-		t.Cleanup(p.stop)
+		cfg.Server = "dns://:1053"
+		p := newZonePool(cfg, reg)
+		p.pool.Start()
+		t.Cleanup(p.pool.Stop)
 	}
 	close(gate.open)
 

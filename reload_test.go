@@ -2,13 +2,14 @@ package healthdns
 
 import (
 	"fmt"
-	"github.com/healthdns/healthdns/test/harness"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/healthdns/healthdns/test/harness"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"

@@ -36,16 +36,16 @@ func newZoneRecords(cfg *poolConfig, serial uint32) zoneRecords {
 	}
 	z := zoneRecords{
 		soa: &dns.SOA{
-			Hdr:     hdr(cfg.zone, dns.TypeSOA),
+			Hdr:     hdr(cfg.Zone, dns.TypeSOA),
 			Ns:      cfg.nsName,
-			Mbox:    dnsutil.Join("hostmaster", cfg.zone),
+			Mbox:    dnsutil.Join("hostmaster", cfg.Zone),
 			Serial:  serial,
 			Refresh: soaRefresh,
 			Retry:   soaRetry,
 			Expire:  soaExpire,
 			Minttl:  cfg.ttl,
 		},
-		ns: &dns.NS{Hdr: hdr(cfg.zone, dns.TypeNS), Ns: cfg.nsName},
+		ns: &dns.NS{Hdr: hdr(cfg.Zone, dns.TypeNS), Ns: cfg.nsName},
 	}
 	z.authority = []dns.RR{z.soa}
 	for _, a := range cfg.nsAddrs {
@@ -55,7 +55,7 @@ func newZoneRecords(cfg *poolConfig, serial uint32) zoneRecords {
 			z.nsAAAA = append(z.nsAAAA, net.IP(a.AsSlice()))
 		}
 	}
-	if dns.IsSubDomain(cfg.zone, cfg.nsName) {
+	if dns.IsSubDomain(cfg.Zone, cfg.nsName) {
 		z.glue = append(z.nsAddresses(cfg.nsName, dns.TypeA), z.nsAddresses(cfg.nsName, dns.TypeAAAA)...)
 	}
 	return z
@@ -69,21 +69,21 @@ func newZoneRecords(cfg *poolConfig, serial uint32) zoneRecords {
 // different serials unless `ns` lists them all.
 func configSerial(cfg *poolConfig) uint32 {
 	h := fnv.New32a()
-	fmt.Fprintf(h, "zone %s\n", cfg.zone)
-	for _, b := range cfg.backends {
-		fmt.Fprintf(h, "backend %s weight %d priority %d", b.addr, b.weight, b.priority)
+	fmt.Fprintf(h, "zone %s\n", cfg.Zone)
+	for _, b := range cfg.Backends {
+		fmt.Fprintf(h, "backend %s weight %d priority %d", b.Addr, b.Weight, b.Priority)
 		// Only when drained, so that a configuration without drains keeps its serial.
-		if d := b.drain; d.on {
-			fmt.Fprintf(h, " drain until %s %q", d.until.Format(time.RFC3339Nano), d.reason)
+		if d := b.Drain; d.On {
+			fmt.Fprintf(h, " drain until %s %q", d.Until.Format(time.RFC3339Nano), d.Reason)
 		}
 		fmt.Fprintln(h)
 	}
 	fmt.Fprintf(h, "checks %+v\nspec %+v\npolicy %s\nanswers %d\nttl %d\nall_down %s\nns %s",
-		cfg.checks, cfg.spec, cfg.policy, cfg.answers, cfg.ttl, cfg.allDown, cfg.nsName)
+		cfg.Checks, cfg.Spec, cfg.Policy, cfg.answers, cfg.ttl, cfg.AllDown, cfg.nsName)
 	for _, a := range cfg.nsAddrs {
 		fmt.Fprintf(h, " %s", a)
 	}
-	fmt.Fprintf(h, "\nfallthrough %q\npreempt %+v\nhash_prefix %v\n", cfg.fall.Zones, cfg.preempt, cfg.hashPrefix)
+	fmt.Fprintf(h, "\nfallthrough %q\npreempt %+v\nhash_prefix %v\n", cfg.fall.Zones, cfg.Preempt, cfg.hashPrefix)
 	if s := h.Sum32(); s != 0 {
 		return s
 	}

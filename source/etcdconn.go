@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -135,3 +136,21 @@ func (c *refusalAwareConn) explain(err error) error {
 // closedAfterHandshake is what refusalAwareConn says; a connection error that holds it is a
 // TLS problem.
 const closedAfterHandshake = "etcd refused the TLS handshake (it closed the connection right after it, as it does for a client certificate it does not trust)"
+
+// Refusal says what the operator must fix when etcd is there but does not let the server
+// in: its TLS handshake fails, or etcd refuses its credentials; "" for any other error. Waiting
+// for etcd to return would be the wrong advice then.
+func Refusal(err error) string {
+	var tlsErr *TLSError
+	switch {
+	case errors.As(err, &tlsErr):
+		return "the TLS handshake with etcd fails (see 'tls' and etcd's certificates)"
+	case errors.Is(err, rpctypes.ErrAuthFailed):
+		return "etcd refuses the user and password of 'credentials'"
+	case errors.Is(err, rpctypes.ErrUserEmpty):
+		return "etcd has authentication on and wants 'credentials USER PASSWORD'"
+	case errors.Is(err, rpctypes.ErrPermissionDenied):
+		return "etcd denies the user of 'credentials' a read of the prefix"
+	}
+	return ""
+}

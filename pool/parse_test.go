@@ -1,47 +1,19 @@
-package healthdns
+package pool
 
 import (
 	"net/netip"
-	"slices"
 	"strings"
 	"testing"
-
-	"github.com/coredns/caddy"
 )
-
-// TestParseBackendsEtcd: the block's defaults (the endpoint on loopback, a prefix per zone) and
-// its properties.
-func TestParseBackendsEtcd(t *testing.T) {
-	c := caddy.NewTestController("dns", "healthdns a.lan b.lan {\n backends_etcd\n}")
-	cfgs, err := parse(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, want := range []string{"/healthdns/a.lan/", "/healthdns/b.lan/"} {
-		ec := cfgs[i].source.etcd
-		if ec.prefix != want || !slices.Equal(ec.endpoints, []string{"http://127.0.0.1:2379"}) {
-			t.Errorf("zone %s: prefix %q, endpoints %v; want %q and the loopback default", cfgs[i].zone, ec.prefix, ec.endpoints, want)
-		}
-	}
-	c = caddy.NewTestController("dns", "healthdns a.lan {\n backend 10.0.0.1\n backends_etcd {\n  endpoint http://10.0.0.5:2379 https://10.0.0.6:2379\n  prefix /svc/a\n  credentials healthdns s3cret\n }\n ttl 7\n}")
-	cfgs, err = parse(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec := cfgs[0].source.etcd
-	if ec.prefix != "/svc/a/" || len(ec.endpoints) != 2 || ec.user != "healthdns" || ec.password != "s3cret" || cfgs[0].ttl != 7 {
-		t.Errorf("parsed %+v, ttl %d", ec, cfgs[0].ttl)
-	}
-}
 
 // TestParseBackendsFileData: comments, blank lines and the backend words; errors name the line.
 func TestParseBackendsFileData(t *testing.T) {
-	static := []backend{{addr: netip.MustParseAddr("10.0.0.1")}}
+	static := []Backend{{Addr: netip.MustParseAddr("10.0.0.1")}}
 	list, err := parseBackendsFileData("f", []byte("# head\n\n10.0.0.2 weight 3 # note\n10.0.0.3 priority 50 drain until 2026-12-24T18:00:00Z kernel upgrade\n"), static)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 2 || list[0].weight != 3 || list[1].priority != 50 || list[1].drain.reason != "kernel upgrade" {
+	if len(list) != 2 || list[0].Weight != 3 || list[1].Priority != 50 || list[1].Drain.Reason != "kernel upgrade" {
 		t.Errorf("parsed %+v", list)
 	}
 	for text, want := range map[string]string{
@@ -61,7 +33,7 @@ func TestParseBackendsFileData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 2 || list[0].addr.String() != "10.0.0.3" || list[0].priority != 50 || list[1].addr.String() != "10.0.0.4" {
+	if len(list) != 2 || list[0].Addr.String() != "10.0.0.3" || list[0].Priority != 50 || list[1].Addr.String() != "10.0.0.4" {
 		t.Errorf("etcd list %+v, want 10.0.0.3 and 10.0.0.4", list)
 	}
 	wantSkipped := []skippedKey{

@@ -1,6 +1,6 @@
 //go:build unix
 
-package healthdns
+package status
 
 import (
 	"net/http"
@@ -22,7 +22,7 @@ func TestStatusPageBannerInBrowser(t *testing.T) {
 		t.Skip("no chromium on $PATH (Debian's chromium package; .ci/run installs it as root): the page is not tested in a browser")
 	}
 	pools := statusPools(t, map[string]bool{"10.0.0.2": true}, testConfig("app.lan.", "10.0.0.1", "10.0.0.2"))
-	v := &statusView{pools: pools, loops: func() []health.LoopStatus {
+	v := &View{Pools: shown(pools...), Loops: func() []health.LoopStatus {
 		return []health.LoopStatus{{Wire: "tcp_syn", Running: true, Targets: 2, Interval: time.Second, LastTick: time.Now().Add(-42 * time.Second), Stalled: true}}
 	}}
 	srv := httptest.NewServer(v)
@@ -185,9 +185,9 @@ func TestStatusPageWithoutTokenInBrowser(t *testing.T) {
 		t.Skip("no chromium on $PATH (Debian's chromium package; .ci/run installs it as root): the page is not tested in a browser")
 	}
 	p := drainedPool(t)
-	locked := httptest.NewServer(writeView([]*Pool{p}))
+	locked := httptest.NewServer(writeView(shown(p)))
 	defer locked.Close()
-	open := httptest.NewServer(&statusView{pools: []*Pool{p}, loops: func() []health.LoopStatus { return nil }})
+	open := httptest.NewServer(&View{Pools: shown(p), Loops: func() []health.LoopStatus { return nil }})
 	defer open.Close()
 	header := func(url string) string {
 		t.Helper()
@@ -233,7 +233,7 @@ func TestStatusPageFailBackButtonInBrowser(t *testing.T) {
 			t.Errorf("%s offers no fail-back with its higher group healthy: %s", zone, section)
 		}
 	}
-	if _, err := v.pools[0].FailBack("test"); err != nil {
+	if _, err := v.Pools[0].Pool.FailBack("test"); err != nil {
 		t.Fatal(err)
 	}
 	dom = runChromium(t, bin, "--virtual-time-budget=3000", "--dump-dom", srv.URL+"/#token="+apiToken)

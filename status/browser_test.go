@@ -1,6 +1,6 @@
 //go:build unix
 
-package healthdns
+package status
 
 import (
 	"context"

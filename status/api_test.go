@@ -1,4 +1,4 @@
-package healthdns
+package status
 
 import (
 	"encoding/json"
@@ -12,12 +12,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/healthdns/healthdns/balance"
+	"github.com/healthdns/healthdns/pool"
 )
 
 const apiToken = "s3cret"
 
 // post sends a write to v as the test's caller, with the token unless auth says otherwise.
-func post(v *statusView, path, auth, body string) *httptest.ResponseRecorder {
+func post(v *View, path, auth, body string) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 	r.RemoteAddr = "192.0.2.99:53422"
 	if auth != "" {
@@ -28,16 +29,16 @@ func post(v *statusView, path, auth, body string) *httptest.ResponseRecorder {
 	return w
 }
 
-func writeView(pools []*Pool) *statusView {
-	return &statusView{statusConfig: statusConfig{addr: "127.0.0.1:8053", token: apiToken, file: "Corefile", line: 7}, pools: pools}
+func writeView(pools []Shown) *View {
+	return &View{Config: Config{Addr: "127.0.0.1:8053", Token: apiToken, File: "Corefile", Line: 7}, Pools: pools}
 }
 
 // drainedPool is a started pool of 10.0.0.1, 10.0.0.2 and 10.0.0.3, all healthy, whose 10.0.0.3
 // its backend line drains.
-func drainedPool(t *testing.T) *Pool {
+func drainedPool(t *testing.T) *pool.Pool {
 	t.Helper()
 	cfg := testConfig("app.lan.", "10.0.0.1", "10.0.0.2", "10.0.0.3")
-	cfg.backends[2].drain = drain{on: true, reason: "disk swap"}
+	cfg.Backends[2].Drain = pool.Drain{On: true, Reason: "disk swap"}
 	return statusPools(t, nil, cfg)[0]
 }
 
@@ -45,7 +46,7 @@ func drainedPool(t *testing.T) *Pool {
 func TestStatusWriteRefusals(t *testing.T) {
 	p := drainedPool(t)
 	other := statusPools(t, nil, testConfig("one.lan.", "10.0.1.1"))[0]
-	v := writeView([]*Pool{p, other})
+	v := writeView(shown(p, other))
 	bearer := "Bearer " + apiToken
 	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
 	for _, tc := range []struct {
@@ -82,7 +83,7 @@ func TestStatusWriteRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			view := v
 			if tc.name == "no token configured" {
-				view = &statusView{statusConfig: statusConfig{addr: "127.0.0.1:8053"}, pools: v.pools}
+				view = &View{Config: Config{Addr: "127.0.0.1:8053"}, Pools: v.Pools}
 			}
 			r := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
 			if tc.auth != "" {
@@ -108,24 +109,24 @@ func TestStatusWriteRefusals(t *testing.T) {
 	if got := serving(p); !slices.Equal(got, []string{"10.0.0.1", "10.0.0.2"}) {
 		t.Errorf("after refused writes the pool serves %v, want 10.0.0.1 and 10.0.0.2 as before", got)
 	}
-	if len(p.ops.byAddr) != 0 {
-		t.Errorf("refused writes left operator drains: %v", p.ops.byAddr)
+	if drained := drainedByAPI(p); len(drained) != 0 {
+		t.Errorf("refused writes left operator drains: %v", drained)
 	}
 }
 
 // statusBackendOf is backend addr's entry in the pool's status.
-func statusBackendOf(t *testing.T, p *Pool, addr string) statusBackend {
+func statusBackendOf(t *testing.T, p *pool.Pool, addr string) BackendDoc {
 	t.Helper()
-	for _, b := range p.status(nil).Backends {
+	for _, b := range poolDoc(Shown{Pool: p}, p.Status()).Backends {
 		if b.Address == addr {
 			return b
 		}
 	}
 	t.Fatalf("no backend %s in the status", addr)
-	return statusBackend{}
+	return BackendDoc{}
 }
 
-func waitServingSet(t *testing.T, p *Pool, what string, want ...string) {
+func waitServingSet(t *testing.T, p *pool.Pool, what string, want ...string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for got := serving(p); !slices.Equal(got, want); got = serving(p) {
@@ -142,7 +143,7 @@ func waitServingSet(t *testing.T, p *Pool, what string, want ...string) {
 func TestStatusWriteDrain(t *testing.T) {
 	lines := logLines(t)
 	p := drainedPool(t)
-	v := writeView([]*Pool{p})
+	v := writeView(shown(p))
 	until := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	w := post(v, "/api/v1/drain", "Bearer "+apiToken, `{"zone":"APP.lan","backend":"10.0.0.1","reason":"kernel upgrade","until":"`+until.Format(time.RFC3339)+`"}`)
 	var a writeAnswer
@@ -161,7 +162,7 @@ func TestStatusWriteDrain(t *testing.T) {
 	if b := statusBackendOf(t, p, "10.0.0.3"); b.DrainedBy != "config" {
 		t.Errorf("the Corefile's drain shows drained_by %q, want config", b.DrainedBy)
 	}
-	if g := testutil.ToFloat64(backendDrained.WithLabelValues(p.cfg.server, "app.lan.", "10.0.0.1")); g != 1 {
+	if g := testutil.ToFloat64(metricsOf(p).BackendDrained.WithLabelValues(cfgOf(p).Server, "app.lan.", "10.0.0.1")); g != 1 {
 		t.Errorf("backend_drained = %v, want 1", g)
 	}
 	want := "zone app.lan.: backend 10.0.0.1: drained until " + until.Format(time.RFC3339) + " by 192.0.2.99:53422 via the status API (kernel upgrade)"
@@ -192,7 +193,7 @@ func TestStatusWriteDrainEnds(t *testing.T) {
 	lines := logLines(t)
 	p := drainedPool(t)
 	until := time.Now().Add(300 * time.Millisecond)
-	if err := p.Drain(p.members[0].addr, drain{until: until, reason: "reboot"}, "192.0.2.99:1"); err != nil {
+	if err := p.Drain(p.Status().Backends[0].Addr, pool.Drain{Until: until, Reason: "reboot"}, "192.0.2.99:1"); err != nil {
 		t.Fatal(err)
 	}
 	if got := serving(p); !slices.Equal(got, []string{"10.0.0.2"}) {
@@ -211,21 +212,9 @@ func TestStatusWriteDrainEnds(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d lines for the drain's end, want 1:\n%s", n, strings.Join(lines(), "\n"))
 	}
-	if len(p.ops.byAddr) != 0 {
-		t.Errorf("the ended drain is still kept: %v", p.ops.byAddr)
+	if drained := drainedByAPI(p); len(drained) != 0 {
+		t.Errorf("the ended drain is still kept: %v", drained)
 	}
-}
-
-// reloadPool starts the pool a reload would make of cfg on p's registry, then stops p, as caddy
-// does.
-func reloadPool(t *testing.T, p *Pool, cfg poolConfig) *Pool {
-	t.Helper()
-	policy, _ := balance.New(cfg.policy)
-	next := newPool(cfg, policy, p.reg)
-	startPools([]*Pool{next})
-	t.Cleanup(next.stop)
-	p.stop()
-	return next
 }
 
 // An operator's drain survives a reload: the next pool of the server and zone applies it from
@@ -233,10 +222,10 @@ func reloadPool(t *testing.T, p *Pool, cfg poolConfig) *Pool {
 // Another zone has drains of its own.
 func TestStatusWriteDrainAcrossReload(t *testing.T) {
 	p := drainedPool(t)
-	if err := p.Drain(p.members[0].addr, drain{reason: "kernel upgrade"}, "192.0.2.99:1"); err != nil {
+	if err := p.Drain(p.Status().Backends[0].Addr, pool.Drain{Reason: "kernel upgrade"}, "192.0.2.99:1"); err != nil {
 		t.Fatal(err)
 	}
-	next := reloadPool(t, p, p.cfg)
+	next := reloadPool(t, p, cfgOf(p))
 	if got := serving(next); !slices.Equal(got, []string{"10.0.0.2"}) {
 		t.Errorf("after the reload: serving %v, want 10.0.0.2 alone", got)
 	}
@@ -245,21 +234,20 @@ func TestStatusWriteDrainAcrossReload(t *testing.T) {
 	}
 
 	without := testConfig("app.lan.", "10.0.0.2")
-	without.server = p.cfg.server
+	without.Server = cfgOf(p).Server
 	gone := reloadPool(t, next, without)
 	if got := serving(gone); !slices.Equal(got, []string{"10.0.0.2"}) {
 		t.Errorf("a reload without the drained backend: serving %v", got)
 	}
-	back := reloadPool(t, gone, p.cfg)
+	back := reloadPool(t, gone, cfgOf(p))
 	if got := serving(back); !slices.Equal(got, []string{"10.0.0.2"}) {
 		t.Errorf("a reload listing the drained backend again: serving %v, want 10.0.0.2 alone", got)
 	}
 
 	otherCfg := testConfig("www.lan.", "10.0.0.1")
-	otherCfg.server = p.cfg.server
-	other := newPool(otherCfg, &balance.RoundRobin{}, p.reg)
-	startPools([]*Pool{other})
-	t.Cleanup(other.stop)
+	otherCfg.Server = cfgOf(p).Server
+	r, _ := runningOf.Load(p)
+	other := r.(running).start(t, otherCfg)
 	if got := serving(other); !slices.Equal(got, []string{"10.0.0.1"}) {
 		t.Errorf("another zone of the same backend: serving %v, want it", got)
 	}
@@ -272,7 +260,7 @@ func TestStatusWriteDrainAcrossReload(t *testing.T) {
 func TestStatusWriteFailBack(t *testing.T) {
 	lines := logLines(t)
 	p, sw := groupPool(t, balance.Preemption{Never: true})
-	v := writeView([]*Pool{p})
+	v := writeView(shown(p))
 	waitServing(t, p, "10.0.0.1", "at start")
 	sw.set("10.0.0.1", true)
 	waitServing(t, p, "10.0.0.2", "primary dead")
@@ -303,7 +291,7 @@ func TestStatusWriteFailBack(t *testing.T) {
 		t.Errorf("a second failback: %d %s; want 409 saying the primary serves", w.Code, w.Body)
 	}
 
-	next := reloadPool(t, p, p.cfg)
+	next := reloadPool(t, p, cfgOf(p))
 	if got := serving(next); !slices.Equal(got, []string{"10.0.0.1"}) {
 		t.Errorf("after a reload: serving %v, want the primary the fail-back chose", got)
 	}
@@ -311,8 +299,7 @@ func TestStatusWriteFailBack(t *testing.T) {
 
 // failoverSeesHealthy reports whether the pool's last rebuild found a healthy ipv4 backend in
 // priority group group.
-func failoverSeesHealthy(p *Pool, group uint8) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.failover[0].Healthy().Has(group)
+func failoverSeesHealthy(p *pool.Pool, group uint8) bool {
+	fams := p.Status().Families
+	return len(fams) > 0 && fams[0].Healthy.Has(group)
 }

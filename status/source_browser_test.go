@@ -1,6 +1,6 @@
 //go:build unix
 
-package healthdns
+package status
 
 import (
 	"net/http/httptest"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/healthdns/healthdns/health"
+	"github.com/healthdns/healthdns/pool"
 )
 
 // A backends file that broke after its first load shows on the page: the source, its last good
@@ -28,8 +29,8 @@ func TestStatusPageSourceInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := testConfig("app.lan.", "10.0.0.1")
-	cfg.source = sourceConfig{kind: sourceFile, path: list}
-	if cfg.source.initial, err = readBackendsFile(list, cfg.backends); err != nil {
+	cfg.Source = pool.Source{Kind: pool.SourceFile, Path: list}
+	if cfg.Source.Initial, err = pool.ReadBackendsFile(list, cfg.Backends); err != nil {
 		t.Fatal(err)
 	}
 	pools := statusPools(t, map[string]bool{"10.0.0.3": true}, cfg)
@@ -37,13 +38,13 @@ func TestStatusPageSourceInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for pools[0].status(nil).Sources[1].LastError == "" {
+	for docOf(pools[0]).Sources[1].LastError == "" {
 		if time.Now().After(deadline) {
 			t.Fatal("the broken file was not seen in 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	v := &statusView{pools: pools, loops: func() []health.LoopStatus { return nil }}
+	v := &View{Pools: shown(pools...), Loops: func() []health.LoopStatus { return nil }}
 	srv := httptest.NewServer(v)
 	defer srv.Close()
 

@@ -1,6 +1,6 @@
 //go:build unix
 
-package healthdns
+package status
 
 import (
 	"net/http"
@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/healthdns/healthdns/pool"
 )
 
 // With the token in its fragment, the page offers a write per backend in a real browser
@@ -20,10 +22,10 @@ func TestStatusPageWritesInBrowser(t *testing.T) {
 		t.Skip("no chromium on $PATH (Debian's chromium package; .ci/run installs it as root): the page is not tested in a browser")
 	}
 	p := drainedPool(t)
-	if err := p.Drain(p.members[1].addr, drain{reason: "kernel upgrade"}, "192.0.2.99:1"); err != nil {
+	if err := p.Drain(p.Status().Backends[1].Addr, pool.Drain{Reason: "kernel upgrade"}, "192.0.2.99:1"); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(writeView([]*Pool{p}))
+	srv := httptest.NewServer(writeView(shown(p)))
 	defer srv.Close()
 
 	// The virtual time budget lets the page's first poll (it has no inlined data without the
@@ -48,7 +50,7 @@ func TestStatusPageWritesInBrowser(t *testing.T) {
 	}
 
 	// A listener without a token shows the rows to anyone, and offers no write, which it refuses.
-	open := httptest.NewServer(&statusView{pools: []*Pool{p}})
+	open := httptest.NewServer(&View{Pools: shown(p)})
 	defer open.Close()
 	dom = dump(open.URL + "/")
 	if r := row(dom, "10.0.0.1"); r == "" || strings.Contains(dom, `data-action="`) {
@@ -92,7 +94,7 @@ func TestStatusPageDrainClickInBrowser(t *testing.T) {
 	}
 	p := drainedPool(t)
 	mux := http.NewServeMux()
-	mux.Handle("/", writeView([]*Pool{p}))
+	mux.Handle("/", writeView(shown(p)))
 	mux.HandleFunc("/click-test", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write([]byte(clickPage))

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/coredns/caddy"
+	"github.com/healthdns/healthdns/status"
 )
 
 // Under systemd's LoadCredential=, a relative token FILE is the credential of that name.
@@ -16,10 +17,10 @@ func TestStatusTokenFromCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	elsewhere := writeToken(t, "from-a-path\n")
-	statusOf := func(line string) (statusConfig, error) {
+	statusOf := func(line string) (status.Config, error) {
 		cfgs, err := parse(caddy.NewTestController("dns", "healthdns app.lan {\n backend 10.0.0.1\n "+line+"\n}"))
 		if err != nil {
-			return statusConfig{}, err
+			return status.Config{}, err
 		}
 		return cfgs[0].status, nil
 	}
@@ -29,8 +30,8 @@ func TestStatusTokenFromCredentials(t *testing.T) {
 		"status 0.0.0.0:8053 token status.token": "from-systemd",
 		"status 0.0.0.0:8053 token " + elsewhere: "from-a-path", // an absolute path is a path
 	} {
-		if st, err := statusOf(line); err != nil || st.token != want {
-			t.Errorf("%s: token %q (%v), want %q", line, st.token, err, want)
+		if st, err := statusOf(line); err != nil || st.Token != want {
+			t.Errorf("%s: token %q (%v), want %q", line, st.Token, err, want)
 		}
 	}
 	_, err := statusOf("status 0.0.0.0:8053 token other.token")

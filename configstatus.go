@@ -1,0 +1,113 @@
+package healthdns
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/coredns/caddy"
+	"github.com/healthdns/healthdns/status"
+)
+
+// defaultStatusAddr is where a bare `status` listens: loopback, so that it needs no token.
+const defaultStatusAddr = "127.0.0.1:8053"
+
+// parseStatus reads `status [ADDRESS] [token FILE]`. The token is read here, so that a file that
+// does not read fails startup at its line rather than locking everyone out.
+func parseStatus(c *caddy.Controller, args []string) (status.Config, error) {
+	const form = "want 'status [ADDRESS] [token FILE]'"
+	sc := status.Config{Addr: defaultStatusAddr, File: c.File(), Line: c.Line()}
+	if len(args) > 0 && args[0] != "token" {
+		sc.Addr, args = args[0], args[1:]
+	}
+	loopback, err := statusAddr(sc.Addr)
+	if err != nil {
+		return sc, c.Errf("invalid status address '%s': %v; %s, such as %s", sc.Addr, err, form, defaultStatusAddr)
+	}
+	switch {
+	case len(args) == 0:
+	case args[0] != "token":
+		return sc, c.Errf("unknown status option '%s'; %s", args[0], form)
+	case len(args) != 2:
+		return sc, c.Errf("'token' wants one FILE; %s", form)
+	default:
+		if sc.Token, err = readStatusToken(args[1]); err != nil {
+			return sc, c.Errf("status token: %v", err)
+		}
+	}
+	if !loopback && sc.Token == "" {
+		return sc, c.Errf("status on %s is reachable from other hosts, and shows every backend and why it failed: want 'status %s token FILE', or a loopback address such as %s", sc.Addr, sc.Addr, defaultStatusAddr)
+	}
+	return sc, nil
+}
+
+// statusAddr checks a status listener's address, and says whether only this host can reach it.
+func statusAddr(addr string) (loopback bool, err error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, fmt.Errorf("want HOST:PORT")
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return false, fmt.Errorf("port '%s' is not a number from 1 to 65535", port)
+	}
+	switch host {
+	case "":
+		return false, nil // every address of the host
+	case "localhost":
+		return true, nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Zone() != "" {
+		return false, fmt.Errorf("host '%s' is not an IP address or localhost", host)
+	}
+	return ip.Unmap().IsLoopback(), nil
+}
+
+// readToken returns the first line of file, which must not be blank.
+func readToken(file string) (string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	line, err := bufio.NewReader(f).ReadString('\n')
+	if line = strings.TrimSpace(line); line == "" {
+		if err != nil && err.Error() != "EOF" {
+			return "", fmt.Errorf("%s: %w", file, err)
+		}
+		return "", fmt.Errorf("%s: the first line is empty; want the token on it", file)
+	}
+	return line, nil
+}
+
+// credentialsDir is systemd's environment variable for the directory of a service's
+// credentials (LoadCredential=): readable by the service's own user, a DynamicUser's too, while
+// the files they are loaded from stay root's.
+const credentialsDir = "CREDENTIALS_DIRECTORY"
+
+// readStatusToken reads the token of 'status ... token FILE'. A relative FILE names a systemd
+// credential when the service has credentials, and is read from their directory; otherwise
+// FILE is a path, as it always was.
+func readStatusToken(file string) (string, error) {
+	dir := os.Getenv(credentialsDir)
+	if dir != "" && !filepath.IsAbs(file) {
+		token, err := readToken(filepath.Join(dir, file))
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("no credential '%s' in $%s (%s): the unit needs 'LoadCredential=%s:/path/of/the/token' (the shipped unit loads status.token from /etc/credstore/)",
+				file, credentialsDir, dir, file)
+		}
+		return token, err
+	}
+	token, err := readToken(file)
+	if errors.Is(err, fs.ErrNotExist) && !filepath.IsAbs(file) {
+		return "", fmt.Errorf("%w (a relative FILE is read from systemd's $%s when it is set; it is not)", err, credentialsDir)
+	}
+	return token, err
+}

@@ -1,0 +1,117 @@
+package pool
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/healthdns/healthdns/balance"
+)
+
+const BackendForm = "'backend ADDRESS [weight W] [priority P] [drain [until TIME] [REASON...]]'"
+
+// parseBackendWords reads the words after 'backend' of a Corefile line, a whole backends_file
+// line, or an etcd key's address followed by its value's words: one syntax for all three.
+func ParseBackendWords(args []string) (Backend, error) {
+	if len(args) == 0 {
+		return Backend{}, fmt.Errorf("want %s", BackendForm)
+	}
+	addr, err := ParseAddr(args[0])
+	if err != nil {
+		return Backend{}, err
+	}
+	b := Backend{Addr: addr, Weight: 1, Priority: balance.DefaultPriority}
+	seen := map[string]bool{}
+	for rest := args[1:]; len(rest) > 0; rest = rest[2:] {
+		opt := rest[0]
+		if opt == "drain" {
+			b.Drain, err = parseDrain(addr, rest[1:])
+			return b, err
+		}
+		if opt != "weight" && opt != "priority" {
+			return b, fmt.Errorf("unknown backend option '%s'; want %s", opt, BackendForm)
+		}
+		if len(rest) < 2 {
+			return b, fmt.Errorf("'%s' wants a value; want %s", opt, BackendForm)
+		}
+		if seen[opt] {
+			return b, fmt.Errorf("'%s' given twice for backend %s", opt, addr)
+		}
+		seen[opt] = true
+		if opt == "weight" {
+			w, err := parseIntWord("weight", rest[1], 1, MaxWeight)
+			if err != nil {
+				return b, err
+			}
+			b.Weight = uint32(w)
+			continue
+		}
+		p, err := parseIntWord("priority", rest[1], 1, 255)
+		if err != nil {
+			return b, err
+		}
+		b.Priority = uint8(p)
+	}
+	return b, nil
+}
+
+// parseDrain reads what follows a backend's 'drain': '[until TIME] [REASON...]'. The reason is
+// free text, so drain comes last; a reason that opens with another option is that option
+// misplaced, not a reason.
+func parseDrain(addr netip.Addr, args []string) (Drain, error) {
+	d := Drain{On: true}
+	if len(args) > 0 && args[0] == "until" {
+		if len(args) < 2 {
+			return d, fmt.Errorf("backend %s: 'drain until' wants a time, such as 'drain until 2026-12-24T18:00:00Z'", addr)
+		}
+		t, err := time.Parse(time.RFC3339, args[1])
+		if err != nil {
+			return d, fmt.Errorf("backend %s: invalid drain time '%s': want an RFC 3339 time such as 2026-12-24T18:00:00Z", addr, args[1])
+		}
+		d.Until = t
+		args = args[2:]
+	}
+	if len(args) > 0 {
+		switch args[0] {
+		case "weight", "priority", "drain", "until":
+			return d, fmt.Errorf("backend %s: '%s' after drain: drain comes last, since the rest of the line is its reason; want %s", addr, args[0], BackendForm)
+		}
+	}
+	d.Reason = strings.Join(args, " ")
+	return d, nil
+}
+
+func ParseAddr(s string) (netip.Addr, error) {
+	addr, err := netip.ParseAddr(s)
+	if err != nil {
+		return addr, fmt.Errorf("invalid address '%s': want an IPv4 or IPv6 literal", s)
+	}
+	if addr.Zone() != "" {
+		return addr, fmt.Errorf("invalid address '%s': a scoped (zone) address cannot be served in DNS", s)
+	}
+	// Unmapped first: ::ffff:0.0.0.0 is as unspecified as 0.0.0.0, and is served as it.
+	addr = addr.Unmap()
+	var not string
+	switch {
+	case addr.IsUnspecified():
+		not = "unspecified"
+	case addr.IsMulticast():
+		not = "multicast"
+	case addr == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		// The limited broadcast (RFC 919); a network's own broadcast needs its prefix to be known.
+		not = "broadcast"
+	default:
+		return addr, nil
+	}
+	return addr, fmt.Errorf("invalid address '%s': %s, not the address of a host", s, not)
+}
+
+func parseIntWord(name, s string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("invalid %s '%s': want an integer from %d to %d", name, s, lo, hi)
+	}
+	return n, nil
+}

@@ -1,0 +1,107 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	golog "log"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/healthdns/healthdns/balance"
+	"github.com/healthdns/healthdns/health"
+)
+
+// seriesKeeper is a health observer that keeps the pool's per-backend series as the plugin's
+// does, and records nothing else: the pool's own series and lines are what these tests read.
+type seriesKeeper struct{ m *Metrics }
+
+func (seriesKeeper) ProbeRecorder(health.Target) func(health.Result) { return func(health.Result) {} }
+func (seriesKeeper) Changed(health.Target, health.Change)            {}
+func (seriesKeeper) Stopped(netip.Addr, health.Check)                {}
+func (o seriesKeeper) Released(owner string, addr netip.Addr) {
+	server, zone, _ := strings.Cut(owner, " ")
+	o.m.DeleteBackend(server, zone, addr)
+}
+
+// testConfig is a pool of backends with a TCP check probed once an hour: the tests' probes
+// decide the verdicts.
+func testConfig(zone string, backends ...string) Config {
+	cfg := Config{
+		Zone:   zone,
+		Spec:   health.Spec{Interval: time.Hour, Timeout: time.Second, Rise: 2, Fall: 2},
+		Checks: []health.Check{{Kind: health.TCP, Port: 80}},
+		Policy: "round_robin",
+	}
+	for _, b := range backends {
+		cfg.Backends = append(cfg.Backends, Backend{Addr: netip.MustParseAddr(b), Weight: 1, Priority: balance.DefaultPriority})
+	}
+	return cfg
+}
+
+// newTestPool makes the pool of cfg, probed by probe, with series of its own.
+func newTestPool(cfg Config, probe func(context.Context, netip.Addr) error) *Pool {
+	m := NewMetrics()
+	return New(cfg, health.NewRegistry(seriesKeeper{m}, health.WithProbe(probe)), m)
+}
+
+// startPool starts p as the plugin does: its list, then its first verdicts, before it answers.
+func startPool(t *testing.T, p *Pool) {
+	t.Helper()
+	p.Start()
+	t.Cleanup(p.Stop)
+	deadline := time.After(10 * time.Second)
+	if !p.WaitListed(deadline) || !p.WaitChecked(deadline) {
+		t.Fatal("the pool's first list or verdicts did not come within 10s")
+	}
+}
+
+// switchboard is a probe whose dead addresses the test changes while the pool runs.
+type switchboard struct {
+	mu   sync.Mutex
+	dead map[netip.Addr]bool
+}
+
+func (s *switchboard) set(addr string, dead bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dead[netip.MustParseAddr(addr)] = dead
+}
+
+func (s *switchboard) probe(_ context.Context, a netip.Addr) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dead[a] {
+		return errors.New("tcp :80: connection refused")
+	}
+	return nil
+}
+
+// logLines captures what the plugin logs until the test ends.
+func logLines(t *testing.T) func() []string {
+	t.Helper()
+	buf := &lockedBuffer{}
+	golog.SetOutput(buf)
+	flags := golog.Flags()
+	golog.SetFlags(0)
+	t.Cleanup(func() { golog.SetOutput(os.Stderr); golog.SetFlags(flags) })
+	return func() []string {
+		buf.mu.Lock()
+		defer buf.mu.Unlock()
+		return strings.Split(strings.TrimSpace(buf.b.String()), "\n")
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}

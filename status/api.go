@@ -1,0 +1,270 @@
+package status
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/healthdns/healthdns/pool"
+)
+
+// The status listener's writes: POST, a JSON body, and the listener's bearer token, always. A
+// bearer header is never sent by a browser on its own, as a cookie is, so no other page can
+// make a visitor's browser write; and no GET changes anything, so neither can a link.
+const (
+	apiPrefix = "/api/v1/"
+	// maxWriteBody bounds a write's body: a zone, an address, a time and a reason fit many times.
+	maxWriteBody = 8 << 10
+	// maxDrainReason bounds a drain's reason, which goes into every log line about the drain.
+	maxDrainReason = 256
+)
+
+// The bodies of the writes. Fields they do not name are refused, so that a misspelt "untill"
+// is an error and not a drain without end. server is needed only when the zone is served by
+// several servers (server blocks) that show on the same listener.
+type drainRequest struct {
+	Server  string `json:"server"`
+	Zone    string `json:"zone"`
+	Backend string `json:"backend"`
+	Reason  string `json:"reason"`
+	Until   string `json:"until"`
+}
+
+type undrainRequest struct {
+	Server  string `json:"server"`
+	Zone    string `json:"zone"`
+	Backend string `json:"backend"`
+}
+
+type failBackRequest struct {
+	Server string `json:"server"`
+	Zone   string `json:"zone"`
+}
+
+// writeAnswer is a write's answer: ok and what was done, or error alone.
+type writeAnswer struct {
+	OK       bool             `json:"ok,omitempty"`
+	Error    string           `json:"error,omitempty"`
+	Server   string           `json:"server,omitempty"`
+	Zone     string           `json:"zone,omitempty"`
+	Backend  string           `json:"backend,omitempty"`
+	State    string           `json:"state,omitempty"`
+	Reason   string           `json:"reason,omitempty"`
+	Until    *time.Time       `json:"until,omitempty"`
+	Switched []switchedAnswer `json:"switched,omitempty"`
+}
+
+type switchedAnswer struct {
+	Family string `json:"family"`
+	From   uint8  `json:"from"`
+	To     uint8  `json:"to"`
+}
+
+// serveWrite answers a request under apiPrefix. Refusals come in this order: an unknown
+// endpoint, a method other than POST, a listener without a token, a missing or wrong token, a
+// body that does not read; then the pool's own (unknown backend, conflicting state).
+func (v *View) serveWrite(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	var write func(*View, *http.Request, *json.Decoder) (writeAnswer, int)
+	switch r.URL.Path {
+	case apiPrefix + "drain":
+		write = (*View).drain
+	case apiPrefix + "undrain":
+		write = (*View).undrain
+	case apiPrefix + "failback":
+		write = (*View).failBack
+	default:
+		answer(w, http.StatusNotFound, failed("no endpoint %s: want POST %sdrain, %sundrain or %sfailback", r.URL.Path, apiPrefix, apiPrefix, apiPrefix))
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		answer(w, http.StatusMethodNotAllowed, failed("%s takes POST with a JSON body, not %s", r.URL.Path, r.Method))
+		return
+	}
+	if v.Token == "" {
+		answer(w, http.StatusForbidden, failed("writes need a token, and the status listener on %s has none: want 'status %s token FILE' (%s:%d)",
+			v.Addr, v.Addr, v.File, v.Line))
+		return
+	}
+	if !v.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="healthdns"`)
+		answer(w, http.StatusUnauthorized, failed("want Authorization: Bearer TOKEN, the status listener's token"))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWriteBody))
+	if err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			answer(w, http.StatusRequestEntityTooLarge, failed("body longer than %d bytes", maxWriteBody))
+			return
+		}
+		answer(w, http.StatusBadRequest, failed("reading the body: %v", err))
+		return
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	a, code := write(v, r, dec)
+	answer(w, code, a)
+}
+
+// decodeBody reads one JSON object into dst, and nothing after it.
+func decodeBody(dec *json.Decoder, dst any) error {
+	if err := dec.Decode(dst); err != nil {
+		return fmt.Errorf("want a JSON object of the endpoint's fields: %v", err)
+	}
+	if dec.More() {
+		return fmt.Errorf("want one JSON object, and found more after it")
+	}
+	return nil
+}
+
+func (v *View) drain(r *http.Request, dec *json.Decoder) (writeAnswer, int) {
+	var req drainRequest
+	if err := decodeBody(dec, &req); err != nil {
+		return failed("%v", err), http.StatusBadRequest
+	}
+	p, addr, a, code := v.target(req.Server, req.Zone, req.Backend)
+	if p == nil {
+		return a, code
+	}
+	d := pool.Drain{Reason: req.Reason}
+	if !utf8.ValidString(d.Reason) || strings.ContainsFunc(d.Reason, unicode.IsControl) || len(d.Reason) > maxDrainReason {
+		return failed("reason: want at most %d bytes of printable UTF-8 on one line", maxDrainReason), http.StatusBadRequest
+	}
+	if req.Until != "" {
+		until, err := time.Parse(time.RFC3339, req.Until)
+		if err != nil {
+			return failed("until '%s': want an RFC 3339 time such as 2026-12-24T18:00:00Z", req.Until), http.StatusBadRequest
+		}
+		if !until.After(time.Now()) {
+			return failed("until %s is past: want a time to come, or no until for a drain without end", req.Until), http.StatusBadRequest
+		}
+		d.Until = until
+	}
+	if err := p.Drain(addr, d, r.RemoteAddr); err != nil {
+		return refused(err)
+	}
+	return writeAnswer{OK: true, Server: p.Server(), Zone: p.Zone(), Backend: addr.String(), State: "drained",
+		Reason: d.Reason, Until: timePtr(d.Until)}, http.StatusOK
+}
+
+func (v *View) undrain(r *http.Request, dec *json.Decoder) (writeAnswer, int) {
+	var req undrainRequest
+	if err := decodeBody(dec, &req); err != nil {
+		return failed("%v", err), http.StatusBadRequest
+	}
+	p, addr, a, code := v.target(req.Server, req.Zone, req.Backend)
+	if p == nil {
+		return a, code
+	}
+	if err := p.Undrain(addr, r.RemoteAddr); err != nil {
+		return refused(err)
+	}
+	return writeAnswer{OK: true, Server: p.Server(), Zone: p.Zone(), Backend: addr.String(), State: "undrained"}, http.StatusOK
+}
+
+func (v *View) failBack(r *http.Request, dec *json.Decoder) (writeAnswer, int) {
+	var req failBackRequest
+	if err := decodeBody(dec, &req); err != nil {
+		return failed("%v", err), http.StatusBadRequest
+	}
+	p, a, code := v.pool(req.Server, req.Zone)
+	if p == nil {
+		return a, code
+	}
+	switched, err := p.FailBack(r.RemoteAddr)
+	if err != nil {
+		return refused(err)
+	}
+	a = writeAnswer{OK: true, Server: p.Server(), Zone: p.Zone()}
+	for _, sw := range switched {
+		a.Switched = append(a.Switched, switchedAnswer{Family: sw.Family, From: sw.From, To: sw.To})
+	}
+	return a, http.StatusOK
+}
+
+// pool finds the pool of zone shown on this listener; server is needed only when several
+// servers' pools of that zone show on it.
+func (v *View) pool(server, zone string) (Pool, writeAnswer, int) {
+	if zone == "" {
+		return nil, failed("want \"zone\", such as \"app.lan.\""), http.StatusBadRequest
+	}
+	zone = strings.ToLower(zone)
+	if !strings.HasSuffix(zone, ".") {
+		zone += "."
+	}
+	var found []Pool
+	for _, shown := range v.Pools {
+		p := shown.Pool
+		if p.Zone() == zone && (server == "" || p.Server() == server) {
+			found = append(found, p)
+		}
+	}
+	switch len(found) {
+	case 0:
+		if server != "" {
+			return nil, failed("no zone %s of server %s on this status listener", zone, server), http.StatusNotFound
+		}
+		return nil, failed("no zone %s on this status listener", zone), http.StatusNotFound
+	case 1:
+		return found[0], writeAnswer{}, 0
+	}
+	servers := make([]string, len(found))
+	for i, p := range found {
+		servers[i] = p.Server()
+	}
+	return nil, failed("zone %s is served by %d servers on this status listener (%s): name one as \"server\"",
+		zone, len(found), strings.Join(servers, ", ")), http.StatusBadRequest
+}
+
+// target finds the pool and parses the backend's address of a drain or an undrain.
+func (v *View) target(server, zone, backend string) (Pool, netip.Addr, writeAnswer, int) {
+	p, a, code := v.pool(server, zone)
+	if p == nil {
+		return nil, netip.Addr{}, a, code
+	}
+	if backend == "" {
+		return nil, netip.Addr{}, failed("want \"backend\", the backend's address"), http.StatusBadRequest
+	}
+	addr, err := pool.ParseAddr(backend) // as a backend line reads it: unmapped, no scope
+	if err != nil {
+		return nil, netip.Addr{}, failed("backend: %v", err), http.StatusBadRequest
+	}
+	return p, addr, writeAnswer{}, 0
+}
+
+func failed(format string, args ...any) writeAnswer {
+	return writeAnswer{Error: fmt.Sprintf(format, args...)}
+}
+
+// refused turns the pool's refusal into the answer and its status code.
+func refused(err error) (writeAnswer, int) {
+	code := http.StatusInternalServerError
+	var re *pool.RefusedError
+	if errors.As(err, &re) {
+		switch re.Kind {
+		case pool.NotFound:
+			code = http.StatusNotFound
+		case pool.Conflict:
+			code = http.StatusConflict
+		case pool.Unavailable:
+			code = http.StatusServiceUnavailable
+		}
+	}
+	return failed("%v", err), code
+}
+
+func answer(w http.ResponseWriter, code int, a writeAnswer) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(a)
+}
