@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -169,8 +171,18 @@ func TestReload(t *testing.T) {
 	}
 	// A reload that passes setup and OnStartup but cannot listen is discarded without its
 	// OnShutdown: what its OnStartup acquired must be given back.
+	// It has a pool of every kind, so that every goroutine a pool owns ran: a backends file's
+	// watch, an etcd source's (its etcd refuses: nothing listens on port 9) and the agreement
+	// under nopreempt.
 	busy := listenTCP(t, 0, "127.0.0.1")
-	badInput := corefile(dnsPort, pool("127.0.0.1", "127.0.0.2", "127.0.0.3")).(caddy.CaddyfileInput)
+	list := filepath.Join(t.TempDir(), "file.lan")
+	if err := os.WriteFile(list, []byte("127.0.0.3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	everyKind := pool("127.0.0.1", "127.0.0.2", "127.0.0.3") +
+		fmt.Sprintf("\nhealthdns file.lan {\n backends_file %s\n check tcp %d\n }", list, port) +
+		fmt.Sprintf("\nhealthdns etcd.lan {\n backends_etcd {\n endpoint http://127.0.0.1:9\n }\n backend 127.0.0.4 priority 200\n backend 127.0.0.2\n nopreempt\n check tcp %d\n }", port)
+	badInput := corefile(dnsPort, everyKind).(caddy.CaddyfileInput)
 	badInput.Contents = append(badInput.Contents, fmt.Sprintf("tcp://.:%d {\n bind 127.0.0.1\n whoami\n}\n", busy)...)
 	if _, err := inst.Restart(badInput); err == nil {
 		t.Fatal("reload onto a busy port succeeded")

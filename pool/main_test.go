@@ -52,7 +52,7 @@ func newTestPool(cfg Config, probe func(context.Context, netip.Addr) error) *Poo
 func startPool(t *testing.T, p *Pool) {
 	t.Helper()
 	p.Start()
-	t.Cleanup(p.Stop)
+	t.Cleanup(p.Stop) // a second Stop does nothing
 	deadline := time.After(10 * time.Second)
 	if !p.WaitListed(deadline) || !p.WaitChecked(deadline) {
 		t.Fatal("the pool's first list or verdicts did not come within 10s")

@@ -16,6 +16,7 @@ import (
 	"github.com/healthdns/healthdns/balance"
 	"github.com/healthdns/healthdns/health"
 	"github.com/healthdns/healthdns/pool"
+	"go.uber.org/goleak"
 )
 
 // seriesKeeper is the health observer of the tests' registries: it drops a released backend's
@@ -212,3 +213,7 @@ func drainedByAPI(p *pool.Pool) []string {
 
 // docOf is the pool's part of /status.json now.
 func docOf(p *pool.Pool) PoolDoc { return poolDoc(Shown{Pool: p}, p.Status()) }
+
+// Every goroutine the status surface starts (a listener's server) and every pool's end once
+// their tests released and stopped them.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
