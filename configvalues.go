@@ -39,7 +39,7 @@ func applyTLS(c *caddy.Controller, cfg *poolConfig, ca string, insecure bool, li
 	return nil
 }
 
-// parseBackend reads a Corefile backend line; backendline.go parses its words, as it does a
+// parseBackend reads a Corefile backend line; pool.ParseBackendWords parses its words, as it does a
 // backends_file line's and an etcd key's.
 func parseBackend(c *caddy.Controller, args []string) (pool.Backend, error) {
 	b, err := pool.ParseBackendWords(args)
