@@ -14,7 +14,7 @@ import (
 
 	"github.com/healthdns/healthdns/health"
 	"github.com/healthdns/healthdns/pool"
-	"github.com/healthdns/healthdns/test/testca"
+	"github.com/healthdns/healthdns/test/testkit"
 )
 
 func TestParseDefaults(t *testing.T) {
@@ -125,7 +125,7 @@ func TestParseChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	ca := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(ca, testca.New(t, "test CA").PEM(), 0o644); err != nil {
+	if err := os.WriteFile(ca, testkit.NewCA(t, "test CA").PEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	in := `healthdns app.lan {

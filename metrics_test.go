@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	golog "log"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +19,7 @@ import (
 
 	"github.com/healthdns/healthdns/health"
 	"github.com/healthdns/healthdns/pool"
+	"github.com/healthdns/healthdns/test/testkit"
 )
 
 // TestMetricNames lints our collectors as CoreDNS's own test/metric_naming_test.go does.
@@ -184,32 +182,6 @@ func TestChangeLines(t *testing.T) {
 	}
 }
 
-// logLines captures what the plugin logs until the test ends.
-func logLines(t *testing.T) func() []string {
-	t.Helper()
-	buf := &lockedBuffer{}
-	golog.SetOutput(buf)
-	flags := golog.Flags()
-	golog.SetFlags(0)
-	t.Cleanup(func() { golog.SetOutput(os.Stderr); golog.SetFlags(flags) })
-	return func() []string {
-		buf.mu.Lock()
-		defer buf.mu.Unlock()
-		return strings.Split(strings.TrimSpace(buf.b.String()), "\n")
-	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
 // refuseAll fails every probe, as a TCP check of a closed port does, once open is closed.
 type refuseAll struct{ open chan struct{} }
 
@@ -224,7 +196,7 @@ func (r refuseAll) probe(ctx context.Context, _ netip.Addr) error {
 // TestLogLines runs pools whose backends are all down and checks the exact lines an operator
 // reads: each backend's first verdict with its zone, and what each all_down mode now answers.
 func TestLogLines(t *testing.T) {
-	lines := logLines(t)
+	lines := testkit.LogLines(t)
 	cfgs := []poolConfig{
 		testConfig("open.log.lan.", "10.9.0.1", "10.9.0.2"),
 		testConfig("closed.log.lan.", "10.9.0.1"),

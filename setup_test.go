@@ -21,7 +21,7 @@ import (
 	"github.com/healthdns/healthdns/health"
 	"github.com/healthdns/healthdns/pool"
 	"github.com/healthdns/healthdns/status"
-	"github.com/healthdns/healthdns/test/testca"
+	"github.com/healthdns/healthdns/test/testkit"
 )
 
 func TestServerAddrs(t *testing.T) {
@@ -146,7 +146,7 @@ func TestReadmeCorefiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	files := map[string][]byte{"ca.pem": testca.New(t, "test CA").PEM(), "script": []byte("#!/bin/sh\nexit 0\n"), "token": []byte("s3cret\n")}
+	files := map[string][]byte{"ca.pem": testkit.NewCA(t, "test CA").PEM(), "script": []byte("#!/bin/sh\nexit 0\n"), "token": []byte("s3cret\n")}
 	paths := map[string]string{}
 	for name, content := range files {
 		paths[name] = filepath.Join(dir, name)

@@ -1,11 +1,11 @@
 package pool
 
 import (
-	"net/netip"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/healthdns/healthdns/test/testkit"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -13,13 +13,13 @@ import (
 // backend is drained with d.
 func drainPool(t *testing.T, cfg Config, d Drain, dead ...string) *Pool {
 	t.Helper()
-	sw := &switchboard{dead: map[netip.Addr]bool{}}
+	sw := testkit.NewSwitchboard()
 	for _, a := range dead {
-		sw.set(a, true)
+		sw.Set(a, true)
 	}
 	cfg.Spec.Interval, cfg.Spec.Timeout, cfg.Spec.Rise, cfg.Spec.Fall = time.Hour, 100*time.Millisecond, 1, 1
 	cfg.Backends[0].Drain = d
-	p := newTestPool(cfg, sw.probe)
+	p := newTestPool(cfg, sw.Probe)
 	startPool(t, p)
 
 	return p

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/healthdns/healthdns/source"
+	"github.com/healthdns/healthdns/test/testkit"
 )
 
 // TestParseFleetDrains: a drain key holds while its until is to come, and a key that does not
@@ -54,7 +55,7 @@ func TestParseFleetDrains(t *testing.T) {
 // TestFleetDrainsLoggedOnce: a drain key is logged when a list brings it, not again with every
 // list that follows while it is unchanged, whatever its times' offset (a console's, +05:30, not UTC).
 func TestFleetDrainsLoggedOnce(t *testing.T) {
-	lines := logLines(t)
+	lines := testkit.LogLines(t)
 	p := drainPool(t, testConfig("fleet.lan.", "10.0.0.1", "10.0.0.2"), Drain{})
 	state := map[string]source.KeyValue{
 		"_drain/10.0.0.1": {Value: `{"until":"2999-01-01T12:00:00+05:30","by":"console","at":"2026-12-04T11:00:00+05:30"}`, ModRevision: 4},

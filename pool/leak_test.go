@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,6 +8,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/healthdns/healthdns/balance"
+	"github.com/healthdns/healthdns/test/testkit"
 )
 
 // Every goroutine a pool starts ends when its tests have stopped it (docs/DESIGN.md, "Who owns
@@ -38,8 +38,8 @@ func TestStopEndsItsGoroutines(t *testing.T) {
 	for _, cfg := range []Config{testConfig("plain.lan.", "10.0.0.1"), file, fleet} {
 		t.Run(cfg.Zone, func(t *testing.T) {
 			before := goleak.IgnoreCurrent()
-			sw := &switchboard{dead: map[netip.Addr]bool{}}
-			p := newTestPool(cfg, sw.probe)
+			sw := testkit.NewSwitchboard()
+			p := newTestPool(cfg, sw.Probe)
 			startPool(t, p)
 			if len(serving(p)) == 0 {
 				t.Fatal("nothing served after start")

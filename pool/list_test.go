@@ -5,21 +5,24 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/healthdns/healthdns/test/testkit"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // gate is a switchboard whose probes of held addresses wait until the test lets them go, so a
 // test can look at a pool while a new backend's first probe is still out.
 type gate struct {
-	switchboard
+	*testkit.Switchboard
+	mu   sync.Mutex
 	held map[netip.Addr]chan struct{}
 }
 
 func newGate() *gate {
-	return &gate{switchboard: switchboard{dead: map[netip.Addr]bool{}}, held: map[netip.Addr]chan struct{}{}}
+	return &gate{Switchboard: testkit.NewSwitchboard(), held: map[netip.Addr]chan struct{}{}}
 }
 
 func (g *gate) hold(addr string) {
@@ -45,7 +48,7 @@ func (g *gate) probe(ctx context.Context, a netip.Addr) error {
 			return ctx.Err()
 		}
 	}
-	return g.switchboard.probe(ctx, a)
+	return g.Switchboard.Probe(ctx, a)
 }
 
 func listPool(t *testing.T, g *gate, src Source, static ...string) *Pool {
@@ -109,7 +112,7 @@ func TestSourceListChanges(t *testing.T) {
 
 	// The staying backend is down: a change of its weight must not reset that, and it must owe
 	// its rise probes when it comes back.
-	g.set("10.1.0.2", true)
+	g.Set("10.1.0.2", true)
 	waitFor(t, "10.1.0.2 down", func() bool { return !slices.Contains(serving(p), "10.1.0.2") })
 
 	g.hold("10.1.0.4")
@@ -134,7 +137,7 @@ func TestSourceListChanges(t *testing.T) {
 	}
 	g.letGo("10.1.0.4")
 	waitFor(t, "10.1.0.4 answered", func() bool { return slices.Contains(serving(p), "10.1.0.4") })
-	g.set("10.1.0.2", false)
+	g.Set("10.1.0.2", false)
 	waitFor(t, "10.1.0.2 back", func() bool { return slices.Contains(serving(p), "10.1.0.2") })
 	if got := stay.leases[0].Status().Transitions; got < 2 {
 		t.Errorf("10.1.0.2 shows %d transitions, want its down and up kept on one monitor", got)

@@ -8,23 +8,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/healthdns/healthdns/balance"
+	"github.com/healthdns/healthdns/test/testkit"
 )
 
 // TestNopreemptHigherGroupLogged: under nopreempt, a primary that is healthy again while the
 // standby keeps serving is logged once per recovery, with the ways to fail back, however many
 // rebuilds follow.
 func TestNopreemptHigherGroupLogged(t *testing.T) {
-	lines := logLines(t)
+	lines := testkit.LogLines(t)
 	p, sw := groupPool(t, balance.Preemption{Never: true})
 	const line = "zone ha.lan.: ipv4 priority group 200 healthy again; staying on 100 (nopreempt): fail back with a restart"
 	count := func() int { return strings.Count(strings.Join(lines(), "\n"), line) }
 	upCount := func(n int) func() bool { return func() bool { return p.Snapshot().V4.NUp == n } }
 	waitServing(t, p, "10.0.0.1", "at start")
 	for recovery := 1; recovery <= 2; recovery++ {
-		sw.set("10.0.0.1", true)
+		sw.Set("10.0.0.1", true)
 		waitFor(t, "the primary down", upCount(1))
 		waitServing(t, p, "10.0.0.2", "primary dead")
-		sw.set("10.0.0.1", false)
+		sw.Set("10.0.0.1", false)
 		waitFor(t, "the primary healthy again", upCount(2))
 		for range 5 {
 			p.rebuild()

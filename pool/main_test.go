@@ -2,12 +2,8 @@ package pool
 
 import (
 	"context"
-	"errors"
-	golog "log"
 	"net/netip"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,8 +16,11 @@ import (
 type seriesKeeper struct{ m *Metrics }
 
 func (seriesKeeper) ProbeRecorder(health.Target) func(health.Result) { return func(health.Result) {} }
-func (seriesKeeper) Changed(health.Target, health.Change)            {}
-func (seriesKeeper) Stopped(netip.Addr, health.Check)                {}
+
+func (seriesKeeper) Changed(health.Target, health.Change) {}
+
+func (seriesKeeper) Stopped(netip.Addr, health.Check) {}
+
 func (o seriesKeeper) Released(owner string, addr netip.Addr) {
 	server, zone, _ := strings.Cut(owner, " ")
 	o.m.DeleteBackend(server, zone, addr)
@@ -57,51 +56,4 @@ func startPool(t *testing.T, p *Pool) {
 	if !p.WaitListed(deadline) || !p.WaitChecked(deadline) {
 		t.Fatal("the pool's first list or verdicts did not come within 10s")
 	}
-}
-
-// switchboard is a probe whose dead addresses the test changes while the pool runs.
-type switchboard struct {
-	mu   sync.Mutex
-	dead map[netip.Addr]bool
-}
-
-func (s *switchboard) set(addr string, dead bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.dead[netip.MustParseAddr(addr)] = dead
-}
-
-func (s *switchboard) probe(_ context.Context, a netip.Addr) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.dead[a] {
-		return errors.New("tcp :80: connection refused")
-	}
-	return nil
-}
-
-// logLines captures what the plugin logs until the test ends.
-func logLines(t *testing.T) func() []string {
-	t.Helper()
-	buf := &lockedBuffer{}
-	golog.SetOutput(buf)
-	flags := golog.Flags()
-	golog.SetFlags(0)
-	t.Cleanup(func() { golog.SetOutput(os.Stderr); golog.SetFlags(flags) })
-	return func() []string {
-		buf.mu.Lock()
-		defer buf.mu.Unlock()
-		return strings.Split(strings.TrimSpace(buf.b.String()), "\n")
-	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
 }

@@ -1,22 +1,22 @@
 package pool
 
 import (
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/healthdns/healthdns/balance"
+	"github.com/healthdns/healthdns/test/testkit"
 )
 
 // groupPool runs a pool of a primary (priority 200) and a standby (100) probed every 20ms.
-func groupPool(t *testing.T, pre balance.Preemption) (*Pool, *switchboard) {
+func groupPool(t *testing.T, pre balance.Preemption) (*Pool, *testkit.Switchboard) {
 	t.Helper()
-	sw := &switchboard{dead: map[netip.Addr]bool{}}
+	sw := testkit.NewSwitchboard()
 	cfg := testConfig("ha.lan.", "10.0.0.1", "10.0.0.2")
 	cfg.Backends[0].Priority = 200
 	cfg.Spec.Interval, cfg.Spec.Timeout, cfg.Spec.Rise, cfg.Spec.Fall = 20*time.Millisecond, 10*time.Millisecond, 2, 2
 	cfg.Preempt = pre
-	p := newTestPool(cfg, sw.probe)
+	p := newTestPool(cfg, sw.Probe)
 	startPool(t, p)
 
 	return p, sw
@@ -53,19 +53,19 @@ func TestPoolPriorityGroups(t *testing.T) {
 	t.Run("preempt", func(t *testing.T) {
 		p, sw := groupPool(t, balance.Preemption{})
 		waitServing(t, p, "10.0.0.1", "at start")
-		sw.set("10.0.0.1", true)
+		sw.Set("10.0.0.1", true)
 		waitServing(t, p, "10.0.0.2", "primary dead")
-		sw.set("10.0.0.1", false)
+		sw.Set("10.0.0.1", false)
 		waitServing(t, p, "10.0.0.1", "primary back")
 	})
 	t.Run("preempt_delay", func(t *testing.T) {
 		const delay = 300 * time.Millisecond
 		p, sw := groupPool(t, balance.Preemption{Delay: delay})
 		waitServing(t, p, "10.0.0.1", "at start")
-		sw.set("10.0.0.1", true)
+		sw.Set("10.0.0.1", true)
 		waitServing(t, p, "10.0.0.2", "primary dead")
 		back := time.Now()
-		sw.set("10.0.0.1", false)
+		sw.Set("10.0.0.1", false)
 		waitServing(t, p, "10.0.0.1", "primary back after the delay")
 		if took := time.Since(back); took < delay {
 			t.Errorf("the primary took back %v after it returned, before its preempt_delay %v", took, delay)
@@ -74,9 +74,9 @@ func TestPoolPriorityGroups(t *testing.T) {
 	t.Run("nopreempt", func(t *testing.T) {
 		p, sw := groupPool(t, balance.Preemption{Never: true})
 		waitServing(t, p, "10.0.0.1", "at start")
-		sw.set("10.0.0.1", true)
+		sw.Set("10.0.0.1", true)
 		waitServing(t, p, "10.0.0.2", "primary dead")
-		sw.set("10.0.0.1", false)
+		sw.Set("10.0.0.1", false)
 		// The primary is healthy again (rise 2 at 20ms): the standby keeps serving.
 		deadline := time.Now().Add(300 * time.Millisecond)
 		for time.Now().Before(deadline) {
@@ -89,17 +89,17 @@ func TestPoolPriorityGroups(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitServing(t, p, "10.0.0.1", "after the fail-back command")
-		sw.set("10.0.0.2", true)
-		sw.set("10.0.0.1", true)
-		sw.set("10.0.0.1", false) // both died, the primary came back: the highest healthy serves
+		sw.Set("10.0.0.2", true)
+		sw.Set("10.0.0.1", true)
+		sw.Set("10.0.0.1", false) // both died, the primary came back: the highest healthy serves
 		waitServing(t, p, "10.0.0.1", "after all down")
 	})
 	t.Run("reload keeps the serving group under nopreempt", func(t *testing.T) {
 		p, sw := groupPool(t, balance.Preemption{Never: true})
 		waitServing(t, p, "10.0.0.1", "at start")
-		sw.set("10.0.0.1", true)
+		sw.Set("10.0.0.1", true)
 		waitServing(t, p, "10.0.0.2", "primary dead")
-		sw.set("10.0.0.1", false)
+		sw.Set("10.0.0.1", false)
 		time.Sleep(100 * time.Millisecond) // the primary is healthy again
 		// A reload: a new pool of the same backends and priorities starts while the old runs.
 		next := New(p.cfg, p.reg, p.metrics)

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/healthdns/healthdns/test/harness"
-	"github.com/healthdns/healthdns/test/testca"
+	"github.com/healthdns/healthdns/test/testkit"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
@@ -640,14 +640,14 @@ func (c connEvent) String() string {
 func TestEtcdTLS(t *testing.T) {
 	e, files := harness.StartEtcdTLS(t)
 	put(t, e.Client(t), prefix+"10.0.0.1", "")
-	tlsOf := func(ca *testca.CA, cert, key string) *tls.Config { return ca.ClientTLS(t, cert, key) }
+	tlsOf := func(ca *testkit.CA, cert, key string) *tls.Config { return ca.ClientTLS(t, cert, key) }
 
 	r := run(t, newSource(t, EtcdConfig{Endpoints: []string{e.Endpoint()}, TLS: tlsOf(files.Authority, files.ClientCert, files.ClientKey)}))
 	r.waitBackends(t, map[string]string{"10.0.0.1": ""})
 	put(t, e.Client(t), prefix+"10.0.0.2", "")
 	r.waitBackends(t, map[string]string{"10.0.0.1": "", "10.0.0.2": ""})
 
-	other := testca.New(t, "other-ca")
+	other := testkit.NewCA(t, "other-ca")
 	foreignCert, foreignKey := other.Issue(t, "foreign-client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
 	tests := []struct {
 		name string

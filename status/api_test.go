@@ -13,6 +13,7 @@ import (
 
 	"github.com/healthdns/healthdns/balance"
 	"github.com/healthdns/healthdns/pool"
+	"github.com/healthdns/healthdns/test/testkit"
 )
 
 const apiToken = "s3cret"
@@ -141,7 +142,7 @@ func waitServingSet(t *testing.T, p *pool.Pool, what string, want ...string) {
 // the API with its reason, end and caller, counted in the gauge, logged with the caller; an
 // undrain brings it back.
 func TestStatusWriteDrain(t *testing.T) {
-	lines := logLines(t)
+	lines := testkit.LogLines(t)
 	p := drainedPool(t)
 	v := writeView(shown(p))
 	until := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
@@ -190,7 +191,7 @@ func TestStatusWriteDrain(t *testing.T) {
 // A drain's end returns the backend on the pool's timer, with no probe to bring it (the
 // interval is an hour), and is logged once.
 func TestStatusWriteDrainEnds(t *testing.T) {
-	lines := logLines(t)
+	lines := testkit.LogLines(t)
 	p := drainedPool(t)
 	until := time.Now().Add(300 * time.Millisecond)
 	if err := p.Drain(p.Status().Backends[0].Addr, pool.Drain{Until: until, Reason: "reboot"}, "192.0.2.99:1"); err != nil {
@@ -258,13 +259,13 @@ func TestStatusWriteDrainAcrossReload(t *testing.T) {
 // reload, which carries the failover's state as the fail-back left it (a stale carry would put
 // the standby back, as nopreempt keeps what it finds).
 func TestStatusWriteFailBack(t *testing.T) {
-	lines := logLines(t)
+	lines := testkit.LogLines(t)
 	p, sw := groupPool(t, balance.Preemption{Never: true})
 	v := writeView(shown(p))
 	waitServing(t, p, "10.0.0.1", "at start")
-	sw.set("10.0.0.1", true)
+	sw.Set("10.0.0.1", true)
 	waitServing(t, p, "10.0.0.2", "primary dead")
-	sw.set("10.0.0.1", false)
+	sw.Set("10.0.0.1", false)
 	deadline := time.Now().Add(5 * time.Second)
 	// The pool learns of the monitor's verdict on its rebuilder goroutine: what a fail-back
 	// acts on is the group health its failover last saw, not the monitor's state.

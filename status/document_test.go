@@ -3,7 +3,6 @@ package status
 import (
 	"encoding/json"
 	"net/http/httptest"
-	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/healthdns/healthdns/balance"
 	"github.com/healthdns/healthdns/health"
 	"github.com/healthdns/healthdns/pool"
+	"github.com/healthdns/healthdns/test/testkit"
 )
 
 // The document says, for each backend, its state, since when, and why it is down; for each
@@ -179,8 +179,8 @@ func TestStatusFamilyPrioritiesJSON(t *testing.T) {
 // switchboard's dead addresses.
 func groupsView(t *testing.T, token string) *View {
 	t.Helper()
-	sw := &switchboard{dead: map[netip.Addr]bool{netip.MustParseAddr("10.0.1.4"): true}}
-	r := newRunning(sw.probe)
+	sw := testkit.NewSwitchboard("10.0.1.4")
+	r := newRunning(sw.Probe)
 	// Fall 5: a probe late on a busy machine must not empty a standby group, which would hand
 	// web.lan back to its primary at once and end the wait the tests look at.
 	fast := health.Spec{Interval: 50 * time.Millisecond, Timeout: 45 * time.Millisecond, Rise: 2, Fall: 5}
@@ -202,12 +202,12 @@ func groupsView(t *testing.T, token string) *View {
 	}
 	waitServing(t, pools[0], "10.0.0.1", "db.lan at start")
 	waitServing(t, pools[1], "10.0.1.1", "web.lan at start")
-	sw.set("10.0.0.1", true)
-	sw.set("10.0.1.1", true)
+	sw.Set("10.0.0.1", true)
+	sw.Set("10.0.1.1", true)
 	waitServing(t, pools[0], "10.0.0.2", "db.lan with its primary dead")
 	waitServing(t, pools[1], "10.0.1.2", "web.lan with its primary dead")
-	sw.set("10.0.0.1", false)
-	sw.set("10.0.1.1", false)
+	sw.Set("10.0.0.1", false)
+	sw.Set("10.0.1.1", false)
 	waitHealthyGroups(t, pools[0], 200, 100)
 	waitHealthyGroups(t, pools[1], 200, 100)
 	r.metrics.AnswersTotal.WithLabelValues("dns://127.0.0.1:1053", "web.lan.", "10.0.1.2").Inc()

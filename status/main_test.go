@@ -2,11 +2,8 @@ package status
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	golog "log"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +13,7 @@ import (
 	"github.com/healthdns/healthdns/balance"
 	"github.com/healthdns/healthdns/health"
 	"github.com/healthdns/healthdns/pool"
+	"github.com/healthdns/healthdns/test/testkit"
 	"go.uber.org/goleak"
 )
 
@@ -24,8 +22,11 @@ import (
 type seriesKeeper struct{ m *pool.Metrics }
 
 func (seriesKeeper) ProbeRecorder(health.Target) func(health.Result) { return func(health.Result) {} }
-func (seriesKeeper) Changed(health.Target, health.Change)            {}
-func (seriesKeeper) Stopped(netip.Addr, health.Check)                {}
+
+func (seriesKeeper) Changed(health.Target, health.Change) {}
+
+func (seriesKeeper) Stopped(netip.Addr, health.Check) {}
+
 func (o seriesKeeper) Released(owner string, addr netip.Addr) {
 	server, zone, _ := strings.Cut(owner, " ")
 	o.m.DeleteBackend(server, zone, addr)
@@ -136,62 +137,15 @@ func waitServing(t *testing.T, p *pool.Pool, want string, what string) {
 	}
 }
 
-// switchboard is a probe whose dead addresses the test changes while the pool runs.
-type switchboard struct {
-	mu   sync.Mutex
-	dead map[netip.Addr]bool
-}
-
-func (s *switchboard) set(addr string, dead bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.dead[netip.MustParseAddr(addr)] = dead
-}
-
-func (s *switchboard) probe(_ context.Context, a netip.Addr) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.dead[a] {
-		return errors.New("tcp :80: connection refused")
-	}
-	return nil
-}
-
 // groupPool runs a pool of a primary (priority 200) and a standby (100) probed every 20ms.
-func groupPool(t *testing.T, pre balance.Preemption) (*pool.Pool, *switchboard) {
+func groupPool(t *testing.T, pre balance.Preemption) (*pool.Pool, *testkit.Switchboard) {
 	t.Helper()
-	sw := &switchboard{dead: map[netip.Addr]bool{}}
+	sw := testkit.NewSwitchboard()
 	cfg := testConfig("ha.lan.", "10.0.0.1", "10.0.0.2")
 	cfg.Backends[0].Priority = 200
 	cfg.Spec.Interval, cfg.Spec.Timeout, cfg.Spec.Rise, cfg.Spec.Fall = 20*time.Millisecond, 10*time.Millisecond, 2, 2
 	cfg.Preempt = pre
-	return newRunning(sw.probe).start(t, cfg), sw
-}
-
-// logLines captures what the plugin logs until the test ends.
-func logLines(t *testing.T) func() []string {
-	t.Helper()
-	buf := &lockedBuffer{}
-	golog.SetOutput(buf)
-	flags := golog.Flags()
-	golog.SetFlags(0)
-	t.Cleanup(func() { golog.SetOutput(os.Stderr); golog.SetFlags(flags) })
-	return func() []string {
-		buf.mu.Lock()
-		defer buf.mu.Unlock()
-		return strings.Split(strings.TrimSpace(buf.b.String()), "\n")
-	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
+	return newRunning(sw.Probe).start(t, cfg), sw
 }
 
 // metricsOf is the series of a test's pool.

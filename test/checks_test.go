@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/healthdns/healthdns/test/harness"
-	"github.com/healthdns/healthdns/test/testca"
+	"github.com/healthdns/healthdns/test/testkit"
 	"github.com/miekg/dns"
 )
 
@@ -93,7 +93,7 @@ func logLine(t *testing.T, s *harness.Server, pattern string) {
 func TestHTTPChecks(t *testing.T) {
 	t.Parallel()
 	const webIP, tlsIP, otherIP, twoIP = "127.0.0.210", "127.0.0.211", "127.0.0.212", "127.0.0.213"
-	ca, other := testca.New(t, "ca"), testca.New(t, "other")
+	ca, other := testkit.NewCA(t, "ca"), testkit.NewCA(t, "other")
 	web := startWeb(t, webIP)
 	secure := startWeb(t, tlsIP, ca.Server(t, []string{"app.lan"}, tlsIP))
 	foreign := startWeb(t, otherIP, other.Server(t, []string{"app.lan"}, otherIP))

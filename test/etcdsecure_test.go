@@ -15,7 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/healthdns/healthdns/test/harness"
-	"github.com/healthdns/healthdns/test/testca"
+	"github.com/healthdns/healthdns/test/testkit"
 )
 
 // secureEtcdServer is a server with the ready plugin and one pool over etcd, TCP-checked on
@@ -91,7 +91,7 @@ func TestBackendsEtcdTLS(t *testing.T) {
 		t.Errorf("the outage logged as a TLS problem:\n%s", strings.Join(lines, "\n"))
 	}
 
-	other := testca.New(t, "other-ca")
+	other := testkit.NewCA(t, "other-ca")
 	foreignCert, foreignKey := other.Issue(t, "foreign-client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
 	for _, tc := range []struct {
 		name  string
@@ -204,7 +204,7 @@ func enableEtcdAuth(t *testing.T, e *harness.Etcd, prefix string) *clientv3.Clie
 // line, naming the file and the problem; etcd is not needed to find out.
 func TestBackendsEtcdTLSBadFiles(t *testing.T) {
 	t.Parallel()
-	ca := testca.New(t, "files-ca")
+	ca := testkit.NewCA(t, "files-ca")
 	cert, key := ca.Issue(t, "client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
 	_, otherKey := ca.Issue(t, "other-client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
 	missing := filepath.Join(t.TempDir(), "missing.pem")

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/healthdns/healthdns/test/netlab"
-	"github.com/healthdns/healthdns/test/testca"
+	"github.com/healthdns/healthdns/test/testkit"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -73,7 +73,7 @@ func StartEtcd(t testing.TB) *Etcd {
 type EtcdTLSFiles struct {
 	CA, ClientCert, ClientKey string
 	// Authority is the CA itself, to issue other clients' certificates.
-	Authority *testca.CA
+	Authority *testkit.CA
 }
 
 // StartEtcdTLS starts etcd serving clients on https://127.0.0.1:port only, with a certificate
@@ -83,7 +83,7 @@ type EtcdTLSFiles struct {
 func StartEtcdTLS(t testing.TB) (*Etcd, EtcdTLSFiles) {
 	t.Helper()
 	RequireEtcd(t)
-	ca := testca.New(t, "etcd-ca")
+	ca := testkit.NewCA(t, "etcd-ca")
 	// etcd 3.4's gRPC gateway dials the server itself with the server's certificate, as a
 	// client: the certificate serves both ends.
 	serverCert, serverKey := ca.Issue(t, "etcd-server", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, "127.0.0.1")

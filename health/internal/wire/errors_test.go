@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/healthdns/healthdns/health/internal/testnet"
-	"github.com/healthdns/healthdns/test/testca"
+	"github.com/healthdns/healthdns/test/testkit"
 )
 
 // Every failure a check can report falls in one of the few reasons a metric is labelled with.
@@ -28,8 +28,8 @@ func TestReason(t *testing.T) {
 		}
 		w.Write([]byte("fine"))
 	}, nil)
-	ca := testca.New(t, "ca")
-	cert := testca.New(t, "other").Server(t, []string{"app.lan"})
+	ca := testkit.NewCA(t, "ca")
+	cert := testkit.NewCA(t, "other").Server(t, []string{"app.lan"})
 	tlsPort := serveHTTP(t, func(http.ResponseWriter, *http.Request) {}, &cert)
 	probe := func(run func(context.Context, netip.Addr) error) error { return probeWithin(run, addr, answered) }
 	tests := []struct {

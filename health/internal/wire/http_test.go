@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/healthdns/healthdns/health/internal/testnet"
-	"github.com/healthdns/healthdns/test/testca"
+	"github.com/healthdns/healthdns/test/testkit"
 )
 
 // serveHTTP serves handler on 127.0.0.1, over TLS with cert when one is given, and returns the
@@ -112,7 +112,7 @@ func TestHTTP(t *testing.T) {
 }
 
 func TestHTTPS(t *testing.T) {
-	ca, other := testca.New(t, "ca"), testca.New(t, "other")
+	ca, other := testkit.NewCA(t, "ca"), testkit.NewCA(t, "other")
 	const ip = "127.0.0.1"
 	named := ca.Server(t, []string{"app.lan"}, ip)
 	ipOnly := ca.Server(t, nil, ip)

@@ -1,10 +1,12 @@
-// Package testca is a certificate authority that a test makes for itself: the https checks'
-// tests sign their backends' certificates with it, the etcd tests their clients' and server's.
+// Package testkit is what tests of several packages share, instead of a copy in each: a
+// certificate authority a test makes for itself (the https checks' tests sign their backends'
+// certificates with it, the etcd tests their clients' and server's), the capture of what the
+// plugin logs, and a probe whose dead addresses a test switches.
 //
 // It imports only the standard library, so that any package's tests can use it (the plugin's,
-// health's, and the end-to-end tests through harness) without taking in the harness's etcd
-// client and its goroutines.
-package testca
+// pool's, status's, health's, and the end-to-end tests through harness) without taking in the
+// harness's etcd client and its goroutines.
+package testkit
 
 import (
 	"crypto/ecdsa"
@@ -38,7 +40,7 @@ type CA struct {
 }
 
 // New makes a CA named name in a temporary directory of the test.
-func New(t testing.TB, name string) *CA {
+func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},

@@ -1,4 +1,4 @@
-package testca
+package testkit
 
 import (
 	"crypto/x509"
@@ -10,7 +10,7 @@ import (
 // TestChains checks that what the CA signs verifies against its pool, for the names, addresses
 // and uses it was signed for and for no other, and not against another CA's.
 func TestChains(t *testing.T) {
-	ca, other := New(t, "ca"), New(t, "other")
+	ca, other := NewCA(t, "ca"), NewCA(t, "other")
 	server := ca.Server(t, []string{"app.lan"}, "127.0.0.1")
 	leaf, err := x509.ParseCertificate(server.Certificate[0])
 	if err != nil {
