@@ -12,7 +12,7 @@ import (
 
 const BackendForm = "'backend ADDRESS [weight W] [priority P] [drain [until TIME] [REASON...]]'"
 
-// parseBackendWords reads the words after 'backend' of a Corefile line, a whole backends_file
+// ParseBackendWords reads the words after 'backend' of a Corefile line, a whole backends_file
 // line, or an etcd key's address followed by its value's words: one syntax for all three.
 func ParseBackendWords(args []string) (Backend, error) {
 	if len(args) == 0 {
@@ -83,6 +83,8 @@ func parseDrain(addr netip.Addr, args []string) (Drain, error) {
 	return d, nil
 }
 
+// ParseAddr reads a backend's address as a backend line gives it: an IPv4 or IPv6 literal of a
+// host, unmapped, without a zone.
 func ParseAddr(s string) (netip.Addr, error) {
 	addr, err := netip.ParseAddr(s)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"github.com/healthdns/healthdns/balance"
 )
 
-// readBackendsFile reads and parses a backends file, against the pool's Corefile backends.
+// ReadBackendsFile reads and parses a backends file, against the pool's Corefile backends.
 func ReadBackendsFile(path string, static []Backend) ([]Backend, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -126,7 +126,7 @@ func (p *Pool) failoverKey(fam int) string {
 	return fmt.Sprintf("failover %s %s %s %x", p.cfg.Server, p.cfg.Zone, familyName(fam), h.Sum64())
 }
 
-// start acquires a monitor for every check of every backend, adopting running ones, and
+// Start acquires a monitor for every check of every backend, adopting running ones, and
 // publishes the first snapshot.
 func (p *Pool) Start() {
 	p.listMu.Lock()
@@ -236,7 +236,7 @@ func (p *Pool) heardLocked() {
 	}
 }
 
-// waitListed waits until the pool's source has given its first list, or failed to, or until
+// WaitListed waits until the pool's source has given its first list, or failed to, or until
 // deadline. An etcd list comes a few milliseconds after start: answering before it would be a
 // NODATA that resolvers cache for the SOA minimum, while etcd is there and has the list.
 func (p *Pool) WaitListed(deadline <-chan time.Time) bool {
@@ -248,7 +248,7 @@ func (p *Pool) WaitListed(deadline <-chan time.Time) bool {
 	}
 }
 
-// waitChecked waits until every backend has its first verdict, or until deadline.
+// WaitChecked waits until every backend has its first verdict, or until deadline.
 func (p *Pool) WaitChecked(deadline <-chan time.Time) bool {
 	p.mu.Lock()
 	var leases []*health.Lease
@@ -281,6 +281,8 @@ func checked(m *member) bool {
 	return true
 }
 
+// Stop ends the pool: its source first (its deliveries take listMu), then its leases, whose
+// last release stops a loop, then its rebuilder, each waited for. A second Stop does nothing.
 func (p *Pool) Stop() {
 	p.stopSource() // first: its deliveries take listMu
 	p.listMu.Lock()

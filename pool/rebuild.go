@@ -13,14 +13,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// snapshot is what the query path reads: one per address family, rebuilt on each transition.
+// Snapshot is what the query path reads: one per address family, rebuilt on each transition.
 type Snapshot struct {
 	V4, V6     Family
 	AllDown    bool // every backend of the pool in service, of either family, is down
 	LastResort bool // and healthy drained backends are answered instead (see rebuild)
 }
 
-// family is the answerable set of one address family: its up backends. all_down is decided for
+// Family is the answerable set of one address family: its up backends. all_down is decided for
 // the pool, not per family: while the other family has a backend up, a family whose backends are
 // all down answers nothing (NODATA), since serving its dead addresses would send dual-stack
 // clients to them first, and failing the query would fail the name (musl's getaddrinfo returns

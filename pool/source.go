@@ -71,7 +71,7 @@ func (ec EtcdSource) TLSConfig() (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
-// directive is the source's Corefile property, which names it in errors.
+// Directive is the source's Corefile property, which names it in errors.
 func (s Source) Directive() string {
 	if s.Kind == SourceFile {
 		return "backends_file"
@@ -79,7 +79,7 @@ func (s Source) Directive() string {
 	return "backends_etcd"
 }
 
-// label is the source label of the pool's source metrics: bounded, one per kind.
+// Label is the source label of the pool's source metrics: bounded, one per kind.
 func (s Source) Label() string {
 	switch s.Kind {
 	case SourceFile:

@@ -9,7 +9,7 @@ import (
 	"github.com/healthdns/healthdns/balance"
 )
 
-// operatorError is a write the pool refuses, with the kind of refusal for the API's status code.
+// RefusedError is a write the pool refuses, with the kind of refusal for the API's status code.
 type RefusedError struct {
 	Kind Refusal
 	msg  string
@@ -210,7 +210,7 @@ func (p *Pool) FailBack(by string) ([]FamilySwitch, error) {
 	return done, nil
 }
 
-// familySwitch is a switch of one family's serving group.
+// FamilySwitch is a switch of one family's serving group.
 type FamilySwitch struct {
 	Family string
 	balance.Switch
