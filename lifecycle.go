@@ -1,6 +1,7 @@
 package healthdns
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -345,18 +346,20 @@ func startPools(pools []*zonePool, reg *health.Registry) {
 		p.pool.Start()
 		longest = max(longest, p.cfg.Spec.Timeout)
 	}
-	listDeadline := time.NewTimer(firstListWait)
-	defer listDeadline.Stop()
+	// A context, not a timer's channel: a timer delivers its tick to one waiter, and every pool
+	// after the first to time out would wait without end.
+	listed, cancel := context.WithTimeout(context.Background(), firstListWait)
+	defer cancel()
 	for _, p := range pools {
-		if !p.pool.WaitListed(listDeadline.C) {
+		if !p.pool.WaitListed(listed) {
 			log.Warningf("zone %s: no list from the %s within %s; starting without it, answering as all_down says until it comes", p.cfg.Zone, p.cfg.Source, firstListWait)
 		}
 	}
 	longest = max(longest, scriptRounds(pools, reg.ExecStats().Concurrency))
-	deadline := time.NewTimer(longest + startMargin)
-	defer deadline.Stop()
+	checked, cancelChecked := context.WithTimeout(context.Background(), longest+startMargin)
+	defer cancelChecked()
 	for _, p := range pools {
-		if !p.pool.WaitChecked(deadline.C) {
+		if !p.pool.WaitChecked(checked) {
 			log.Warningf("zone %s: first probes still running after %s; serving what is known", p.cfg.Zone, longest+startMargin)
 			return
 		}

@@ -52,8 +52,9 @@ func startPool(t *testing.T, p *Pool) {
 	t.Helper()
 	p.Start()
 	t.Cleanup(p.Stop) // a second Stop does nothing
-	deadline := time.After(10 * time.Second)
-	if !p.WaitListed(deadline) || !p.WaitChecked(deadline) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if !p.WaitListed(ctx) || !p.WaitChecked(ctx) {
 		t.Fatal("the pool's first list or verdicts did not come within 10s")
 	}
 }

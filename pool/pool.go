@@ -237,19 +237,19 @@ func (p *Pool) heardLocked() {
 }
 
 // WaitListed waits until the pool's source has given its first list, or failed to, or until
-// deadline. An etcd list comes a few milliseconds after start: answering before it would be a
+// ctx ends. An etcd list comes a few milliseconds after start: answering before it would be a
 // NODATA that resolvers cache for the SOA minimum, while etcd is there and has the list.
-func (p *Pool) WaitListed(deadline <-chan time.Time) bool {
+func (p *Pool) WaitListed(ctx context.Context) bool {
 	select {
 	case <-p.listed:
 		return true
-	case <-deadline:
+	case <-ctx.Done():
 		return false
 	}
 }
 
-// WaitChecked waits until every backend has its first verdict, or until deadline.
-func (p *Pool) WaitChecked(deadline <-chan time.Time) bool {
+// WaitChecked waits until every backend has its first verdict, or until ctx ends.
+func (p *Pool) WaitChecked(ctx context.Context) bool {
 	p.mu.Lock()
 	var leases []*health.Lease
 	for _, m := range p.members {
@@ -259,7 +259,7 @@ func (p *Pool) WaitChecked(deadline <-chan time.Time) bool {
 	for _, l := range leases {
 		select {
 		case <-l.Checked():
-		case <-deadline:
+		case <-ctx.Done():
 			return false
 		}
 	}

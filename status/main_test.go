@@ -69,8 +69,9 @@ func (r running) start(t *testing.T, cfg pool.Config) *pool.Pool {
 	runningOf.Store(p, r)
 	p.Start()
 	t.Cleanup(p.Stop)
-	deadline := time.After(10 * time.Second)
-	if !p.WaitListed(deadline) || !p.WaitChecked(deadline) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if !p.WaitListed(ctx) || !p.WaitChecked(ctx) {
 		t.Fatal("no first verdicts in 10s")
 	}
 	return p
