@@ -20,7 +20,6 @@ import (
 type Pool struct {
 	cfg     Config
 	metrics *Metrics
-	policy  balance.Policy
 	reg     *health.Registry
 
 	snap  atomic.Pointer[Snapshot]

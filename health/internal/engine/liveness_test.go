@@ -10,11 +10,13 @@ import (
 type stuckWire struct {
 	scriptWire
 	stuck sync.Mutex
+	polls int // guarded by stuck
 }
 
 func (w *stuckWire) Poll() {
-	w.stuck.Lock()
-	w.stuck.Unlock() //nolint:staticcheck // waits for the test to let go
+	w.stuck.Lock() // waits while the test holds it
+	w.polls++
+	w.stuck.Unlock()
 	w.scriptWire.Poll()
 }
 
