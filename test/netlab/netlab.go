@@ -52,6 +52,7 @@ type Lab struct {
 	mu     sync.Mutex
 	procs  []*exec.Cmd
 	links  []*tapLink
+	routes []string // the unreachable routes of its hosts' addresses, in this namespace
 	closed bool
 }
 
@@ -151,6 +152,16 @@ func (h *Host) configure() error {
 	if err := runAll(steps); err != nil {
 		return fmt.Errorf("host %s: %w", h.Name, err)
 	}
+	// The host is reached from inside the lab's namespaces only. In the namespace the tests run
+	// in, its address is unreachable while the lab runs: a test that sends to it from here by
+	// mistake fails at once, here, instead of going out by the default route.
+	route := netip.PrefixFrom(h.Addr, h.Addr.BitLen()).String()
+	if err := run("ip", "route", "replace", "unreachable", route); err != nil {
+		return fmt.Errorf("host %s: %w", h.Name, err)
+	}
+	h.lab.mu.Lock()
+	h.lab.routes = append(h.lab.routes, route)
+	h.lab.mu.Unlock()
 	return nil
 }
 
@@ -163,7 +174,7 @@ func (l *Lab) Close() error {
 		return nil
 	}
 	l.closed = true
-	procs, links := l.procs, l.links
+	procs, links, routes := l.procs, l.links, l.routes
 	l.mu.Unlock()
 	for _, cmd := range procs {
 		if cmd.Process != nil {
@@ -175,6 +186,10 @@ func (l *Lab) Close() error {
 		errs = append(errs, k.close())
 	}
 	errs = append(errs, RemoveStale(l.prefix))
+	for _, r := range routes {
+		// Another lab of the same address (another prefix) may have replaced it: gone is gone.
+		exec.Command("ip", "route", "del", "unreachable", r).Run()
+	}
 	l.lock.Close() // after the namespaces are gone: the next lab of the prefix may start
 	return errors.Join(errs...)
 }
