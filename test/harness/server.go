@@ -263,3 +263,6 @@ func (s *Server) Scrape(t testing.TB) *Metrics {
 	}
 	return m
 }
+
+// Pid is the coredns process's id, for what only /proc tells (its file descriptors, its RSS).
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
