@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/coredns/caddy"
 
@@ -246,6 +247,11 @@ func TestParseErrors(t *testing.T) {
 		{"drain bad time", "healthdns app.lan {\n backend 10.0.0.1 drain until 2026-12-24 18:00\n}", 2, "invalid drain time '2026-12-24': want an RFC 3339 time such as 2026-12-24T18:00:00Z"},
 		{"drain zoneless time", "healthdns app.lan {\n backend 10.0.0.1 drain until 2026-12-24T18:00:00\n}", 2, "invalid drain time '2026-12-24T18:00:00'"},
 		{"drain not last", "healthdns app.lan {\n backend 10.0.0.1 drain weight 2\n}", 2, "'weight' after drain: drain comes last"},
+		{"drain reason with an escape", "healthdns app.lan {\n backend 10.0.0.1\n backend 10.0.0.2 drain \x1b[31mred\n}", 3,
+			"backend 10.0.0.2: drain reason holds U+001B at byte 0: want at most 256 bytes of printable UTF-8 on one line"},
+		{"drain reason of two lines", "healthdns app.lan {\n backend 10.0.0.1 drain \"disk\nforged line\"\n}", 2, "drain reason holds U+000A at byte 4"},
+		{"drain reason too long", "healthdns app.lan {\n backend 10.0.0.1 drain " + strings.Repeat("x", 257) + "\n}", 2, "drain reason of 257 bytes"},
+		{"drain reason of a megabyte", "healthdns app.lan {\n backend 10.0.0.1 drain until 2026-12-24T18:00:00Z " + strings.Repeat("x ", 1<<19) + "\n}", 2, "drain reason of 1048575 bytes"},
 		{"drain until twice", "healthdns app.lan {\n backend 10.0.0.1 drain until 2026-12-24T18:00:00Z until 2026-12-25T18:00:00Z\n}", 2, "'until' after drain: drain comes last"},
 		{"timeout = interval", "healthdns app.lan {\n backend 10.0.0.1\n interval 1s\n timeout 1s\n}", 4, "timeout 1s must be shorter than interval 1s"},
 		{"timeout > default interval", "healthdns app.lan {\n backend 10.0.0.1\n timeout 2s\n}", 3, "must be shorter than interval"},
@@ -359,6 +365,10 @@ func TestParseErrors(t *testing.T) {
 			}
 			if prefix := "Testfile:" + strconv.Itoa(tc.line) + " - "; !strings.HasPrefix(msg, prefix) {
 				t.Errorf("error %q does not start with %q", msg, prefix)
+			}
+			// The error goes to the log: one short line, whatever the Corefile held.
+			if strings.ContainsFunc(msg, unicode.IsControl) || len(msg) > 1024 {
+				t.Errorf("error of %d bytes is not one short printable line: %.200q", len(msg), msg)
 			}
 		})
 	}

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/healthdns/healthdns/balance"
 )
@@ -80,7 +82,42 @@ func parseDrain(addr netip.Addr, args []string) (Drain, error) {
 		}
 	}
 	d.Reason = strings.Join(args, " ")
+	if err := CheckReason(d.Reason); err != nil {
+		return d, fmt.Errorf("backend %s: %v", addr, err)
+	}
 	return d, nil
+}
+
+// MaxDrainReason bounds a drain's reason, which goes into every log line about the drain.
+const MaxDrainReason = 256
+
+// CheckReason says whether a drain's reason may be kept: the one rule for a reason from a
+// backend line (Corefile, backends file, etcd value), an etcd drain key and the status API,
+// since each goes into the log as it is. A terminal's escape sequence, a line break or a
+// bidirectional override would forge or hide log lines, and an unbounded reason makes an
+// unbounded line. The error does not quote the reason, for the same cause.
+func CheckReason(reason string) error { return checkLogText("drain reason", reason) }
+
+// checkLogText applies CheckReason's rule to what, a free text that the log will show.
+func checkLogText(what, s string) error {
+	const want = "want at most %d bytes of printable UTF-8 on one line"
+	if len(s) > MaxDrainReason {
+		return fmt.Errorf("%s of %d bytes: "+want, what, len(s), MaxDrainReason)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%s is not valid UTF-8: "+want, what, MaxDrainReason)
+	}
+	if i := strings.IndexFunc(s, unprintable); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(s[i:])
+		return fmt.Errorf("%s holds %U at byte %d: "+want, what, r, i, MaxDrainReason)
+	}
+	return nil
+}
+
+// unprintable: control characters (escape, newline, ...), line and paragraph separators, and
+// the marks that reorder text as it is displayed.
+func unprintable(r rune) bool {
+	return unicode.IsControl(r) || unicode.In(r, unicode.Zl, unicode.Zp, unicode.Bidi_Control)
 }
 
 // ParseAddr reads a backend's address as a backend line gives it: an IPv4 or IPv6 literal of a

@@ -47,6 +47,8 @@ func parseFleetDrains(prefix string, state map[string]source.KeyValue) (map[neti
 		if err == nil {
 			if err = json.Unmarshal([]byte(kv.Value), &v); err != nil {
 				err = fmt.Errorf("want a JSON object {\"reason\", \"until\", \"by\", \"at\"}: %v", err)
+			} else if err = CheckReason(v.Reason); err == nil {
+				err = checkLogText("drain caller", v.By)
 			}
 		}
 		if err != nil {

@@ -10,8 +10,6 @@ import (
 	"net/netip"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/healthdns/healthdns/pool"
 )
@@ -23,8 +21,6 @@ const (
 	apiPrefix = "/api/v1/"
 	// maxWriteBody bounds a write's body: a zone, an address, a time and a reason fit many times.
 	maxWriteBody = 8 << 10
-	// maxDrainReason bounds a drain's reason, which goes into every log line about the drain.
-	maxDrainReason = 256
 )
 
 // The bodies of the writes. Fields they do not name are refused, so that a misspelt "untill"
@@ -137,8 +133,8 @@ func (v *View) drain(r *http.Request, dec *json.Decoder) (writeAnswer, int) {
 		return a, code
 	}
 	d := pool.Drain{Reason: req.Reason}
-	if !utf8.ValidString(d.Reason) || strings.ContainsFunc(d.Reason, unicode.IsControl) || len(d.Reason) > maxDrainReason {
-		return failed("reason: want at most %d bytes of printable UTF-8 on one line", maxDrainReason), http.StatusBadRequest
+	if err := pool.CheckReason(d.Reason); err != nil {
+		return failed("%v", err), http.StatusBadRequest
 	}
 	if req.Until != "" {
 		until, err := time.Parse(time.RFC3339, req.Until)
