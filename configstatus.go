@@ -70,19 +70,37 @@ func statusAddr(addr string) (loopback bool, err error) {
 	return ip.Unmap().IsLoopback(), nil
 }
 
-// readToken returns the first line of file, which must not be blank.
-func readToken(file string) (string, error) {
+// minTokenLen is the shortest token taken: 16 bytes of hex are 64 bits, beyond any guessing at
+// the rate a listener answers wrong tokens.
+const minTokenLen = 16
+
+// readToken returns the first line of file, which must be a token of at least minTokenLen
+// bytes in a file no other user can read or write: one who could read it could use it, and one
+// who could write it could choose the token at the next reload. A systemd credential's mode is
+// systemd's: it writes the file 0400 and grants a unit's non-root user read access with an ACL,
+// whose mask stat shows as the group's bits (0440), while the directory is the unit's alone.
+func readToken(file string, credential bool) (string, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 && !credential {
+		return "", fmt.Errorf("%s: mode %04o lets other users than its owner read or write the token: want 'chmod 600 %s'", file, uint32(perm), file)
+	}
 	line, err := bufio.NewReader(f).ReadString('\n')
 	if line = strings.TrimSpace(line); line == "" {
 		if err != nil && err.Error() != "EOF" {
 			return "", fmt.Errorf("%s: %w", file, err)
 		}
 		return "", fmt.Errorf("%s: the first line is empty; want the token on it", file)
+	}
+	if len(line) < minTokenLen {
+		return "", fmt.Errorf("%s: the token is %d bytes long: want at least %d, such as 'openssl rand -hex 32' writes", file, len(line), minTokenLen)
 	}
 	return line, nil
 }
@@ -98,14 +116,14 @@ const credentialsDir = "CREDENTIALS_DIRECTORY"
 func readStatusToken(file string) (string, error) {
 	dir := os.Getenv(credentialsDir)
 	if dir != "" && !filepath.IsAbs(file) {
-		token, err := readToken(filepath.Join(dir, file))
+		token, err := readToken(filepath.Join(dir, file), true)
 		if errors.Is(err, fs.ErrNotExist) {
 			return "", fmt.Errorf("no credential '%s' in $%s (%s): the unit needs 'LoadCredential=%s:/path/of/the/token' (the shipped unit loads status.token from /etc/credstore/)",
 				file, credentialsDir, dir, file)
 		}
 		return token, err
 	}
-	token, err := readToken(file)
+	token, err := readToken(file, false)
 	if errors.Is(err, fs.ErrNotExist) && !filepath.IsAbs(file) {
 		return "", fmt.Errorf("%w (a relative FILE is read from systemd's $%s when it is set; it is not)", err, credentialsDir)
 	}

@@ -24,17 +24,29 @@ import (
 	"github.com/healthdns/healthdns/health"
 )
 
+// testToken is a token as long as the Corefile wants one.
+const testToken = "s3cret-s3cret-s3cret"
+
 func writeToken(t *testing.T, text string) string {
 	t.Helper()
+	return writeTokenMode(t, text, 0o600)
+}
+
+func writeTokenMode(t *testing.T, text string, mode os.FileMode) string {
+	t.Helper()
 	file := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte(text), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(file, mode); err != nil { // past the umask
 		t.Fatal(err)
 	}
 	return file
 }
 
 func TestParseStatus(t *testing.T) {
-	token := writeToken(t, "s3cret\nignored\n")
+	token := writeToken(t, testToken+"\nignored\n")
+	readOnly := writeTokenMode(t, testToken, 0o400)
 	for _, tc := range []struct {
 		line      string
 		addr, tok string
@@ -43,9 +55,10 @@ func TestParseStatus(t *testing.T) {
 		{"status 127.0.0.2:9000", "127.0.0.2:9000", ""},
 		{"status [::1]:9000", "[::1]:9000", ""},
 		{"status localhost:9000", "localhost:9000", ""},
-		{"status token " + token, "127.0.0.1:8053", "s3cret"},
-		{"status 0.0.0.0:8053 token " + token, "0.0.0.0:8053", "s3cret"},
-		{"status :8053 token " + token, ":8053", "s3cret"},
+		{"status token " + token, "127.0.0.1:8053", testToken},
+		{"status 0.0.0.0:8053 token " + token, "0.0.0.0:8053", testToken},
+		{"status :8053 token " + token, ":8053", testToken},
+		{"status :8053 token " + readOnly, ":8053", testToken},
 	} {
 		cfgs, err := parse(caddy.NewTestController("dns", "healthdns app.lan {\n backend 10.0.0.1\n "+tc.line+"\n}"))
 		if err != nil {
@@ -64,7 +77,11 @@ func TestParseStatus(t *testing.T) {
 
 func TestParseStatusErrors(t *testing.T) {
 	empty := writeToken(t, "\n")
-	token := writeToken(t, "s3cret")
+	token := writeToken(t, testToken)
+	short := writeToken(t, "s3cret\n")
+	worldReadable := writeTokenMode(t, testToken, 0o644)
+	groupReadable := writeTokenMode(t, testToken, 0o640)
+	worldWritable := writeTokenMode(t, testToken, 0o602)
 	missing := filepath.Join(t.TempDir(), "nothing")
 	for _, tc := range []struct{ name, line, want string }{
 		{"no port", "status 127.0.0.1", "invalid status address '127.0.0.1': want HOST:PORT"},
@@ -76,6 +93,10 @@ func TestParseStatusErrors(t *testing.T) {
 		{"a LAN address without token", "status 10.0.0.53:8053", "reachable from other hosts"},
 		{"unreadable token", "status token " + missing, "status token: open " + missing},
 		{"empty token", "status token " + empty, "the first line is empty"},
+		{"short token", "status token " + short, short + ": the token is 6 bytes long: want at least 16"},
+		{"world-readable token", "status 0.0.0.0:8053 token " + worldReadable, worldReadable + ": mode 0644 lets other users than its owner read or write the token: want 'chmod 600 " + worldReadable + "'"},
+		{"group-readable token", "status token " + groupReadable, "mode 0640 lets other users"},
+		{"world-writable token", "status token " + worldWritable, "mode 0602 lets other users"},
 		{"token without file", "status 127.0.0.1:8053 token", "'token' wants one FILE"},
 		{"unknown option", "status 127.0.0.1:8053 user admin", "unknown status option 'user'"},
 		{"twice", "status\n status 127.0.0.1:9000 token " + token, "duplicate 'status' (first on line 3)"},
@@ -94,7 +115,7 @@ func TestParseStatusErrors(t *testing.T) {
 
 // Two pools of one instance share a listener, and so its token.
 func TestStatusTokensMustAgree(t *testing.T) {
-	token := writeToken(t, "s3cret")
+	token := writeToken(t, testToken)
 	in := fmt.Sprintf("healthdns a.lan {\n backend 10.0.0.1\n check tcp 80\n status 127.0.0.1:8053 token %s\n}\nhealthdns b.lan {\n backend 10.0.0.2\n check tcp 80\n status\n}", token)
 	err := setupWith(caddy.NewTestController("dns", in), func() (bool, error) { return true, nil })
 	if err == nil || !strings.Contains(err.Error(), "status 127.0.0.1:8053: token differs from the one of Testfile:4") {

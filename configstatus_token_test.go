@@ -13,10 +13,16 @@ import (
 // Under systemd's LoadCredential=, a relative token FILE is the credential of that name.
 func TestStatusTokenFromCredentials(t *testing.T) {
 	creds := t.TempDir()
-	if err := os.WriteFile(filepath.Join(creds, "status.token"), []byte("from-systemd\n"), 0o400); err != nil {
+	// As stat shows a credential systemd gave a DynamicUser= unit: 0400 with an ACL for the
+	// unit's user, whose mask reads as the group's bits.
+	credential := filepath.Join(creds, "status.token")
+	if err := os.WriteFile(credential, []byte("from-systemd-credentials\n"), 0o400); err != nil {
 		t.Fatal(err)
 	}
-	elsewhere := writeToken(t, "from-a-path\n")
+	if err := os.Chmod(credential, 0o440); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := writeToken(t, "from-a-path-not-a-credential\n")
 	statusOf := func(line string) (status.Config, error) {
 		cfgs, err := parse(caddy.NewTestController("dns", "healthdns app.lan {\n backend 10.0.0.1\n "+line+"\n}"))
 		if err != nil {
@@ -27,8 +33,8 @@ func TestStatusTokenFromCredentials(t *testing.T) {
 
 	t.Setenv(credentialsDir, creds)
 	for line, want := range map[string]string{
-		"status 0.0.0.0:8053 token status.token": "from-systemd",
-		"status 0.0.0.0:8053 token " + elsewhere: "from-a-path", // an absolute path is a path
+		"status 0.0.0.0:8053 token status.token": "from-systemd-credentials",
+		"status 0.0.0.0:8053 token " + elsewhere: "from-a-path-not-a-credential", // an absolute path is a path
 	} {
 		if st, err := statusOf(line); err != nil || st.Token != want {
 			t.Errorf("%s: token %q (%v), want %q", line, st.Token, err, want)

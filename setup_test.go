@@ -146,11 +146,18 @@ func TestReadmeCorefiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	files := map[string][]byte{"ca.pem": testkit.NewCA(t, "test CA").PEM(), "script": []byte("#!/bin/sh\nexit 0\n"), "token": []byte("s3cret\n")}
+	files := map[string]struct {
+		content []byte
+		mode    os.FileMode
+	}{
+		"ca.pem": {testkit.NewCA(t, "test CA").PEM(), 0o644},
+		"script": {[]byte("#!/bin/sh\nexit 0\n"), 0o755},
+		"token":  {[]byte(testToken + "\n"), 0o600}, // a token file others may read is refused
+	}
 	paths := map[string]string{}
-	for name, content := range files {
+	for name, f := range files {
 		paths[name] = filepath.Join(dir, name)
-		if err := os.WriteFile(paths[name], content, 0o755); err != nil {
+		if err := os.WriteFile(paths[name], f.content, f.mode); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/healthdns/healthdns/test/testkit"
 )
 
-const apiToken = "s3cret"
+const apiToken = "s3cret-s3cret-s3cret"
 
 // post sends a write to v as the test's caller, with the token unless auth says otherwise.
 func post(v *View, path, auth, body string) *httptest.ResponseRecorder {

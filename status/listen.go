@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 // log is the plugin's: the listener's lines are healthdns's to an operator.
@@ -28,9 +30,25 @@ type Listeners struct {
 
 type listener struct {
 	srv    *http.Server
+	addr   net.Addr // bound
+	guard  *guard
 	served chan struct{} // closed when Serve has returned
 	views  []*View       // registered, oldest first; the newest is served. Guarded by Listeners.mu
 }
+
+// A listener's connections and how long a client may hold one. Each connection is a file
+// descriptor, which the prober's sockets and scripts need more: 250 idle clients once left
+// exec probes failing with "too many open files". Past maxConns a connection waits in the
+// kernel's accept queue, holding none of the process's descriptors, until one closes. A page
+// polls once a second over one kept-alive connection, and a write's body is at most 8 KiB, so
+// a client that is silent for seconds is not one of them.
+const (
+	maxConns          = 64
+	readHeaderTimeout = 3 * time.Second
+	readTimeout       = 5 * time.Second
+	writeTimeout      = 10 * time.Second
+	idleTimeout       = 10 * time.Second
+)
 
 func NewListeners() *Listeners {
 	return &Listeners{byAddr: map[string]*listener{}}
@@ -41,6 +59,7 @@ func (ls *Listeners) Acquire(v *View) error {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if sl, ok := ls.byAddr[v.Addr]; ok {
+		v.guard = sl.guard
 		sl.views = append(sl.views, v)
 		return nil
 	}
@@ -48,22 +67,34 @@ func (ls *Listeners) Acquire(v *View) error {
 	if err != nil {
 		return fmt.Errorf("status listener %s (%s:%d): %w", v.Addr, v.File, v.Line, err)
 	}
-	sl := &listener{served: make(chan struct{}), views: []*View{v}}
+	sl := &listener{addr: ln.Addr(), guard: newGuard(ln.Addr()), served: make(chan struct{}), views: []*View{v}}
+	v.guard = sl.guard
 	sl.srv = &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { ls.newest(sl).ServeHTTP(w, r) }),
-		ReadHeaderTimeout: 5 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		Handler:           ls.handler(sl),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
 	}
 	ls.byAddr[v.Addr] = sl
+	limited := netutil.LimitListener(ln, maxConns)
 	go func() {
 		defer close(sl.served)
-		if err := sl.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := sl.srv.Serve(limited); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Errorf("status listener %s: %v", v.Addr, err)
 		}
 	}()
 	log.Infof("status page on http://%s/", ln.Addr())
 	return nil
+}
+
+// handler serves sl's requests: those its guard admits, from its newest view.
+func (ls *Listeners) handler(sl *listener) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sl.guard.admit(w, r) {
+			ls.newest(sl).ServeHTTP(w, r)
+		}
+	})
 }
 
 // newest is the view a request is served from: during a reload both instances are registered,
@@ -106,4 +137,5 @@ func (ls *Listeners) Release(v *View) {
 		sl.srv.Close()
 	}
 	<-sl.served
+	sl.guard.close()
 }

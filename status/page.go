@@ -59,10 +59,19 @@ func (v *View) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// authorized says whether r carries the token, and counts a request that carries another (a
+// missing one is a browser that was not given the token, not a guess).
 func (v *View) authorized(r *http.Request) bool {
 	if v.Token == "" {
 		return true
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(v.Token)) == 1
+	header := r.Header.Get("Authorization")
+	got, ok := strings.CutPrefix(header, "Bearer ")
+	if ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(v.Token)) == 1 {
+		return true
+	}
+	if header != "" {
+		v.guard.wrongToken(r.RemoteAddr)
+	}
+	return false
 }

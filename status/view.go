@@ -51,4 +51,6 @@ type View struct {
 	Pools   []Shown
 	Loops   func() []health.LoopStatus // the registry's probe loops
 	Process Process
+
+	guard *guard // its listener's, set by Acquire; nil when served without one
 }

@@ -18,7 +18,7 @@ func TestStatusTokenFromSystemdCredentials(t *testing.T) {
 	const backend = "127.0.6.10"
 	port, _ := harness.StartBackends(t, backend)
 	creds := t.TempDir()
-	if err := os.WriteFile(filepath.Join(creds, "status.token"), []byte("from-systemd\n"), 0o400); err != nil {
+	if err := os.WriteFile(filepath.Join(creds, "status.token"), []byte("from-systemd-credentials\n"), 0o400); err != nil {
 		t.Fatal(err)
 	}
 	status := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
@@ -39,7 +39,7 @@ func TestStatusTokenFromSystemdCredentials(t *testing.T) {
 	harness.LaunchEnv(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
 		harness.TCPPool("creds.lan", port, "100ms", "50ms", []string{backend}, "status "+status+" token status.token")+"}\n",
 		[]string{"CREDENTIALS_DIRECTORY=" + creds},
-		func(*harness.Server) bool { return get("from-systemd") == http.StatusOK })
+		func(*harness.Server) bool { return get("from-systemd-credentials") == http.StatusOK })
 	if code := get("status.token"); code != http.StatusUnauthorized {
 		t.Errorf("another token got %d, want 401", code)
 	}

@@ -191,7 +191,7 @@ func TestFleetAgreesOnGroup(t *testing.T) {
 
 	// Server 1 has a status listener, for an operator's fail-back through its API.
 	statusAddr := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
-	const token = "fleet-s3cret"
+	const token = "fleet-s3cret-0123456789"
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -223,7 +223,7 @@ func TestFleetDrain(t *testing.T) {
 	kv := etcd.Client(t)
 	put(t, kv, prefix+a, "")
 	put(t, kv, prefix+b, "")
-	const token = "fleet-drain-s3cret"
+	const token = "fleet-drain-s3cret-0123456789"
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -25,7 +25,7 @@ func TestDrainedLastResort(t *testing.T) {
 	const primary, standby = "127.0.2.11", "127.0.2.12"
 	port, backends := harness.StartBackends(t, primary, standby)
 	statusAddr := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
-	const token = "last-s3cret"
+	const token = "last-s3cret-0123456789"
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -95,7 +95,7 @@ func TestStatusAPI(t *testing.T) {
 	const drained, live, primary, standby = "127.0.1.210", "127.0.1.211", "127.0.1.212", "127.0.1.213"
 	port, backends := harness.StartBackends(t, drained, live, primary, standby)
 	statusAddr := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
-	const token = "api-s3cret"
+	const token = "api-s3cret-0123456789"
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
