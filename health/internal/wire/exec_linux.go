@@ -1,0 +1,78 @@
+package wire
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// runScript runs cmd, started by inOwnGroup in a process group of its own; once the script has
+// ended it kills what is left of its group and reaps what of it this process inherited.
+//
+// The group is killed after every run, not only at a timeout: a script that starts `sleep 301 &`
+// and exits 0 would otherwise leave a process behind at every probe, until the host or the
+// unit's TasksMax has no more (and every later probe fails to fork). It is killed between the
+// script's end and its reaping: until Wait reaps it, the script's pid, which is its group's id,
+// cannot be given to another process, so the kill reaches this group and no other.
+func runScript(cmd *exec.Cmd) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	pid := cmd.Process.Pid
+	var info unix.Siginfo
+	for { // WNOWAIT: the script stays to be reaped by Wait
+		if err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil); !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	syscall.Kill(-pid, syscall.SIGKILL) // ESRCH: the script left nothing
+	err := cmd.Wait()
+	reapGroup(pid)
+	return err
+}
+
+// groupReapTime bounds how long reapGroup waits for killed processes to die and be inherited.
+const groupReapTime = 5 * time.Second
+
+// reapGroup reaps the processes of the killed group pgid that became this process's children.
+// As PID 1 (a container without an init) or as a subreaper, CoreDNS inherits what a script
+// leaves running; killed and never reaped, each stays a zombie holding a pid. A killed
+// grandchild becomes ours only once its parent has died, so the group is polled until it is
+// empty, for at most groupReapTime (a process stuck in the kernel dies late). Anywhere else the
+// killed processes are init's to reap, and there is nothing to do.
+func reapGroup(pgid int) {
+	if !inheritsOrphans() {
+		return
+	}
+	deadline := time.Now().Add(groupReapTime)
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PGID, pgid, &info, unix.WEXITED, nil)
+		switch {
+		case err == nil || errors.Is(err, unix.EINTR):
+			continue
+		case !errors.Is(err, unix.ECHILD):
+			return
+		}
+		// None of ours is left in the group: one may still be on its way to us.
+		if syscall.Kill(-pgid, 0) != nil || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// inheritsOrphans reports whether orphaned processes become this process's children.
+func inheritsOrphans() bool {
+	if os.Getpid() == 1 {
+		return true
+	}
+	var subreaper int32
+	_, _, errno := syscall.Syscall(syscall.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&subreaper)), 0)
+	return errno == 0 && subreaper != 0
+}
