@@ -70,24 +70,24 @@ const groupReapTime = 5 * time.Second
 // reapGroup reaps the processes of the killed group pgid that became this process's children.
 // As PID 1 (a container without an init) or as a subreaper, CoreDNS inherits what a script
 // leaves running; killed and never reaped, each stays a zombie holding a pid. A killed
-// grandchild becomes ours only once its parent has died, so the group is polled until it is
-// empty, for at most groupReapTime (a process stuck in the kernel dies late). Anywhere else the
-// killed processes are init's to reap, and there is nothing to do.
+// grandchild becomes ours only once its parent has died, and a process stuck in the kernel dies
+// late, so the group is polled until it is empty, for at most groupReapTime, never blocking on
+// one. Anywhere else the killed processes are init's to reap, and there is nothing to do.
 func reapGroup(pgid int) {
 	if !inheritsOrphans() {
 		return
 	}
 	deadline := time.Now().Add(groupReapTime)
 	for {
-		var info unix.Siginfo
-		err := unix.Waitid(unix.P_PGID, pgid, &info, unix.WEXITED, nil)
+		var status syscall.WaitStatus
+		pid, err := syscall.Wait4(-pgid, &status, syscall.WNOHANG, nil) // any child in the group
 		switch {
-		case err == nil || errors.Is(err, unix.EINTR):
+		case pid > 0 || errors.Is(err, syscall.EINTR):
 			continue
-		case !errors.Is(err, unix.ECHILD):
+		case err != nil && !errors.Is(err, syscall.ECHILD):
 			return
 		}
-		// None of ours is left in the group: one may still be on its way to us.
+		// Nothing of ours has ended yet, or nothing in the group is ours yet.
 		if syscall.Kill(-pgid, 0) != nil || time.Now().After(deadline) {
 			return
 		}
