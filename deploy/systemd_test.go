@@ -54,6 +54,9 @@ func TestSystemdUnit(t *testing.T) {
 		"AmbientCapabilities":     "CAP_NET_BIND_SERVICE CAP_NET_RAW",
 		"CapabilityBoundingSet":   "CAP_NET_BIND_SERVICE CAP_NET_RAW",
 		"RestrictAddressFamilies": "AF_INET AF_INET6 AF_NETLINK AF_UNIX",
+		// A bound on CoreDNS's threads and the processes its exec scripts start: a script
+		// that forks without end takes the unit's tasks, not the host's.
+		"TasksMax": "1024",
 		// A credential named, not a path: systemd looks for it in /etc/credstore/ and starts
 		// the unit without it when it is not there.
 		"LoadCredential": "status.token",

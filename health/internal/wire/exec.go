@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"time"
 )
+
+// ScriptPATH is the PATH a script runs with: its environment is this and HEALTHDNS_BACKEND, and
+// nothing of CoreDNS's own (a token's path, a cloud's credentials).
+const ScriptPATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // execReasonLen bounds the first line of a script's output that a failure reports.
 const execReasonLen = 256
@@ -25,10 +28,11 @@ type ExecSpec struct {
 func (s ExecSpec) Name() string { return "exec " + s.Path }
 
 // Exec returns a blocking check that runs the script directly, never through a shell, with the
-// backend's address in HEALTHDNS_BACKEND and in place of {backend} in its arguments. Exit 0
-// passes; anything else fails with the first line of the script's output as the reason. When
-// ctx ends first, the script's whole process group is killed, so that nothing it started
-// outlives the probe. How many scripts run at once is bounded by the turns of their targets
+// backend's address in HEALTHDNS_BACKEND and in place of {backend} in its arguments, PATH
+// set to ScriptPATH and no other environment, and no capabilities. Exit 0 passes; anything
+// else fails with the first line of the script's output as the reason. When the script ends,
+// or ctx ends first, its whole process group is killed, so that nothing it started outlives
+// the probe. How many scripts run at once is bounded by the turns of their targets
 // (engine.Target.Turns), which Blocking takes before it calls this.
 func Exec(spec ExecSpec) func(ctx context.Context, addr netip.Addr) error {
 	name := spec.Name()
@@ -38,18 +42,19 @@ func Exec(spec ExecSpec) func(ctx context.Context, addr netip.Addr) error {
 			args[i] = strings.ReplaceAll(a, "{backend}", addr.String())
 		}
 		cmd := exec.CommandContext(ctx, spec.Path, args...)
-		cmd.Env = append(os.Environ(), "HEALTHDNS_BACKEND="+addr.String())
+		cmd.Env = []string{"PATH=" + ScriptPATH, "HEALTHDNS_BACKEND=" + addr.String()}
 		out := &firstLine{}
 		cmd.Stdout, cmd.Stderr = out, out
 		inOwnGroup(cmd) // Cancel kills the group
 		cmd.WaitDelay = time.Second
-		err := cmd.Run()
+		err := runScript(cmd)
 		if err == nil {
 			return nil
 		}
 		if errors.Is(err, exec.ErrWaitDelay) && ctx.Err() == nil && cmd.ProcessState != nil && cmd.ProcessState.Success() {
 			// Exit 0 is the verdict. Its output was still open a second after it ended: a
-			// child it left running holds it, or on a loaded host the reader was late.
+			// child that left its process group holds it, or on a loaded host the reader was
+			// late.
 			return nil
 		}
 		var exit *exec.ExitError
