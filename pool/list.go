@@ -4,17 +4,18 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/healthdns/healthdns/balance"
+	"github.com/healthdns/healthdns/source"
 )
 
-// ReadBackendsFile reads and parses a backends file, against the pool's Corefile backends.
+// ReadBackendsFile reads and parses a backends file, against the pool's Corefile backends. A
+// path that is not a regular file, or a file over source.MaxFileSize, is refused unread.
 func ReadBackendsFile(path string, static []Backend) ([]Backend, error) {
-	data, err := os.ReadFile(path)
+	data, err := source.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
