@@ -55,7 +55,7 @@ func ReadFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	if len(data) > MaxFileSize {
-		return nil, tooLarge(path, int64(len(data)))
+		return nil, tooLarge(path, "grew past the cap while read")
 	}
 	return data, nil
 }
@@ -63,16 +63,16 @@ func ReadFile(path string) ([]byte, error) {
 // regular refuses what fi says is not a regular file of at most MaxFileSize bytes.
 func regular(path string, fi fs.FileInfo) error {
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is %s: %w: want a regular file", describe(path), kind(fi.Mode()), ErrNotRegular)
+		return fmt.Errorf("%s is %s: %w", describe(path), kind(fi.Mode()), ErrNotRegular)
 	}
 	if fi.Size() > MaxFileSize {
-		return tooLarge(path, fi.Size())
+		return tooLarge(path, fmt.Sprintf("%d bytes", fi.Size()))
 	}
 	return nil
 }
 
-func tooLarge(path string, size int64) error {
-	return fmt.Errorf("%s is %w: %d bytes or more, where a backends file may hold %d (16 MiB)", describe(path), ErrTooLarge, size, MaxFileSize)
+func tooLarge(path, size string) error {
+	return fmt.Errorf("%s is %w: %s, where a backends file may hold %d bytes (16 MiB)", describe(path), ErrTooLarge, size, MaxFileSize)
 }
 
 // describe names path and, when it is a symbolic link, what it leads to: the operator sees

@@ -85,7 +85,7 @@ func notRegular(t *testing.T, dir string) []struct {
 		{"link to a FIFO", linkToFIFO, ErrNotRegular, linkToFIFO + " (a link to " + fifo + ") is a named pipe (FIFO)"},
 		{"directory", sub, ErrNotRegular, sub + " is a directory"},
 		{"socket", sock, ErrNotRegular, sock + " is a socket"},
-		{"over the size cap", big, ErrTooLarge, big + " is too large: 16777217 bytes or more, where a backends file may hold 16777216 (16 MiB)"},
+		{"over the size cap", big, ErrTooLarge, big + " is too large: 16777217 bytes, where a backends file may hold 16777216 bytes (16 MiB)"},
 	}
 }
 

@@ -253,7 +253,7 @@ func TestBackendsFileReplacedByAFIFO(t *testing.T) {
 			f.Close()
 		}
 	})
-	refused := regexp.MustCompile(regexp.QuoteMeta("[ERROR] plugin/healthdns: zone fifo.lan.: backends_file: " + list + " is a named pipe (FIFO): not a regular file: want a regular file; keeping the last good list (2 from it)"))
+	refused := regexp.MustCompile(regexp.QuoteMeta("[ERROR] plugin/healthdns: zone fifo.lan.: backends_file: " + list + " is a named pipe (FIFO): not a regular file; keeping the last good list (2 from it)"))
 	if !harness.Poll(10*time.Second, 10*time.Millisecond, func() bool { return len(harness.LinesMatching(s.Output(), refused)) > 0 }) {
 		t.Fatalf("no log line refuses the FIFO and keeps the last good list")
 	}
