@@ -102,15 +102,29 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 	var lastGood look        // the file as it was before its last good read; zero after a failure
 	// read reads the file; periodic says the ticker asked, and nothing announced a change:
 	// then a file that still looks as it did before the last good read is not read again.
-	read := func(periodic bool) {
-		// Follow the link, its target and the directory before reading, so that a change
-		// after this read finds the watch in place.
-		watched.sync()
-		now := f.look()
-		if periodic && lastGood.same(now) {
-			return
+	// It returns false when ctx ended first, and Run must return then.
+	read := func(periodic bool) bool {
+		var (
+			now       look
+			unchanged bool
+			data      []byte
+			err       error
+		)
+		prev := lastGood
+		if !whileAlive(ctx, func() {
+			// Follow the link, its target and the directory before reading, so that a
+			// change after this read finds the watch in place.
+			watched.sync()
+			now = f.look()
+			if unchanged = periodic && prev.same(now); !unchanged {
+				data, err = f.Read()
+			}
+		}) {
+			return false
 		}
-		data, err := f.Read()
+		if unchanged {
+			return true
+		}
 		if err != nil {
 			data, lastGood = nil, look{}
 		} else {
@@ -123,7 +137,7 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 				hold.Reset(f.emptyHold)
 			}
 			if now.Sub(blankSince) < f.emptyHold {
-				return
+				return true
 			}
 		}
 		blankSince = time.Time{}
@@ -131,8 +145,11 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 		if last.news(data, err) {
 			deliver(data, err)
 		}
+		return true
 	}
-	read(false)
+	if !read(false) {
+		return
+	}
 
 	ticker := time.NewTicker(f.reread)
 	defer ticker.Stop()
@@ -154,7 +171,9 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
-			read(true)
+			if !read(true) {
+				return
+			}
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
@@ -172,10 +191,35 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 			soon()
 		case <-wait.C:
 			burstStart = time.Time{}
-			read(false)
+			if !read(false) {
+				return
+			}
 		case <-hold.C:
-			read(false)
+			if !read(false) {
+				return
+			}
 		}
+	}
+}
+
+// whileAlive runs look in a goroutine of its own and waits for it, or for ctx to end, and says
+// whether look finished. A read that the kernel holds (a hung network mount, where even a stat
+// waits) must not hold Run, which a reload and the shutdown wait for: the goroutine is left to
+// end when the kernel lets go, and look must then touch nothing that Run still uses.
+func whileAlive(ctx context.Context, look func()) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		look()
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -239,3 +239,30 @@ func TestFileUnchangedIsNotReadAgain(t *testing.T) {
 	write(t, path, "10.0.0.3\n")
 	w.awaitData(t, "10.0.0.3\n")
 }
+
+// TestFileRunReturnsWhileAReadHangs: a read that the kernel holds (a hung network mount, where
+// no type check helps) does not hold Run, which a reload and the shutdown wait for.
+func TestFileRunReturnsWhileAReadHangs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "backends")
+	write(t, path, "10.0.0.1\n")
+	w := newWatched(path, never)
+	hung, release := make(chan struct{}), make(chan struct{})
+	read := w.f.readFile
+	w.f.readFile = func(p string) ([]byte, error) {
+		if w.reads.Add(1) > 1 {
+			close(hung)
+			<-release
+		}
+		return read(p)
+	}
+	// Let the held read go once the test is over, for goleak in TestMain.
+	t.Cleanup(func() { close(release) })
+	w.run(t) // its cleanup fails the test if Run does not return once cancelled
+	w.nextData(t)
+	write(t, path, "10.0.0.2\n")
+	select {
+	case <-hung:
+	case <-time.After(patience):
+		t.Fatalf("the change was not read within %v", patience)
+	}
+}
