@@ -1,6 +1,7 @@
 package source
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // MaxFileSize is the most a backends file may hold. The largest zone (65,536 backends) fits at
@@ -21,6 +23,8 @@ var (
 	ErrNotRegular = errors.New("not a regular file")
 	// ErrTooLarge is wrapped by the error of a file larger than MaxFileSize.
 	ErrTooLarge = errors.New("too large")
+	// ErrNotRead is wrapped by the error of a read that ReadFileWithin gave up on.
+	ErrNotRead = errors.New("not read")
 )
 
 // ReadFile reads the regular file at path, following symbolic links, if it holds at most
@@ -58,6 +62,27 @@ func ReadFile(path string) ([]byte, error) {
 		return nil, tooLarge(path, "grew past the cap while read")
 	}
 	return data, nil
+}
+
+// ReadFileWithin is ReadFile given up after timeout, for a read that something waits on: at
+// setup, a reload and the shutdown wait for it (CoreDNS handles SIGTERM in the goroutine that
+// runs a reload). A read held longer than that is a network mount that stopped answering, where
+// even a stat waits; it is left behind, to end when the kernel lets go.
+func ReadFileWithin(path string, timeout time.Duration) ([]byte, error) {
+	return readWithin(ReadFile, path, timeout)
+}
+
+func readWithin(read func(string) ([]byte, error), path string, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var (
+		data []byte
+		err  error
+	)
+	if !whileAlive(ctx, func() { data, err = read(path) }) {
+		return nil, fmt.Errorf("%s: %w within %v: is it on a network mount that stopped answering?", path, ErrNotRead, timeout)
+	}
+	return data, err
 }
 
 // regular refuses what fi says is not a regular file of at most MaxFileSize bytes.

@@ -89,8 +89,8 @@ func notRegular(t *testing.T, dir string) []struct {
 	}
 }
 
-// readWithin runs read, failing the test if it blocks past patience.
-func readWithin(t *testing.T, read func() ([]byte, error), unblock func()) ([]byte, error) {
+// readWithinPatience runs read, failing the test if it blocks past patience.
+func readWithinPatience(t *testing.T, read func() ([]byte, error), unblock func()) ([]byte, error) {
 	t.Helper()
 	type result struct {
 		data []byte
@@ -119,7 +119,7 @@ func TestFileReadRefusesWhatIsNotARegularFile(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range notRegular(t, dir) {
 		t.Run(tc.name, func(t *testing.T) {
-			data, err := readWithin(t, NewFile(tc.path, 0).Read, func() { unblockFIFO(filepath.Join(dir, "fifo")) })
+			data, err := readWithinPatience(t, NewFile(tc.path, 0).Read, func() { unblockFIFO(filepath.Join(dir, "fifo")) })
 			if !errors.Is(err, tc.is) || !strings.Contains(err.Error(), tc.says) {
 				t.Fatalf("Read() = %d bytes, error %v; want an error that says %q", len(data), err, tc.says)
 			}
@@ -264,5 +264,25 @@ func TestFileRunReturnsWhileAReadHangs(t *testing.T) {
 	case <-hung:
 	case <-time.After(patience):
 		t.Fatalf("the change was not read within %v", patience)
+	}
+}
+
+// TestReadWithinGivesUpOnAHeldRead: a read held past the timeout (a hung network mount) is
+// given up with an error that names the path, and the caller is not held with it.
+func TestReadWithinGivesUpOnAHeldRead(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) }) // for goleak in TestMain
+	held := func(string) ([]byte, error) {
+		<-release
+		return nil, nil
+	}
+	data, err := readWithinPatience(t, func() ([]byte, error) { return readWithin(held, "/mnt/nfs/backends", 50*time.Millisecond) }, func() {})
+	if !errors.Is(err, ErrNotRead) || !strings.Contains(err.Error(), "/mnt/nfs/backends: not read within 50ms") {
+		t.Fatalf("readWithin of a held read = %d bytes, %v; want ErrNotRead naming the path", len(data), err)
+	}
+	path := filepath.Join(t.TempDir(), "backends")
+	write(t, path, "10.0.0.1\n")
+	if data, err := ReadFileWithin(path, patience); err != nil || string(data) != "10.0.0.1\n" {
+		t.Fatalf("ReadFileWithin of a regular file = %q, %v", data, err)
 	}
 }
