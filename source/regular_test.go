@@ -127,9 +127,9 @@ func TestFileReadRefusesWhatIsNotARegularFile(t *testing.T) {
 	}
 }
 
-// TestReadFileOfAFIFOSwappedInAfterTheStat: a FIFO put at the path between ReadFile's stat and
-// its open is opened without blocking, and refused by what the opened file is.
-func TestReadFileOfAFIFOSwappedInAfterTheStat(t *testing.T) {
+// TestOpenedFIFOIsRefusedWithoutBlocking: ReadFile's second check, for a FIFO put at the path
+// between its stat and its open: the open does not block, and the opened file is refused.
+func TestOpenedFIFOIsRefusedWithoutBlocking(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "backends")
 	mkfifo(t, path)
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
