@@ -4,17 +4,23 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/healthdns/healthdns/balance"
+	"github.com/healthdns/healthdns/source"
 )
 
-// ReadBackendsFile reads and parses a backends file, against the pool's Corefile backends.
+// SetupReadTimeout bounds the read of a backends file at setup, which a reload and the shutdown
+// wait for: a local file is read in microseconds, a network mount that takes this long is hung.
+const SetupReadTimeout = 10 * time.Second
+
+// ReadBackendsFile reads and parses a backends file, against the pool's Corefile backends. A
+// path that is not a regular file, or a file over source.MaxFileSize, is refused unread; a
+// read that takes longer than SetupReadTimeout is given up.
 func ReadBackendsFile(path string, static []Backend) ([]Backend, error) {
-	data, err := os.ReadFile(path)
+	data, err := source.ReadFileWithin(path, SetupReadTimeout)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -12,9 +13,10 @@ import (
 )
 
 const (
-	// DefaultReread is how often a File is read again when nothing announced a change: the
-	// bound on how late a change that the watcher missed (a network file system, an overflowed
-	// event queue, a directory that was replaced) is seen.
+	// DefaultReread is how often a File is looked at when nothing announced a change, and
+	// read if its inode, size or modification time differ: the bound on how late a change
+	// that the watcher missed (a network file system, an overflowed event queue, a directory
+	// that was replaced) is seen.
 	DefaultReread = 5 * time.Second
 
 	// defaultSettle is how long a File waits after the last event of a burst before it reads:
@@ -40,17 +42,18 @@ type File struct {
 	path   string
 	reread time.Duration
 
-	// settle, emptyHold, newWatcher and readFile are seams for the tests: widen the quiet
-	// period, shorten the hold of a blank file, disable the watcher, count reads. A File holds
-	// no state of Run's, so one File may Run twice.
+	// settle, emptyHold, newWatcher, readFile and stat are seams for the tests: widen the
+	// quiet period, shorten the hold of a blank file, disable the watcher, count reads and
+	// looks. A File holds no state of Run's, so one File may Run twice.
 	settle     time.Duration
 	emptyHold  time.Duration
 	newWatcher func() (*fsnotify.Watcher, error)
 	readFile   func(string) ([]byte, error)
+	stat       func(string) (fs.FileInfo, error)
 }
 
-// NewFile returns a File for path, read again every reread (DefaultReread if zero or less)
-// besides whenever its directory announces a change.
+// NewFile returns a File for path, read whenever its directory announces a change, and looked
+// at every reread (DefaultReread if zero or less) to be read again if it changed.
 func NewFile(path string, reread time.Duration) *File {
 	if reread <= 0 {
 		reread = DefaultReread
@@ -61,12 +64,13 @@ func NewFile(path string, reread time.Duration) *File {
 		settle:     defaultSettle,
 		emptyHold:  DefaultEmptyHold,
 		newWatcher: fsnotify.NewWatcher,
-		readFile:   os.ReadFile,
+		readFile:   ReadFile,
+		stat:       os.Stat,
 	}
 }
 
-// Read reads the file once, for startup. Its error names the path (an *fs.PathError; a missing
-// file matches fs.ErrNotExist).
+// Read reads the file once, as ReadFile does: a regular file of at most MaxFileSize bytes.
+// Its error names the path (a missing file's matches fs.ErrNotExist).
 func (f *File) Read() ([]byte, error) { return f.readFile(f.path) }
 
 // Run delivers the file's contents each time they differ from the last delivered ones, and an
@@ -95,13 +99,36 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 	hold.Stop()
 	defer hold.Stop()
 	var blankSince time.Time // when the file was first read blank after contents; zero when not
-	read := func() {
-		// Follow the link, its target and the directory before reading, so that a change
-		// after this read finds the watch in place.
-		watched.sync()
-		data, err := f.Read()
+	var lastGood look        // the file as it was before its last good read; zero after a failure
+	// read reads the file; periodic says the ticker asked, and nothing announced a change:
+	// then a file that still looks as it did before the last good read is not read again.
+	// It returns false when ctx ended first, and Run must return then.
+	read := func(periodic bool) bool {
+		var (
+			now       look
+			unchanged bool
+			data      []byte
+			err       error
+		)
+		prev := lastGood
+		if !whileAlive(ctx, func() {
+			// Follow the link, its target and the directory before reading, so that a
+			// change after this read finds the watch in place.
+			watched.sync()
+			now = f.look()
+			if unchanged = periodic && prev.same(now); !unchanged {
+				data, err = f.Read()
+			}
+		}) {
+			return false
+		}
+		if unchanged {
+			return true
+		}
 		if err != nil {
-			data = nil
+			data, lastGood = nil, look{}
+		} else {
+			lastGood = now
 		}
 		if err == nil && last.blanked(data) {
 			now := time.Now()
@@ -110,7 +137,7 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 				hold.Reset(f.emptyHold)
 			}
 			if now.Sub(blankSince) < f.emptyHold {
-				return
+				return true
 			}
 		}
 		blankSince = time.Time{}
@@ -118,8 +145,11 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 		if last.news(data, err) {
 			deliver(data, err)
 		}
+		return true
 	}
-	read()
+	if !read(false) {
+		return
+	}
 
 	ticker := time.NewTicker(f.reread)
 	defer ticker.Stop()
@@ -141,7 +171,9 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
-			read()
+			if !read(true) {
+				return
+			}
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
@@ -159,11 +191,68 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 			soon()
 		case <-wait.C:
 			burstStart = time.Time{}
-			read()
+			if !read(false) {
+				return
+			}
 		case <-hold.C:
-			read()
+			if !read(false) {
+				return
+			}
 		}
 	}
+}
+
+// whileAlive runs look in a goroutine of its own and waits for it, or for ctx to end, and says
+// whether look finished. A read that the kernel holds (a hung network mount, where even a stat
+// waits) must not hold Run, which a reload and the shutdown wait for: the goroutine is left to
+// end when the kernel lets go, and look must then touch nothing that Run still uses.
+func whileAlive(ctx context.Context, look func()) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		look()
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// racyWindow is how long a file must have been left alone before its read for its size and
+// modification time to vouch for its contents. Timestamps advance in ticks (the kernel's coarse
+// clock, a second on some file systems, two on FAT): a write in the tick of the read leaves
+// both as they were, so a file written shortly before its read is read again until it has
+// been quiet this long, as git treats a "racily clean" file.
+const racyWindow = 2 * time.Second
+
+// look is what a stat of the path found, and when it was taken.
+type look struct {
+	fi fs.FileInfo
+	at time.Time
+}
+
+func (f *File) look() look {
+	fi, err := f.stat(f.path)
+	if err != nil {
+		return look{}
+	}
+	return look{fi: fi, at: time.Now()}
+}
+
+// same says whether now finds the file l found, unchanged: the same inode (a rename over it,
+// or a link swapped to another target, makes another), size, mode and modification time,
+// that time old enough for l to trust it.
+func (l look) same(now look) bool {
+	if l.fi == nil || now.fi == nil {
+		return false
+	}
+	return os.SameFile(l.fi, now.fi) && l.fi.Size() == now.fi.Size() && l.fi.Mode() == now.fi.Mode() &&
+		l.fi.ModTime().Equal(now.fi.ModTime()) && l.fi.ModTime().Before(l.at.Add(-racyWindow))
 }
 
 // contents remembers what was last delivered, to deliver only news.

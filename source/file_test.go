@@ -38,9 +38,10 @@ type watched struct {
 // newWatched returns a File on path whose reads are counted; start it with run.
 func newWatched(path string, reread time.Duration) *watched {
 	w := &watched{f: NewFile(path, reread), deliveries: make(chan delivery, 64)}
+	read := w.f.readFile
 	w.f.readFile = func(p string) ([]byte, error) {
 		defer w.reads.Add(1)
-		return os.ReadFile(p)
+		return read(p)
 	}
 	return w
 }

@@ -54,6 +54,7 @@
 //	127.5.0.2-127.5.2.1          TestExecChecksQueue (500 backends; 127.5.0.0/16 reserved for large counts)
 //	127.0.6.1-.3                 TestBackendsFileRewrittenInPlace
 //	127.0.6.10                   TestStatusTokenFromSystemdCredentials
+//	127.0.7.1, .2                TestBackendsFileReplacedByAFIFO (127.0.7.1-.19 reserved for backends file hardening)
 //	127.0.8.1-.6                 TestReloadStorm (127.0.8.0/24 reserved for issue 23's load tests)
 package test
 

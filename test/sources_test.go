@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -216,4 +217,71 @@ func TestBackendsFileRewrittenInPlace(t *testing.T) {
 	if nodata > 0 {
 		t.Errorf("%d of %d queries got NODATA while the file was rewritten in place", nodata, queries)
 	}
+}
+
+// TestBackendsFileReplacedByAFIFO: a FIFO renamed over the backends file, which nobody writes,
+// once blocked the source in open(): the reload that followed never finished, and SIGTERM went
+// unanswered. Now the FIFO is refused and logged while the last good list serves, a reload
+// fails at the backends_file line instead of hanging, the list comes back when a regular file
+// does, and the server stops on SIGTERM (the harness's cleanup fails the test if it does not).
+func TestBackendsFileReplacedByAFIFO(t *testing.T) {
+	t.Parallel()
+	const a, b = "127.0.7.1", "127.0.7.2"
+	port, _ := harness.StartBackends(t, a, b)
+	dir := t.TempDir()
+	list := filepath.Join(dir, "fifo.lan.backends")
+	if err := os.WriteFile(list, []byte(a+"\n"+b+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := ".:{{PORT}} {\n bind 127.0.0.1\n" +
+		harness.TCPPool("fifo.lan", port, "100ms", "50ms", nil, "backends_file "+list, "answers 8") + "}\n"
+	s := harness.Start(t, conf)
+	serving := func() []string { return s.Addrs(t, "udp", "fifo.lan.", dns.TypeA) }
+	harness.Eventually(t, 10*time.Second, func() bool { return harness.SameSet(serving(), a, b) }, "the first list: want ", a, " and ", b)
+
+	fifo := filepath.Join(dir, ".fifo.lan.backends.tmp")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(fifo, list); err != nil {
+		t.Fatal(err)
+	}
+	// Should coredns block in open() anyway, a writer that comes and goes at the end releases
+	// it, so that the test fails on its assertions rather than hanging the cleanup.
+	t.Cleanup(func() {
+		if f, err := os.OpenFile(list, os.O_RDWR|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
+	refused := regexp.MustCompile(regexp.QuoteMeta("[ERROR] plugin/healthdns: zone fifo.lan.: backends_file: " + list + " is a named pipe (FIFO): not a regular file; keeping the last good list (2 from it)"))
+	if !harness.Poll(10*time.Second, 10*time.Millisecond, func() bool { return len(harness.LinesMatching(s.Output(), refused)) > 0 }) {
+		t.Fatalf("no log line refuses the FIFO and keeps the last good list")
+	}
+	if got := serving(); !harness.SameSet(got, a, b) {
+		t.Errorf("with a FIFO at the path: %v, want the last good list's %s and %s", got, a, b)
+	}
+
+	// The new instance reads the file at setup: the reload fails there, and the running one
+	// keeps serving.
+	err := s.Reload(t, conf)
+	if err == nil || !strings.Contains(err.Error(), "backends_file: "+list+" is a named pipe (FIFO)") {
+		t.Fatalf("reload with a FIFO at the backends file: %v, want it refused at the backends_file line", err)
+	}
+	if got := serving(); !harness.SameSet(got, a, b) {
+		t.Errorf("after the failed reload: %v, want the last good list's %s and %s", got, a, b)
+	}
+
+	// A regular file again: the running source and the next reload both take it.
+	tmp := filepath.Join(dir, ".fifo.lan.backends.new")
+	if err := os.WriteFile(tmp, []byte(a+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, list); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 10*time.Second, func() bool { return harness.SameSet(serving(), a) }, "the regular file's list: want ", a)
+	if err := s.Reload(t, conf); err != nil {
+		t.Fatalf("reload with a regular backends file: %v", err)
+	}
+	harness.Eventually(t, 10*time.Second, func() bool { return harness.SameSet(serving(), a) }, "after the reload: want ", a)
 }
