@@ -336,8 +336,11 @@ func parseSYNReply(family int, b []byte, from netip.Addr, base uint16) (synReply
 	if family == 0 {
 		// The header's length counts its 20 fixed bytes: a shorter one would have the TCP
 		// header read from inside the IP header (FuzzSYNReply's seed ihl-below-five).
+		if len(b) < 20 || b[0]>>4 != 4 || b[9] != unix.IPPROTO_TCP {
+			return synReply{}, false
+		}
 		hl := int(b[0]&0x0f) * 4
-		if len(b) < 20 || b[0]>>4 != 4 || b[9] != unix.IPPROTO_TCP || hl < 20 || len(b) < hl {
+		if hl < 20 || len(b) < hl {
 			return synReply{}, false
 		}
 		b = b[hl:]
