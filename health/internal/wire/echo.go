@@ -198,8 +198,10 @@ func setEchoSeq(family int, b []byte, seq uint16) {
 // receives the IP header too; an IPv6 one does not.
 func parseEchoReply(family int, b []byte, from netip.Addr, id int) (echoKey, bool) {
 	if family == 0 && len(b) > 0 && b[0]>>4 == 4 {
+		// A header shorter than its 20 fixed bytes is none: skipping it would read our id
+		// from inside the header (FuzzEchoReply's seed ihl-below-five).
 		hl := int(b[0]&0x0f) * 4
-		if len(b) < hl {
+		if hl < ipv4.HeaderLen || len(b) < hl {
 			return echoKey{}, false
 		}
 		b = b[hl:]

@@ -334,10 +334,16 @@ func writeSYN(b []byte, sport, dport uint16, isn uint32, src, dst netip.Addr) {
 // port's answer to a SYN), to one of our ports (base on). The acknowledgment names the SYN.
 func parseSYNReply(family int, b []byte, from netip.Addr, base uint16) (synReply, bool) {
 	if family == 0 {
-		if len(b) < 20 || b[0]>>4 != 4 || b[9] != unix.IPPROTO_TCP || len(b) < int(b[0]&0x0f)*4 {
+		// The header's length counts its 20 fixed bytes: a shorter one would have the TCP
+		// header read from inside the IP header (FuzzSYNReply's seed ihl-below-five).
+		if len(b) < 20 || b[0]>>4 != 4 || b[9] != unix.IPPROTO_TCP {
 			return synReply{}, false
 		}
-		b = b[int(b[0]&0x0f)*4:]
+		hl := int(b[0]&0x0f) * 4
+		if hl < 20 || len(b) < hl {
+			return synReply{}, false
+		}
+		b = b[hl:]
 	}
 	if len(b) < tcpHeaderLen || binary.BigEndian.Uint16(b[2:])-base >= synPorts {
 		return synReply{}, false
