@@ -31,13 +31,19 @@ func TestBackendsFileReasonNeverLogged(t *testing.T) {
 		{escapeReason, path + ":1: backend 10.1.0.2: drain reason holds U+001B at byte 0"},
 		{megaReason, path + ":1: backend 10.1.0.2: drain reason of 1048576 bytes"},
 	} {
-		if err := os.WriteFile(path, []byte("10.1.0.2 drain "+bad.reason+"\n10.1.0.3\n"), 0o644); err != nil {
+		// Written aside and renamed over the list, as the README asks: a file written in place
+		// may be read empty or half-written, which is not what this test looks at.
+		next := path + ".next"
+		if err := os.WriteFile(next, []byte("10.1.0.2 drain "+bad.reason+"\n10.1.0.3\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(next, path); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, "the refusal logged", func() bool { return strings.Contains(strings.Join(lines(), "\n"), bad.logged) })
 	}
 	if m := memberOf(p, "10.1.0.2"); m == nil || m.Drain.Reason != "kernel upgrade" {
-		t.Errorf("10.1.0.2 is %+v, want the last good list's drain kept", m)
+		t.Errorf("10.1.0.2 is %+v, want the last good list's drain kept; log:\n%s", m, strings.Join(lines(), "\n"))
 	}
 	checkLogQuiet(t, lines())
 }

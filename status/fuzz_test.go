@@ -92,7 +92,7 @@ func FuzzWriteBodies(f *testing.F) {
 		if err != nil || !strings.HasPrefix(fake.writes[0], name+" "+addr.String()+" ") {
 			t.Fatalf("%s %q: the pool got %q for backend %q (%v)", name, body, fake.writes, req.Backend, err)
 		}
-		if name == "drain" && (len(req.Reason) > maxDrainReason || !utf8.ValidString(req.Reason) || strings.ContainsFunc(req.Reason, unicode.IsControl)) {
+		if name == "drain" && (len(req.Reason) > pool.MaxDrainReason || !utf8.ValidString(req.Reason) || strings.ContainsFunc(req.Reason, unicode.IsControl)) {
 			t.Fatalf("drain %q: the pool got reason %q", body, req.Reason)
 		}
 	})

@@ -136,6 +136,7 @@ func FuzzHTTPCheck(f *testing.F) {
 		resp, rerr := http.ReadResponse(bufio.NewReader(strings.NewReader(string(answer))), nil)
 		line, _, _ := strings.Cut(string(answer), "\n")
 		proto, status, _ := strings.Cut(strings.TrimSuffix(line, "\r"), " ")
+		status = strings.TrimLeft(status, " ") // as net/http reads a status line: "HTTP/1.1  200"
 		code, cerr := strconv.Atoi(strings.SplitN(status, " ", 2)[0])
 		want := spec.Expect
 		if len(want) == 0 {
