@@ -55,3 +55,14 @@ func FuzzSYNReply(f *testing.F) {
 		}
 	})
 }
+
+// synSegment is the TCP header of an answer from port 80 to dport, acknowledging isn.
+func synSegment(dport uint16, flags byte, isn uint32) []byte {
+	b := make([]byte, tcpHeaderLen)
+	binary.BigEndian.PutUint16(b[0:], 80)
+	binary.BigEndian.PutUint16(b[2:], dport)
+	binary.BigEndian.PutUint32(b[8:], isn+1)
+	b[12] = tcpHeaderLen / 4 << 4
+	b[13] = flags
+	return b
+}

@@ -3,7 +3,6 @@ package wire
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -175,15 +174,4 @@ func serveOnce(ln net.Listener, answer []byte) error {
 	}
 	c.Write(answer)
 	return nil
-}
-
-// synSegment is the TCP header of an answer from port 80 to dport, acknowledging isn.
-func synSegment(dport uint16, flags byte, isn uint32) []byte {
-	b := make([]byte, tcpHeaderLen)
-	binary.BigEndian.PutUint16(b[0:], 80)
-	binary.BigEndian.PutUint16(b[2:], dport)
-	binary.BigEndian.PutUint32(b[8:], isn+1)
-	b[12] = tcpHeaderLen / 4 << 4
-	b[13] = flags
-	return b
 }
