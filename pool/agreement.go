@@ -85,8 +85,8 @@ func (p *Pool) agreed(state map[string]source.KeyValue) {
 	for fam := range p.agree.fam {
 		kv := state[agreementKey(fam)] // zero when absent: nothing agreed
 		if !p.takeAgreedLocked(fam, kv) {
-			log.Errorf("zone %s: etcd key %s%s is %q, not a priority group (1 to 255); proposing this server's choice",
-				p.cfg.Zone, p.cfg.Source.Etcd.Prefix, agreementKey(fam), kv.Value)
+			log.Errorf("zone %s: etcd key %s%s is %s, not a priority group (1 to 255); proposing this server's choice",
+				p.cfg.Zone, p.cfg.Source.Etcd.Prefix, agreementKey(fam), word(kv.Value))
 		}
 	}
 	p.mu.Unlock()

@@ -33,13 +33,13 @@ func ParseBackendWords(args []string) (Backend, error) {
 			return b, err
 		}
 		if opt != "weight" && opt != "priority" {
-			return b, fmt.Errorf("unknown backend option '%s'; want %s", opt, BackendForm)
+			return b, fmt.Errorf("unknown backend option %s; want %s", word(opt), BackendForm)
 		}
 		if len(rest) < 2 {
-			return b, fmt.Errorf("'%s' wants a value; want %s", opt, BackendForm)
+			return b, fmt.Errorf("%s wants a value; want %s", word(opt), BackendForm)
 		}
 		if seen[opt] {
-			return b, fmt.Errorf("'%s' given twice for backend %s", opt, addr)
+			return b, fmt.Errorf("%s given twice for backend %s", word(opt), addr)
 		}
 		seen[opt] = true
 		if opt == "weight" {
@@ -70,7 +70,7 @@ func parseDrain(addr netip.Addr, args []string) (Drain, error) {
 		}
 		t, err := time.Parse(time.RFC3339, args[1])
 		if err != nil {
-			return d, fmt.Errorf("backend %s: invalid drain time '%s': want an RFC 3339 time such as 2026-12-24T18:00:00Z", addr, args[1])
+			return d, fmt.Errorf("backend %s: invalid drain time %s: want an RFC 3339 time such as 2026-12-24T18:00:00Z", addr, word(args[1]))
 		}
 		d.Until = t
 		args = args[2:]
@@ -78,7 +78,7 @@ func parseDrain(addr netip.Addr, args []string) (Drain, error) {
 	if len(args) > 0 {
 		switch args[0] {
 		case "weight", "priority", "drain", "until":
-			return d, fmt.Errorf("backend %s: '%s' after drain: drain comes last, since the rest of the line is its reason; want %s", addr, args[0], BackendForm)
+			return d, fmt.Errorf("backend %s: %s after drain: drain comes last, since the rest of the line is its reason; want %s", addr, word(args[0]), BackendForm)
 		}
 	}
 	d.Reason = strings.Join(args, " ")
@@ -125,10 +125,10 @@ func unprintable(r rune) bool {
 func ParseAddr(s string) (netip.Addr, error) {
 	addr, err := netip.ParseAddr(s)
 	if err != nil {
-		return addr, fmt.Errorf("invalid address '%s': want an IPv4 or IPv6 literal", s)
+		return addr, fmt.Errorf("invalid address %s: want an IPv4 or IPv6 literal", word(s))
 	}
 	if addr.Zone() != "" {
-		return addr, fmt.Errorf("invalid address '%s': a scoped (zone) address cannot be served in DNS", s)
+		return addr, fmt.Errorf("invalid address %s: a scoped (zone) address cannot be served in DNS", word(s))
 	}
 	// Unmapped first: ::ffff:0.0.0.0 is as unspecified as 0.0.0.0, and is served as it.
 	addr = addr.Unmap()
@@ -144,13 +144,46 @@ func ParseAddr(s string) (netip.Addr, error) {
 	default:
 		return addr, nil
 	}
-	return addr, fmt.Errorf("invalid address '%s': %s, not the address of a host", s, not)
+	return addr, fmt.Errorf("invalid address %s: %s, not the address of a host", word(s), not)
 }
 
 func parseIntWord(name, s string, lo, hi int) (int, error) {
 	n, err := strconv.Atoi(s)
 	if err != nil || n < lo || n > hi {
-		return 0, fmt.Errorf("invalid %s '%s': want an integer from %d to %d", name, s, lo, hi)
+		return 0, fmt.Errorf("invalid %s %s: want an integer from %d to %d", name, word(s), lo, hi)
 	}
 	return n, nil
+}
+
+// maxWordShown bounds a word of a backend line quoted in an error: a line comes from a file or
+// an etcd value that anyone who can write them fills, and every error reaches the log.
+const maxWordShown = 256
+
+// word quotes a word of a backend line for an error, between single quotes as errors always
+// did when it is short printable text; else as shown says.
+func word(s string) string {
+	if plain(s) && !strings.Contains(s, "'") {
+		return "'" + s + "'"
+	}
+	return shown(s)
+}
+
+// shown is s for a log line: as it is when short printable text; else Go-quoted (an escape is
+// shown, not sent to the terminal) and cut to maxWordShown bytes, with its length.
+func shown(s string) string {
+	switch {
+	case plain(s):
+		return s
+	case len(s) <= maxWordShown:
+		return strconv.QuoteToASCII(s)
+	}
+	cut := s[:maxWordShown]
+	for !utf8.ValidString(cut) && len(cut) > maxWordShown-utf8.UTFMax {
+		cut = cut[:len(cut)-1]
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.QuoteToASCII(cut), len(s))
+}
+
+func plain(s string) bool {
+	return len(s) <= maxWordShown && utf8.ValidString(s) && !strings.ContainsFunc(s, unprintable)
 }

@@ -127,11 +127,11 @@ func (p *Pool) skipped(keys []skippedKey) {
 	p.metrics.SourceSkippedKeys.WithLabelValues(labels...).Set(float64(len(keys)))
 	for _, k := range fresh {
 		p.metrics.SourceErrorsTotal.WithLabelValues(labels...).Inc()
-		log.Errorf("zone %s: %s: etcd key %s: %s; skipped, the prefix's other keys apply", p.cfg.Zone, p.cfg.Source.Directive(), k.key, k.err)
+		log.Errorf("zone %s: %s: etcd key %s: %s; skipped, the prefix's other keys apply", p.cfg.Zone, p.cfg.Source.Directive(), shown(k.key), k.err)
 	}
 	slices.Sort(cleared)
 	for _, key := range cleared {
-		log.Infof("zone %s: %s: etcd key %s no longer skipped (deleted or fixed)", p.cfg.Zone, p.cfg.Source.Directive(), key)
+		log.Infof("zone %s: %s: etcd key %s no longer skipped (deleted or fixed)", p.cfg.Zone, p.cfg.Source.Directive(), shown(key))
 	}
 }
 

@@ -84,3 +84,52 @@ func checkLogQuiet(t *testing.T, lines []string) {
 		checkQuiet(t, l)
 	}
 }
+
+// A word of a backend line that an error quotes (an address, an option, a time, a number), an
+// etcd key a list skips, and an agreement key's value reach the log escaped and bounded: a
+// file or an etcd value is written by whoever can write it.
+func TestRawWordsQuietInErrors(t *testing.T) {
+	mega := strings.Repeat("9", 1<<20)
+	for _, words := range [][]string{
+		{"\x1b[2J"},
+		{mega},
+		{"10.0.0.1", "\x1b[31mprio", "2"},
+		{"10.0.0.1", mega, "2"},
+		{"10.0.0.1", "weight", mega},
+		{"10.0.0.1", "weight", "\x1b[31m"},
+		{"10.0.0.1", "drain", "until", "\x1b[31m"},
+		{"10.0.0.1", "drain", "until", mega},
+	} {
+		_, err := ParseBackendWords(words)
+		if err == nil {
+			t.Fatalf("%.40q parsed", words)
+		}
+		checkQuiet(t, err.Error())
+		if strings.Contains(err.Error(), mega[:300]) {
+			t.Errorf("error quotes the megabyte word whole: %.100s", err)
+		}
+	}
+	if _, err := ParseBackendWords([]string{"10.0.0.300"}); err == nil || !strings.Contains(err.Error(), "invalid address '10.0.0.300'") {
+		t.Errorf("a plain word is not quoted as before: %v", err)
+	}
+
+	lines := testkit.LogLines(t)
+	cfg := testConfig("app.lan.", "10.1.0.1")
+	cfg.Source = Source{Kind: SourceEtcd, Etcd: EtcdSource{Prefix: "/p/"}}
+	cfg.Preempt.Never = true
+	p := drainPool(t, cfg, Drain{})
+	_, skipped, err := parseEtcdBackends("/p/", map[string]string{"\x1b[31m": "", mega: ""}, cfg.Backends)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(skipped) != 2 {
+		t.Fatalf("skipped %d keys, want 2", len(skipped))
+	}
+	p.skipped(skipped)
+	p.agreed(map[string]source.KeyValue{"_group/ipv4": {Value: "\x1b[2J" + mega, ModRevision: 3}})
+	log := strings.Join(lines(), "\n")
+	if !strings.Contains(log, `etcd key "/p/\x1b[31m": `) || !strings.Contains(log, "(1048579 bytes)") {
+		t.Errorf("the skipped keys are not logged, escaped and cut:\n%.2000s", log)
+	}
+	checkLogQuiet(t, lines())
+}
