@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"maps"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -628,49 +627,6 @@ func TestEtcdRunLeavesNoGoroutine(t *testing.T) {
 			}
 			goleak.VerifyNone(t, before)
 		})
-	}
-}
-
-// Each etcd restart ends the watch while its gRPC stream is reconnecting; the stream must end
-// with it. The adversarial trial saw four goroutines stay for each kill and restart of etcd
-// (34 to 99 after 15), the client's stream of a watch that had been given up.
-func TestEtcdRestartsLeaveNoStream(t *testing.T) {
-	e := harness.StartEtcd(t)
-	src := newSource(t, EtcdConfig{Endpoints: []string{e.Endpoint()}})
-	r := run(t, src)
-	events := len(r.waitConns(t, 1))
-	const restarts = 4
-	for i := 1; i <= restarts; i++ {
-		e.Stop()
-		events++
-		r.waitConns(t, events)
-		e.Start()
-		events++
-		if conns := r.waitConns(t, events); !conns[events-1].connected {
-			t.Fatalf("restart %d: connection events %v, want the last to say connected", i, conns)
-		}
-		// The watch that follows the reconnection has one stream; those of the watches
-		// before it must be gone.
-		var streams int
-		if !harness.Poll(wait, 25*time.Millisecond, func() bool {
-			streams = goroutinesIn("go.etcd.io/etcd/client/v3.(*watchGRPCStream).run(")
-			return streams == 1
-		}) {
-			t.Fatalf("after restart %d of etcd, %d watch streams run; want 1, the current watch's", i, streams)
-		}
-	}
-}
-
-// goroutinesIn counts the goroutines with a frame of fn, a function's full name and its opening
-// parenthesis (which a "created by" line lacks).
-func goroutinesIn(fn string) int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			return strings.Count(string(buf[:n]), fn)
-		}
-		buf = make([]byte, 2*len(buf))
 	}
 }
 
