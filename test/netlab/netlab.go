@@ -278,6 +278,27 @@ func (h *Host) Start(cmd *exec.Cmd) error {
 	return nil
 }
 
+// StartInside starts cmd in the host's network namespace from a thread of this process that
+// has entered it, so that cmd.SysProcAttr (credentials, ambient capabilities) applies to the
+// program itself; through ip netns exec it would apply to ip, which needs root to enter the
+// namespace. The lab kills it on Close, should the caller not have stopped it.
+func (h *Host) StartInside(cmd *exec.Cmd) error {
+	// The child is forked from the calling thread, which Do keeps in the namespace.
+	if err := h.Do(cmd.Start); err != nil {
+		return fmt.Errorf("%s: %w", strings.Join(cmd.Args, " "), err)
+	}
+	h.lab.mu.Lock()
+	h.lab.procs = append(h.lab.procs, cmd)
+	h.lab.mu.Unlock()
+	return nil
+}
+
+// Sysctl sets a sysctl of the host (name=value, as sysctl -w takes them). The network ones
+// (net.*) are the host's own, as a container's are.
+func (h *Host) Sysctl(settings ...string) error {
+	return run(append([]string{"ip", "netns", "exec", h.NS, "sysctl", "-q", "-w"}, settings...)...)
+}
+
 // LinkDown unplugs the host's cable: its bridge port goes down, so nothing reaches the host
 // and nothing it sends leaves; probes of it time out rather than being refused.
 func (h *Host) LinkDown() error {

@@ -1,0 +1,107 @@
+package netlab
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Capture records every frame a host sends, on every interface of its namespace, as
+// `tcpdump -i any -Q out` would, through an AF_PACKET socket of its own (no tcpdump needed).
+type Capture struct {
+	host *Host
+	fd   int
+
+	stopping atomic.Bool
+	done     chan struct{}
+
+	mu     sync.Mutex
+	frames []Frame
+	err    error
+}
+
+// Frame is one frame a host sent: from its link-layer header on (Ethernet, on the lab's veths
+// and on lo).
+type Frame struct {
+	Ifindex int
+	Data    []byte
+}
+
+// CaptureOutgoing starts recording the frames h sends.
+func (h *Host) CaptureOutgoing() (*Capture, error) {
+	c := &Capture{host: h, fd: -1, done: make(chan struct{})}
+	err := h.Do(func() (err error) {
+		// ETH_P_ALL in network byte order: every protocol, on every interface of the namespace.
+		c.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	// A timeout on reads, so that Stop is seen within one; the buffer holds a few seconds of a
+	// lab's probes should the reader fall behind (drops are counted and reported by Stop).
+	tv := unix.Timeval{Usec: 100_000}
+	if err := errors.Join(
+		unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv),
+		unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20),
+	); err != nil {
+		unix.Close(c.fd)
+		return nil, fmt.Errorf("capture on %s: %w", h.Name, err)
+	}
+	go c.read()
+	return c, nil
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func (c *Capture) read() {
+	defer close(c.done)
+	buf := make([]byte, 1<<16)
+	for !c.stopping.Load() {
+		n, from, err := unix.Recvfrom(c.fd, buf, 0)
+		switch {
+		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			c.mu.Lock()
+			c.err = fmt.Errorf("capture on %s: %w", c.host.Name, err)
+			c.mu.Unlock()
+			return
+		}
+		// A sent frame is seen once, as outgoing; on lo it comes back in as well, as a
+		// frame received, which is left out.
+		ll, ok := from.(*unix.SockaddrLinklayer)
+		if !ok || ll.Pkttype != unix.PACKET_OUTGOING {
+			continue
+		}
+		frame := Frame{Ifindex: ll.Ifindex, Data: append([]byte(nil), buf[:n]...)}
+		c.mu.Lock()
+		c.frames = append(c.frames, frame)
+		c.mu.Unlock()
+	}
+}
+
+// Stop ends the capture and returns the frames the host sent since it began. It fails when the
+// kernel dropped any, since then the frames are not every frame.
+func (c *Capture) Stop() ([]Frame, error) {
+	if c.stopping.Swap(true) {
+		return nil, errors.New("capture: stopped twice")
+	}
+	<-c.done
+	stats, statsErr := unix.GetsockoptTpacketStats(c.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+	unix.Close(c.fd)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.err != nil:
+		return c.frames, c.err
+	case statsErr != nil:
+		return c.frames, fmt.Errorf("capture on %s: reading its drops: %w", c.host.Name, statsErr)
+	case stats.Drops > 0:
+		return c.frames, fmt.Errorf("capture on %s: the kernel dropped %d of %d frames", c.host.Name, stats.Drops, stats.Packets)
+	}
+	return c.frames, nil
+}
