@@ -299,7 +299,7 @@ func startAsNobody(t *testing.T, host, client *netlab.Host, bin, dir string, cap
 		_, err := client.Query(host.Addr.String(), "lab.probe.", dns.TypeSOA, time.Second)
 		return err == nil // any answer, an error code included
 	}
-	if err := p.AwaitReady(15*time.Second, answers); err != nil {
+	if err := p.AwaitReady(30*time.Second, answers); err != nil {
 		t.Fatal(err)
 	}
 	return p
