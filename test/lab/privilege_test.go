@@ -278,7 +278,8 @@ func nobodysCopy(t *testing.T) (bin, dir string) {
 // port 53, and waits until it answers the client.
 func startAsNobody(t *testing.T, host, client *netlab.Host, bin, dir string, caps []uintptr) *netlab.Process {
 	t.Helper()
-	timing := []string{"interval 200ms", "timeout 100ms", "rise 1", "fall 2", "answers 2"}
+	// A generous timeout: a probe late on a loaded machine must not flap a backend.
+	timing := []string{"interval 300ms", "timeout 250ms", "rise 1", "fall 2", "answers 2"}
 	corefile := fmt.Sprintf(".:53 {\n bind %s\n errors\n%s%s}\n", host.Addr,
 		harness.Pool("icmp.lan", privBackends, append([]string{"check icmp"}, timing...)...),
 		harness.Pool("tcp.lan", privBackends, append([]string{fmt.Sprintf("check tcp %d", webPort)}, timing...)...))
