@@ -1,10 +1,12 @@
 package netlab
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,9 +26,10 @@ type Capture struct {
 }
 
 // Frame is one frame a host sent: from its link-layer header on (Ethernet, on the lab's veths
-// and on lo).
+// and on lo), with the time the kernel handed it to the interface.
 type Frame struct {
 	Ifindex int
+	At      time.Time
 	Data    []byte
 }
 
@@ -43,10 +46,13 @@ func (h *Host) CaptureOutgoing() (*Capture, error) {
 	}
 	// A timeout on reads, so that Stop is seen within one; the buffer holds a few seconds of a
 	// lab's probes should the reader fall behind (drops are counted and reported by Stop).
+	// The kernel's time of each frame, not the reader's: a test may ask whether a frame left
+	// after a moment it observed, however late this goroutine reads it.
 	tv := unix.Timeval{Usec: 100_000}
 	if err := errors.Join(
 		unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv),
 		unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20),
+		unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1),
 	); err != nil {
 		unix.Close(c.fd)
 		return nil, fmt.Errorf("capture on %s: %w", h.Name, err)
@@ -59,9 +65,9 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 func (c *Capture) read() {
 	defer close(c.done)
-	buf := make([]byte, 1<<16)
+	buf, oob := make([]byte, 1<<16), make([]byte, unix.CmsgSpace(16))
 	for !c.stopping.Load() {
-		n, from, err := unix.Recvfrom(c.fd, buf, 0)
+		n, oobn, _, from, err := unix.Recvmsg(c.fd, buf, oob, 0)
 		switch {
 		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
 			continue
@@ -77,7 +83,7 @@ func (c *Capture) read() {
 		if !ok || ll.Pkttype != unix.PACKET_OUTGOING {
 			continue
 		}
-		frame := Frame{Ifindex: ll.Ifindex, Data: append([]byte(nil), buf[:n]...)}
+		frame := Frame{Ifindex: ll.Ifindex, At: kernelTime(oob[:oobn]), Data: append([]byte(nil), buf[:n]...)}
 		c.mu.Lock()
 		c.frames = append(c.frames, frame)
 		c.mu.Unlock()
@@ -104,4 +110,16 @@ func (c *Capture) Stop() ([]Frame, error) {
 		return c.frames, fmt.Errorf("capture on %s: the kernel dropped %d of %d frames", c.host.Name, stats.Drops, stats.Packets)
 	}
 	return c.frames, nil
+}
+
+// kernelTime is the SO_TIMESTAMPNS of a frame's control messages; the zero time if none.
+func kernelTime(oob []byte) time.Time {
+	msgs, _ := unix.ParseSocketControlMessage(oob)
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
+			sec, nsec := binary.NativeEndian.Uint64(m.Data[0:8]), binary.NativeEndian.Uint64(m.Data[8:16])
+			return time.Unix(int64(sec), int64(nsec))
+		}
+	}
+	return time.Time{}
 }

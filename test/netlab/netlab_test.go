@@ -109,6 +109,7 @@ func TestCaptureOutgoing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	began := time.Now()
 	capA, err := a.CaptureOutgoing()
 	if err != nil {
 		t.Fatal(err)
@@ -141,6 +142,12 @@ func TestCaptureOutgoing(t *testing.T) {
 	sentB, err := capB.Stop()
 	if err != nil {
 		t.Fatal(err)
+	}
+	ended := time.Now()
+	for _, f := range append(sentA, sentB...) {
+		if f.At.Before(began) || f.At.After(ended) {
+			t.Errorf("a frame's kernel time %v is not within the capture (%v to %v)", f.At, began, ended)
+		}
 	}
 	// IPv4 in Ethernet: protocol at 23, source at 26, destination at 30, the payload at 34.
 	ipv4 := func(f Frame, proto byte, src, dst string) bool {
