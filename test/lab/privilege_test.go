@@ -2,9 +2,12 @@ package lab
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -29,6 +32,7 @@ const (
 	privClient   = "198.18.23.100"
 	privStranger = "198.18.23.50" // answers pings and port 8080, and no Corefile names it
 	nobody       = 65534          // nobody and nogroup
+	metricsPort  = 9153
 )
 
 var privBackends = []string{"198.18.23.11", "198.18.23.12"}
@@ -81,7 +85,8 @@ func unitCapabilities(t *testing.T) []uintptr {
 //
 // Every frame the DNS host sends during a run is captured in its namespace: probes go only to
 // the addresses and ports the Corefile names (a host beside them, which answers pings and
-// connections, is never probed), and the rest are DNS replies to the client and ARP.
+// connections, is never probed), and the rest are DNS replies and metrics to the client, and
+// ARP. A reload that drops a backend, made as nobody too, ends its probes.
 func TestLeastPrivilege(t *testing.T) {
 	if skipReason != "" {
 		t.Skip("skipping the namespace lab: " + skipReason)
@@ -160,7 +165,9 @@ func TestLeastPrivilege(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := startAsNobody(t, dnsHost, client, bin, dir, run.caps)
+			conf := filepath.Join(dir, "Corefile")
+			privCorefile(t, conf, dnsHost, privBackends)
+			p := startAsNobody(t, dnsHost, client, bin, conf, run.caps)
 
 			// The process is nobody's, with the capabilities given and no other.
 			wantCaps := uint64(0)
@@ -207,16 +214,46 @@ func TestLeastPrivilege(t *testing.T) {
 			ask("icmp.lan.", privBackends[1])
 			ask("tcp.lan.", privBackends[0])
 
+			// A reload drops the second backend. Once its probe series are gone its loops have
+			// stopped (Observer.Stopped), and from then on it is not probed, while the first
+			// goes on being probed.
+			privCorefile(t, conf, dnsHost, privBackends[:1])
+			if err := syscall.Kill(p.Pid(), syscall.SIGUSR1); err != nil {
+				t.Fatal(err)
+			}
+			probes := func(m *harness.Metrics, backend, check string) float64 {
+				n, _ := m.Value("coredns_healthdns_probes_total", map[string]string{"backend": backend, "check": check})
+				return n
+			}
+			var dropped time.Time
+			var kept *harness.Metrics
+			awaitMetrics(t, p, client, "the dropped backend's probe series gone", func(m *harness.Metrics) bool {
+				if len(m.Find("coredns_healthdns_probes_total", map[string]string{"backend": privBackends[1]})) > 0 {
+					return false
+				}
+				dropped, kept = time.Now(), m
+				return true
+			})
+			awaitMetrics(t, p, client, "three more probes of the kept backend by each check", func(m *harness.Metrics) bool {
+				for _, check := range []string{"icmp", fmt.Sprintf("tcp :%d", webPort)} {
+					if probes(m, privBackends[0], check) < probes(kept, privBackends[0], check)+3 {
+						return false
+					}
+				}
+				return true
+			})
+
 			p.Stop()
 			frames, err := capture.Stop()
 			if err != nil {
 				t.Fatal(err)
 			}
 			rules := sendRules{
-				self:   netip.MustParseAddr(privDNS),
-				client: netip.MustParseAddr(privClient),
-				icmp:   map[netip.Addr]bool{},
-				tcp:    map[netip.AddrPort]bool{},
+				self:    netip.MustParseAddr(privDNS),
+				client:  netip.MustParseAddr(privClient),
+				metrics: metricsPort,
+				icmp:    map[netip.Addr]bool{},
+				tcp:     map[netip.AddrPort]bool{},
 			}
 			for _, b := range privBackends {
 				a := netip.MustParseAddr(b)
@@ -246,6 +283,19 @@ func TestLeastPrivilege(t *testing.T) {
 			if acks := kinds["tcp ack"]; run.halfOpen != (acks == 0) {
 				t.Errorf("%d segments completed or closed a TCP handshake; half-open: %v", acks, run.halfOpen)
 			}
+			// Engine's Ticket.Unschedule: once it returns, a loop starts no probe of the
+			// target but one it had already taken out. A loop still running would have sent
+			// three of each.
+			late := map[string]int{}
+			for _, f := range frames {
+				if kind, _ := rules.judge(f.Data); f.At.After(dropped) && ipv4Dst(f.Data) == netip.MustParseAddr(privBackends[1]) {
+					late[kind]++
+				}
+			}
+			t.Logf("frames to the dropped backend after its loops stopped: %v", late)
+			if late["icmp echo request"] > 1 || late["tcp syn"] > 1 {
+				t.Errorf("the backend the reload dropped was probed after its loops stopped: %v", late)
+			}
 		})
 	}
 }
@@ -273,20 +323,24 @@ func nobodysCopy(t *testing.T) (bin, dir string) {
 	return bin, dir
 }
 
-// startAsNobody runs coredns as nobody with the ambient capabilities caps (none when empty),
-// serving icmp.lan (ICMP checks) and tcp.lan (TCP checks on webPort) over the two backends on
-// port 53, and waits until it answers the client.
-func startAsNobody(t *testing.T, host, client *netlab.Host, bin, dir string, caps []uintptr) *netlab.Process {
+// privCorefile serves icmp.lan (ICMP checks) and tcp.lan (TCP checks on webPort) over
+// backends on port 53 of host, with its metrics on metricsPort.
+func privCorefile(t *testing.T, conf string, host *netlab.Host, backends []string) {
 	t.Helper()
 	// A generous timeout: a probe late on a loaded machine must not flap a backend.
 	timing := []string{"interval 300ms", "timeout 250ms", "rise 1", "fall 2", "answers 2"}
-	corefile := fmt.Sprintf(".:53 {\n bind %s\n errors\n%s%s}\n", host.Addr,
-		harness.Pool("icmp.lan", privBackends, append([]string{"check icmp"}, timing...)...),
-		harness.Pool("tcp.lan", privBackends, append([]string{fmt.Sprintf("check tcp %d", webPort)}, timing...)...))
-	conf := filepath.Join(dir, "Corefile")
+	corefile := fmt.Sprintf(".:53 {\n bind %s\n errors\n prometheus %s:%d\n%s%s}\n", host.Addr, host.Addr, metricsPort,
+		harness.Pool("icmp.lan", backends, append([]string{"check icmp"}, timing...)...),
+		harness.Pool("tcp.lan", backends, append([]string{fmt.Sprintf("check tcp %d", webPort)}, timing...)...))
 	if err := os.WriteFile(conf, []byte(corefile), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startAsNobody runs coredns as nobody with the ambient capabilities caps (none when empty), on
+// the Corefile conf, and waits until it answers the client.
+func startAsNobody(t *testing.T, host, client *netlab.Host, bin, conf string, caps []uintptr) *netlab.Process {
+	t.Helper()
 	attr := &syscall.SysProcAttr{
 		Credential:  &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}},
 		AmbientCaps: caps,
@@ -304,6 +358,42 @@ func startAsNobody(t *testing.T, host, client *netlab.Host, bin, dir string, cap
 		t.Fatal(err)
 	}
 	return p
+}
+
+// awaitMetrics scrapes the DNS host's metrics from the client until cond holds, for 30s.
+func awaitMetrics(t *testing.T, p *netlab.Process, client *netlab.Host, what string, cond func(*harness.Metrics) bool) {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(_ context.Context, network, addr string) (net.Conn, error) {
+			return client.Dial(network, addr, 5*time.Second)
+		},
+	}}
+	defer hc.CloseIdleConnections()
+	url := fmt.Sprintf("http://%s/metrics", net.JoinHostPort(privDNS, strconv.Itoa(metricsPort)))
+	var last error
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := hc.Get(url)
+		if err == nil {
+			var m *harness.Metrics
+			m, err = harness.ParseMetrics(resp.Body)
+			resp.Body.Close()
+			if err == nil && cond(m) {
+				return
+			}
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within 30s (last error: %v); log:\n%s", what, last, p.Output())
+}
+
+// ipv4Dst is the destination of an Ethernet frame's IPv4 packet, or the zero address.
+func ipv4Dst(d []byte) netip.Addr {
+	if len(d) < 34 || binary.BigEndian.Uint16(d[12:14]) != unix.ETH_P_IP {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom4([4]byte(d[30:34]))
 }
 
 // procStatus reads /proc/PID/status into field → value.
@@ -343,6 +433,7 @@ func privAnswer(client *netlab.Host, name string) []string {
 // for either.
 type sendRules struct {
 	self, client netip.Addr
+	metrics      uint16                  // the port the client scrapes
 	icmp         map[netip.Addr]bool     // ICMP checks' backends
 	tcp          map[netip.AddrPort]bool // TCP checks' backends and ports
 }
@@ -433,6 +524,8 @@ func (r sendRules) judgeIPv4(d []byte) (string, error) {
 		to := netip.AddrPortFrom(dst, binary.BigEndian.Uint16(l4[2:4]))
 		flags := l4[13]
 		switch {
+		case dst == r.client && binary.BigEndian.Uint16(l4[0:2]) == r.metrics && r.metrics != 0:
+			return "metrics reply", nil
 		case !r.tcp[to]:
 			return "", fmt.Errorf("TCP (flags %#02x) to %s, which no TCP check names", flags, to)
 		case flags&0x12 == 0x02: // SYN without ACK
