@@ -66,9 +66,17 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 func (c *Capture) read() {
 	defer close(c.done)
 	buf, oob := make([]byte, 1<<16), make([]byte, unix.CmsgSpace(16))
-	for !c.stopping.Load() {
-		n, oobn, _, from, err := unix.Recvmsg(c.fd, buf, oob, 0)
+	for {
+		// Once stopping, what the socket holds is read without waiting, then the reader ends:
+		// a frame is queued here as it is sent, so nothing sent before Stop is left behind.
+		stopping, flags := c.stopping.Load(), 0
+		if stopping {
+			flags = unix.MSG_DONTWAIT
+		}
+		n, oobn, _, from, err := unix.Recvmsg(c.fd, buf, oob, flags)
 		switch {
+		case errors.Is(err, unix.EAGAIN) && stopping:
+			return
 		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
 			continue
 		case err != nil:

@@ -293,10 +293,23 @@ func (h *Host) StartInside(cmd *exec.Cmd) error {
 	return nil
 }
 
-// Sysctl sets a sysctl of the host (name=value, as sysctl -w takes them). The network ones
-// (net.*) are the host's own, as a container's are.
+// Sysctl sets sysctls of the host (name=value, as sysctl -w takes them). The network ones
+// (net.*) are the host's own, as a container's are: /proc/sys/net shows the namespace of the
+// thread that opens it.
 func (h *Host) Sysctl(settings ...string) error {
-	return run(append([]string{"ip", "netns", "exec", h.NS, "sysctl", "-q", "-w"}, settings...)...)
+	return h.Do(func() error {
+		for _, s := range settings {
+			name, value, ok := strings.Cut(s, "=")
+			if !ok {
+				return fmt.Errorf("sysctl %q: want name=value", s)
+			}
+			path := filepath.Join("/proc/sys", strings.ReplaceAll(name, ".", "/"))
+			if err := os.WriteFile(path, []byte(value), 0); err != nil {
+				return fmt.Errorf("sysctl %s: %w", name, err)
+			}
+		}
+		return nil
+	})
 }
 
 // LinkDown unplugs the host's cable: its bridge port goes down, so nothing reaches the host

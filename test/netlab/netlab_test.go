@@ -3,6 +3,7 @@ package netlab
 import (
 	"errors"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -174,5 +175,46 @@ func TestCaptureOutgoing(t *testing.T) {
 	}
 	if n := count(sentB, syscall.IPPROTO_UDP, "198.18.9.11", "198.18.9.12"); n != 0 {
 		t.Errorf("b's capture holds %d of a's datagrams, which b received", n)
+	}
+}
+
+// A host's network sysctls are its own: setting one changes it inside the host and nowhere else.
+func TestSysctlIsTheHosts(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	lab, err := New("hdnlsys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	a, err := lab.Host("a", "198.18.9.21")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const path = "/proc/sys/net/ipv4/ping_group_range"
+	read := func() string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(strings.Fields(string(b)), " ")
+	}
+	outside := read()
+	if err := a.Sysctl("net.ipv4.ping_group_range=65534 65534"); err != nil {
+		t.Fatal(err)
+	}
+	var inside string
+	if err := a.Do(func() error { inside = read(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if inside != "65534 65534" {
+		t.Errorf("inside the host: %q, want the value set", inside)
+	}
+	if got := read(); got != outside {
+		t.Errorf("outside the host: %q, was %q", got, outside)
+	}
+	if err := a.Sysctl("net.ipv4.no_such_setting=1"); err == nil {
+		t.Error("a sysctl that does not exist was set")
 	}
 }
