@@ -28,7 +28,7 @@ type process struct {
 }
 
 var proc = &process{
-	targets: health.NewRegistry(observer{}),
+	targets: health.NewRegistry(observer{}, health.WithNotice(func(line string) { log.Info(line) })),
 	status:  status.NewListeners(),
 	started: time.Now(),
 }

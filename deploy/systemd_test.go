@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -85,6 +86,71 @@ func TestSystemdUnit(t *testing.T) {
 	for _, line := range strings.Split(out, "\n") {
 		if strings.Contains(line, "healthdns.service") {
 			t.Errorf("systemd-analyze verify: %s", line)
+		}
+	}
+}
+
+// privilegeLeaks says what in a unit's [Service] would let the service hold more than
+// CAP_NET_BIND_SERVICE and CAP_NET_RAW as a user of its own: test/lab's TestLeastPrivilege runs
+// the binary with exactly the unit's AmbientCapabilities, so these are what it does not see.
+func privilegeLeaks(svc map[string][]string) []string {
+	var leaks []string
+	want := "CAP_NET_BIND_SERVICE CAP_NET_RAW"
+	for _, key := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
+		if v := svc[key]; len(v) != 1 || strings.Join(strings.Fields(v[0]), " ") != want {
+			leaks = append(leaks, fmt.Sprintf("%s=%q, want exactly %s", key, v, want))
+		}
+	}
+	for key, want := range map[string]string{"DynamicUser": "yes", "NoNewPrivileges": "yes"} {
+		if v := svc[key]; len(v) != 1 || v[0] != want {
+			leaks = append(leaks, fmt.Sprintf("%s=%q, want %s", key, v, want))
+		}
+	}
+	// A user named (root, or one with capabilities of its own), securebits that keep
+	// capabilities across exec, or the old switch that ran the start as root.
+	for _, key := range []string{"User", "Group", "SecureBits", "PermissionsStartOnly"} {
+		if v, ok := svc[key]; ok {
+			leaks = append(leaks, fmt.Sprintf("%s=%q is set", key, v))
+		}
+	}
+	// A command prefixed + or ! runs with full privileges, whatever the unit's sandbox says.
+	for key, cmds := range svc {
+		if !strings.HasPrefix(key, "Exec") {
+			continue
+		}
+		for _, cmd := range cmds {
+			if prefix := strings.TrimLeft(cmd, "-:@|"); strings.HasPrefix(prefix, "+") || strings.HasPrefix(prefix, "!") {
+				leaks = append(leaks, fmt.Sprintf("%s=%s runs with full privileges", key, cmd))
+			}
+		}
+	}
+	slices.Sort(leaks)
+	return leaks
+}
+
+// The shipped unit grants the service CAP_NET_BIND_SERVICE and CAP_NET_RAW and nothing else, and
+// the check refuses each way a unit could grant more.
+func TestSystemdUnitLeastPrivilege(t *testing.T) {
+	text := readFile(t, unitFile)
+	if leaks := privilegeLeaks(unitSettings(t, text)["Service"]); len(leaks) > 0 {
+		t.Errorf("%s grants more than it should:\n%s", unitFile, strings.Join(leaks, "\n"))
+	}
+	for _, change := range []struct{ from, to string }{
+		{"AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW", "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW CAP_NET_ADMIN"},
+		{"AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW", "AmbientCapabilities=CAP_NET_BIND_SERVICE"},
+		{"CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW", "CapabilityBoundingSet=~CAP_SYS_ADMIN"},
+		{"DynamicUser=yes", "User=root"},
+		{"NoNewPrivileges=yes", "NoNewPrivileges=no"},
+		{"ExecStart=/usr/local/bin/coredns", "ExecStart=+/usr/local/bin/coredns"},
+		{"ExecReload=/bin/kill", "ExecReload=-!/bin/kill"},
+		{"UMask=0077", "UMask=0077\nSecureBits=keep-caps"},
+	} {
+		if !strings.Contains(text, change.from) {
+			t.Fatalf("%s no longer holds %q", unitFile, change.from)
+		}
+		changed := strings.Replace(text, change.from, change.to, 1)
+		if leaks := privilegeLeaks(unitSettings(t, changed)["Service"]); len(leaks) == 0 {
+			t.Errorf("a unit with %q passes", change.to)
 		}
 	}
 }

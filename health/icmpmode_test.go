@@ -56,7 +56,8 @@ func TestICMPModeChoice(t *testing.T) {
 			var tried []string
 			dgram := func() error { tried = append(tried, "dgram"); return tc.dgram }
 			raw := func() error { tried = append(tried, "raw"); return tc.raw }
-			priv, err := icmpMode(dgram, raw, func() string { return "0 0" })
+			c := icmpMode(dgram, raw, func() string { return "0 0" })
+			priv, err := c.privileged, c.err
 			if err != nil || priv != tc.wantPrivileged {
 				t.Errorf("privileged=%v err=%v, want privileged=%v", priv, err, tc.wantPrivileged)
 			}
@@ -72,7 +73,7 @@ func TestICMPModeChoice(t *testing.T) {
 func TestICMPModeError(t *testing.T) {
 	denied := func() error { return errors.New("socket: permission denied") }
 	notPermitted := func() error { return errors.New("socket: operation not permitted") }
-	_, err := icmpMode(denied, notPermitted, func() string { return "1 0" })
+	err := icmpMode(denied, notPermitted, func() string { return "1 0" }).err
 	if err == nil {
 		t.Fatal("no error when neither socket opens")
 	}
@@ -88,5 +89,37 @@ func TestICMPModeError(t *testing.T) {
 	}
 	if !strings.HasPrefix(err.Error(), "icmp: ") {
 		t.Errorf("error %q does not start with icmp:", err)
+	}
+}
+
+// TestICMPModeNotice checks the startup line of each ICMP mode: it names the socket and, without
+// the capability, why and what let ping sockets in.
+func TestICMPModeNotice(t *testing.T) {
+	denied := errors.New("socket: operation not permitted")
+	groups := func() string { return "65534 65534" }
+	for _, tc := range []struct {
+		name    string
+		choice  icmpChoice
+		batched bool
+		want    []string
+	}{
+		{"raw, batched", icmpChoice{privileged: true}, true, []string{"raw sockets (CAP_NET_RAW)", "one per address family"}},
+		{"raw, a socket per probe", icmpChoice{privileged: true}, false, []string{"raw sockets (CAP_NET_RAW)", "one per probe"}},
+		{"ping sockets", icmpChoice{rawErr: denied}, true, []string{"unprivileged ping sockets", "operation not permitted",
+			"needs CAP_NET_RAW", `net.ipv4.ping_group_range = "65534 65534"`}},
+		{"neither", icmpMode(func() error { return denied }, func() error { return denied }, groups), true,
+			[]string{"cannot probe", "CAP_NET_RAW", "ping_group_range"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			line := tc.choice.notice(tc.batched, groups)
+			if !strings.HasPrefix(line, "icmp checks") {
+				t.Errorf("%q does not start with the checks it is about", line)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(line, want) {
+					t.Errorf("%q does not say %q", line, want)
+				}
+			}
+		})
 	}
 }

@@ -35,6 +35,7 @@ type Registry struct {
 
 	connectOnly bool                                    // TCP checks connect even with CAP_NET_RAW
 	probe       func(context.Context, netip.Addr) error // WithProbe's
+	notice      func(line string)                       // WithNotice's
 }
 
 // Option changes how a Registry probes.
@@ -49,6 +50,13 @@ func WithProbe(probe func(ctx context.Context, addr netip.Addr) error) Option {
 // WithConnect makes TCP checks connect even where the process could send half-open SYNs.
 func WithConnect() Option {
 	return func(r *Registry) { r.connectOnly = true }
+}
+
+// WithNotice has the registry tell notice, once per kind of check and when the first check of
+// that kind starts, how those checks probe and why: with a raw socket or without, as the
+// process's capabilities and sysctls allow.
+func WithNotice(notice func(line string)) Option {
+	return func(r *Registry) { r.notice = notice }
 }
 
 type ownedAddr struct {
@@ -71,6 +79,7 @@ func NewRegistry(obs Observer, opts ...Option) *Registry {
 		owned:    map[ownedAddr]int{},
 		probed:   map[probedAddr]int{},
 		kept:     map[string][]any{},
+		notice:   func(string) {},
 	}
 	for _, opt := range opts {
 		opt(r)

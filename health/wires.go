@@ -150,8 +150,9 @@ func (c Check) Validate() error {
 // probe fails with the socket's error.
 func (r *Registry) icmpPrivilegedLocked() bool {
 	if !r.icmpDecided {
-		r.icmpPrivileged, _ = ICMPMode()
-		r.icmpDecided = true
+		c := detectICMP()
+		r.icmpPrivileged, r.icmpDecided = c.privileged, true
+		r.notice(c.notice(rawsock.BatchedICMP, pingGroupRange))
 	}
 	return r.icmpPrivileged
 }

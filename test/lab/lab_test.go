@@ -2,7 +2,7 @@
 // of a DNS host, real HTTP services on three backend hosts, and real clients (glibc's getent,
 // curl) on a client host whose resolv.conf points at the DNS host. Hosts are network namespaces
 // on one bridge (test/netlab), addressed in 198.18.0.0/24, the benchmarking range, which exists
-// only inside them. Lossy and slow links are made in user space (netlab.Impairment), since this
+// only inside them (TestLeastPrivilege's lab, prefix hdpriv, has 198.18.23.0/24 of it). Lossy and slow links are made in user space (netlab.Impairment), since this
 // machine's kernel has no netem.
 //
 // The lab needs root and iproute2; without them every test skips and says so. .ci/run installs

@@ -278,6 +278,40 @@ func (h *Host) Start(cmd *exec.Cmd) error {
 	return nil
 }
 
+// StartInside starts cmd in the host's network namespace from a thread of this process that
+// has entered it, so that cmd.SysProcAttr (credentials, ambient capabilities) applies to the
+// program itself; through ip netns exec it would apply to ip, which needs root to enter the
+// namespace. The lab kills it on Close, should the caller not have stopped it.
+func (h *Host) StartInside(cmd *exec.Cmd) error {
+	// The child is forked from the calling thread, which Do keeps in the namespace.
+	if err := h.Do(cmd.Start); err != nil {
+		return fmt.Errorf("%s: %w", strings.Join(cmd.Args, " "), err)
+	}
+	h.lab.mu.Lock()
+	h.lab.procs = append(h.lab.procs, cmd)
+	h.lab.mu.Unlock()
+	return nil
+}
+
+// Sysctl sets sysctls of the host (name=value, as sysctl -w takes them). The network ones
+// (net.*) are the host's own, as a container's are: /proc/sys/net shows the namespace of the
+// thread that opens it.
+func (h *Host) Sysctl(settings ...string) error {
+	return h.Do(func() error {
+		for _, s := range settings {
+			name, value, ok := strings.Cut(s, "=")
+			if !ok {
+				return fmt.Errorf("sysctl %q: want name=value", s)
+			}
+			path := filepath.Join("/proc/sys", strings.ReplaceAll(name, ".", "/"))
+			if err := os.WriteFile(path, []byte(value), 0); err != nil {
+				return fmt.Errorf("sysctl %s: %w", name, err)
+			}
+		}
+		return nil
+	})
+}
+
 // LinkDown unplugs the host's cable: its bridge port goes down, so nothing reaches the host
 // and nothing it sends leaves; probes of it time out rather than being refused.
 func (h *Host) LinkDown() error {

@@ -92,11 +92,25 @@ func (h *Host) StartProcess(name string, args ...string) (*Process, error) {
 
 // StartProcessEnv is StartProcess with the environment env; nil is this process's.
 func (h *Host) StartProcessEnv(env []string, name string, args ...string) (*Process, error) {
-	p := &Process{Host: h, Name: filepath.Base(name), cmd: h.Command(name, args...), out: &Buffer{}, done: make(chan struct{})}
+	return h.startProcess(name, h.Command(name, args...), env, h.Start)
+}
+
+// StartProcessAs is StartProcessEnv for a program started as attr says (another user, ambient
+// capabilities), which it must apply to the program itself: the program is started inside the
+// host's namespace by this process (StartInside), not through ip netns exec, so it does not see
+// the host's /etc/netns files.
+func (h *Host) StartProcessAs(attr *syscall.SysProcAttr, env []string, name string, args ...string) (*Process, error) {
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = attr
+	return h.startProcess(name, cmd, env, h.StartInside)
+}
+
+func (h *Host) startProcess(name string, cmd *exec.Cmd, env []string, start func(*exec.Cmd) error) (*Process, error) {
+	p := &Process{Host: h, Name: filepath.Base(name), cmd: cmd, out: &Buffer{}, done: make(chan struct{})}
 	p.cmd.Env = env
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
-	if err := h.Start(p.cmd); err != nil {
+	if err := start(p.cmd); err != nil {
 		return nil, err
 	}
 	go func() {
@@ -105,6 +119,10 @@ func (h *Host) StartProcessEnv(env []string, name string, args ...string) (*Proc
 	}()
 	return p, nil
 }
+
+// Pid is the process's id: the program's own for StartProcessAs, ip netns exec's (which the
+// program replaces) otherwise.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
 // Output is what the process has printed so far.
 func (p *Process) Output() string { return p.out.String() }

@@ -13,13 +13,16 @@ import (
 )
 
 // TCPAllowed reports whether this process may open raw TCP sockets (CAP_NET_RAW).
-func TCPAllowed() bool {
+func TCPAllowed() bool { return RawTCP() == nil }
+
+// RawTCP opens and closes a raw TCP socket, and returns why it could not.
+func RawTCP() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
-		return false
+		return fmt.Errorf("raw TCP socket: %w", err)
 	}
 	unix.Close(fd)
-	return true
+	return nil
 }
 
 // ReservePorts binds n TCP sockets of family to consecutive free ports, which it
