@@ -5,6 +5,7 @@
 package status
 
 import (
+	"crypto/tls"
 	"net/netip"
 	"time"
 
@@ -12,12 +13,20 @@ import (
 	"github.com/healthdns/healthdns/pool"
 )
 
-// Config is a pool's `status [ADDRESS] [token FILE]`.
+// Config is a pool's `status [ADDRESS] [token FILE] [tls CERT KEY]`.
 type Config struct {
 	Addr  string // host:port; "" for none
 	Token string // the bearer token every request must carry; "" for none
+	TLS   *TLS   // nil for plain HTTP
 	File  string // of the status line, for errors
 	Line  int
+}
+
+// TLS is a listener's certificate, read from its files when the Corefile was: a reload reads
+// them again, so a renewed certificate is served from the reload on.
+type TLS struct {
+	CertFile, KeyFile string
+	Cert              *tls.Certificate
 }
 
 // Pool is what the status surface needs of a pool (pool.Pool): its names, its read-only view,
