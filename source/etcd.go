@@ -71,8 +71,19 @@ const (
 	maxResponseSize = 64 << 20
 )
 
-// ErrTooManyKeys is wrapped by a List's Err when the prefix holds more than MaxKeys keys.
+// ErrTooManyKeys is matched by a List's Err when the prefix holds more than MaxKeys keys.
 var ErrTooManyKeys = errors.New("too many keys")
+
+type tooManyKeys struct {
+	prefix      string
+	count, most int64
+}
+
+func (e tooManyKeys) Error() string {
+	return fmt.Sprintf("etcd prefix %s holds %d keys, more than the %d one zone may hold", e.prefix, e.count, e.most)
+}
+
+func (e tooManyKeys) Is(target error) bool { return target == ErrTooManyKeys }
 
 // keyCap is MaxKeys, lowered by tests that would otherwise write 65,537 keys.
 var keyCap int64 = MaxKeys
@@ -268,7 +279,7 @@ func (e *Etcd) follow(ctx context.Context, connected func(), onList func(List)) 
 }
 
 // read gets every key below the prefix, and the revision of that view. The keys are counted
-// first, and a prefix of more than MaxKeys is not read (an error wrapping ErrTooManyKeys, with
+// first, and a prefix of more than MaxKeys is not read (an error matching ErrTooManyKeys, with
 // the revision counted); the read is of the revision counted, so the count is the read's.
 func (e *Etcd) read(ctx context.Context) (map[string]KeyValue, int64, error) {
 	trouble := &connectionTrouble{}
@@ -280,7 +291,7 @@ func (e *Etcd) read(ctx context.Context) (map[string]KeyValue, int64, error) {
 	}
 	rev := count.Header.Revision
 	if count.Count > keyCap {
-		return nil, rev, fmt.Errorf("etcd prefix %s holds %d keys, more than the %d one zone may: %w", e.cfg.Prefix, count.Count, keyCap, ErrTooManyKeys)
+		return nil, rev, tooManyKeys{e.cfg.Prefix, count.Count, keyCap}
 	}
 	resp, err := e.client.Get(rctx, e.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
 	if err != nil {

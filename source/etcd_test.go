@@ -706,7 +706,7 @@ func TestEtcdCaps(t *testing.T) {
 	refused := func() bool { l, ok := r.last(); return ok && errors.Is(l.Err, ErrTooManyKeys) }
 	harness.Eventually(t, wait, refused, "a list refused for its keys")
 	l, _ := r.last()
-	if len(l.Backends) != 0 || !strings.Contains(l.Err.Error(), "etcd prefix "+prefix+" holds 6 keys, more than the 5 one zone may") {
+	if len(l.Backends) != 0 || !strings.Contains(l.Err.Error(), "etcd prefix "+prefix+" holds 6 keys, more than the 5 one zone may hold") {
 		t.Errorf("refused list %+v, want no backends and an error naming the prefix, its count and the cap", l)
 	}
 
