@@ -20,8 +20,10 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // EtcdConfig says where the backends of one pool are kept in etcd.
@@ -66,10 +68,25 @@ type KeyValue struct {
 // values too large to keep cannot make the server take them in at once: MaxKeys keys of
 // realistic values (under 500 bytes) fit many times over.
 const (
-	MaxValueSize    = 4 << 10
-	MaxKeys         = 65536
-	maxResponseSize = 64 << 20
+	MaxValueSize = 4 << 10
+	MaxKeys      = 65536
 )
+
+// maxResponseSize is a var for a test, which would otherwise write 64 MiB.
+var maxResponseSize = 64 << 20
+
+// ErrResponseTooLarge is wrapped by the error of a read that etcd answered with more than
+// maxResponseSize bytes: values over MaxValueSize, which are not kept, still travel.
+var ErrResponseTooLarge = errors.New("the prefix is too large to read in one answer")
+
+// responseTooLarge marks err with ErrResponseTooLarge when gRPC refused a response for its
+// size, and otherwise returns it as etcd's error.
+func responseTooLarge(err error) error {
+	if status.Code(err) == codes.ResourceExhausted {
+		return fmt.Errorf("%w: %w", ErrResponseTooLarge, err)
+	}
+	return rpctypes.Error(err)
+}
 
 // ErrTooManyKeys is matched by a List's Err when the prefix holds more than MaxKeys keys.
 var ErrTooManyKeys = errors.New("too many keys")
@@ -287,7 +304,7 @@ func (e *Etcd) read(ctx context.Context) (map[string]KeyValue, int64, error) {
 	defer cancel()
 	count, err := e.client.Get(rctx, e.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
-		return nil, 0, fmt.Errorf("reading %s: %w", e.cfg.Prefix, trouble.explain(rpctypes.Error(err)))
+		return nil, 0, fmt.Errorf("reading %s: %w", e.cfg.Prefix, trouble.explain(responseTooLarge(err)))
 	}
 	rev := count.Header.Revision
 	if count.Count > keyCap {
@@ -295,7 +312,7 @@ func (e *Etcd) read(ctx context.Context) (map[string]KeyValue, int64, error) {
 	}
 	resp, err := e.client.Get(rctx, e.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
 	if err != nil {
-		return nil, 0, fmt.Errorf("reading %s: %w", e.cfg.Prefix, trouble.explain(rpctypes.Error(err)))
+		return nil, 0, fmt.Errorf("reading %s: %w", e.cfg.Prefix, trouble.explain(responseTooLarge(err)))
 	}
 	kvs := make(map[string]KeyValue, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -334,7 +351,7 @@ func (e *Etcd) watch(ctx context.Context, kvs map[string]KeyValue, rev int64, on
 				return errResync
 			}
 			if err := resp.Err(); err != nil {
-				return fmt.Errorf("watching %s: %w", e.cfg.Prefix, rpctypes.Error(err))
+				return fmt.Errorf("watching %s: %w", e.cfg.Prefix, responseTooLarge(err))
 			}
 			if len(resp.Events) == 0 { // the answer to a progress request, or the watch created
 				continue

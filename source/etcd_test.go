@@ -726,3 +726,32 @@ func TestEtcdCaps(t *testing.T) {
 		}
 	}
 }
+
+// TestEtcdResponseCap: a prefix whose answer is over maxResponseSize (values over MaxValueSize
+// still travel) is not taken in: Run reports it as etcd refusing, with a refusal that says what
+// to delete, and reads the list once the values are gone.
+func TestEtcdResponseCap(t *testing.T) {
+	maxResponseSize = 64 << 10
+	t.Cleanup(func() { maxResponseSize = 64 << 20 })
+	e := harness.StartEtcd(t)
+	c := e.Client(t)
+	put(t, c, prefix+"10.0.0.1", "")
+	for i := range 20 {
+		put(t, c, fmt.Sprintf("%s10.0.1.%d", prefix, i), strings.Repeat("x", MaxValueSize+1000))
+	}
+	r := run(t, newSource(t, EtcdConfig{Endpoints: []string{e.Endpoint()}}))
+	ev := r.waitConns(t, 1)[0]
+	if ev.connected || !errors.Is(ev.err, ErrResponseTooLarge) || !strings.Contains(Refusal(ev.err), "delete the values over 4 KiB") {
+		t.Fatalf("connection event %+v (refusal %q), want one that says the prefix is too large to read", ev, Refusal(ev.err))
+	}
+	t.Logf("%s: %v", Refusal(ev.err), ev.err)
+	if n := r.listCount(); n != 0 {
+		t.Errorf("%d lists from a prefix too large to read", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if _, err := c.Delete(ctx, prefix+"10.0.1.", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	r.waitBackends(t, map[string]string{"10.0.0.1": ""})
+}
