@@ -1,12 +1,15 @@
 package test
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"io"
 	"math/big"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,7 +24,8 @@ import (
 
 // TestStatusTLS runs the status listener with `tls CERT KEY` in the real binary: a client that
 // trusts the test's CA reads /status.json and drains a backend with the token over HTTPS; plain
-// HTTP on the port gets no page; the loopback Host check holds over TLS; a reload with a renewed
+// HTTP on the port gets no page; the page in headless Chromium shows the drain, over HTTPS; the
+// loopback Host check holds over TLS; a reload with a renewed
 // certificate serves it on the same port, and a reload naming a missing certificate fails at its
 // line and leaves the running one served.
 func TestStatusTLS(t *testing.T) {
@@ -35,12 +39,14 @@ func TestStatusTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	ca := testkit.NewCA(t, "status-ca")
+	var leaf *x509.Certificate
 	issue := func(name string) (certFile, keyFile string, serial *big.Int) {
 		certFile, keyFile = ca.Issue(t, name, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, "127.0.0.1")
 		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
 			t.Fatal(err)
 		}
+		leaf = pair.Leaf
 		return certFile, keyFile, pair.Leaf.SerialNumber
 	}
 	cert, key, serial := issue("status")
@@ -99,6 +105,8 @@ func TestStatusTLS(t *testing.T) {
 		t.Error("a client that does not trust the CA was served")
 	}
 
+	pageOverTLS(t, "https://"+statusAddr+"/#token="+token, leaf, drained)
+
 	rebinding, _ := http.NewRequest("GET", api.base+"/status.json", nil)
 	rebinding.Host = "evil.example"
 	rebinding.Header.Set("Authorization", "Bearer "+token)
@@ -129,5 +137,27 @@ func TestStatusTLS(t *testing.T) {
 	}
 	if !s.Alive() {
 		t.Fatal("coredns exited")
+	}
+}
+
+// pageOverTLS loads the page at url in headless Chromium, told to trust the key of leaf alone
+// (its profile has no CA of ours), until it shows backend drained as drained: the page fetched
+// its document over HTTPS with the token from its fragment. Without Chromium it says that the
+// page is not checked, and returns.
+func pageOverTLS(t *testing.T, url string, leaf *x509.Certificate, drained string) {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Log("no chromium on $PATH: the page over HTTPS is not checked")
+		return
+	}
+	spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	trust := "--ignore-certificate-errors-spki-list=" + base64.StdEncoding.EncodeToString(spki[:])
+	var dom string
+	if !harness.Poll(60*time.Second, 100*time.Millisecond, func() bool {
+		dom, err = chromium(t, bin, trust, "--virtual-time-budget=3000", "--dump-dom", url)
+		return err == nil && strings.Contains(rowOf(dom, drained), `data-state="drained"`)
+	}) {
+		t.Errorf("the page over HTTPS did not show %s drained within 60s (chromium: %v); its DOM:\n%s", drained, err, dom)
 	}
 }
