@@ -246,12 +246,8 @@ func (e *Etcd) Run(ctx context.Context, onList func(List), onConn func(connected
 			continue
 		}
 		if errors.Is(err, errRecount) {
-			t := time.NewTimer(recountPause)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !sleep(ctx, recountPause) {
 				return
-			case <-t.C:
 			}
 			continue
 		}
@@ -262,13 +258,21 @@ func (e *Etcd) Run(ctx context.Context, onList func(List), onConn func(connected
 		// Jitter spreads a fleet's servers that lost etcd together.
 		wait := retry/2 + rand.N(retry/2+1)
 		retry = min(2*retry, retryMax)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, wait) {
 			return
-		case <-t.C:
 		}
+	}
+}
+
+// sleep waits for d, and reports false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -25,19 +25,16 @@ import (
 // TestStatusTLS runs the status listener with `tls CERT KEY` in the real binary: a client that
 // trusts the test's CA reads /status.json and drains a backend with the token over HTTPS; plain
 // HTTP on the port gets no page; the page in headless Chromium shows the drain, over HTTPS; the
-// loopback Host check holds over TLS; a reload with a renewed
-// certificate serves it on the same port, and a reload naming a missing certificate fails at its
-// line and leaves the running one served.
+// loopback Host check holds over TLS; a reload with a renewed certificate serves it on the same
+// port, and a reload naming a missing certificate fails at its line and leaves the running one
+// served.
 func TestStatusTLS(t *testing.T) {
 	t.Parallel()
 	const drained, live = "127.0.9.1", "127.0.9.2"
 	port, _ := harness.StartBackends(t, drained, live)
 	statusAddr := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
 	const token = "tls-s3cret-0123456789"
-	tokenFile := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	tokenFile := writeTokenFile(t, token)
 	ca := testkit.NewCA(t, "status-ca")
 	var leaf *x509.Certificate
 	issue := func(name string) (certFile, keyFile string, serial *big.Int) {
@@ -160,4 +157,15 @@ func pageOverTLS(t *testing.T, url string, leaf *x509.Certificate, drained strin
 	}) {
 		t.Errorf("the page over HTTPS did not show %s drained within 60s (chromium: %v); its DOM:\n%s", drained, err, dom)
 	}
+}
+
+// writeTokenFile writes token to a file only its owner may read, as a status line's token
+// FILE must be, and returns its path.
+func writeTokenFile(t *testing.T, token string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
 }
