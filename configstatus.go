@@ -2,7 +2,6 @@ package healthdns
 
 import (
 	"bufio"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -73,19 +72,18 @@ func parseStatus(c *caddy.Controller, args []string) (status.Config, error) {
 }
 
 // readStatusTLS reads the certificate (with its chain) and the private key of 'status ... tls
-// CERT KEY', which must be a pair. A relative file is read as the token's is: from systemd's
-// credentials when the service has them, so that a key only root can read reaches a dynamic
-// user.
+// CERT KEY', which must be a pair; the listener reads them again when they change. A relative
+// file is read as the token's is: from systemd's credentials when the service has them, so
+// that a key only root can read reaches a dynamic user.
 func readStatusTLS(certFile, keyFile string) (*status.TLS, error) {
-	certFile, keyFile = credentialPath(certFile), credentialPath(keyFile)
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	t, err := status.LoadTLS(credentialPath(certFile), credentialPath(keyFile))
 	if err != nil {
-		return nil, fmt.Errorf("%s and %s: %w", certFile, keyFile, err)
+		return nil, err
 	}
-	if now := time.Now(); cert.Leaf != nil && now.After(cert.Leaf.NotAfter) {
-		log.Warningf("status tls: the certificate in %s expired at %s: clients will refuse it", certFile, cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	if leaf := t.Certificate().Leaf; leaf != nil && time.Now().After(leaf.NotAfter) {
+		log.Warningf("status tls: the certificate in %s expired at %s: clients will refuse it", t.CertFile, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
-	return &status.TLS{CertFile: certFile, KeyFile: keyFile, Cert: &cert}, nil
+	return t, nil
 }
 
 // credentialPath is where a relative FILE of the status line is read: in systemd's credentials

@@ -140,7 +140,7 @@ func TestParseStatusTLS(t *testing.T) {
 			continue
 		}
 		st := cfgs[0].status
-		if st.TLS == nil || st.TLS.CertFile != cert || st.TLS.KeyFile != key || st.TLS.Cert == nil || st.TLS.Cert.Leaf.Subject.CommonName != "status" {
+		if st.TLS == nil || st.TLS.CertFile != cert || st.TLS.KeyFile != key || st.TLS.Certificate().Leaf.Subject.CommonName != "status" {
 			t.Errorf("%s: tls %+v, want the pair of %s and %s", line, st.TLS, cert, key)
 		}
 		if strings.Contains(line, "token") && st.Token != testToken {

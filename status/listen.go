@@ -130,7 +130,7 @@ func (l *schemeListener) certificate(*tls.ClientHelloInfo) (*tls.Certificate, er
 	if v == nil || v.TLS == nil {
 		return nil, errors.New("the status listener no longer serves TLS")
 	}
-	return v.TLS.Cert, nil
+	return v.TLS.Certificate(), nil
 }
 
 // handler serves sl's requests: those its guard admits, from its newest view. A connection

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,11 +19,11 @@ import (
 func listenerTLS(t *testing.T, ca *testkit.CA, name string) (*TLS, *big.Int) {
 	t.Helper()
 	certFile, keyFile := ca.Issue(t, name, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, "127.0.0.1")
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	pair, err := LoadTLS(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &TLS{CertFile: certFile, KeyFile: keyFile, Cert: &cert}, cert.Leaf.SerialNumber
+	return pair, pair.Certificate().Leaf.SerialNumber
 }
 
 // fetch GETs url with the token and returns the status, the body and the connection's TLS.
@@ -109,4 +110,69 @@ func TestListenerTLS(t *testing.T) {
 		t.Errorf("after a reload that added tls back: GET over https: %d", code)
 	}
 	ls.Release(again)
+}
+
+// TestListenerTLSFilesChanged: a certificate renewed in place (both files rewritten) is served
+// from the next connection on, without a reload, and logged; files that change into something
+// that does not load are logged, and the certificate loaded before keeps serving.
+func TestListenerTLSFilesChanged(t *testing.T) {
+	lines := testkit.LogLines(t)
+	ca := testkit.NewCA(t, "status-ca")
+	_, v := fakeView()
+	first, firstSerial := listenerTLS(t, ca, "first")
+	v.TLS = first
+	_, addr := acquired(t, v)
+	https := "https://" + addr.String() + "/status.json"
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}, DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	serial := func() *big.Int {
+		t.Helper()
+		code, body, state := fetch(t, client, https)
+		if code != http.StatusOK {
+			t.Fatalf("GET over https: %d %s", code, body)
+		}
+		return state.PeerCertificates[0].SerialNumber
+	}
+	if got := serial(); got.Cmp(firstSerial) != 0 {
+		t.Fatalf("serial %v, want %v", got, firstSerial)
+	}
+
+	// Rewritten in place, with a later time: a renewal within the same second and of the same
+	// size must still be seen, so the time is set rather than left to the clock's resolution.
+	renewed, renewedSerial := listenerTLS(t, ca, "renewed")
+	later := time.Now().Add(time.Minute)
+	overwrite := func(dst, src string, at time.Time) {
+		t.Helper()
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(dst, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	overwrite(first.KeyFile, renewed.KeyFile, later)
+	overwrite(first.CertFile, renewed.CertFile, later)
+	if got := serial(); got.Cmp(renewedSerial) != 0 {
+		t.Errorf("after the files were rewritten: serial %v, want the renewed one's %v", got, renewedSerial)
+	}
+	if want := "[INFO] plugin/healthdns: status tls: " + first.CertFile + " changed; serving it from now on"; !strings.Contains(strings.Join(lines(), "\n"), want) {
+		t.Errorf("log %q, want a line %q", lines(), want)
+	}
+
+	// A key of another certificate: not a pair.
+	other, _ := listenerTLS(t, ca, "other")
+	overwrite(first.KeyFile, other.KeyFile, later.Add(time.Minute))
+	if got := serial(); got.Cmp(renewedSerial) != 0 {
+		t.Errorf("after the key changed to another certificate's: serial %v, want the one loaded before, %v", got, renewedSerial)
+	}
+	if want := "[ERROR] plugin/healthdns: status tls: " + first.CertFile + " and " + first.KeyFile + " changed and do not load: tls: private key does not match public key; serving the certificate loaded before"; !strings.Contains(strings.Join(lines(), "\n"), want) {
+		t.Errorf("log %q, want a line %q", lines(), want)
+	}
+	serial()
+	if n := strings.Count(strings.Join(lines(), "\n"), "do not load"); n != 1 {
+		t.Errorf("the pair that does not load logged %d times over two connections, want once until the files change again", n)
+	}
 }

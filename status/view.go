@@ -5,7 +5,6 @@
 package status
 
 import (
-	"crypto/tls"
 	"net/netip"
 	"time"
 
@@ -20,13 +19,6 @@ type Config struct {
 	TLS   *TLS   // nil for plain HTTP
 	File  string // of the status line, for errors
 	Line  int
-}
-
-// TLS is a listener's certificate, read from its files when the Corefile was: a reload reads
-// them again, so a renewed certificate is served from the reload on.
-type TLS struct {
-	CertFile, KeyFile string
-	Cert              *tls.Certificate
 }
 
 // Pool is what the status surface needs of a pool (pool.Pool): its names, its read-only view,
