@@ -7,8 +7,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	golog "log"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,6 +81,7 @@ func (ls *Listeners) Acquire(v *View) error {
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
+		ErrorLog:          golog.New(serverLog{addr: v.Addr}, "", 0),
 	}
 	ls.byAddr[v.Addr] = sl
 	// The cap counts connections before their TLS handshake, which http.Server bounds by the
@@ -93,6 +96,19 @@ func (ls *Listeners) Acquire(v *View) error {
 	}()
 	log.Infof("status page on %s://%s/", scheme(v), ln.Addr())
 	return nil
+}
+
+// serverLog takes what http.Server logs to the plugin's log, but for failed TLS handshakes: a
+// client that does not trust the certificate, a scanner, or an old TLS version fails at every
+// connection, and says so itself; a line each would let anyone fill the log.
+type serverLog struct{ addr string }
+
+func (l serverLog) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	if !strings.HasPrefix(line, "http: TLS handshake error") {
+		log.Warningf("status listener %s: %s", l.addr, line)
+	}
+	return len(p), nil
 }
 
 func scheme(v *View) string {

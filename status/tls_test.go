@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	golog "log"
 	"math/big"
 	"net/http"
 	"os"
@@ -174,5 +175,18 @@ func TestListenerTLSFilesChanged(t *testing.T) {
 	serial()
 	if n := strings.Count(strings.Join(lines(), "\n"), "do not load"); n != 1 {
 		t.Errorf("the pair that does not load logged %d times over two connections, want once until the files change again", n)
+	}
+}
+
+// TestServerLogQuietOnHandshakes: http.Server's lines reach the plugin's log, but for failed
+// TLS handshakes, which any client can cause at will.
+func TestServerLogQuietOnHandshakes(t *testing.T) {
+	lines := testkit.LogLines(t)
+	l := golog.New(serverLog{addr: "10.0.0.53:8053"}, "", 0)
+	l.Printf("http: TLS handshake error from 192.0.2.66:40000: tls: client offered only unsupported versions: [302 301]")
+	l.Printf("http: Accept error: accept tcp 10.0.0.53:8053: accept4: too many open files; retrying in 5ms")
+	want := []string{"[WARNING] plugin/healthdns: status listener 10.0.0.53:8053: http: Accept error: accept tcp 10.0.0.53:8053: accept4: too many open files; retrying in 5ms"}
+	if got := lines(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("log %q, want %q", got, want)
 	}
 }
