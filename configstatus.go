@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/coredns/caddy"
 	"github.com/healthdns/healthdns/status"
@@ -19,33 +20,79 @@ import (
 // defaultStatusAddr is where a bare `status` listens: loopback, so that it needs no token.
 const defaultStatusAddr = "127.0.0.1:8053"
 
-// parseStatus reads `status [ADDRESS] [token FILE]`. The token is read here, so that a file that
-// does not read fails startup at its line rather than locking everyone out.
+// parseStatus reads `status [ADDRESS] [token FILE] [tls CERT KEY]`. The token and the
+// certificate are read here, so that a file that does not read fails startup at its line rather
+// than locking everyone out.
 func parseStatus(c *caddy.Controller, args []string) (status.Config, error) {
-	const form = "want 'status [ADDRESS] [token FILE]'"
+	const form = "want 'status [ADDRESS] [token FILE] [tls CERT KEY]'"
 	sc := status.Config{Addr: defaultStatusAddr, File: c.File(), Line: c.Line()}
-	if len(args) > 0 && args[0] != "token" {
+	if len(args) > 0 && args[0] != "token" && args[0] != "tls" {
 		sc.Addr, args = args[0], args[1:]
 	}
 	loopback, err := statusAddr(sc.Addr)
 	if err != nil {
 		return sc, c.Errf("invalid status address '%s': %v; %s, such as %s", sc.Addr, err, form, defaultStatusAddr)
 	}
-	switch {
-	case len(args) == 0:
-	case args[0] != "token":
-		return sc, c.Errf("unknown status option '%s'; %s", args[0], form)
-	case len(args) != 2:
-		return sc, c.Errf("'token' wants one FILE; %s", form)
-	default:
-		if sc.Token, err = readStatusToken(args[1]); err != nil {
-			return sc, c.Errf("status token: %v", err)
+	seen := map[string]bool{}
+	for len(args) > 0 {
+		opt := args[0]
+		if seen[opt] {
+			return sc, c.Errf("'%s' given twice; %s", opt, form)
+		}
+		seen[opt] = true
+		switch opt {
+		case "token":
+			if len(args) < 2 || args[1] == "tls" {
+				return sc, c.Errf("'token' wants one FILE; %s", form)
+			}
+			if sc.Token, err = readStatusToken(args[1]); err != nil {
+				return sc, c.Errf("status token: %v", err)
+			}
+			args = args[2:]
+		case "tls":
+			if len(args) < 3 || args[1] == "token" || args[2] == "token" {
+				return sc, c.Errf("'tls' wants a CERT and a KEY file; %s", form)
+			}
+			if sc.TLS, err = readStatusTLS(args[1], args[2]); err != nil {
+				return sc, c.Errf("status tls: %v", err)
+			}
+			args = args[3:]
+		default:
+			return sc, c.Errf("unknown status option '%s'; %s", opt, form)
 		}
 	}
-	if !loopback && sc.Token == "" {
+	switch {
+	case !loopback && sc.Token == "":
 		return sc, c.Errf("status on %s is reachable from other hosts, and shows every backend and why it failed: want 'status %s token FILE', or a loopback address such as %s", sc.Addr, sc.Addr, defaultStatusAddr)
+	case !loopback && sc.TLS == nil:
+		// Refusing it would break every Corefile written before `tls` was: say what it costs.
+		log.Warningf("%s:%d: status on %s is reachable from other hosts over plain HTTP: its bearer token travels in cleartext, for anyone on the path to read and use; add 'tls CERT KEY' to the status line", sc.File, sc.Line, sc.Addr)
 	}
 	return sc, nil
+}
+
+// readStatusTLS reads the certificate (with its chain) and the private key of 'status ... tls
+// CERT KEY', which must be a pair; the listener reads them again when they change. A relative
+// file is read as the token's is: from systemd's credentials when the service has them, so
+// that a key only root can read reaches a dynamic user.
+func readStatusTLS(certFile, keyFile string) (*status.TLS, error) {
+	t, err := status.LoadTLS(credentialPath(certFile), credentialPath(keyFile))
+	if err != nil {
+		return nil, err
+	}
+	if leaf := t.Certificate().Leaf; leaf != nil && time.Now().After(leaf.NotAfter) {
+		log.Warningf("status tls: the certificate in %s expired at %s: clients will refuse it", t.CertFile, leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return t, nil
+}
+
+// credentialPath is where a relative FILE of the status line is read: in systemd's credentials
+// directory when it is set, otherwise as the path it is.
+func credentialPath(file string) string {
+	if dir := os.Getenv(credentialsDir); dir != "" && !filepath.IsAbs(file) {
+		return filepath.Join(dir, file)
+	}
+	return file
 }
 
 // statusAddr checks a status listener's address, and says whether only this host can reach it.

@@ -2,6 +2,7 @@ package healthdns
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/healthdns/healthdns/health"
+	"github.com/healthdns/healthdns/test/testkit"
 )
 
 // testToken is a token as long as the Corefile wants one.
@@ -113,6 +115,77 @@ func TestParseStatusErrors(t *testing.T) {
 	}
 }
 
+// statusCert writes a certificate and key for a listener on 127.0.0.1, and returns their files.
+func statusCert(t *testing.T, name string) (certFile, keyFile string) {
+	t.Helper()
+	return testkit.NewCA(t, name+"-ca").Issue(t, name, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, "127.0.0.1")
+}
+
+// TestParseStatusTLS: `tls CERT KEY` reads the pair at its line, before or after the token; a
+// missing file, a file that is not a certificate and a key of another certificate each fail at
+// the line, naming the files; a listener other hosts reach with a token and no tls starts,
+// with a warning that its token travels in cleartext.
+func TestParseStatusTLS(t *testing.T) {
+	token := writeToken(t, testToken)
+	cert, key := statusCert(t, "status")
+	_, otherKey := statusCert(t, "other")
+	for _, line := range []string{
+		"status 127.0.0.1:8053 tls " + cert + " " + key,
+		"status 0.0.0.0:8053 token " + token + " tls " + cert + " " + key,
+		"status tls " + cert + " " + key + " token " + token,
+	} {
+		cfgs, err := parse(caddy.NewTestController("dns", "healthdns app.lan {\n backend 10.0.0.1\n "+line+"\n}"))
+		if err != nil {
+			t.Errorf("%s: %v", line, err)
+			continue
+		}
+		st := cfgs[0].status
+		if st.TLS == nil || st.TLS.CertFile != cert || st.TLS.KeyFile != key || st.TLS.Certificate().Leaf.Subject.CommonName != "status" {
+			t.Errorf("%s: tls %+v, want the pair of %s and %s", line, st.TLS, cert, key)
+		}
+		if strings.Contains(line, "token") && st.Token != testToken {
+			t.Errorf("%s: token %q", line, st.Token)
+		}
+	}
+
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	for _, tc := range []struct{ name, line, want string }{
+		{"missing cert", "status tls " + missing + " " + key, "status tls: " + missing + " and " + key + ": open " + missing + ": no such file"},
+		{"missing key", "status tls " + cert + " " + missing, "open " + missing + ": no such file"},
+		{"not a certificate", "status tls " + token + " " + key, "failed to find any PEM data in certificate input"},
+		{"not a pair", "status tls " + cert + " " + otherKey, cert + " and " + otherKey + ": tls: private key does not match public key"},
+		{"tls without files", "status tls " + cert, "'tls' wants a CERT and a KEY file"},
+		{"tls twice", "status tls " + cert + " " + key + " tls " + cert + " " + key, "'tls' given twice"},
+		{"token twice", "status token " + token + " token " + token, "'token' given twice"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parse(caddy.NewTestController("dns", "healthdns app.lan {\n backend 10.0.0.1\n "+tc.line+"\n}"))
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "Testfile:3 - ") {
+				t.Errorf("error %v, want one at Testfile:3 containing %q", err, tc.want)
+			}
+		})
+	}
+
+	logged := captureLog(t)
+	for _, line := range []string{
+		"status 127.0.0.1:8053 token " + token,
+		"status 0.0.0.0:8053 token " + token + " tls " + cert + " " + key,
+	} {
+		if _, err := parse(caddy.NewTestController("dns", "healthdns app.lan {\n backend 10.0.0.1\n "+line+"\n}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if logged.Len() != 0 {
+		t.Errorf("a warning for a loopback listener or one with tls:\n%s", logged)
+	}
+	if _, err := parse(caddy.NewTestController("dns", "healthdns app.lan {\n backend 10.0.0.1\n status 0.0.0.0:8053 token "+token+"\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if want := "Testfile:3: status on 0.0.0.0:8053 is reachable from other hosts over plain HTTP: its bearer token travels in cleartext"; !strings.Contains(logged.String(), want) {
+		t.Errorf("log %q, want a warning containing %q", logged, want)
+	}
+}
+
 // Two pools of one instance share a listener, and so its token.
 func TestStatusTokensMustAgree(t *testing.T) {
 	token := writeToken(t, testToken)
@@ -120,6 +193,17 @@ func TestStatusTokensMustAgree(t *testing.T) {
 	err := setupWith(caddy.NewTestController("dns", in), func() (bool, error) { return true, nil })
 	if err == nil || !strings.Contains(err.Error(), "status 127.0.0.1:8053: token differs from the one of Testfile:4") {
 		t.Fatalf("error %v, want the token conflict", err)
+	}
+}
+
+// Two pools of one instance share a listener, and so its certificate.
+func TestStatusTLSMustAgree(t *testing.T) {
+	token := writeToken(t, testToken)
+	cert, key := statusCert(t, "status")
+	in := fmt.Sprintf("healthdns a.lan {\n backend 10.0.0.1\n check tcp 80\n status 127.0.0.1:8053 token %s tls %s %s\n}\nhealthdns b.lan {\n backend 10.0.0.2\n check tcp 80\n status 127.0.0.1:8053 token %s\n}", token, cert, key, token)
+	err := setupWith(caddy.NewTestController("dns", in), func() (bool, error) { return true, nil })
+	if want := "status 127.0.0.1:8053: tls none differs from tls " + cert + " " + key + " of Testfile:4"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want %q", err, want)
 	}
 }
 

@@ -67,7 +67,7 @@ func (l *lifecycle) add(h *HealthDNS) {
 }
 
 // addStatus shows p on the status listener of sc.addr. Pools of one instance that name the same
-// address share its listener, and so must agree on its token.
+// address share its listener, and so must agree on its token and its certificate.
 func (l *lifecycle) addStatus(sc status.Config, p *zonePool) error {
 	for _, v := range l.status {
 		if v.Addr != sc.Addr {
@@ -77,12 +77,24 @@ func (l *lifecycle) addStatus(sc status.Config, p *zonePool) error {
 			return fmt.Errorf("%s:%d - Error during parsing: status %s: token differs from the one of %s:%d; pools that share a status listener share its token",
 				sc.File, sc.Line, sc.Addr, v.File, v.Line)
 		}
+		if tlsFiles(v.TLS) != tlsFiles(sc.TLS) {
+			return fmt.Errorf("%s:%d - Error during parsing: status %s: tls %s differs from tls %s of %s:%d; pools that share a status listener share its certificate",
+				sc.File, sc.Line, sc.Addr, tlsFiles(sc.TLS), tlsFiles(v.TLS), v.File, v.Line)
+		}
 		v.Pools = append(v.Pools, p.shown())
 		return nil
 	}
 	l.status = append(l.status, &status.View{Config: sc, Pools: []status.Shown{p.shown()}, Loops: l.reg.Loops,
 		Process: status.Process{Version: caddy.AppVersion, Started: proc.started}})
 	return nil
+}
+
+// tlsFiles names a status line's certificate as the line does: "CERT KEY", or "none".
+func tlsFiles(t *status.TLS) string {
+	if t == nil {
+		return "none"
+	}
+	return t.CertFile + " " + t.KeyFile
 }
 
 // setExecConcurrency takes cfg's exec_concurrency. It bounds the scripts of every pool of the

@@ -138,8 +138,9 @@ func TestSetupICMPErrorAtItsPool(t *testing.T) {
 }
 
 // TestReadmeCorefiles parses every Corefile the README shows with a healthdns block, so that an
-// example cannot drift from what setup accepts. The files an example names (a tls_ca, a script
-// and a token file) are made in a temporary directory; a `{ ... }` placeholder block is left out.
+// example cannot drift from what setup accepts. The files an example names (a tls_ca, a script,
+// a token file and a status certificate) are made in a temporary directory; a `{ ... }`
+// placeholder block is left out.
 func TestReadmeCorefiles(t *testing.T) {
 	text, err := os.ReadFile("README.md")
 	if err != nil {
@@ -162,6 +163,8 @@ func TestReadmeCorefiles(t *testing.T) {
 		}
 	}
 	pathRE := regexp.MustCompile(`(tls_ca|check exec|token) (/\S+)`)
+	statusTLSRE := regexp.MustCompile(`tls /\S+ /\S+`)
+	statusCert, statusKey := statusCert(t, "status")
 	corefileStart := regexp.MustCompile(`^[.\w:/-]+( [.\w:/-]+)* \{$`) // a server block's keys
 	n := 0
 	for _, b := range fencedBlocks(string(text)) {
@@ -179,6 +182,7 @@ func TestReadmeCorefiles(t *testing.T) {
 			}
 			return "check exec " + paths["script"]
 		})
+		corefile = statusTLSRE.ReplaceAllString(corefile, "tls "+statusCert+" "+statusKey)
 		n++
 		if _, err := parseCorefile(t, corefile); err != nil {
 			t.Errorf("a README example does not parse: %v\n%s", err, b)

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -44,7 +45,9 @@ func parseFleetDrains(prefix string, state map[string]source.KeyValue) (map[neti
 		}
 		addr, err := ParseAddr(name)
 		var v fleetDrainValue
-		if err == nil {
+		if err == nil && kv.Size > 0 {
+			err = errors.New(oversized(kv.Size))
+		} else if err == nil {
 			if err = json.Unmarshal([]byte(kv.Value), &v); err != nil {
 				err = fmt.Errorf("want a JSON object {\"reason\", \"until\", \"by\", \"at\"}: %v", err)
 			} else if err = CheckReason(v.Reason); err == nil {

@@ -12,8 +12,8 @@ import (
 )
 
 // TestParseFleetDrains: a drain key holds while its until is to come, and a key that does not
-// name an address or hold the JSON object is skipped with its error; other state keys are not
-// drains.
+// name an address or hold the JSON object, or whose value was too large to keep, is skipped
+// with its error; other state keys are not drains.
 func TestParseFleetDrains(t *testing.T) {
 	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
 	state := map[string]source.KeyValue{
@@ -24,6 +24,7 @@ func TestParseFleetDrains(t *testing.T) {
 		"_drain/web3":        {Value: `{}`, ModRevision: 7},
 		"_drain/10.0.0.4":    {Value: `drain`, ModRevision: 8},
 		"_drainage/10.0.0.5": {Value: `{}`, ModRevision: 9},
+		"_drain/10.0.0.6":    {ModRevision: 10, Size: source.MaxValueSize + 1}, // not kept by source
 	}
 	drains, skipped := parseFleetDrains("/p/", state)
 	if len(drains) != 3 {
@@ -41,7 +42,8 @@ func TestParseFleetDrains(t *testing.T) {
 	if !d2.Until.Equal(time.Date(2026, 12, 4, 13, 0, 0, 0, time.UTC)) || d2.At(d2.Until) {
 		t.Errorf("10.0.0.2: %+v, want a drain until 13:00", d2)
 	}
-	want := map[string]string{"/p/_drain/web3": "invalid address 'web3'", "/p/_drain/10.0.0.4": "want a JSON object"}
+	want := map[string]string{"/p/_drain/web3": "invalid address 'web3'", "/p/_drain/10.0.0.4": "want a JSON object",
+		"/p/_drain/10.0.0.6": "value of 4097 bytes, over the 4096 bytes a value may hold"}
 	if len(skipped) != len(want) {
 		t.Fatalf("skipped %+v, want %v", skipped, want)
 	}

@@ -93,6 +93,20 @@ func parseEtcdBackends(prefix string, kvs map[string]string, static []Backend) (
 	return list, skipped, nil
 }
 
+// oversizedKeys are the keys whose value source did not keep, skipped as a key that does not
+// parse is.
+func oversizedKeys(prefix string, sizes map[string]int) []skippedKey {
+	var skipped []skippedKey
+	for _, k := range slices.Sorted(maps.Keys(sizes)) {
+		skipped = append(skipped, skippedKey{key: prefix + k, err: oversized(sizes[k])})
+	}
+	return skipped
+}
+
+func oversized(size int) string {
+	return fmt.Sprintf("value of %d bytes, over the %d bytes a value may hold", size, source.MaxValueSize)
+}
+
 // skippedKey is an etcd key left out of the list, and why.
 type skippedKey struct {
 	key, err string

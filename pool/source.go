@@ -216,12 +216,16 @@ func (p *Pool) runEtcd(ctx context.Context) {
 			p.agree.Etcd, p.agree.ctx = e, ctx
 			p.mu.Unlock()
 			e.Run(ctx, func(l source.List) {
+				if l.Err != nil { // no list: the last one serves, and no write is seen applied
+					p.sourceFailed(l.Err)
+					return
+				}
 				badDrains := p.fleetDrains(l.State) // before the list's rebuild, which applies them
 				list, skipped, err := parseEtcdBackends(ec.Prefix, l.Backends, p.cfg.Backends)
 				if err != nil {
 					p.sourceFailed(err)
 				} else {
-					p.skipped(append(skipped, badDrains...))
+					p.skipped(append(append(skipped, oversizedKeys(ec.Prefix, l.Oversized)...), badDrains...))
 					p.loaded(list)
 				}
 				p.agreed(l.State) // the fleet's groups hold whatever the backends' keys say

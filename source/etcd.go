@@ -20,8 +20,10 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // EtcdConfig says where the backends of one pool are kept in etcd.
@@ -38,15 +40,77 @@ type List struct {
 	// Backends holds the keys without the prefix (an address, or anything else a writer put
 	// there: a key nested deeper arrives as "a/b", for the caller to reject) and their values.
 	Backends map[string]string
+	// Oversized holds the backend keys whose value is over MaxValueSize, with its size: the
+	// value is not kept, and the key is not in Backends.
+	Oversized map[string]int
 	// State holds healthdns's own keys, those whose name starts with "_" (e.g. "_group/ipv4"),
 	// with the revision a CompareAndSwap must name to change them.
 	State map[string]KeyValue
+	// Err, when set, says why the prefix as of Revision was not read (it wraps ErrTooManyKeys):
+	// the list is empty, and no list at all, for the caller to keep its last.
+	Err error
 }
 
 // KeyValue is a value and the revision that last changed it.
 type KeyValue struct {
 	Value       string
 	ModRevision int64
+	// Size is the length of a value over MaxValueSize, which is not kept: Value is then "".
+	Size int
+}
+
+// What one prefix may hold. A value is the rest of a backend line, or one of healthdns's own
+// small records (a group number, a drain of a 256-byte reason at most): a few hundred bytes, so
+// a value over MaxValueSize is a mistake or an attack, and is not kept (its key is skipped, as
+// a key that does not parse is). MaxKeys is the most backends one zone serves
+// (balance.MaxSetSize), as for a backends file: a prefix holding more is refused whole, and the
+// pool keeps its last list. maxResponseSize bounds one answer from etcd, so that a prefix of
+// values too large to keep cannot make the server take them in at once: MaxKeys keys of
+// realistic values (under 500 bytes) fit many times over.
+const (
+	MaxValueSize = 4 << 10
+	MaxKeys      = 65536
+)
+
+// maxResponseSize is a var for a test, which would otherwise write 64 MiB.
+var maxResponseSize = 64 << 20
+
+// ErrResponseTooLarge is wrapped by the error of a read that etcd answered with more than
+// maxResponseSize bytes: values over MaxValueSize, which are not kept, still travel.
+var ErrResponseTooLarge = errors.New("the prefix is too large to read in one answer")
+
+// responseTooLarge marks err with ErrResponseTooLarge when gRPC refused a response for its
+// size, and otherwise returns it as etcd's error.
+func responseTooLarge(err error) error {
+	if status.Code(err) == codes.ResourceExhausted {
+		return fmt.Errorf("%w: %w", ErrResponseTooLarge, err)
+	}
+	return rpctypes.Error(err)
+}
+
+// ErrTooManyKeys is matched by a List's Err when the prefix holds more than MaxKeys keys.
+var ErrTooManyKeys = errors.New("too many keys")
+
+type tooManyKeys struct {
+	prefix      string
+	count, most int64
+}
+
+func (e tooManyKeys) Error() string {
+	return fmt.Sprintf("etcd prefix %s holds %d keys, more than the %d one zone may hold", e.prefix, e.count, e.most)
+}
+
+func (e tooManyKeys) Is(target error) bool { return target == ErrTooManyKeys }
+
+// keyCap is MaxKeys, lowered by tests that would otherwise write 65,537 keys.
+var keyCap int64 = MaxKeys
+
+// keyValue keeps value unless it is over MaxValueSize.
+func keyValue(value []byte, modRevision int64) KeyValue {
+	if len(value) > MaxValueSize {
+		return KeyValue{ModRevision: modRevision, Size: len(value)}
+	}
+	return KeyValue{Value: string(value), ModRevision: modRevision}
 }
 
 // Timings of the connection to etcd. The client by itself retries a broken watch forever
@@ -69,8 +133,16 @@ const (
 )
 
 // errResync ends a watch that can no longer continue without a gap: the revision it would
-// resume from was compacted away.
+// resume from was compacted away, or the prefix grew past MaxKeys.
 var errResync = errors.New("watch revision compacted")
+
+// errRecount ends the watch of a prefix refused for holding too many keys, at its first change:
+// the prefix is counted again, after recountPause, so that a writer adding keys one by one
+// does not make the server count it at every key.
+var (
+	errRecount   = errors.New("the refused prefix changed")
+	recountPause = time.Second
+)
 
 // Etcd follows one prefix of an etcd cluster.
 type Etcd struct {
@@ -123,6 +195,7 @@ func NewEtcd(cfg EtcdConfig) (*Etcd, error) {
 		Endpoints:            cfg.Endpoints,
 		TLS:                  cfg.TLS,
 		DialKeepAliveTime:    keepaliveTime,
+		MaxCallRecvMsgSize:   maxResponseSize,
 		DialKeepAliveTimeout: keepaliveTimeout,
 		DialOptions:          dial,
 		Logger:               zap.NewNop(), // what fails reaches the caller through onConn
@@ -172,6 +245,12 @@ func (e *Etcd) Run(ctx context.Context, onList func(List), onConn func(connected
 		if errors.Is(err, errResync) {
 			continue
 		}
+		if errors.Is(err, errRecount) {
+			if !sleep(ctx, recountPause) {
+				return
+			}
+			continue
+		}
 		if state != down {
 			state = down
 			onConn(false, fmt.Errorf("etcd %s: %w", e.endpoints, err))
@@ -179,13 +258,21 @@ func (e *Etcd) Run(ctx context.Context, onList func(List), onConn func(connected
 		// Jitter spreads a fleet's servers that lost etcd together.
 		wait := retry/2 + rand.N(retry/2+1)
 		retry = min(2*retry, retryMax)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, wait) {
 			return
-		case <-t.C:
 		}
+	}
+}
+
+// sleep waits for d, and reports false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -196,6 +283,11 @@ func (e *Etcd) follow(ctx context.Context, connected func(), onList func(List)) 
 		e.beforeRead()
 	}
 	kvs, rev, err := e.read(ctx)
+	if errors.Is(err, ErrTooManyKeys) {
+		connected()
+		onList(List{Revision: rev, Err: err})
+		return e.watch(ctx, nil, rev, onList)
+	}
 	if err != nil {
 		return err
 	}
@@ -207,24 +299,35 @@ func (e *Etcd) follow(ctx context.Context, connected func(), onList func(List)) 
 	return e.watch(ctx, kvs, rev, onList)
 }
 
-// read gets every key below the prefix, and the revision of that view.
+// read gets every key below the prefix, and the revision of that view. The keys are counted
+// first, and a prefix of more than MaxKeys is not read (an error matching ErrTooManyKeys, with
+// the revision counted); the read is of the revision counted, so the count is the read's.
 func (e *Etcd) read(ctx context.Context) (map[string]KeyValue, int64, error) {
 	trouble := &connectionTrouble{}
 	rctx, cancel := context.WithTimeout(context.WithValue(clientv3.WithRequireLeader(ctx), connectionTroubleKey{}, trouble), requestTimeout)
 	defer cancel()
-	resp, err := e.client.Get(rctx, e.cfg.Prefix, clientv3.WithPrefix())
+	count, err := e.client.Get(rctx, e.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
-		return nil, 0, fmt.Errorf("reading %s: %w", e.cfg.Prefix, trouble.explain(rpctypes.Error(err)))
+		return nil, 0, fmt.Errorf("reading %s: %w", e.cfg.Prefix, trouble.explain(responseTooLarge(err)))
+	}
+	rev := count.Header.Revision
+	if count.Count > keyCap {
+		return nil, rev, tooManyKeys{e.cfg.Prefix, count.Count, keyCap}
+	}
+	resp, err := e.client.Get(rctx, e.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading %s: %w", e.cfg.Prefix, trouble.explain(responseTooLarge(err)))
 	}
 	kvs := make(map[string]KeyValue, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		kvs[string(kv.Key)[len(e.cfg.Prefix):]] = KeyValue{Value: string(kv.Value), ModRevision: kv.ModRevision}
+		kvs[string(kv.Key)[len(e.cfg.Prefix):]] = keyValue(kv.Value, kv.ModRevision)
 	}
-	return kvs, resp.Header.Revision, nil
+	return kvs, rev, nil
 }
 
 // watch applies the changes after rev to kvs and reports a list after each batch, until the
-// watch fails, cannot continue (errResync), or ctx is done.
+// watch fails, cannot continue (errResync), or ctx is done. A nil kvs is a prefix refused for
+// its keys: the watch ends at its first change (errRecount), to count them again.
 func (e *Etcd) watch(ctx context.Context, kvs map[string]KeyValue, rev int64, onList func(List)) error {
 	// RequireLeader: a member cut off from its cluster's leader ends the watch rather than
 	// serving a frozen view. The client shares a gRPC stream among watches whose contexts
@@ -252,19 +355,25 @@ func (e *Etcd) watch(ctx context.Context, kvs map[string]KeyValue, rev int64, on
 				return errResync
 			}
 			if err := resp.Err(); err != nil {
-				return fmt.Errorf("watching %s: %w", e.cfg.Prefix, rpctypes.Error(err))
+				return fmt.Errorf("watching %s: %w", e.cfg.Prefix, responseTooLarge(err))
 			}
 			if len(resp.Events) == 0 { // the answer to a progress request, or the watch created
 				continue
+			}
+			if kvs == nil {
+				return errRecount
 			}
 			for _, ev := range resp.Events {
 				key := string(ev.Kv.Key)[len(e.cfg.Prefix):]
 				if ev.Type == clientv3.EventTypeDelete {
 					delete(kvs, key)
 				} else {
-					kvs[key] = KeyValue{Value: string(ev.Kv.Value), ModRevision: ev.Kv.ModRevision}
+					kvs[key] = keyValue(ev.Kv.Value, ev.Kv.ModRevision)
 				}
 				rev = ev.Kv.ModRevision
+			}
+			if int64(len(kvs)) > keyCap {
+				return errResync // read again: counted, and refused
 			}
 			onList(e.list(kvs, rev))
 		case now := <-probe.C:
@@ -289,11 +398,14 @@ func (e *Etcd) watch(ctx context.Context, kvs map[string]KeyValue, rev int64, on
 
 // list copies kvs into a List, which the caller may keep.
 func (e *Etcd) list(kvs map[string]KeyValue, rev int64) List {
-	l := List{Revision: rev, Backends: map[string]string{}, State: map[string]KeyValue{}}
+	l := List{Revision: rev, Backends: map[string]string{}, Oversized: map[string]int{}, State: map[string]KeyValue{}}
 	for k, kv := range kvs {
-		if strings.HasPrefix(k, "_") {
+		switch {
+		case strings.HasPrefix(k, "_"):
 			l.State[k] = kv
-		} else {
+		case kv.Size > 0:
+			l.Oversized[k] = kv.Size
+		default:
 			l.Backends[k] = kv.Value
 		}
 	}

@@ -675,3 +675,83 @@ func TestEtcdTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestEtcdCaps: a value over MaxValueSize is not kept (its key is in Oversized, or in State
+// with its Size, never in Backends); a prefix over the key cap gives a list with Err and no
+// backends, read at the start or grown into while watched, without an outage; once back under
+// the cap, the whole list comes again.
+func TestEtcdCaps(t *testing.T) {
+	keyCap = 5
+	t.Cleanup(func() { keyCap = MaxKeys })
+	e := harness.StartEtcd(t)
+	c := e.Client(t)
+	big := strings.Repeat("x", MaxValueSize+1)
+	put(t, c, prefix+"10.0.0.1", "")
+	put(t, c, prefix+"10.0.0.2", "weight 2")
+	put(t, c, prefix+"10.0.0.3", big)
+	drainRev := put(t, c, prefix+"_drain/10.0.0.1", big+big)
+
+	r := run(t, newSource(t, EtcdConfig{Endpoints: []string{e.Endpoint()}}))
+	got := r.waitBackends(t, map[string]string{"10.0.0.1": "", "10.0.0.2": "weight 2"})
+	if want := map[string]int{"10.0.0.3": MaxValueSize + 1}; !maps.Equal(got.Oversized, want) {
+		t.Errorf("oversized %v, want %v", got.Oversized, want)
+	}
+	if want := map[string]KeyValue{"_drain/10.0.0.1": {ModRevision: drainRev, Size: 2*MaxValueSize + 2}}; !maps.Equal(got.State, want) {
+		t.Errorf("state %v, want %v: the value not kept, its size and revision known", got.State, want)
+	}
+
+	// Six keys: over the cap while watched.
+	put(t, c, prefix+"10.0.0.4", "")
+	put(t, c, prefix+"10.0.0.5", "")
+	refused := func() bool { l, ok := r.last(); return ok && errors.Is(l.Err, ErrTooManyKeys) }
+	harness.Eventually(t, wait, refused, "a list refused for its keys")
+	l, _ := r.last()
+	if len(l.Backends) != 0 || !strings.Contains(l.Err.Error(), "etcd prefix "+prefix+" holds 6 keys, more than the 5 one zone may hold") {
+		t.Errorf("refused list %+v, want no backends and an error naming the prefix, its count and the cap", l)
+	}
+
+	// A source that starts on a prefix over the cap is refused at its first read.
+	late := run(t, newSource(t, EtcdConfig{Endpoints: []string{e.Endpoint()}}))
+	harness.Eventually(t, wait, func() bool { l, ok := late.last(); return ok && errors.Is(l.Err, ErrTooManyKeys) }, "the first list refused")
+
+	del(t, c, prefix+"10.0.0.5")
+	want := map[string]string{"10.0.0.1": "", "10.0.0.2": "weight 2", "10.0.0.4": ""}
+	r.waitBackends(t, want)
+	late.waitBackends(t, want)
+	for _, rec := range []*recorder{r, late} {
+		for _, ev := range rec.connEvents() {
+			if !ev.connected {
+				t.Errorf("connection events %+v: a prefix over its cap reported as an outage", rec.connEvents())
+			}
+		}
+	}
+}
+
+// TestEtcdResponseCap: a prefix whose answer is over maxResponseSize (values over MaxValueSize
+// still travel) is not taken in: Run reports it as etcd refusing, with a refusal that says what
+// to delete, and reads the list once the values are gone.
+func TestEtcdResponseCap(t *testing.T) {
+	maxResponseSize = 64 << 10
+	t.Cleanup(func() { maxResponseSize = 64 << 20 })
+	e := harness.StartEtcd(t)
+	c := e.Client(t)
+	put(t, c, prefix+"10.0.0.1", "")
+	for i := range 20 {
+		put(t, c, fmt.Sprintf("%s10.0.1.%d", prefix, i), strings.Repeat("x", MaxValueSize+1000))
+	}
+	r := run(t, newSource(t, EtcdConfig{Endpoints: []string{e.Endpoint()}}))
+	ev := r.waitConns(t, 1)[0]
+	if ev.connected || !errors.Is(ev.err, ErrResponseTooLarge) || !strings.Contains(Refusal(ev.err), "delete the values over 4 KiB") {
+		t.Fatalf("connection event %+v (refusal %q), want one that says the prefix is too large to read", ev, Refusal(ev.err))
+	}
+	t.Logf("%s: %v", Refusal(ev.err), ev.err)
+	if n := r.listCount(); n != 0 {
+		t.Errorf("%d lists from a prefix too large to read", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if _, err := c.Delete(ctx, prefix+"10.0.1.", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	r.waitBackends(t, map[string]string{"10.0.0.1": ""})
+}

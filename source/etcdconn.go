@@ -151,6 +151,8 @@ func Refusal(err error) string {
 		return "etcd has authentication on and wants 'credentials USER PASSWORD'"
 	case errors.Is(err, rpctypes.ErrPermissionDenied):
 		return "etcd denies the user of 'credentials' a read of the prefix"
+	case errors.Is(err, ErrResponseTooLarge):
+		return "the prefix's values are too large to read (delete the values over 4 KiB)"
 	}
 	return ""
 }

@@ -4,10 +4,13 @@ import (
 	clog "github.com/coredns/coredns/plugin/pkg/log"
 
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	golog "log"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,6 +63,9 @@ func (ls *Listeners) Acquire(v *View) error {
 	defer ls.mu.Unlock()
 	if sl, ok := ls.byAddr[v.Addr]; ok {
 		v.guard = sl.guard
+		if was := sl.views[len(sl.views)-1]; (was.TLS == nil) != (v.TLS == nil) {
+			log.Infof("status listener %s: now %s, was %s", v.Addr, scheme(v), scheme(was))
+		}
 		sl.views = append(sl.views, v)
 		return nil
 	}
@@ -75,24 +81,87 @@ func (ls *Listeners) Acquire(v *View) error {
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
+		ErrorLog:          golog.New(serverLog{addr: v.Addr}, "", 0),
 	}
 	ls.byAddr[v.Addr] = sl
-	limited := netutil.LimitListener(ln, maxConns)
+	// The cap counts connections before their TLS handshake, which http.Server bounds by the
+	// shortest of its timeouts: a client that never finishes one holds a slot for seconds.
+	accepted := &schemeListener{Listener: netutil.LimitListener(ln, maxConns), ls: ls, sl: sl}
+	accepted.tls = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: accepted.certificate}
 	go func() {
 		defer close(sl.served)
-		if err := sl.srv.Serve(limited); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := sl.srv.Serve(accepted); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Errorf("status listener %s: %v", v.Addr, err)
 		}
 	}()
-	log.Infof("status page on http://%s/", ln.Addr())
+	log.Infof("status page on %s://%s/", scheme(v), ln.Addr())
 	return nil
 }
 
-// handler serves sl's requests: those its guard admits, from its newest view.
+// serverLog takes what http.Server logs to the plugin's log, but for failed TLS handshakes: a
+// client that does not trust the certificate, a scanner, or an old TLS version fails at every
+// connection, and says so itself; a line each would let anyone fill the log.
+type serverLog struct{ addr string }
+
+func (l serverLog) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	if !strings.HasPrefix(line, "http: TLS handshake error") {
+		log.Warningf("status listener %s: %s", l.addr, line)
+	}
+	return len(p), nil
+}
+
+func scheme(v *View) string {
+	if v.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// schemeListener serves each connection as the newest view says when it is accepted: over
+// TLS with the view's certificate, or in the clear. The listener outlives reloads, so a reload
+// that adds or drops `tls`, or renews the certificate, takes effect on the same port, for the
+// connections that follow.
+type schemeListener struct {
+	net.Listener
+	ls  *Listeners
+	sl  *listener
+	tls *tls.Config
+}
+
+func (l *schemeListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if v := l.ls.newest(l.sl); v != nil && v.TLS != nil {
+		return tls.Server(c, l.tls), nil
+	}
+	return c, nil
+}
+
+// certificate is the newest view's: the one a reload read last.
+func (l *schemeListener) certificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	v := l.ls.newest(l.sl)
+	if v == nil || v.TLS == nil {
+		return nil, errors.New("the status listener no longer serves TLS")
+	}
+	return v.TLS.Certificate(), nil
+}
+
+// handler serves sl's requests: those its guard admits, from its newest view. A connection
+// kept alive in the clear from before a reload that added `tls` is refused and closed, so that
+// a page polling over it does not go on sending its token in the clear.
 func (ls *Listeners) handler(sl *listener) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v := ls.newest(sl)
+		if v != nil && v.TLS != nil && r.TLS == nil {
+			w.Header().Set("Connection", "close")
+			http.Error(w, "this listener serves HTTPS: https://"+r.Host+"/", http.StatusBadRequest)
+			return
+		}
 		if sl.guard.admit(w, r) {
-			ls.newest(sl).ServeHTTP(w, r)
+			v.ServeHTTP(w, r)
 		}
 	})
 }

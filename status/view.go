@@ -12,10 +12,11 @@ import (
 	"github.com/healthdns/healthdns/pool"
 )
 
-// Config is a pool's `status [ADDRESS] [token FILE]`.
+// Config is a pool's `status [ADDRESS] [token FILE] [tls CERT KEY]`.
 type Config struct {
 	Addr  string // host:port; "" for none
 	Token string // the bearer token every request must carry; "" for none
+	TLS   *TLS   // nil for plain HTTP
 	File  string // of the status line, for errors
 	Line  int
 }

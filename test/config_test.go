@@ -56,6 +56,8 @@ func TestBadCorefiles(t *testing.T) {
 		{"two sources", "healthdns a.lan {\n  backends_file /etc/hostname\n  backends_etcd\n }", []int{5}, []string{"backends_etcd and backends_file (line 4)", "one source"}},
 		{"etcd endpoint not a URL", "healthdns a.lan {\n  backends_etcd {\n   endpoint 127.0.0.1:2379\n  }\n }", []int{5}, []string{"invalid etcd endpoint '127.0.0.1:2379'", "http://"}},
 		{"etcd unknown property", "healthdns a.lan {\n  backends_etcd {\n   password x\n  }\n }", []int{5}, []string{"unknown backends_etcd property 'password'"}},
+		{"missing status certificate", "healthdns a.lan {\n  backend 127.0.0.1\n  status tls /nonexistent/healthdns/cert.pem /nonexistent/healthdns/key.pem\n }", []int{5},
+			[]string{"status tls", "open /nonexistent/healthdns/cert.pem: no such file"}},
 		{"property twice", "healthdns a.lan {\n  backend 127.0.0.1\n  interval 2s\n  interval 3s\n }", []int{6}, []string{"duplicate 'interval' (first on line 5)"}},
 	}
 	// The server block's key, where a case needs another than ".".

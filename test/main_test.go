@@ -56,6 +56,9 @@
 //	127.0.6.10                   TestStatusTokenFromSystemdCredentials
 //	127.0.7.1, .2                TestBackendsFileReplacedByAFIFO (127.0.7.1-.19 reserved for backends file hardening)
 //	127.0.8.1-.6                 TestReloadStorm (127.0.8.0/24 reserved for issue 23's load tests)
+//	127.0.9.1, .2                TestStatusTLS (127.0.9.1-.60: issue 23's status tls and etcd caps)
+//	127.0.9.11-.13               TestEtcdValueCap
+//	127.0.9.21, .22              TestEtcdKeyCap
 package test
 
 import (
