@@ -61,7 +61,7 @@ type KeyValue struct {
 const (
 	probeEvery       = time.Second
 	probeTimeout     = time.Second
-	requestTimeout   = 2 * time.Second // a read of the prefix, with the login before it
+	requestTimeout   = 2 * time.Second // a read of the prefix, with the login before it; making a watch
 	keepaliveTime    = 10 * time.Second
 	keepaliveTimeout = 3 * time.Second
 	retryMin         = 250 * time.Millisecond
@@ -235,7 +235,14 @@ func (e *Etcd) watch(ctx context.Context, kvs map[string]KeyValue, rev int64, on
 	wctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx),
 		"healthdns-watch", strconv.FormatInt(e.watches.Add(1), 10)))
 	defer cancel()
+	// Watch returns once the server has made the watch. If etcd went away after the read, the
+	// stream waits for a connection, for as long as it takes: the progress requests below
+	// have not begun, and only this bound reports the outage.
+	slow := time.AfterFunc(requestTimeout, cancel)
 	changes := e.client.Watch(wctx, e.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	if !slow.Stop() {
+		return fmt.Errorf("watching %s: the watch was not made within %s", e.cfg.Prefix, requestTimeout)
+	}
 	probe := time.NewTicker(probeEvery)
 	defer probe.Stop()
 	var asked time.Time // when the unanswered progress request went out; zero when none is
