@@ -56,6 +56,7 @@
 //	127.0.6.10                   TestStatusTokenFromSystemdCredentials
 //	127.0.7.1, .2                TestBackendsFileReplacedByAFIFO (127.0.7.1-.19 reserved for backends file hardening)
 //	127.0.8.1-.6                 TestReloadStorm (127.0.8.0/24 reserved for issue 23's load tests)
+//	127.0.11.1, .2               TestEtcdRestartsKeepGoroutines (127.0.11.0/24 reserved for etcd restarts)
 package test
 
 import (
