@@ -10,9 +10,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -22,7 +20,6 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -125,7 +122,7 @@ func keyValue(value []byte, modRevision int64) KeyValue {
 const (
 	probeEvery       = time.Second
 	probeTimeout     = time.Second
-	requestTimeout   = 2 * time.Second // a read of the prefix, with the login before it
+	requestTimeout   = 2 * time.Second // a read of the prefix, with the login before it; making a watch
 	keepaliveTime    = 10 * time.Second
 	keepaliveTimeout = 3 * time.Second
 	retryMin         = 250 * time.Millisecond
@@ -149,7 +146,6 @@ type Etcd struct {
 	cfg       EtcdConfig
 	endpoints string // for errors
 	client    *clientv3.Client
-	watches   atomic.Int64 // numbers each watch, for its own gRPC stream
 
 	// Set by tests: beforeRead runs before each read of the prefix, afterGet between the read
 	// and the start of the watch that continues it.
@@ -329,16 +325,29 @@ func (e *Etcd) read(ctx context.Context) (map[string]KeyValue, int64, error) {
 // watch fails, cannot continue (errResync), or ctx is done. A nil kvs is a prefix refused for
 // its keys: the watch ends at its first change (errRecount), to count them again.
 func (e *Etcd) watch(ctx context.Context, kvs map[string]KeyValue, rev int64, onList func(List)) error {
+	// A watcher of its own for each watch, closed when the watch ends. A stream takes its
+	// login token when it opens, so the watch needs a stream opened after the read that
+	// renewed the login, not the last watch's, which may have reopened with the token an etcd
+	// restart voided. And a watcher ends a stream when its last watch goes, but not when that
+	// watch was cancelled while the stream was reconnecting (etcd client v3.6 keeps counting
+	// it): with the client's shared watcher each etcd restart left such a stream behind, four
+	// goroutines for as long as the client lived. Closing the watcher ends its streams in
+	// whatever state they are.
+	watcher := clientv3.NewWatcher(e.client)
+	defer watcher.Close()
 	// RequireLeader: a member cut off from its cluster's leader ends the watch rather than
-	// serving a frozen view. The client shares a gRPC stream among watches whose contexts
-	// carry the same metadata, and a stream takes its login token when it opens: the number
-	// gives this watch a stream of its own, opened after the read that renewed the login,
-	// not the stream of the last watch, which may have reopened with the token an etcd
-	// restart voided. The progress requests carry the same metadata, to reach this stream.
-	wctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx),
-		"healthdns-watch", strconv.FormatInt(e.watches.Add(1), 10)))
+	// serving a frozen view. The progress requests carry the same metadata, to reach the
+	// watch's stream.
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	changes := e.client.Watch(wctx, e.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	// Watch returns once the server has made the watch. If etcd went away after the read, the
+	// stream waits for a connection, for as long as it takes: the progress requests below
+	// have not begun, and only this bound reports the outage.
+	slow := time.AfterFunc(requestTimeout, cancel)
+	changes := watcher.Watch(wctx, e.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	if !slow.Stop() {
+		return fmt.Errorf("watching %s: the watch was not made within %s", e.cfg.Prefix, requestTimeout)
+	}
 	probe := time.NewTicker(probeEvery)
 	defer probe.Stop()
 	var asked time.Time // when the unanswered progress request went out; zero when none is
@@ -386,7 +395,7 @@ func (e *Etcd) watch(ctx context.Context, kvs map[string]KeyValue, rev int64, on
 			// While the client reconnects a broken watch stream, the request waits to be
 			// taken: the timeout is the outage detector then.
 			pctx, cancelProbe := context.WithTimeout(wctx, probeTimeout)
-			err := e.client.RequestProgress(pctx)
+			err := watcher.RequestProgress(pctx)
 			cancelProbe()
 			if err != nil {
 				return fmt.Errorf("watching %s: progress request: %w", e.cfg.Prefix, rpctypes.Error(err))

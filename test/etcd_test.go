@@ -307,3 +307,51 @@ func TestBackendsEtcdReloadWhileDown(t *testing.T) {
 		t.Error("not ready after a reload with etcd away, though the last list serves")
 	}
 }
+
+// TestEtcdRestartsKeepGoroutines: etcd stopped and started again, over and over, leaves the
+// server with the goroutines it had. The adversarial trial saw four stay for each restart (34 to
+// 99 after 15), the etcd client's streams of watches given up while they reconnected.
+func TestEtcdRestartsKeepGoroutines(t *testing.T) {
+	harness.RequireEtcd(t)
+	t.Parallel()
+	const (
+		a, b     = "127.0.11.1", "127.0.11.2"
+		prefix   = "/healthdns/restarts.lan/"
+		restarts = 6
+		slack    = 3 // a probe or a reconnection under way; a restart used to leave four for good
+	)
+	port, _ := harness.StartBackends(t, a, b)
+	etcd := harness.StartEtcd(t)
+	kv := etcd.Client(t)
+	put(t, kv, prefix+a, "")
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n"+etcdPool("restarts.lan", etcd.Endpoint(), port)+"}\n")
+	serves := func(ip string) bool { return harness.SameSet(s.Addrs(t, "udp", "restarts.lan.", dns.TypeA), ip) }
+	harness.Eventually(t, 10*time.Second, func() bool { return serves(a) }, "the first list")
+	connected := func() float64 {
+		v, _ := s.Scrape(t).Value("coredns_healthdns_source_connected", map[string]string{"zone": "restarts.lan", "source": "etcd"})
+		return v
+	}
+	before := goroutines(t, s)
+	for i := 1; i <= restarts; i++ {
+		etcd.Stop()
+		harness.Eventually(t, 15*time.Second, func() bool { return connected() == 0 }, "restart ", i, ": the outage seen")
+		etcd.Start()
+		harness.Eventually(t, 15*time.Second, func() bool { return connected() == 1 }, "restart ", i, ": etcd seen back")
+		// A change served says the watch of this restart runs.
+		serving, drained := a, b
+		if i%2 == 1 {
+			serving, drained = b, a
+		}
+		put(t, kv, prefix+serving, "")
+		put(t, kv, prefix+drained, "drain restarts")
+		harness.Eventually(t, 15*time.Second, func() bool { return serves(serving) }, "restart ", i, ": the change after it served")
+	}
+	var after float64
+	if !harness.Poll(15*time.Second, 100*time.Millisecond, func() bool {
+		after = goroutines(t, s)
+		return after <= before+slack
+	}) {
+		t.Fatalf("go_goroutines: %v before %d restarts of etcd, %v after; want at most %d more", before, restarts, after, slack)
+	}
+	t.Logf("go_goroutines: %v before %d restarts of etcd, %v after", before, restarts, after)
+}

@@ -59,6 +59,7 @@
 //	127.0.9.1, .2                TestStatusTLS (127.0.9.1-.60: issue 23's status tls and etcd caps)
 //	127.0.9.11-.13               TestEtcdValueCap
 //	127.0.9.21, .22              TestEtcdKeyCap
+//	127.0.11.1, .2               TestEtcdRestartsKeepGoroutines (127.0.11.0/24 reserved for etcd restarts)
 package test
 
 import (
