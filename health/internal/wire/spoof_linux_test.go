@@ -82,7 +82,8 @@ func spoofProbes[S any](t *testing.T, w engine.Wire[S], port uint16) (deadPasses
 // takes the next one, sequence numbers close to those of its neighbours'. Forging echo replies
 // from a dead neighbour's address with them, and copying its own requests' payload, must not
 // bring the neighbour up; nor may another host that answers the dead one's requests from its own
-// address.
+// address, nor a reply from the dead one's address that is exact but for its identifier. The
+// hostile backend answers each of its own requests three times: duplicates are harmless.
 func TestEchoIgnoresSpoofedReplies(t *testing.T) {
 	if !testnet.InOwnNetns() {
 		testnet.RunInOwnNetns(t)
@@ -98,11 +99,16 @@ func TestEchoIgnoresSpoofedReplies(t *testing.T) {
 		}
 		switch dst {
 		case spoofHostile:
-			writeIPv4(t, tun, spoofHostile, src, unix.IPPROTO_ICMP, echoReplyOf(msg, binary.BigEndian.Uint16(msg[6:])))
+			for range 3 {
+				writeIPv4(t, tun, spoofHostile, src, unix.IPPROTO_ICMP, echoReplyOf(msg, binary.BigEndian.Uint16(msg[6:])))
+			}
 			req := append([]byte(nil), msg...)
 			last.Store(&req)
 		case spoofDead:
 			writeIPv4(t, tun, spoofOther, src, unix.IPPROTO_ICMP, echoReplyOf(msg, binary.BigEndian.Uint16(msg[6:])))
+			otherID := append([]byte(nil), msg...)
+			binary.BigEndian.PutUint16(otherID[4:], binary.BigEndian.Uint16(msg[4:])+1)
+			writeIPv4(t, tun, spoofDead, src, unix.IPPROTO_ICMP, echoReplyOf(otherID, binary.BigEndian.Uint16(msg[6:])))
 			fromOther.Add(1)
 		}
 	}, func(send func(src netip.Addr, proto byte, msg []byte)) {
@@ -272,4 +278,34 @@ func synACKOf(syn []byte, src, dst netip.Addr, off uint32) []byte {
 	pseudo := append(append(append([]byte(nil), a[:]...), b[:]...), 0, unix.IPPROTO_TCP, 0, 20)
 	binary.BigEndian.PutUint16(s[16:], rawsock.Checksum(append(pseudo, s...)))
 	return s
+}
+
+// pro-bing's checks (datagram ping sockets, and raw ones where the echo wire does not serve)
+// match a reply by identifier and by the tracker in its payload, not by who sent it: a host that
+// answers the dead backend's echo requests from its own address must not bring it up.
+func TestPingIgnoresRepliesFromAnotherHost(t *testing.T) {
+	if !testnet.InOwnNetns() {
+		testnet.RunInOwnNetns(t)
+		return
+	}
+	testnet.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647")
+	tun := testnet.Wire(t, "hd0", netip.MustParsePrefix("127.0.10.0/24"))
+	var fromOther atomic.Int64
+	stop := playHosts(t, tun, func(src, dst netip.Addr, proto byte, msg []byte) {
+		if proto == unix.IPPROTO_ICMP && len(msg) >= 8 && msg[0] == 8 && dst == spoofDead {
+			writeIPv4(t, tun, spoofOther, src, unix.IPPROTO_ICMP, echoReplyOf(msg, binary.BigEndian.Uint16(msg[6:])))
+			fromOther.Add(1)
+		}
+	}, func(func(netip.Addr, byte, []byte)) {})
+	defer stop()
+	for _, privileged := range []bool{false, true} {
+		before := fromOther.Load()
+		err := probeWithin(Ping(privileged), spoofDead, 500*time.Millisecond)
+		if fromOther.Load() == before {
+			t.Fatalf("privileged %v: no request reached the other host: the test proves nothing", privileged)
+		}
+		if want := "icmp: the echo reply came from 127.0.10.3, not from the backend"; err == nil || err.Error() != want {
+			t.Errorf("privileged %v: the dead backend's ping, answered by %s: %v, want %s", privileged, spoofOther, err, want)
+		}
+	}
 }
