@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -19,6 +20,11 @@ import (
 // MaxBodyRead is how much of a response body an HTTP check reads to find its text: enough for a
 // health page, and a bound on what a backend can make the prober read.
 const MaxBodyRead = 64 << 10
+
+// MaxHeaderRead bounds a response's status line and header. http.ReadResponse has no bound of
+// its own (the Transport's MaxResponseHeaderBytes is not its), and an endless header line is
+// read into one buffer for as long as the timeout lets it come: on loopback, hundreds of MB.
+const MaxHeaderRead = 64 << 10
 
 // HTTPSpec is an HTTP or HTTPS check, as the Corefile gives it.
 type HTTPSpec struct {
@@ -83,11 +89,17 @@ func HTTP(spec HTTPSpec) func(ctx context.Context, addr netip.Addr) error {
 		if _, err := io.WriteString(conn, request(spec.Path, host, spec.Port, spec.TLS != nil)); err != nil {
 			return fail(unwrapDial(ctx, within, err))
 		}
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		limited := &io.LimitedReader{R: conn, N: MaxHeaderRead}
+		resp, err := http.ReadResponse(bufio.NewReader(limited), nil)
 		if err != nil {
+			if limited.N == 0 {
+				return fail(errHeaderTooLong)
+			}
 			return fail(readFailure(ctx, within, err))
 		}
-		defer resp.Body.Close()
+		limited.N = math.MaxInt64 // the body's reads are bounded below, by MaxBodyRead
+		// The body is never closed: closing it would read it to its end first, and a body the
+		// verdict does not need may be endless. Closing the connection (deferred) ends it.
 		if !spec.Expect.Has(resp.StatusCode) {
 			return fail(StatusError{resp.StatusCode})
 		}
@@ -138,6 +150,9 @@ func request(path, host string, port uint16, tls bool) string {
 	}
 	return "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: healthdns\r\nAccept: */*\r\nConnection: close\r\n\r\n"
 }
+
+// errHeaderTooLong is a response whose status line and header run past MaxHeaderRead.
+var errHeaderTooLong = fmt.Errorf("the response's header is over %d KiB", MaxHeaderRead>>10)
 
 // bodyError is a response whose body lacks the check's text.
 type bodyError struct {

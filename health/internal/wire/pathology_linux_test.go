@@ -1,0 +1,230 @@
+package wire
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/healthdns/healthdns/health/internal/engine"
+)
+
+// badBackend is a TCP backend on addr that serves each connection with serve, and counts them.
+// The test's end closes the listener and every connection, and waits for serve to return.
+type badBackend struct {
+	Port     uint16
+	accepted atomic.Int64
+}
+
+func listenBad(t *testing.T, addr string, serve func(c net.Conn)) *badBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &badBackend{Port: uint16(ln.Addr().(*net.TCPAddr).Port)}
+	var mu sync.Mutex
+	var conns []net.Conn
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.accepted.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() { defer wg.Done(); serve(c) }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return b
+}
+
+// trickle writes s a byte every interval, until it is written or the connection fails.
+func trickle(c net.Conn, s string, every time.Duration) {
+	for i := range len(s) {
+		if _, err := c.Write([]byte{s[i]}); err != nil {
+			return
+		}
+		time.Sleep(every)
+	}
+}
+
+// readRequest reads a request's head, so that a backend answers after it as a server would.
+func readRequest(c net.Conn) {
+	buf := make([]byte, 4096)
+	var got []byte
+	for !strings.Contains(string(got), "\r\n\r\n") {
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		got = append(got, buf[:n]...)
+	}
+}
+
+// endless writes chunk until the connection fails, and returns how much it wrote.
+func endless(c net.Conn, chunk []byte) int {
+	written := 0
+	for {
+		n, err := c.Write(chunk)
+		written += n
+		if err != nil {
+			return written
+		}
+	}
+}
+
+// checkOnLoop probes addr once through a blocking loop, as a monitor does, with run as the check
+// and timeout as the probe's: the error is the one an operator reads, the loop's own timeout
+// included.
+func checkOnLoop(t *testing.T, name string, run func(context.Context, netip.Addr) error, addr netip.Addr, timeout time.Duration) error {
+	t.Helper()
+	l := engine.New[BlockingState](NewBlocking())
+	l.Retain()
+	defer l.Release()
+	results := make(chan engine.Result, 1)
+	tk := l.Schedule(engine.Target{
+		Addr: addr, Interval: time.Hour, Timeout: timeout, Tries: 1, Budget: engine.NewBudget(),
+		Run: run, Name: name,
+		Report: func(r engine.Result) {
+			select {
+			case results <- r:
+			default:
+			}
+		},
+	})
+	defer tk.Unschedule()
+	select {
+	case r := <-results:
+		return r.Err
+	case <-time.After(timeout + time.Minute):
+		t.Fatalf("%s: no result a minute past its timeout", name)
+		return nil
+	}
+}
+
+// HTTP backends that misbehave: every check ends by its timeout at the latest, with an error
+// that says what went wrong, reads a bounded amount, and leaves no connection or goroutine.
+func TestHTTPPathologies(t *testing.T) {
+	addr := netip.MustParseAddr("127.0.10.11")
+	const timeout = 500 * time.Millisecond
+	head := "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+	cases := []struct {
+		name  string
+		spec  HTTPSpec
+		serve func(c net.Conn)
+		want  string // the error, but for the check's name and port; "" to pass
+	}{{
+		name:  "accepts and never answers",
+		serve: func(c net.Conn) { io.Copy(io.Discard, c) },
+		want:  "no answer within 500ms",
+	}, {
+		name:  "trickles its header",
+		serve: func(c net.Conn) { readRequest(c); trickle(c, head+"\r\nok", 100*time.Millisecond) },
+		want:  "no answer within 500ms",
+	}, {
+		name: "trickles the body the check reads",
+		spec: HTTPSpec{Body: "ok"},
+		serve: func(c net.Conn) {
+			readRequest(c)
+			c.Write([]byte(head + "Content-Length: 100\r\n\r\n"))
+			trickle(c, strings.Repeat(".", 98)+"ok", 100*time.Millisecond)
+		},
+		want: "no answer within 500ms",
+	}, {
+		// The status is the verdict: a body the check does not need is not read, however long.
+		name: "answers 200 with an endless body",
+		serve: func(c net.Conn) {
+			readRequest(c)
+			c.Write([]byte(head + "Content-Length: 1099511627776\r\n\r\n"))
+			endless(c, make([]byte, 64<<10))
+		},
+	}, {
+		name: "answers 200 with an endless chunked body",
+		serve: func(c net.Conn) {
+			readRequest(c)
+			c.Write([]byte(head + "Transfer-Encoding: chunked\r\n\r\n"))
+			endless(c, []byte("10000\r\n"+strings.Repeat("x", 0x10000)+"\r\n"))
+		},
+	}, {
+		name: "answers 10 MB without the text",
+		spec: HTTPSpec{Body: "ok"},
+		serve: func(c net.Conn) {
+			readRequest(c)
+			c.Write([]byte(head + "Content-Length: 10485762\r\n\r\n"))
+			c.Write([]byte(strings.Repeat("x", 10<<20) + "ok"))
+		},
+		want: `body: no "ok" in its first 65536 bytes`,
+	}, {
+		name: "sends an endless header",
+		serve: func(c net.Conn) {
+			readRequest(c)
+			c.Write([]byte(head + "X-Pad: "))
+			endless(c, []byte(strings.Repeat("x", 64<<10)))
+		},
+		want: "the response's header is over 64 KiB",
+	}, {
+		name: "sends endless header lines",
+		serve: func(c net.Conn) {
+			readRequest(c)
+			c.Write([]byte(head))
+			endless(c, []byte(strings.Repeat("X-Pad: x\r\n", 4096)))
+		},
+		want: "the response's header is over 64 KiB",
+	}, {
+		// Redirects are not followed: the first 3xx is the answer.
+		name: "redirects to itself",
+		spec: HTTPSpec{Expect: StatusCodes{{200, 299}}},
+		serve: func(c net.Conn) {
+			readRequest(c)
+			c.Write([]byte("HTTP/1.1 302 Found\r\nLocation: /\r\nContent-Length: 0\r\n\r\n"))
+			io.Copy(io.Discard, c)
+		},
+		want: "status 302",
+	}}
+	goroutines, fds := runtime.NumGoroutine(), openFiles(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := listenBad(t, addr.String(), tc.serve)
+			spec := tc.spec
+			spec.Port = b.Port
+			err := checkOnLoop(t, spec.Name(), HTTP(spec), addr, timeout)
+			want := ""
+			if tc.want != "" {
+				want = spec.Name() + ": " + tc.want
+			}
+			if got := fmt.Sprint(err); err == nil && want != "" || err != nil && got != want {
+				t.Errorf("check: %v, want %q", err, want)
+			}
+			if n := b.accepted.Load(); n != 1 {
+				t.Errorf("%d connections for one probe of one try", n)
+			}
+		})
+	}
+	// What the checks opened is closed; the backends' goroutines are the cleanups'.
+	waitFor(t, "the checks' descriptors and goroutines to go", func() bool {
+		return openFiles(t) <= fds && runtime.NumGoroutine() <= goroutines
+	})
+}
