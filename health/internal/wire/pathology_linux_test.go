@@ -2,11 +2,15 @@ package wire
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,8 +20,9 @@ import (
 	"github.com/healthdns/healthdns/health/internal/engine"
 )
 
-// badBackend is a TCP backend on addr that serves each connection with serve, and counts them.
-// The test's end closes the listener and every connection, and waits for serve to return.
+// badBackend is a TCP backend on addr that serves each connection with serve, closes it when
+// serve returns, and counts them. The test's end closes the listener and every connection, and
+// waits for serve to return.
 type badBackend struct {
 	Port     uint16
 	accepted atomic.Int64
@@ -46,7 +51,7 @@ func listenBad(t *testing.T, addr string, serve func(c net.Conn)) *badBackend {
 			conns = append(conns, c)
 			mu.Unlock()
 			wg.Add(1)
-			go func() { defer wg.Done(); serve(c) }()
+			go func() { defer wg.Done(); defer c.Close(); serve(c) }()
 		}
 	}()
 	t.Cleanup(func() {
@@ -224,6 +229,111 @@ func TestHTTPPathologies(t *testing.T) {
 		})
 	}
 	// What the checks opened is closed; the backends' goroutines are the cleanups'.
+	waitFor(t, "the checks' descriptors and goroutines to go", func() bool {
+		return openFiles(t) <= fds && runtime.NumGoroutine() <= goroutines
+	})
+}
+
+// A TCP backend that accepts and then neither sends nor closes passes a TCP check (it listens),
+// and holds nothing of the prober's: the connect wire resets each connection it made, the
+// half-open wire makes none.
+func TestTCPBackendThatHolds(t *testing.T) {
+	addr := netip.MustParseAddr("127.0.10.12")
+	type probeOf func(t *testing.T, port uint16) func(context.Context, netip.Addr) error
+	wires := map[string]probeOf{
+		"connect": func(t *testing.T, port uint16) func(context.Context, netip.Addr) error {
+			return probePortVia(t, NewConnect(), port)
+		},
+	}
+	if c, err := net.ListenPacket("ip4:tcp", "127.0.0.1"); err == nil {
+		c.Close()
+		wires["half-open"] = func(t *testing.T, port uint16) func(context.Context, netip.Addr) error {
+			return probePortVia(t, NewHalfOpen(), port)
+		}
+	}
+	for name, wire := range wires {
+		t.Run(name, func(t *testing.T) {
+			var resets atomic.Int64
+			b := listenBad(t, addr.String(), func(c net.Conn) {
+				if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
+					resets.Add(1) // the prober's reset
+				}
+			})
+			probe := wire(t, b.Port)
+			if err := probeWithin(probe, addr, answered); err != nil { // opens the wire's own sockets
+				t.Fatalf("first probe of a backend that holds its connections: %v", err)
+			}
+			fds := openFiles(t)
+			const probes = 20
+			for i := 1; i < probes; i++ {
+				if err := probeWithin(probe, addr, answered); err != nil {
+					t.Fatalf("probe %d of a backend that holds its connections: %v", i, err)
+				}
+			}
+			waitFor(t, "the prober's sockets to close", func() bool { return openFiles(t) <= fds })
+			if name == "connect" {
+				waitFor(t, "every connection to be reset by the prober", func() bool { return resets.Load() == probes })
+			} else if n := b.accepted.Load(); n != 0 {
+				t.Errorf("half-open probes made %d connections", n)
+			}
+		})
+	}
+}
+
+// liveWith counts the running processes (zombies aside) whose environment holds env: a script's
+// and whatever it started, which inherit it.
+func liveWith(t *testing.T, env string) int {
+	t.Helper()
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skipf("counting processes: %v", err)
+	}
+	n := 0
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/environ")
+		if err == nil && slices.Contains(strings.Split(string(b), "\x00"), env) && alive(pid) {
+			n++
+		}
+	}
+	return n
+}
+
+// Scripts that misbehave: each ends by its timeout at the latest, with an error that says what
+// happened, keeps at most the first 256 bytes of its output, and leaves no process, descriptor
+// or goroutine behind.
+func TestExecPathologies(t *testing.T) {
+	addr := netip.MustParseAddr("127.0.10.13")
+	const timeout = time.Second
+	cases := []struct {
+		name, body string
+		want       string // the error after "exec PATH: "; "" to pass
+	}{
+		{"forks and hangs", "sleep 302 & sleep 302 & wait", "did not finish within 1s: killed"},
+		{"prints megabytes on one line", "head -c 20000000 /dev/zero | tr '\\0' x; exit 3", "exit 3: " + strings.Repeat("x", execReasonLen)},
+		{"prints without end", "yes", "did not finish within 1s: killed"},
+		{"closes its output and keeps running", "exec >&- 2>&-; sleep 303", "did not finish within 1s: killed"},
+		{"closes its output, leaves a child and exits 0", "exec >&- 2>&-; sleep 304 & exit 0", ""},
+	}
+	goroutines, fds := runtime.NumGoroutine(), openFiles(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := script(t, tc.body)
+			spec := ExecSpec{Path: path}
+			err := checkOnLoop(t, spec.Name(), Exec(spec), addr, timeout)
+			want := ""
+			if tc.want != "" {
+				want = spec.Name() + ": " + tc.want
+			}
+			if got := fmt.Sprint(err); err == nil && want != "" || err != nil && got != want {
+				t.Errorf("check: %v, want %q", err, want)
+			}
+			waitFor(t, "the script's processes to end", func() bool { return liveWith(t, "HEALTHDNS_BACKEND="+addr.String()) == 0 })
+		})
+	}
 	waitFor(t, "the checks' descriptors and goroutines to go", func() bool {
 		return openFiles(t) <= fds && runtime.NumGoroutine() <= goroutines
 	})
