@@ -338,3 +338,22 @@ func TestExecPathologies(t *testing.T) {
 		return openFiles(t) <= fds && runtime.NumGoroutine() <= goroutines
 	})
 }
+
+// A backend that stops in the middle of its status line is a timeout, whichever of the socket's
+// deadline and the probe's context ends the read first: the part line it sent is not the answer.
+// Called directly, not through a loop, whose own timeout would speak for it.
+func TestHTTPStopsMidLine(t *testing.T) {
+	addr := netip.MustParseAddr("127.0.10.11")
+	b := listenBad(t, addr.String(), func(c net.Conn) {
+		readRequest(c)
+		c.Write([]byte("HT"))
+		io.Copy(io.Discard, c)
+	})
+	check := HTTP(HTTPSpec{Port: b.Port})
+	for range 5 {
+		err := probeWithin(check, addr, 200*time.Millisecond)
+		if want := fmt.Sprintf("http :%d/: no answer within 200ms", b.Port); fmt.Sprint(err) != want {
+			t.Fatalf("check: %v, want %s", err, want)
+		}
+	}
+}
