@@ -56,6 +56,9 @@
 //	127.0.6.10                   TestStatusTokenFromSystemdCredentials
 //	127.0.7.1, .2                TestBackendsFileReplacedByAFIFO (127.0.7.1-.19 reserved for backends file hardening)
 //	127.0.8.1-.6                 TestReloadStorm (127.0.8.0/24 reserved for issue 23's load tests)
+//	127.0.10.30-.35              TestProbePathologies (127.0.10.0/24 reserved for issue 23's probe pathologies:
+//	                             the wire package's tests use .11-.13 on loopback, and .1-.3, .20 in namespaces of
+//	                             their own, as the health package's 1,000 black-holed backends use 127.6.0.0/16)
 package test
 
 import (
