@@ -65,8 +65,16 @@ func TestThousandBackendsTimingOut(t *testing.T) {
 	checks := []Check{{Kind: ICMP}, {Kind: TCP, Port: 80}, {Kind: HTTP, Port: 80}}
 	healthyChecks := []Check{{Kind: ICMP}, {Kind: TCP, Port: port(tcpLn)}, {Kind: HTTP, Port: port(httpLn)}}
 
+	for name, opts := range map[string][]Option{"half-open": nil, "connect": {WithConnect()}} {
+		t.Run(name, func(t *testing.T) {
+			reg := NewRegistry(&recorder{}, opts...)
+			thousandDead(t, reg, healthy, healthyChecks, live, checks, dead)
+		})
+	}
+}
+
+func thousandDead(t *testing.T, reg *Registry, healthy netip.Addr, healthyChecks []Check, live func(Check) Spec, checks []Check, dead func(Check) Spec) {
 	baseGoroutines, baseFDs, baseRSS := runtime.NumGoroutine(), openFDs(t), rssKiB(t)
-	reg := NewRegistry(&recorder{})
 	var healthyLeases []*Lease
 	for _, c := range healthyChecks {
 		healthyLeases = append(healthyLeases, reg.Acquire(Target{Addr: healthy, Spec: live(c)}, "z."))
