@@ -9,65 +9,20 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/healthdns/healthdns/test/harness"
+	"github.com/healthdns/healthdns/test/testkit"
 )
-
-// misbehave serves every connection to ip with serve, on a port of its own, until the test ends.
-func misbehave(t *testing.T, ip string, serve func(c net.Conn)) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); serve(c) }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // afterRequest reads a request's head, then writes answer and, when more is set, more until the
 // connection fails.
 func afterRequest(answer string, more []byte, every time.Duration) func(c net.Conn) {
 	return func(c net.Conn) {
-		buf := make([]byte, 4096)
-		var got []byte
-		for !strings.Contains(string(got), "\r\n\r\n") {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			got = append(got, buf[:n]...)
-		}
+		testkit.ReadRequest(c)
 		if _, err := io.WriteString(c, answer); err != nil {
 			return
 		}
@@ -89,10 +44,10 @@ func TestProbePathologies(t *testing.T) {
 	t.Parallel()
 	const okIP, silentIP, trickleIP, headerIP, streamIP, scriptIP = "127.0.10.30", "127.0.10.31", "127.0.10.32", "127.0.10.33", "127.0.10.34", "127.0.10.35"
 	ok := startWeb(t, okIP)
-	silent := misbehave(t, silentIP, func(c net.Conn) { io.Copy(io.Discard, c) })
-	trickle := misbehave(t, trickleIP, afterRequest("H", []byte("T"), time.Second))
-	header := misbehave(t, headerIP, afterRequest("HTTP/1.1 200 OK\r\nX-Pad: ", []byte(strings.Repeat("x", 64<<10)), 0))
-	stream := misbehave(t, streamIP, afterRequest("HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\n\r\n", make([]byte, 64<<10), 0))
+	silent := testkit.ServeTCP(t, silentIP, func(c net.Conn) { io.Copy(io.Discard, c) })
+	trickle := testkit.ServeTCP(t, trickleIP, afterRequest("H", []byte("T"), time.Second))
+	header := testkit.ServeTCP(t, headerIP, afterRequest("HTTP/1.1 200 OK\r\nX-Pad: ", []byte(strings.Repeat("x", 64<<10)), 0))
+	stream := testkit.ServeTCP(t, streamIP, afterRequest("HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\n\r\n", make([]byte, 64<<10), 0))
 	yes := filepath.Join(t.TempDir(), "yes")
 	if err := os.WriteFile(yes, []byte("#!/bin/sh\nyes\n"), 0o755); err != nil {
 		t.Fatal(err)
@@ -108,10 +63,10 @@ func TestProbePathologies(t *testing.T) {
 	}
 	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+
 		pool("ok.lan", okIP, "http "+strconv.Itoa(ok.port))+
-		pool("silent.lan", silentIP, "http "+strconv.Itoa(silent))+
-		pool("trickle.lan", trickleIP, "http "+strconv.Itoa(trickle))+
-		pool("header.lan", headerIP, "http "+strconv.Itoa(header))+
-		pool("stream.lan", streamIP, "http "+strconv.Itoa(stream))+
+		pool("silent.lan", silentIP, "http "+strconv.Itoa(int(silent.Port)))+
+		pool("trickle.lan", trickleIP, "http "+strconv.Itoa(int(trickle.Port)))+
+		pool("header.lan", headerIP, "http "+strconv.Itoa(int(header.Port)))+
+		pool("stream.lan", streamIP, "http "+strconv.Itoa(int(stream.Port)))+
 		pool("script.lan", scriptIP, "exec "+yes)+
 		"}\n")
 
@@ -121,9 +76,9 @@ func TestProbePathologies(t *testing.T) {
 			t.Errorf("%s: %s, want SERVFAIL: its only backend fails", zone, dns.RcodeToString[r.Rcode])
 		}
 	}
-	down(silentIP, "silent.lan", fmt.Sprintf("http :%d/: no answer within 400ms", silent))
-	down(trickleIP, "trickle.lan", fmt.Sprintf("http :%d/: no answer within 400ms", trickle))
-	down(headerIP, "header.lan", fmt.Sprintf("http :%d/: the response's header is over 64 KiB", header))
+	down(silentIP, "silent.lan", fmt.Sprintf("http :%d/: no answer within 400ms", silent.Port))
+	down(trickleIP, "trickle.lan", fmt.Sprintf("http :%d/: no answer within 400ms", trickle.Port))
+	down(headerIP, "header.lan", fmt.Sprintf("http :%d/: the response's header is over 64 KiB", header.Port))
 	down(scriptIP, "script.lan", "exec "+yes+": did not finish within 400ms: killed")
 	for zone, ip := range map[string]string{"ok.lan.": okIP, "stream.lan.": streamIP} {
 		if !upIn(t, s, zone, ip) {

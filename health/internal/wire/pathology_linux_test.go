@@ -12,59 +12,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/healthdns/healthdns/health/internal/engine"
+	"github.com/healthdns/healthdns/test/testkit"
 )
-
-// badBackend is a TCP backend on addr that serves each connection with serve, closes it when
-// serve returns, and counts them. The test's end closes the listener and every connection, and
-// waits for serve to return.
-type badBackend struct {
-	Port     uint16
-	accepted atomic.Int64
-}
-
-func listenBad(t *testing.T, addr string, serve func(c net.Conn)) *badBackend {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &badBackend{Port: uint16(ln.Addr().(*net.TCPAddr).Port)}
-	var mu sync.Mutex
-	var conns []net.Conn
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.accepted.Add(1)
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); serve(c) }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return b
-}
 
 // trickle writes s a byte every interval, until it is written or the connection fails.
 func trickle(c net.Conn, s string, every time.Duration) {
@@ -73,19 +27,6 @@ func trickle(c net.Conn, s string, every time.Duration) {
 			return
 		}
 		time.Sleep(every)
-	}
-}
-
-// readRequest reads a request's head, so that a backend answers after it as a server would.
-func readRequest(c net.Conn) {
-	buf := make([]byte, 4096)
-	var got []byte
-	for !strings.Contains(string(got), "\r\n\r\n") {
-		n, err := c.Read(buf)
-		if err != nil {
-			return
-		}
-		got = append(got, buf[:n]...)
 	}
 }
 
@@ -130,13 +71,30 @@ func checkOnLoop(t *testing.T, name string, run func(context.Context, netip.Addr
 	}
 }
 
+// wantVerdict probes addr once with run through checkOnLoop, and checks its error: want, after
+// the check's name, or a pass for "". A check that must run out of time (want says "within")
+// gets timeout; the others get answered, which their answer ends at once, so that a loaded
+// machine does not time them out.
+func wantVerdict(t *testing.T, name string, run func(context.Context, netip.Addr) error, addr netip.Addr, timeout time.Duration, want string) {
+	t.Helper()
+	within := answered
+	if strings.Contains(want, " within ") {
+		within = timeout
+	}
+	err := checkOnLoop(t, name, run, addr, within)
+	if want != "" {
+		want = name + ": " + want
+	}
+	if got := fmt.Sprint(err); err == nil && want != "" || err != nil && got != want {
+		t.Errorf("check: %v, want %q", err, want)
+	}
+}
+
 // HTTP backends that misbehave: every check ends by its timeout at the latest, with an error
 // that says what went wrong, reads a bounded amount, and leaves no connection or goroutine.
 func TestHTTPPathologies(t *testing.T) {
 	addr := netip.MustParseAddr("127.0.10.11")
-	// A check that must time out gets 500ms; one that must not, long enough for a loaded
-	// machine (answered): an answer ends it at once.
-	const timeout = 500 * time.Millisecond
+	const timeout = 500 * time.Millisecond // for the checks that must time out (wantVerdict)
 	head := "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
 	tenMB := []byte(head + "Content-Length: 10485762\r\n\r\n" + strings.Repeat("x", 10<<20) + "ok")
 	cases := []struct {
@@ -150,13 +108,13 @@ func TestHTTPPathologies(t *testing.T) {
 		want:  "no answer within 500ms",
 	}, {
 		name:  "trickles its header",
-		serve: func(c net.Conn) { readRequest(c); trickle(c, head+"\r\nok", 100*time.Millisecond) },
+		serve: func(c net.Conn) { testkit.ReadRequest(c); trickle(c, head+"\r\nok", 100*time.Millisecond) },
 		want:  "no answer within 500ms",
 	}, {
 		name: "trickles the body the check reads",
 		spec: HTTPSpec{Body: "ok"},
 		serve: func(c net.Conn) {
-			readRequest(c)
+			testkit.ReadRequest(c)
 			c.Write([]byte(head + "Content-Length: 100\r\n\r\n"))
 			trickle(c, strings.Repeat(".", 98)+"ok", 100*time.Millisecond)
 		},
@@ -165,14 +123,14 @@ func TestHTTPPathologies(t *testing.T) {
 		// The status is the verdict: a body the check does not need is not read, however long.
 		name: "answers 200 with an endless body",
 		serve: func(c net.Conn) {
-			readRequest(c)
+			testkit.ReadRequest(c)
 			c.Write([]byte(head + "Content-Length: 1099511627776\r\n\r\n"))
 			endless(c, make([]byte, 64<<10))
 		},
 	}, {
 		name: "answers 200 with an endless chunked body",
 		serve: func(c net.Conn) {
-			readRequest(c)
+			testkit.ReadRequest(c)
 			c.Write([]byte(head + "Transfer-Encoding: chunked\r\n\r\n"))
 			endless(c, []byte("10000\r\n"+strings.Repeat("x", 0x10000)+"\r\n"))
 		},
@@ -180,14 +138,14 @@ func TestHTTPPathologies(t *testing.T) {
 		name: "answers 10 MB without the text",
 		spec: HTTPSpec{Body: "ok"},
 		serve: func(c net.Conn) {
-			readRequest(c)
+			testkit.ReadRequest(c)
 			c.Write(tenMB)
 		},
 		want: `body: no "ok" in its first 65536 bytes`,
 	}, {
 		name: "sends an endless header",
 		serve: func(c net.Conn) {
-			readRequest(c)
+			testkit.ReadRequest(c)
 			c.Write([]byte(head + "X-Pad: "))
 			endless(c, []byte(strings.Repeat("x", 64<<10)))
 		},
@@ -195,7 +153,7 @@ func TestHTTPPathologies(t *testing.T) {
 	}, {
 		name: "sends endless header lines",
 		serve: func(c net.Conn) {
-			readRequest(c)
+			testkit.ReadRequest(c)
 			c.Write([]byte(head))
 			endless(c, []byte(strings.Repeat("X-Pad: x\r\n", 4096)))
 		},
@@ -205,7 +163,7 @@ func TestHTTPPathologies(t *testing.T) {
 		name: "redirects to itself",
 		spec: HTTPSpec{Expect: StatusCodes{{200, 299}}},
 		serve: func(c net.Conn) {
-			readRequest(c)
+			testkit.ReadRequest(c)
 			c.Write([]byte("HTTP/1.1 302 Found\r\nLocation: /\r\nContent-Length: 0\r\n\r\n"))
 			io.Copy(io.Discard, c)
 		},
@@ -214,22 +172,11 @@ func TestHTTPPathologies(t *testing.T) {
 	goroutines, fds := runtime.NumGoroutine(), openFiles(t)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b := listenBad(t, addr.String(), tc.serve)
+			b := testkit.ServeTCP(t, addr.String(), tc.serve)
 			spec := tc.spec
 			spec.Port = b.Port
-			within := answered
-			if strings.HasPrefix(tc.want, "no answer") {
-				within = timeout
-			}
-			err := checkOnLoop(t, spec.Name(), HTTP(spec), addr, within)
-			want := ""
-			if tc.want != "" {
-				want = spec.Name() + ": " + tc.want
-			}
-			if got := fmt.Sprint(err); err == nil && want != "" || err != nil && got != want {
-				t.Errorf("check: %v, want %q", err, want)
-			}
-			if n := b.accepted.Load(); n != 1 {
+			wantVerdict(t, spec.Name(), HTTP(spec), addr, timeout, tc.want)
+			if n := b.Accepted(); n != 1 {
 				t.Errorf("%d connections for one probe of one try", n)
 			}
 		})
@@ -260,7 +207,7 @@ func TestTCPBackendThatHolds(t *testing.T) {
 	for name, wire := range wires {
 		t.Run(name, func(t *testing.T) {
 			var resets atomic.Int64
-			b := listenBad(t, addr.String(), func(c net.Conn) {
+			b := testkit.ServeTCP(t, addr.String(), func(c net.Conn) {
 				if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 					resets.Add(1) // the prober's reset
 				}
@@ -279,7 +226,7 @@ func TestTCPBackendThatHolds(t *testing.T) {
 			waitFor(t, "the prober's sockets to close", func() bool { return openFiles(t) <= fds })
 			if name == "connect" {
 				waitFor(t, "every connection to be reset by the prober", func() bool { return resets.Load() == probes })
-			} else if n := b.accepted.Load(); n != 0 {
+			} else if n := b.Accepted(); n != 0 {
 				t.Errorf("half-open probes made %d connections", n)
 			}
 		})
@@ -313,7 +260,7 @@ func liveWith(t *testing.T, env string) int {
 // or goroutine behind.
 func TestExecPathologies(t *testing.T) {
 	addr := netip.MustParseAddr("127.0.10.13")
-	const timeout = time.Second // for the scripts that must not finish; answered for the others
+	const timeout = time.Second // for the scripts that must not finish (wantVerdict)
 	cases := []struct {
 		name, body string
 		want       string // the error after "exec PATH: "; "" to pass
@@ -329,18 +276,7 @@ func TestExecPathologies(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := script(t, tc.body)
 			spec := ExecSpec{Path: path}
-			within := answered
-			if strings.HasPrefix(tc.want, "did not finish") {
-				within = timeout
-			}
-			err := checkOnLoop(t, spec.Name(), Exec(spec), addr, within)
-			want := ""
-			if tc.want != "" {
-				want = spec.Name() + ": " + tc.want
-			}
-			if got := fmt.Sprint(err); err == nil && want != "" || err != nil && got != want {
-				t.Errorf("check: %v, want %q", err, want)
-			}
+			wantVerdict(t, spec.Name(), Exec(spec), addr, timeout, tc.want)
 			waitFor(t, "the script's processes to end", func() bool { return liveWith(t, "HEALTHDNS_BACKEND="+addr.String()) == 0 })
 		})
 	}
@@ -354,8 +290,8 @@ func TestExecPathologies(t *testing.T) {
 // Called directly, not through a loop, whose own timeout would speak for it.
 func TestHTTPStopsMidLine(t *testing.T) {
 	addr := netip.MustParseAddr("127.0.10.11")
-	b := listenBad(t, addr.String(), func(c net.Conn) {
-		readRequest(c)
+	b := testkit.ServeTCP(t, addr.String(), func(c net.Conn) {
+		testkit.ReadRequest(c)
 		c.Write([]byte("HT"))
 		io.Copy(io.Discard, c)
 	})

@@ -25,17 +25,29 @@ var (
 	spoofOther   = netip.MustParseAddr("127.0.10.3") // another host, answering what was sent to the dead one
 )
 
-// spoofProbes schedules the dead and the hostile backend on a new loop over w, every 100 ms, and
-// counts their passes and failures until the hostile one has passed 10 times (so the forger had
-// its chances), returning the dead one's passes and its last failure.
-func spoofProbes[S any](t *testing.T, w engine.Wire[S], port uint16) (deadPasses int, deadErr error) {
+// spoofLab runs t again in a namespace of its own and returns nil; in that namespace it routes
+// 127.0.10.0/24 into a TUN device, and returns the device for the test to play its hosts.
+func spoofLab(t *testing.T) *os.File {
+	t.Helper()
+	if !testnet.InOwnNetns() {
+		testnet.RunInOwnNetns(t)
+		return nil
+	}
+	return testnet.Wire(t, "hd0", netip.MustParsePrefix("127.0.10.0/24"))
+}
+
+// spoofProbes schedules the dead and the hostile backend on a new loop over w, every 100 ms,
+// until the hostile one has passed 10 times (so the forger had its chances), then stops the
+// forger. It fails the test if the dead one ever passed, or if nothing was forged or sent from
+// the other host (the test would prove nothing); else it returns the dead one's last failure.
+func spoofProbes[S any](t *testing.T, w engine.Wire[S], port uint16, stopForger func(), forged, fromOther *atomic.Int64) (deadErr error) {
 	t.Helper()
 	l := engine.New[S](w)
 	l.Retain()
 	defer l.Release()
 	budget := engine.NewBudget()
 	var mu sync.Mutex
-	var hostilePasses int
+	var deadPasses, hostilePasses int
 	var hostileErr error
 	report := func(dead bool) func(engine.Result) {
 		return func(r engine.Result) {
@@ -74,8 +86,17 @@ func spoofProbes[S any](t *testing.T, w engine.Wire[S], port uint16) (deadPasses
 		time.Sleep(10 * time.Millisecond)
 	}
 	mu.Lock()
-	defer mu.Unlock()
-	return deadPasses, deadErr
+	passes, err := deadPasses, deadErr
+	mu.Unlock()
+	stopForger()
+	t.Logf("%d forged from %s, %d sent from %s for its probes", forged.Load(), spoofDead, fromOther.Load(), spoofOther)
+	if forged.Load() == 0 || fromOther.Load() == 0 {
+		t.Fatal("nothing was forged: the test proves nothing")
+	}
+	if passes > 0 {
+		t.Fatalf("the dead backend passed %d times on forged answers", passes)
+	}
+	return err
 }
 
 // A hostile backend sees its own echo requests: our identifier and, as every probe of the loop
@@ -85,12 +106,11 @@ func spoofProbes[S any](t *testing.T, w engine.Wire[S], port uint16) (deadPasses
 // address, nor a reply from the dead one's address that is exact but for its identifier. The
 // hostile backend answers each of its own requests three times: duplicates are harmless.
 func TestEchoIgnoresSpoofedReplies(t *testing.T) {
-	if !testnet.InOwnNetns() {
-		testnet.RunInOwnNetns(t)
+	tun := spoofLab(t)
+	if tun == nil {
 		return
 	}
 	needRawICMP(t)
-	tun := testnet.Wire(t, "hd0", netip.MustParsePrefix("127.0.10.0/24"))
 	var forged, fromOther atomic.Int64
 	var last atomic.Pointer[[]byte] // the hostile backend's latest request, ICMP header on
 	stop := playHosts(t, tun, func(src, dst netip.Addr, proto byte, msg []byte) {
@@ -122,15 +142,7 @@ func TestEchoIgnoresSpoofedReplies(t *testing.T) {
 			forged.Add(1)
 		}
 	})
-	passes, err := spoofProbes[EchoState](t, NewEcho(), 0)
-	stop()
-	t.Logf("%d replies forged from %s, %d sent from %s for its requests", forged.Load(), spoofDead, fromOther.Load(), spoofOther)
-	if forged.Load() == 0 || fromOther.Load() == 0 {
-		t.Fatal("nothing was forged: the test proves nothing")
-	}
-	if passes > 0 {
-		t.Fatalf("the dead backend passed %d times on forged replies", passes)
-	}
+	err := spoofProbes[EchoState](t, NewEcho(), 0, stop, &forged, &fromOther)
 	var noReply errNoReply
 	if !errors.As(err, &noReply) {
 		t.Errorf("the dead backend failed with %v, want no reply", err)
@@ -141,12 +153,11 @@ func TestEchoIgnoresSpoofedReplies(t *testing.T) {
 // must not bring it up; nor SYN-ACKs forged from its address by a hostile backend that knows only
 // its own SYNs.
 func TestHalfOpenIgnoresSpoofedSYNACKs(t *testing.T) {
-	if !testnet.InOwnNetns() {
-		testnet.RunInOwnNetns(t)
+	tun := spoofLab(t)
+	if tun == nil {
 		return
 	}
 	needRawICMP(t)
-	tun := testnet.Wire(t, "hd0", netip.MustParsePrefix("127.0.10.0/24"))
 	const port = 80
 	var forged, fromOther atomic.Int64
 	var last atomic.Pointer[[]byte] // the hostile backend's latest SYN
@@ -173,15 +184,7 @@ func TestHalfOpenIgnoresSpoofedSYNACKs(t *testing.T) {
 			forged.Add(1)
 		}
 	})
-	passes, err := spoofProbes[HalfOpenState](t, NewHalfOpen(), port)
-	stop()
-	t.Logf("%d SYN-ACKs forged from %s, %d sent from %s for its SYNs", forged.Load(), spoofDead, fromOther.Load(), spoofOther)
-	if forged.Load() == 0 || fromOther.Load() == 0 {
-		t.Fatal("nothing was forged: the test proves nothing")
-	}
-	if passes > 0 {
-		t.Fatalf("the dead backend passed %d times on forged SYN-ACKs", passes)
-	}
+	err := spoofProbes[HalfOpenState](t, NewHalfOpen(), port, stop, &forged, &fromOther)
 	if Reason(err) != ReasonTimeout {
 		t.Errorf("the dead backend failed with %v, want a timeout", err)
 	}
@@ -189,7 +192,7 @@ func TestHalfOpenIgnoresSpoofedSYNACKs(t *testing.T) {
 
 // playHosts reads what the host sends into tun and hands each IPv4 packet to answer; every 5 ms
 // it calls forge, whose sends go to 127.0.0.1 from the address given. It returns a stop that
-// waits for both to end.
+// waits for both to end, which the test's end calls too.
 func playHosts(t *testing.T, tun *os.File, answer func(src, dst netip.Addr, proto byte, payload []byte), forge func(send func(src netip.Addr, proto byte, msg []byte))) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -236,7 +239,9 @@ func playHosts(t *testing.T, tun *os.File, answer func(src, dst netip.Addr, prot
 			})
 		}
 	}()
-	return func() { close(done); wg.Wait() }
+	stop = sync.OnceFunc(func() { close(done); wg.Wait() })
+	t.Cleanup(stop)
+	return stop
 }
 
 // writeIPv4 writes a packet from src to dst into tun: the host receives it as sent by src.
@@ -284,12 +289,11 @@ func synACKOf(syn []byte, src, dst netip.Addr, off uint32) []byte {
 // match a reply by identifier and by the tracker in its payload, not by who sent it: a host that
 // answers the dead backend's echo requests from its own address must not bring it up.
 func TestPingIgnoresRepliesFromAnotherHost(t *testing.T) {
-	if !testnet.InOwnNetns() {
-		testnet.RunInOwnNetns(t)
+	tun := spoofLab(t)
+	if tun == nil {
 		return
 	}
 	testnet.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647")
-	tun := testnet.Wire(t, "hd0", netip.MustParsePrefix("127.0.10.0/24"))
 	var fromOther atomic.Int64
 	stop := playHosts(t, tun, func(src, dst netip.Addr, proto byte, msg []byte) {
 		if proto == unix.IPPROTO_ICMP && len(msg) >= 8 && msg[0] == 8 && dst == spoofDead {
