@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -104,6 +105,11 @@ func TestHTTPPathologies(t *testing.T) {
 		want  string // the error, but for the check's name and port; "" to pass
 	}{{
 		name:  "accepts and never answers",
+		serve: func(c net.Conn) { io.Copy(io.Discard, c) },
+		want:  "no answer within 500ms",
+	}, {
+		name:  "accepts and never answers the TLS handshake",
+		spec:  HTTPSpec{TLS: &tls.Config{InsecureSkipVerify: true}},
 		serve: func(c net.Conn) { io.Copy(io.Discard, c) },
 		want:  "no answer within 500ms",
 	}, {
