@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/healthdns/healthdns/health/internal/testnet"
 	"github.com/healthdns/healthdns/health/internal/wire"
+	"github.com/healthdns/healthdns/test/testkit"
 )
 
 // deadBackends is how many backends TestThousandBackendsTimingOut black-holes per check.
@@ -187,4 +189,56 @@ func rssKiB(t *testing.T) int {
 		}
 	}
 	return 0
+}
+
+// Two hundred backends whose script forks and hangs, timing out at once, with 8 scripts at a
+// time: every one goes down with "did not finish", the processes at any moment stay within
+// what 8 scripts start (a shell and its sleeps each), and none is left after the release.
+func TestHangingScriptsStayBounded(t *testing.T) {
+	const backends, concurrency = 200, 8
+	path := filepath.Join(t.TempDir(), "hang")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\nsleep 300 & sleep 300\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := Spec{Check: Check{Kind: Exec, Command: path}, Interval: time.Second, Timeout: 300 * time.Millisecond, Rise: 1, Fall: 1}
+	const env = "HEALTHDNS_BACKEND=127.6.1."
+	baseGoroutines, baseFDs := runtime.NumGoroutine(), openFDs(t)
+	reg := NewRegistry(&recorder{})
+	reg.SetExecConcurrency(concurrency)
+	var leases []*Lease
+	for i := range backends {
+		leases = append(leases, reg.Acquire(Target{Addr: netip.AddrFrom4([4]byte{127, 6, 1, byte(i)}), Spec: spec}, "z."))
+	}
+	peak := 0
+	deadline := time.Now().Add(2 * time.Minute)
+	for _, l := range leases {
+		for !l.IsChecked() {
+			peak = max(peak, testkit.ProcessesWithEnv(t, env))
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no verdict in two minutes", l.Status().Target)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		st := l.Status()
+		if want := "exec " + path + ": did not finish within 300ms: killed"; st.Up || fmt.Sprint(st.LastFailure) != want {
+			t.Fatalf("%s: up %v, last failure %v, want %s", st.Target, st.Up, st.LastFailure, want)
+		}
+	}
+	t.Logf("%d scripts at most at once: processes of theirs at the peak %d; goroutines %d, descriptors %d",
+		concurrency, peak, runtime.NumGoroutine(), openFDs(t))
+	// A shell and two sleeps a script; a group killed as the next starts may not have died yet.
+	if peak > 2*3*concurrency {
+		t.Errorf("%d processes of the scripts at once, with %d scripts at a time", peak, concurrency)
+	}
+	for _, l := range leases {
+		l.Release()
+	}
+	wait := time.Now().Add(time.Minute)
+	for testkit.ProcessesWithEnv(t, env) > 0 || runtime.NumGoroutine() > baseGoroutines || openFDs(t) > baseFDs {
+		if time.Now().After(wait) {
+			t.Fatalf("a minute after the release: %d processes of the scripts, %d goroutines (%d before), %d descriptors (%d before)",
+				testkit.ProcessesWithEnv(t, env), runtime.NumGoroutine(), baseGoroutines, openFDs(t), baseFDs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

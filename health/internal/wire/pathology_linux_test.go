@@ -8,10 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
-	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -239,28 +236,6 @@ func TestTCPBackendThatHolds(t *testing.T) {
 	}
 }
 
-// liveWith counts the running processes (zombies aside) whose environment holds env: a script's
-// and whatever it started, which inherit it.
-func liveWith(t *testing.T, env string) int {
-	t.Helper()
-	dirs, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Skipf("counting processes: %v", err)
-	}
-	n := 0
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + d.Name() + "/environ")
-		if err == nil && slices.Contains(strings.Split(string(b), "\x00"), env) && alive(pid) {
-			n++
-		}
-	}
-	return n
-}
-
 // Scripts that misbehave: each ends by its timeout at the latest, with an error that says what
 // happened, keeps at most the first 256 bytes of its output, and leaves no process, descriptor
 // or goroutine behind.
@@ -283,7 +258,7 @@ func TestExecPathologies(t *testing.T) {
 			path := script(t, tc.body)
 			spec := ExecSpec{Path: path}
 			wantVerdict(t, spec.Name(), Exec(spec), addr, timeout, tc.want)
-			waitFor(t, "the script's processes to end", func() bool { return liveWith(t, "HEALTHDNS_BACKEND="+addr.String()) == 0 })
+			waitFor(t, "the script's processes to end", func() bool { return testkit.ProcessesWithEnv(t, "HEALTHDNS_BACKEND="+addr.String()) == 0 })
 		})
 	}
 	waitFor(t, "the checks' descriptors and goroutines to go", func() bool {
