@@ -62,7 +62,7 @@ func ping(ctx context.Context, addr netip.Addr, privileged bool) error {
 	// from any host. Only the backend's own reply passes.
 	var stranger atomic.Pointer[netip.Addr]
 	pinger.OnRecv = func(p *probing.Packet) {
-		if from, ok := netip.AddrFromSlice(p.IPAddr.IP); !ok || from.Unmap() != addr {
+		if from, ok := netip.AddrFromSlice(p.IPAddr.IP); !ok || from.Unmap() != addr.WithZone("") {
 			stranger.Store(&from)
 		}
 	}
