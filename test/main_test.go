@@ -60,6 +60,9 @@
 //	127.0.9.11-.13               TestEtcdValueCap
 //	127.0.9.21, .22              TestEtcdKeyCap
 //	127.0.11.1, .2               TestEtcdRestartsKeepGoroutines (127.0.11.0/24 reserved for etcd restarts)
+//	127.0.10.30-.35              TestProbePathologies (127.0.10.0/24 reserved for issue 23's probe pathologies:
+//	                             the wire package's tests use .11-.13 on loopback, and .1-.3, .20 in namespaces of
+//	                             their own, as the health package's 1,000 black-holed backends use 127.6.0.0/16)
 package test
 
 import (

@@ -17,7 +17,7 @@ import (
 )
 
 // Echo pings through one raw ICMP socket per address family, shared by every probe of its
-// loop, and matches each echo reply to its probe by (address, sequence).
+// loop, and matches each echo reply to its probe by (address, sequence, token).
 //
 // It exists because a raw socket receives every ICMP packet the host gets: with one socket per
 // probe (pro-bing's design) N concurrent probes make the kernel deliver or filter N×N packets,
@@ -43,9 +43,15 @@ type Echo struct {
 	answers []engine.Answer[EchoState]
 }
 
+// echoKey names a probe's echo request: the address it went to, its sequence number and the
+// random token in its payload, which a reply must carry back (RFC 792: the data is returned).
+// The sequence number alone is guessable by a hostile backend, which sees its own requests'
+// identifier and sequence numbers, and the next ones are close: spoofing a dead neighbour's
+// address with them would keep it up. The token is seen only by the host the request goes to.
 type echoKey struct {
-	addr netip.Addr
-	seq  uint16
+	addr  netip.Addr
+	seq   uint16
+	token uint64
 }
 
 // EchoState is what Echo keeps of a scheduled target. Its destination and request live in it
@@ -55,11 +61,13 @@ type EchoState struct {
 	family int
 	buf    [echoRequestLen]byte
 	seq    uint16 // of the probe in flight; its tries repeat it, so a late reply counts
+	token  uint64 // of the probe in flight, as seq
 }
 
 const (
 	echoPayload    = "healthdns"
-	echoRequestLen = 8 + len(echoPayload) // the ICMP header and the payload
+	echoTokenAt    = 8 + len(echoPayload)
+	echoRequestLen = echoTokenAt + 8 // the ICMP header, the payload and the probe's token
 )
 
 // NewEcho returns an echo wire.
@@ -109,8 +117,9 @@ func (p *Echo) Try(s *engine.Slot[EchoState], first bool) error {
 			return fmt.Errorf("icmp: %w", err)
 		}
 		p.seq++
-		e.seq = p.seq
-		p.flight[echoKey{s.Addr, e.seq}] = s
+		e.seq, e.token = p.seq, rand.Uint64()
+		binary.BigEndian.PutUint64(e.buf[echoTokenAt:], e.token)
+		p.flight[echoKey{s.Addr, e.seq, e.token}] = s
 	}
 	setEchoSeq(e.family, e.buf[:], e.seq)
 	p.queueTry(e.family, e.buf[:], &e.to, s)
@@ -118,7 +127,9 @@ func (p *Echo) Try(s *engine.Slot[EchoState], first bool) error {
 }
 
 // End implements engine.Wire.
-func (p *Echo) End(s *engine.Slot[EchoState]) { delete(p.flight, echoKey{s.Addr, s.State.seq}) }
+func (p *Echo) End(s *engine.Slot[EchoState]) {
+	delete(p.flight, echoKey{s.Addr, s.State.seq, s.State.token})
+}
 
 // TimedOut implements engine.Wire.
 func (p *Echo) TimedOut(s *engine.Slot[EchoState], _ time.Duration) error {
@@ -144,7 +155,7 @@ func (p *Echo) openConns() [2]*rawsock.Conn {
 }
 
 // Poll implements engine.Wire: it drains both sockets without waiting and keeps the (source,
-// sequence) of every echo reply of ours.
+// sequence, token) of every echo reply of ours.
 func (p *Echo) Poll() {
 	keys := p.keys[:0]
 	for family, c := range p.openConns() {
@@ -174,7 +185,7 @@ func (p *Echo) Flush() []engine.Answer[EchoState] {
 	return p.rawBatch.flush(p.openConns(), func(_ *engine.Slot[EchoState], err error) error { return fmt.Errorf("icmp: %w", err) })
 }
 
-// echoRequest builds an echo request of ours; setEchoSeq numbers it.
+// echoRequest builds an echo request of ours; Try writes its token, and setEchoSeq numbers it.
 func echoRequest(family, id int) [echoRequestLen]byte {
 	var b [echoRequestLen]byte
 	b[0] = byte(ipv4.ICMPTypeEcho)
@@ -194,8 +205,8 @@ func setEchoSeq(family int, b []byte, seq uint16) {
 	}
 }
 
-// parseEchoReply returns the key of an echo reply with our identifier. An IPv4 raw socket
-// receives the IP header too; an IPv6 one does not.
+// parseEchoReply returns the key of an echo reply with our identifier and a payload as long as
+// ours. An IPv4 raw socket receives the IP header too; an IPv6 one does not.
 func parseEchoReply(family int, b []byte, from netip.Addr, id int) (echoKey, bool) {
 	if family == 0 && len(b) > 0 && b[0]>>4 == 4 {
 		// A header shorter than its 20 fixed bytes is none: skipping it would read our id
@@ -210,13 +221,13 @@ func parseEchoReply(family int, b []byte, from netip.Addr, id int) (echoKey, boo
 	if family == 1 {
 		reply = byte(ipv6.ICMPTypeEchoReply)
 	}
-	if len(b) < 8 || b[0] != reply || int(binary.BigEndian.Uint16(b[4:])) != id {
+	if len(b) < echoRequestLen || b[0] != reply || int(binary.BigEndian.Uint16(b[4:])) != id {
 		return echoKey{}, false // another process's ping, or not an echo reply
 	}
 	if !from.IsValid() {
 		return echoKey{}, false
 	}
-	return echoKey{addr: from.Unmap(), seq: binary.BigEndian.Uint16(b[6:])}, true
+	return echoKey{addr: from.Unmap(), seq: binary.BigEndian.Uint16(b[6:]), token: binary.BigEndian.Uint64(b[echoTokenAt:])}, true
 }
 
 // rawReceiveBuffer holds a first round's burst of replies: a socket that overflows drops them,

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -48,19 +49,20 @@ func TestEchoSharedSocket(t *testing.T) {
 func TestEchoWireFormat(t *testing.T) {
 	request := echoRequest(0, 0x1234)
 	b := request[:]
+	binary.BigEndian.PutUint64(b[echoTokenAt:], 0x0123456789abcdef)
 	setEchoSeq(0, b, 0xbeef)
 	m, err := icmp.ParseMessage(1, b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	echo, ok := m.Body.(*icmp.Echo)
-	if m.Type != ipv4.ICMPTypeEcho || !ok || echo.ID != 0x1234 || echo.Seq != 0xbeef || string(echo.Data) != "healthdns" {
+	if m.Type != ipv4.ICMPTypeEcho || !ok || echo.ID != 0x1234 || echo.Seq != 0xbeef || string(echo.Data) != "healthdns\x01\x23\x45\x67\x89\xab\xcd\xef" {
 		t.Fatalf("parsed %+v %+v", m, m.Body)
 	}
 	if rawsock.Checksum(b) != 0 {
 		t.Errorf("checksum does not verify: %#x", rawsock.Checksum(b))
 	}
-	want, _ := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: 0x1234, Seq: 0xbeef, Data: []byte(echoPayload)}}).Marshal(nil)
+	want, _ := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: 0x1234, Seq: 0xbeef, Data: b[8:]}}).Marshal(nil)
 	if string(want) != string(b) {
 		t.Errorf("request % x, x/net/icmp makes % x", b, want)
 	}
@@ -71,8 +73,11 @@ func TestEchoWireFormat(t *testing.T) {
 	header[0] = 0x45
 	from := netip.AddrFrom4([4]byte{127, 0, 0, 9})
 	key, ok := parseEchoReply(0, append(header, reply...), from, 0x1234)
-	if !ok || key != (echoKey{netip.MustParseAddr("127.0.0.9"), 0xbeef}) {
+	if !ok || key != (echoKey{netip.MustParseAddr("127.0.0.9"), 0xbeef, 0x0123456789abcdef}) {
 		t.Errorf("reply with IP header: %v %v", key, ok)
+	}
+	if _, ok := parseEchoReply(0, reply[:echoTokenAt], from, 0x1234); ok {
+		t.Error("took a reply without a token")
 	}
 	if _, ok := parseEchoReply(0, reply, from, 0x4321); ok {
 		t.Error("took another identifier's reply")

@@ -3,6 +3,7 @@ package wire
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -30,8 +31,9 @@ func ipPayload(b []byte) ([]byte, bool) {
 }
 
 // FuzzEchoReply: a raw ICMP socket's bytes count as an answer only when they are an echo reply of
-// the family, with our identifier, and the answer is keyed by the sender and the reply's
-// sequence number, as x/net's ICMP parser reads them.
+// the family, with our identifier and a payload as long as ours, and the answer is keyed by the
+// sender, the reply's sequence number and the token its payload carries, as x/net's ICMP parser
+// reads them.
 func FuzzEchoReply(f *testing.F) {
 	const id = 0x4844
 	reply := func(family int, seq uint16) []byte {
@@ -74,6 +76,9 @@ func FuzzEchoReply(f *testing.F) {
 		echo, isEcho := m.Body.(*icmp.Echo)
 		if (m.Type != ipv4.ICMPTypeEchoReply && m.Type != ipv6.ICMPTypeEchoReply) || !isEcho {
 			t.Fatalf("accepted % x, an ICMP %v", b, m.Type)
+		}
+		if len(echo.Data) < echoRequestLen-8 || key.token != binary.BigEndian.Uint64(echo.Data[echoTokenAt-8:]) {
+			t.Fatalf("accepted % x as %+v: payload % x", b, key, echo.Data)
 		}
 		if echo.ID != int(ourID) || int(key.seq) != echo.Seq || key.addr != addr.Unmap() {
 			t.Fatalf("accepted % x from %s as %+v: id %d seq %d, ours %d", b, addr, key, echo.ID, echo.Seq, ourID)

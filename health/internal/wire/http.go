@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -19,6 +20,11 @@ import (
 // MaxBodyRead is how much of a response body an HTTP check reads to find its text: enough for a
 // health page, and a bound on what a backend can make the prober read.
 const MaxBodyRead = 64 << 10
+
+// MaxHeaderRead bounds a response's status line and header. http.ReadResponse has no bound of
+// its own (the Transport's MaxResponseHeaderBytes is not its), and an endless header line is
+// read into one buffer for as long as the timeout lets it come: on loopback, hundreds of MB.
+const MaxHeaderRead = 64 << 10
 
 // HTTPSpec is an HTTP or HTTPS check, as the Corefile gives it.
 type HTTPSpec struct {
@@ -83,11 +89,23 @@ func HTTP(spec HTTPSpec) func(ctx context.Context, addr netip.Addr) error {
 		if _, err := io.WriteString(conn, request(spec.Path, host, spec.Port, spec.TLS != nil)); err != nil {
 			return fail(unwrapDial(ctx, within, err))
 		}
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		head := &headReader{r: conn, left: MaxHeaderRead}
+		resp, err := http.ReadResponse(bufio.NewReader(head), nil)
 		if err != nil {
+			switch {
+			case head.left == 0:
+				return fail(errHeaderTooLong)
+			case head.err != nil:
+				// The connection failed mid-line (a deadline, a reset): that is the cause, not
+				// the part line that bufio hands on without the error ("malformed HTTP
+				// response "HT"" from a backend that trickles its answer).
+				return fail(readFailure(ctx, within, head.err))
+			}
 			return fail(readFailure(ctx, within, err))
 		}
-		defer resp.Body.Close()
+		head.left = math.MaxInt64 // the body's reads are bounded below, by MaxBodyRead
+		// The body is never closed: closing it would read it to its end first, and a body the
+		// verdict does not need may be endless. Closing the connection (deferred) ends it.
 		if !spec.Expect.Has(resp.StatusCode) {
 			return fail(StatusError{resp.StatusCode})
 		}
@@ -138,6 +156,32 @@ func request(path, host string, port uint16, tls bool) string {
 	}
 	return "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: healthdns\r\nAccept: */*\r\nConnection: close\r\n\r\n"
 }
+
+// headReader reads a response for http.ReadResponse: at most left bytes, and it keeps the
+// connection's error, which bufio drops when it ends a line in the middle.
+type headReader struct {
+	r    io.Reader
+	left int64
+	err  error
+}
+
+func (h *headReader) Read(p []byte) (int, error) {
+	if h.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > h.left {
+		p = p[:h.left]
+	}
+	n, err := h.r.Read(p)
+	h.left -= int64(n)
+	if err != nil && err != io.EOF {
+		h.err = err
+	}
+	return n, err
+}
+
+// errHeaderTooLong is a response whose status line and header run past MaxHeaderRead.
+var errHeaderTooLong = fmt.Errorf("the response's header is over %d KiB", MaxHeaderRead>>10)
 
 // bodyError is a response whose body lacks the check's text.
 type bodyError struct {

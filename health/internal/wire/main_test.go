@@ -21,6 +21,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // test ends.
 func probeVia[S any](t testing.TB, w engine.Wire[S]) func(ctx context.Context, addr netip.Addr) error {
 	t.Helper()
+	return probePortVia(t, w, 0)
+}
+
+// probePortVia is probeVia for the wires that probe a port.
+func probePortVia[S any](t testing.TB, w engine.Wire[S], port uint16) func(ctx context.Context, addr netip.Addr) error {
+	t.Helper()
 	l := engine.New[S](w)
 	l.Retain()
 	t.Cleanup(l.Release)
@@ -32,7 +38,7 @@ func probeVia[S any](t testing.TB, w engine.Wire[S]) func(ctx context.Context, a
 		}
 		results := make(chan engine.Result, 1)
 		ticket := l.Schedule(engine.Target{
-			Addr: addr, Interval: time.Hour, Timeout: timeout, Budget: budget,
+			Addr: addr, Port: port, Interval: time.Hour, Timeout: timeout, Budget: budget,
 			Report: func(r engine.Result) {
 				select {
 				case results <- r:

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,7 +57,19 @@ func ping(ctx context.Context, addr netip.Addr, privileged bool) error {
 	// The default logger prints "FATAL" lines, and a nil one panics.
 	pinger.SetLogger(probing.NoopLogger{})
 	pinger.SetPrivileged(privileged)
+	// pro-bing takes any echo reply with the socket's identifier and the probe's tracker, from
+	// whoever sent it, and a datagram ping socket is not connected: the kernel hands it replies
+	// from any host. Only the backend's own reply passes.
+	var stranger atomic.Pointer[netip.Addr]
+	pinger.OnRecv = func(p *probing.Packet) {
+		if from, ok := netip.AddrFromSlice(p.IPAddr.IP); !ok || from.Unmap() != addr.WithZone("") {
+			stranger.Store(&from)
+		}
+	}
 	err := pinger.RunWithContext(ctx)
+	if from := stranger.Load(); from != nil {
+		return fmt.Errorf("icmp: %w", errStrangerReply{*from})
+	}
 	if err == nil && pinger.Statistics().PacketsRecv > 0 {
 		return nil
 	}
@@ -97,4 +110,11 @@ func pingFailure(err error, privileged bool) error {
 		return fmt.Errorf("echo request not sent: %w", cause)
 	}
 	return err
+}
+
+// errStrangerReply is an echo reply that came from another address than the backend's.
+type errStrangerReply struct{ from netip.Addr }
+
+func (e errStrangerReply) Error() string {
+	return "the echo reply came from " + e.from.String() + ", not from the backend"
 }
