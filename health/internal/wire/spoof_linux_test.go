@@ -40,15 +40,17 @@ func spoofLab(t *testing.T) *os.File {
 // until the hostile one has passed 10 times (so the forger had its chances), then stops the
 // forger. It fails the test if the dead one ever passed, or if nothing was forged or sent from
 // the other host (the test would prove nothing); else it returns the dead one's last failure.
-func spoofProbes[S any](t *testing.T, w engine.Wire[S], port uint16, stopForger func(), forged, fromOther *atomic.Int64) (deadErr error) {
+func spoofProbes[S any](t *testing.T, w engine.Wire[S], port uint16, stopForger func(), forged, fromOther *atomic.Int64) error {
 	t.Helper()
 	l := engine.New[S](w)
 	l.Retain()
 	defer l.Release()
 	budget := engine.NewBudget()
 	var mu sync.Mutex
+	// The results are written by the loop's goroutines, which run until the deferred
+	// Unschedules: everything they touch is read under mu and copied out before returning.
 	var deadPasses, hostilePasses int
-	var hostileErr error
+	var deadErr, hostileErr error
 	report := func(dead bool) func(engine.Result) {
 		return func(r engine.Result) {
 			mu.Lock()
