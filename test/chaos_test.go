@@ -1,0 +1,736 @@
+package test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/healthdns/healthdns/test/harness"
+)
+
+// The chaos pools' health checking. A backend that goes down leaves the answers within
+// fall × interval + timeout (README, `fall`), and one interval more covers where in its interval
+// the backend happened to die: chaosStaleBound.
+const (
+	chaosInterval = 100 * time.Millisecond
+	chaosTimeout  = 50 * time.Millisecond
+	chaosFall     = 2
+	chaosAnswers  = 3
+
+	chaosStaleBound = chaosFall*chaosInterval + chaosTimeout + chaosInterval
+	// A backends file or etcd change "is applied within a second" (README, Live backends).
+	chaosListDelay = time.Second
+)
+
+// chaosParams are TestChaos's figures. They come from the environment so that bench/chaos/run.sh
+// runs this very test at full size; the defaults are the CI version's.
+type chaosParams struct {
+	duration time.Duration // of the load
+	qps      int           // the load generator's target rate
+	backends int           // flapping backends, shared out among the three pools
+	// slack is added to every bound the answers are checked against: on a loaded 2-core
+	// machine a probe, a snapshot rebuild or the client's own timestamp waits for a CPU, by
+	// hundreds of milliseconds at a load average of 20 (TestChaos logs the probes' lateness).
+	slack time.Duration
+	// wait is how long a query waits for its answer before it is sent once more (with a new
+	// ID), and then again before it counts as timed out.
+	wait time.Duration
+}
+
+func chaosParamsFromEnv(t *testing.T) chaosParams {
+	t.Helper()
+	p := chaosParams{duration: 12 * time.Second, qps: 1500, backends: 50, slack: time.Second, wait: 2 * time.Second}
+	durations := map[string]*time.Duration{"HEALTHDNS_CHAOS_DURATION": &p.duration, "HEALTHDNS_CHAOS_SLACK": &p.slack, "HEALTHDNS_CHAOS_WAIT": &p.wait}
+	for name, d := range durations {
+		if v := os.Getenv(name); v != "" {
+			var err error
+			if *d, err = time.ParseDuration(v); err != nil || *d <= 0 {
+				t.Fatalf("%s=%q: want a positive Go duration such as 60s", name, v)
+			}
+		}
+	}
+	ints := map[string]*int{"HEALTHDNS_CHAOS_QPS": &p.qps, "HEALTHDNS_CHAOS_BACKENDS": &p.backends}
+	for name, n := range ints {
+		if v := os.Getenv(name); v != "" {
+			var err error
+			if *n, err = strconv.Atoi(v); err != nil || *n <= 0 {
+				t.Fatalf("%s=%q: want a positive integer", name, v)
+			}
+		}
+	}
+	if p.backends > len(chaosAddrs)-3 {
+		t.Fatalf("HEALTHDNS_CHAOS_BACKENDS=%d: at most %d (127.0.8.64/26 less one steady backend per pool)", p.backends, len(chaosAddrs)-3)
+	}
+	return p
+}
+
+// chaosAddrs are TestChaos's addresses, 127.0.8.64-127.0.8.127.
+var chaosAddrs = func() []netip.Addr {
+	var out []netip.Addr
+	for a := netip.MustParseAddr("127.0.8.64"); a.Compare(netip.MustParseAddr("127.0.8.127")) <= 0; a = a.Next() {
+		out = append(out, a)
+	}
+	return out
+}()
+
+// span is a stretch of the run, as offsets from its start; an open span ends at spanOpen.
+type span struct {
+	from, to time.Duration
+	why      string
+}
+
+const spanOpen = time.Duration(math.MaxInt64)
+
+// spans is the history of one condition of one backend (down; out of a zone's answers), written
+// by one goroutine while the run lasts and read after it.
+type spans []span
+
+// begin opens a span at at, unless one is open.
+func (s *spans) begin(at time.Duration, why string) {
+	if n := len(*s); n > 0 && (*s)[n-1].to == spanOpen {
+		return
+	}
+	*s = append(*s, span{from: at, to: spanOpen, why: why})
+}
+
+// end closes the open span at at.
+func (s *spans) end(at time.Duration) {
+	if n := len(*s); n > 0 && (*s)[n-1].to == spanOpen {
+		(*s)[n-1].to = at
+	}
+}
+
+// covering returns the span that holds all of [from, to], if any.
+func (s spans) covering(from, to time.Duration) (span, bool) {
+	i, _ := slices.BinarySearchFunc(s, from, func(x span, t time.Duration) int {
+		if x.from <= t {
+			return -1
+		}
+		return 1
+	})
+	if i == 0 || s[i-1].to < to {
+		return span{}, false
+	}
+	return s[i-1], true
+}
+
+// flapper is a real TCP listener that a goroutine opens and closes at random, recording when it
+// was down. A down span starts once the listener is closed and ends when the listen that brings
+// it back begins, so each is as short as what a probe could possibly have seen.
+type flapper struct {
+	ip   netip.Addr
+	port int
+
+	ln    net.Listener
+	wg    sync.WaitGroup
+	downs spans
+	// rebinds counts listens that failed (the port is briefly not bindable after a close); the
+	// backend stays down then, as the spans say.
+	rebinds int
+}
+
+func (f *flapper) listen() error {
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(f.ip, uint16(f.port)).String())
+	if err != nil {
+		return err
+	}
+	f.ln = ln
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return nil
+}
+
+func (f *flapper) close() {
+	if f.ln != nil {
+		f.ln.Close()
+		f.wg.Wait()
+		f.ln = nil
+	}
+}
+
+// flap toggles the listener to a random state every 50-500ms until ctx ends, and leaves it
+// listening. Down or up is drawn afresh each time, so a backend is sometimes down for seconds:
+// long enough for a stale answer to show.
+func (f *flapper) flap(ctx context.Context, clock func() time.Duration) {
+	for {
+		select {
+		case <-ctx.Done():
+			if at := clock(); f.ln == nil && f.listen() == nil {
+				f.downs.end(at)
+			}
+			return
+		case <-time.After(time.Duration(50+rand.IntN(451)) * time.Millisecond):
+		}
+		switch down := rand.IntN(2) == 0; {
+		case down && f.ln != nil:
+			f.close()
+			f.downs.begin(clock(), "down")
+		case !down && f.ln == nil:
+			at := clock()
+			if f.listen() != nil {
+				f.rebinds++
+				continue
+			}
+			f.downs.end(at)
+		}
+	}
+}
+
+// chaosZone is one pool of the chaos server and the record of when each of its backends was
+// kept out of its answers (removed from its list or drained), kept by the zone's one driver.
+type chaosZone struct {
+	name    string // with the final dot
+	steady  netip.Addr
+	members []netip.Addr // the flapping backends the zone may list
+	// delay is how long a change of the zone's list may take to reach the answers.
+	delay    time.Duration
+	excluded map[netip.Addr]*spans
+	valid    map[netip.Addr]bool // steady and members
+}
+
+func newChaosZone(name string, steady netip.Addr, delay time.Duration) *chaosZone {
+	return &chaosZone{name: name, steady: steady, delay: delay, excluded: map[netip.Addr]*spans{}, valid: map[netip.Addr]bool{steady: true}}
+}
+
+func (z *chaosZone) add(a netip.Addr) {
+	z.members = append(z.members, a)
+	z.valid[a] = true
+	z.excluded[a] = &spans{}
+}
+
+// mark records that a is now in (out false) or out of the zone's answers, the change made
+// between before and after: an exclusion counts from after, and ends at before.
+func (z *chaosZone) mark(a netip.Addr, out bool, why string, before, after time.Duration) {
+	if out {
+		z.excluded[a].begin(after, why)
+	} else {
+		z.excluded[a].end(before)
+	}
+}
+
+// listState draws a random list for a live source: each member listed with a chance of 4 in 5,
+// and a listed one drained with a chance of 1 in 5.
+type listState struct{ listed, drained bool }
+
+func drawList(z *chaosZone) map[netip.Addr]listState {
+	out := map[netip.Addr]listState{}
+	for _, a := range z.members {
+		listed := rand.IntN(5) != 0
+		out[a] = listState{listed: listed, drained: listed && rand.IntN(5) == 0}
+	}
+	return out
+}
+
+func (ls listState) line(a netip.Addr) string {
+	if ls.drained {
+		return a.String() + " drain chaos"
+	}
+	return a.String()
+}
+
+func (ls listState) out() (bool, string) {
+	switch {
+	case !ls.listed:
+		return true, "removed"
+	case ls.drained:
+		return true, "drained"
+	}
+	return false, ""
+}
+
+// chaosAnswer is one address of one answer: which zone, and when its query was sent and its
+// reply read.
+type chaosAnswer struct {
+	zone       int
+	addr       netip.Addr
+	sent, recv time.Duration
+}
+
+// chaosLoad is what one load worker saw.
+type chaosLoad struct {
+	queries, retried, timeouts, servfail, malformed int
+	firstBad                                        []string
+	answers                                         []chaosAnswer
+}
+
+func (l *chaosLoad) bad(format string, args ...any) {
+	l.malformed++
+	if len(l.firstBad) < 5 {
+		l.firstBad = append(l.firstBad, fmt.Sprintf(format, args...))
+	}
+}
+
+// chaosWorker sends A queries for the zones in turn over one UDP socket, one at a time (so the
+// load never queues more queries at the server than there are workers, and a drop is a drop,
+// not a full buffer), paced at period, until deadline. A query unanswered within wait is sent
+// once more with a new ID, as a stub resolver does; unanswered again, it timed out.
+func chaosWorker(addr string, zones []*chaosZone, period, wait time.Duration, deadline time.Time, clock func() time.Duration) (*chaosLoad, error) {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	l := &chaosLoad{}
+	buf := make([]byte, 65535)
+	next := time.Now()
+	for i := rand.IntN(len(zones)); ; i++ {
+		next = next.Add(period)
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
+		} else if d < -time.Second { // far behind: carry on at the rate rather than in a burst
+			next = time.Now()
+		}
+		if time.Now().After(deadline) {
+			return l, nil
+		}
+		zi := i % len(zones)
+		z := zones[zi]
+		l.queries++
+		var reply *dns.Msg
+		var sent time.Duration
+		for try := 0; try < 2 && reply == nil; try++ {
+			if try > 0 {
+				l.retried++
+			}
+			q := new(dns.Msg)
+			q.SetQuestion(z.name, dns.TypeA)
+			wire, err := q.Pack()
+			if err != nil {
+				return nil, err
+			}
+			sent = clock()
+			if _, err := c.Write(wire); err != nil {
+				return nil, fmt.Errorf("sending to %s: %w", addr, err)
+			}
+			c.SetReadDeadline(time.Now().Add(wait))
+			for {
+				n, err := c.Read(buf)
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					break
+				}
+				if err != nil {
+					return nil, fmt.Errorf("reading from %s: %w", addr, err)
+				}
+				if n < 2 || binary.BigEndian.Uint16(buf) != q.Id {
+					continue // the late answer of a query that was asked again
+				}
+				reply = new(dns.Msg)
+				if err := reply.Unpack(buf[:n]); err != nil {
+					l.bad("%s: a reply that does not unpack (%v): %x", z.name, err, buf[:n])
+					reply = nil
+				} else if err := checkChaosReply(q, reply, z); err != nil {
+					if reply.Rcode == dns.RcodeServerFailure {
+						l.servfail++
+					} else {
+						l.bad("%s: %v: %v", z.name, err, reply)
+					}
+				} else {
+					recv := clock()
+					for _, rr := range reply.Answer {
+						a, _ := netip.AddrFromSlice(rr.(*dns.A).A.To4())
+						l.answers = append(l.answers, chaosAnswer{zone: zi, addr: a, sent: sent, recv: recv})
+					}
+				}
+				break
+			}
+		}
+		if reply == nil {
+			l.timeouts++
+		}
+	}
+}
+
+// checkChaosReply says what is wrong with a reply to q, if anything: it must answer q's question,
+// authoritatively, with one to chaosAnswers distinct addresses of the zone.
+func checkChaosReply(q, r *dns.Msg, z *chaosZone) error {
+	switch {
+	case !r.Response || r.Opcode != dns.OpcodeQuery:
+		return errors.New("not a response to a query")
+	case len(r.Question) != 1 || r.Question[0] != q.Question[0]:
+		return fmt.Errorf("question %v, want %v", r.Question, q.Question)
+	case r.Rcode != dns.RcodeSuccess:
+		return fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
+	case !r.Authoritative || r.Truncated:
+		return errors.New("not authoritative, or truncated")
+	case len(r.Answer) < 1 || len(r.Answer) > chaosAnswers:
+		return fmt.Errorf("%d answers, want 1 to %d", len(r.Answer), chaosAnswers)
+	}
+	seen := map[netip.Addr]bool{}
+	for _, rr := range r.Answer {
+		a, ok := rr.(*dns.A)
+		if !ok || !strings.EqualFold(a.Hdr.Name, z.name) || a.Hdr.Class != dns.ClassINET {
+			return fmt.Errorf("record %v is not an A of %s", rr, z.name)
+		}
+		addr, ok := netip.AddrFromSlice(a.A.To4())
+		if !ok || !z.valid[addr] || seen[addr] {
+			return fmt.Errorf("address %v is not one of the zone's, or twice", a.A)
+		}
+		seen[addr] = true
+	}
+	return nil
+}
+
+// TestChaos (issue 23): flapping backends, a backends file and an etcd prefix rewritten every
+// second and drains through the API, all at once, under a steady query load. Every reply is
+// well formed, none is SERVFAIL, no query goes unanswered after one retry, and no answer names a
+// backend that had been down for longer than chaosStaleBound, nor one drained or removed from its
+// list for longer than its list's delay (each bound plus the slack of chaosParams). The
+// flappers record when each backend was down, the drivers when each was out of its zone, and
+// the clients when each answer was asked for and came: the checks run on the two records after
+// the load. bench/chaos/run.sh runs it at 20,000 queries a second for 60 s.
+func TestChaos(t *testing.T) {
+	harness.RequireEtcd(t)
+	t.Parallel()
+	p := chaosParamsFromEnv(t)
+
+	// Three pools, each with a backend that never flaps (so no pool is ever all down, and
+	// serve_all never has to answer a dead address) and a third of the flappers: file.chaos.lan
+	// from a backends file, etcd.chaos.lan from an etcd prefix, api.chaos.lan from Corefile lines
+	// drained through the status API.
+	fileZ := newChaosZone("file.chaos.lan.", chaosAddrs[0], chaosListDelay)
+	etcdZ := newChaosZone("etcd.chaos.lan.", chaosAddrs[1], chaosListDelay)
+	apiZ := newChaosZone("api.chaos.lan.", chaosAddrs[2], 0)
+	zones := []*chaosZone{fileZ, etcdZ, apiZ}
+	ips := []string{}
+	for _, a := range chaosAddrs[:3+p.backends] {
+		ips = append(ips, a.String())
+	}
+	port := harness.FreePort(t, ips...)
+	flappers := map[netip.Addr]*flapper{}
+	for i, a := range chaosAddrs[:3+p.backends] {
+		f := &flapper{ip: a, port: port}
+		if err := f.listen(); err != nil {
+			t.Fatalf("backend %s: %v", a, err)
+		}
+		t.Cleanup(f.close)
+		flappers[a] = f
+		if i >= 3 {
+			zones[i%3].add(a)
+		}
+	}
+
+	dir := t.TempDir()
+	list := filepath.Join(dir, "backends")
+	writeList := func(state map[netip.Addr]listState) {
+		var b strings.Builder
+		for _, a := range fileZ.members {
+			if state[a].listed {
+				fmt.Fprintln(&b, state[a].line(a))
+			}
+		}
+		// Atomically, as a config manager does: a file rewritten in place may be read half
+		// written, and a drain cut off its line is no drain.
+		tmp := list + ".new"
+		if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+			t.Error(err)
+			return
+		}
+		if err := os.Rename(tmp, list); err != nil {
+			t.Error(err)
+		}
+	}
+	writeList(map[netip.Addr]listState{})
+	etcd := harness.StartEtcd(t)
+	kv := etcd.Client(t)
+	const prefix = "/chaos/etcd.chaos.lan/"
+	token := "chaos-token-0123456789abcdef"
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	statusPort := harness.FreePort(t)
+	health := func(steady netip.Addr, extra ...string) []string {
+		return append([]string{
+			"backend " + steady.String(), fmt.Sprintf("check tcp %d", port),
+			"interval " + chaosInterval.String(), "timeout " + chaosTimeout.String(),
+			fmt.Sprintf("fall %d", chaosFall), fmt.Sprintf("answers %d", chaosAnswers),
+		}, extra...)
+	}
+	var apiBackends []string
+	for _, a := range apiZ.members {
+		apiBackends = append(apiBackends, a.String())
+	}
+	conf := ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n" +
+		harness.Pool(fileZ.name, nil, health(fileZ.steady, "backends_file "+list)...) +
+		harness.Pool(etcdZ.name, nil, health(etcdZ.steady, "backends_etcd {\n   endpoint "+etcd.Endpoint()+"\n   prefix "+prefix+"\n  }")...) +
+		harness.Pool(apiZ.name, apiBackends, health(apiZ.steady, fmt.Sprintf("status 127.0.0.1:%d token %s", statusPort, tokenFile))...) +
+		"}\n"
+	s := harness.Start(t, conf)
+
+	// The live lists start empty: their members are out until a change lists them.
+	for _, a := range fileZ.members {
+		fileZ.mark(a, true, "not yet in the file", 0, 0)
+	}
+	for _, a := range etcdZ.members {
+		etcdZ.mark(a, true, "not yet put in etcd", 0, 0)
+	}
+	t0 := time.Now()
+	clock := func() time.Duration { return time.Since(t0) }
+	ctx, cancel := context.WithCancel(context.Background())
+	var drivers sync.WaitGroup
+	defer func() { cancel(); drivers.Wait() }()
+	for _, a := range chaosAddrs[3 : 3+p.backends] {
+		drivers.Add(1)
+		go func() { defer drivers.Done(); flappers[a].flap(ctx, clock) }()
+	}
+	// Each second: a new backends file, a new etcd prefix (in one transaction, so that a
+	// watcher sees it whole).
+	every := func(period time.Duration, change func()) {
+		drivers.Add(1)
+		go func() {
+			defer drivers.Done()
+			tick := time.NewTicker(period)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+					change()
+				}
+			}
+		}()
+	}
+	every(time.Second, func() {
+		state := drawList(fileZ)
+		before := clock()
+		writeList(state)
+		after := clock()
+		for a, ls := range state {
+			out, why := ls.out()
+			fileZ.mark(a, out, why+" in the file", before, after)
+		}
+	})
+	every(time.Second, func() {
+		state := drawList(etcdZ)
+		var ops []clientv3.Op
+		for a, ls := range state {
+			if ls.listed {
+				value := strings.TrimSpace(strings.TrimPrefix(ls.line(a), a.String()))
+				ops = append(ops, clientv3.OpPut(prefix+a.String(), value))
+			} else {
+				ops = append(ops, clientv3.OpDelete(prefix+a.String()))
+			}
+		}
+		before := clock()
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := kv.Txn(cctx).Then(ops...).Commit()
+		ccancel()
+		after := clock()
+		if err != nil {
+			// Whether it applied is not known: the test fails, unless the load is over.
+			if ctx.Err() == nil {
+				t.Errorf("etcd transaction: %v", err)
+			}
+			return
+		}
+		for a, ls := range state {
+			out, why := ls.out()
+			etcdZ.mark(a, out, why+" in etcd", before, after)
+		}
+	})
+	// Twice a second, a drain or an undrain through the status API.
+	httpc := &http.Client{Timeout: 10 * time.Second}
+	apiDrained := map[netip.Addr]bool{}
+	every(500*time.Millisecond, func() {
+		a := apiZ.members[rand.IntN(len(apiZ.members))]
+		path, body := "/api/v1/drain", fmt.Sprintf(`{"zone":%q,"backend":%q,"reason":"chaos"}`, apiZ.name, a)
+		if apiDrained[a] {
+			path, body = "/api/v1/undrain", fmt.Sprintf(`{"zone":%q,"backend":%q}`, apiZ.name, a)
+		}
+		req, _ := http.NewRequestWithContext(ctx, "POST", fmt.Sprintf("http://127.0.0.1:%d%s", statusPort, path), strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		before := clock()
+		resp, err := httpc.Do(req)
+		after := clock()
+		if err != nil {
+			if ctx.Err() == nil {
+				t.Errorf("%s %s: %v", path, a, err)
+			}
+			return
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s %s: %s", path, a, resp.Status)
+			return
+		}
+		apiDrained[a] = !apiDrained[a]
+		apiZ.mark(a, apiDrained[a], "drained through the API", before, after)
+	})
+
+	// The load, after a second of churn so that every source has changed once.
+	time.Sleep(time.Second)
+	workers := min(max(4, p.qps/300), 64)
+	period := time.Duration(workers) * time.Second / time.Duration(p.qps)
+	loadStart := clock()
+	deadline := time.Now().Add(p.duration)
+	results := make([]*chaosLoad, workers)
+	var load sync.WaitGroup
+	for w := range workers {
+		load.Add(1)
+		go func() {
+			defer load.Done()
+			l, err := chaosWorker(s.Addr, zones, period, p.wait, deadline, clock)
+			if err != nil {
+				t.Errorf("load worker %d: %v", w, err)
+				l = &chaosLoad{}
+			}
+			results[w] = l
+		}()
+	}
+	load.Wait()
+	loadEnd := clock()
+	cancel()
+	drivers.Wait()
+	end := clock()
+	metrics := s.Scrape(t)
+
+	// What the load saw.
+	var total chaosLoad
+	for _, l := range results {
+		total.queries += l.queries
+		total.retried += l.retried
+		total.timeouts += l.timeouts
+		total.servfail += l.servfail
+		total.malformed += l.malformed
+		total.firstBad = append(total.firstBad, l.firstBad...)
+		total.answers = append(total.answers, l.answers...)
+	}
+	if total.malformed > 0 {
+		t.Errorf("%d replies not well formed; the first: %s", total.malformed, strings.Join(total.firstBad, "\n"))
+	}
+	if total.servfail > 0 {
+		t.Errorf("%d SERVFAIL replies, where every pool has a backend that never goes down", total.servfail)
+	}
+	if total.timeouts > 0 {
+		t.Errorf("%d of %d queries unanswered after one retry (%s each)", total.timeouts, total.queries, p.wait)
+	}
+
+	// Staleness: an answer names a backend that was down from before the query was sent until
+	// after its reply came, and had been down longer than the bound when the query was sent.
+	// The send time is the earliest the server can have chosen the address, so the server is
+	// never blamed for the client's own lateness in reading the reply.
+	staleLimit := chaosStaleBound + p.slack
+	var stale, excluded []string
+	var namedDown, namedExcluded int
+	var oldestDown, oldestExcluded time.Duration
+	for _, a := range total.answers {
+		z := zones[a.zone]
+		if d, ok := flappers[a.addr].downs.covering(a.sent, a.recv); ok {
+			namedDown++
+			oldestDown = max(oldestDown, a.sent-d.from)
+			if a.sent-d.from > staleLimit && len(stale) < 10 {
+				stale = append(stale, fmt.Sprintf("%s %s at %s (reply at %s): down since %s, %s before",
+					z.name, a.addr, a.sent, a.recv, d.from, a.sent-d.from))
+			}
+		}
+		if a.addr == z.steady {
+			continue
+		}
+		if x, ok := z.excluded[a.addr].covering(a.sent, a.recv); ok {
+			namedExcluded++
+			oldestExcluded = max(oldestExcluded, a.sent-x.from)
+			if a.sent-x.from > z.delay+p.slack && len(excluded) < 10 {
+				excluded = append(excluded, fmt.Sprintf("%s %s at %s (reply at %s): %s since %s, %s before",
+					z.name, a.addr, a.sent, a.recv, x.why, x.from, a.sent-x.from))
+			}
+		}
+	}
+	if len(stale) > 0 {
+		t.Errorf("answers naming a backend down for longer than %s (fall × interval + timeout + interval, plus %s of slack):\n%s",
+			staleLimit, p.slack, strings.Join(stale, "\n"))
+	}
+	if len(excluded) > 0 {
+		t.Errorf("answers naming a backend drained or removed for longer than its list's delay plus %s of slack:\n%s",
+			p.slack, strings.Join(excluded, "\n"))
+	}
+
+	// A run in which no backend stayed down, or out, past the limits while queries were asked
+	// tested nothing of the above.
+	var longDowns, longOuts, downs, rebinds int
+	for _, a := range chaosAddrs[3 : 3+p.backends] {
+		f := flappers[a]
+		rebinds += f.rebinds
+		for _, d := range f.downs {
+			downs++
+			if d.from+staleLimit < loadEnd && min(d.to, end) > max(d.from+staleLimit, loadStart) {
+				longDowns++
+			}
+		}
+	}
+	for _, z := range zones {
+		for _, xs := range z.excluded {
+			for _, x := range *xs {
+				if x.from+z.delay+p.slack < loadEnd && min(x.to, end) > max(x.from+z.delay+p.slack, loadStart) {
+					longOuts++
+				}
+			}
+		}
+	}
+	if longDowns == 0 || longOuts == 0 {
+		t.Errorf("no backend was down (%d) or out of its zone (%d) past the limits while the load ran: the run checked nothing; make it longer", longDowns, longOuts)
+	}
+
+	t.Logf("chaos: %d backends flapping (%d down spans, %d of them past %s; %d listens refused), a file and an etcd prefix rewritten every second, an API drain or undrain every 500ms; %d workers for %s at a target of %d qps",
+		p.backends, downs, longDowns, staleLimit, rebinds, workers, p.duration, p.qps)
+	t.Logf("chaos: %d queries (%.0f/s), %d asked again after %s, %d timeouts, %d SERVFAIL, %d malformed; %d addresses answered",
+		total.queries, float64(total.queries)/(loadEnd-loadStart).Seconds(), total.retried, p.wait, total.timeouts, total.servfail, total.malformed, len(total.answers))
+	t.Logf("chaos: %d answers named a backend that was down (the oldest down for %s when asked; the limit %s = %s + %s slack); %d named one drained or removed (the oldest %s; the limit its list's delay + %s); %d spans out past the limits",
+		namedDown, oldestDown.Round(time.Millisecond), staleLimit, chaosStaleBound, p.slack, namedExcluded, oldestExcluded.Round(time.Millisecond), p.slack, longOuts)
+	t.Logf("chaos: probe lateness: %s", latenessSummary(metrics))
+}
+
+// latenessSummary says how late the probes of a lateness histogram started: how many there were,
+// the bucket that holds the 99th percentile, and how many were later than 100ms. Every check of
+// the chaos server is one TCP check, so its buckets are summed over the check label.
+func latenessSummary(m *harness.Metrics) string {
+	counts := map[float64]float64{}
+	for _, b := range m.Find("coredns_healthdns_probe_lateness_seconds_bucket", nil) {
+		le, err := strconv.ParseFloat(b.Labels["le"], 64)
+		if err != nil {
+			return fmt.Sprintf("bucket le=%q: %v", b.Labels["le"], err)
+		}
+		counts[le] += b.Value
+	}
+	les := slices.Sorted(maps.Keys(counts))
+	if len(les) == 0 {
+		return "no probe lateness exported"
+	}
+	total := counts[math.Inf(1)]
+	p99 := les[len(les)-1]
+	for _, le := range les {
+		if counts[le] >= 0.99*total {
+			p99 = le
+			break
+		}
+	}
+	within100ms := counts[0.1]
+	return fmt.Sprintf("%.0f probes, p99 ≤ %gs, %.0f later than 100ms", total, p99, total-within100ms)
+}
