@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	"math/rand/v2"
@@ -203,35 +204,52 @@ func (f *flapper) flap(ctx context.Context, clock func() time.Duration) {
 	}
 }
 
-// chaosZone is one pool of the chaos server and the record of when each of its backends was
-// kept out of its answers (removed from its list or drained), kept by the zone's one driver.
+// chaosZone is one pool of the chaos server, and the records of when each of its backends was
+// kept out of its answers.
 type chaosZone struct {
 	name    string // with the final dot
 	steady  netip.Addr
-	members []netip.Addr // the flapping backends the zone may list
-	// delay is how long a change of the zone's list may take to reach the answers.
-	delay    time.Duration
-	excluded map[netip.Addr]*spans
-	valid    map[netip.Addr]bool // steady and members
+	members []netip.Addr        // the flapping backends the zone may list
+	valid   map[netip.Addr]bool // steady and members
+	// keepers are what can keep a member out: its live list (removed or drained there) and
+	// the status API (drained). A backend is out while any keeper keeps it out.
+	keepers []*keeper
 }
 
-func newChaosZone(name string, steady netip.Addr, delay time.Duration) *chaosZone {
-	return &chaosZone{name: name, steady: steady, delay: delay, excluded: map[netip.Addr]*spans{}, valid: map[netip.Addr]bool{steady: true}}
+// keeper is the record one driver goroutine keeps of the members it keeps out of a zone.
+type keeper struct {
+	// delay is how long a change may take to reach the answers: a live list's is applied
+	// "within a second" (README, Live backends), an API write before its answer.
+	delay time.Duration
+	out   map[netip.Addr]*spans
+}
+
+func newChaosZone(name string, steady netip.Addr) *chaosZone {
+	return &chaosZone{name: name, steady: steady, valid: map[netip.Addr]bool{steady: true}}
 }
 
 func (z *chaosZone) add(a netip.Addr) {
 	z.members = append(z.members, a)
 	z.valid[a] = true
-	z.excluded[a] = &spans{}
 }
 
-// mark records that a is now in (out false) or out of the zone's answers, the change made
-// between before and after: an exclusion counts from after, and ends at before.
-func (z *chaosZone) mark(a netip.Addr, out bool, why string, before, after time.Duration) {
+// keeper adds a record of what keeps members out with the given delay, each in from the start.
+func (z *chaosZone) keeper(delay time.Duration) *keeper {
+	k := &keeper{delay: delay, out: map[netip.Addr]*spans{}}
+	for _, a := range z.members {
+		k.out[a] = &spans{}
+	}
+	z.keepers = append(z.keepers, k)
+	return k
+}
+
+// mark records that a is now in (out false) or out of the answers, the change made between
+// before and after: an exclusion counts from after, and ends at before.
+func (k *keeper) mark(a netip.Addr, out bool, why string, before, after time.Duration) {
 	if out {
-		z.excluded[a].begin(after, why)
+		k.out[a].begin(after, why)
 	} else {
-		z.excluded[a].end(before)
+		k.out[a].end(before)
 	}
 }
 
@@ -321,6 +339,9 @@ func chaosWorker(addr string, zones []*chaosZone, period, wait time.Duration, de
 			}
 			q := new(dns.Msg)
 			q.SetQuestion(z.name, dns.TypeA)
+			if l.queries%10 == 0 { // no pool has an IPv6 backend: NODATA
+				q.SetQuestion(z.name, dns.TypeAAAA)
+			}
 			wire, err := q.Pack()
 			if err != nil {
 				return nil, err
@@ -368,7 +389,8 @@ func chaosWorker(addr string, zones []*chaosZone, period, wait time.Duration, de
 }
 
 // checkChaosReply says what is wrong with a reply to q, if anything: it must answer q's question,
-// authoritatively, with one to chaosAnswers distinct addresses of the zone.
+// authoritatively, with one to chaosAnswers distinct addresses of the zone for A, and with the
+// zone's SOA alone for AAAA (NODATA: the zones have no IPv6 backend).
 func checkChaosReply(q, r *dns.Msg, z *chaosZone) error {
 	switch {
 	case !r.Response || r.Opcode != dns.OpcodeQuery:
@@ -379,6 +401,11 @@ func checkChaosReply(q, r *dns.Msg, z *chaosZone) error {
 		return fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
 	case !r.Authoritative || r.Truncated:
 		return errors.New("not authoritative, or truncated")
+	case q.Question[0].Qtype == dns.TypeAAAA:
+		if soa, ok := onlyRR(r.Ns).(*dns.SOA); len(r.Answer) != 0 || !ok || !strings.EqualFold(soa.Hdr.Name, z.name) {
+			return errors.New("not NODATA with the zone's SOA")
+		}
+		return nil
 	case len(r.Answer) < 1 || len(r.Answer) > chaosAnswers:
 		return fmt.Errorf("%d answers, want 1 to %d", len(r.Answer), chaosAnswers)
 	}
@@ -395,6 +422,14 @@ func checkChaosReply(q, r *dns.Msg, z *chaosZone) error {
 		seen[addr] = true
 	}
 	return nil
+}
+
+// onlyRR is the one record of rrs, or nil.
+func onlyRR(rrs []dns.RR) dns.RR {
+	if len(rrs) != 1 {
+		return nil
+	}
+	return rrs[0]
 }
 
 // TestChaos (issue 23): flapping backends, a backends file and an etcd prefix rewritten every
@@ -414,9 +449,9 @@ func TestChaos(t *testing.T) {
 	// serve_all never has to answer a dead address) and a third of the flappers: file.chaos.lan
 	// from a backends file, etcd.chaos.lan from an etcd prefix, api.chaos.lan from Corefile lines
 	// drained through the status API.
-	fileZ := newChaosZone("file.chaos.lan.", chaosAddrs[0], chaosListDelay)
-	etcdZ := newChaosZone("etcd.chaos.lan.", chaosAddrs[1], chaosListDelay)
-	apiZ := newChaosZone("api.chaos.lan.", chaosAddrs[2], 0)
+	fileZ := newChaosZone("file.chaos.lan.", chaosAddrs[0])
+	etcdZ := newChaosZone("etcd.chaos.lan.", chaosAddrs[1])
+	apiZ := newChaosZone("api.chaos.lan.", chaosAddrs[2])
 	zones := []*chaosZone{fileZ, etcdZ, apiZ}
 	ips := []string{}
 	for _, a := range chaosAddrs[:3+p.backends] {
@@ -485,12 +520,14 @@ func TestChaos(t *testing.T) {
 	s := harness.Start(t, conf)
 
 	// The live lists start empty: their members are out until a change lists them.
+	fileList, etcdList := fileZ.keeper(chaosListDelay), etcdZ.keeper(chaosListDelay)
 	for _, a := range fileZ.members {
-		fileZ.mark(a, true, "not yet in the file", 0, 0)
+		fileList.mark(a, true, "not yet in the file", 0, 0)
 	}
 	for _, a := range etcdZ.members {
-		etcdZ.mark(a, true, "not yet put in etcd", 0, 0)
+		etcdList.mark(a, true, "not yet put in etcd", 0, 0)
 	}
+	apiDrains := map[*chaosZone]*keeper{apiZ: apiZ.keeper(0), etcdZ: etcdZ.keeper(0)}
 	t0 := time.Now()
 	clock := func() time.Duration { return time.Since(t0) }
 	ctx, cancel := context.WithCancel(context.Background())
@@ -525,7 +562,7 @@ func TestChaos(t *testing.T) {
 		after := clock()
 		for a, ls := range state {
 			out, why := ls.out()
-			fileZ.mark(a, out, why+" in the file", before, after)
+			fileList.mark(a, out, why+" in the file", before, after)
 		}
 	})
 	every(time.Second, func() {
@@ -553,17 +590,25 @@ func TestChaos(t *testing.T) {
 		}
 		for a, ls := range state {
 			out, why := ls.out()
-			etcdZ.mark(a, out, why+" in etcd", before, after)
+			etcdList.mark(a, out, why+" in etcd", before, after)
 		}
 	})
-	// Twice a second, a drain or an undrain through the status API.
+	// Four times a second, a drain or an undrain through the status API, of api.chaos.lan's
+	// backends (the server's own drain) or etcd.chaos.lan's (written to etcd, for the fleet).
+	// A write may be refused when it cannot apply: a backend the etcd list does not hold now
+	// (404), an undrain of a backend drained in etcd's value too (409). It then changes nothing.
 	httpc := &http.Client{Timeout: 10 * time.Second}
-	apiDrained := map[netip.Addr]bool{}
-	every(500*time.Millisecond, func() {
-		a := apiZ.members[rand.IntN(len(apiZ.members))]
-		path, body := "/api/v1/drain", fmt.Sprintf(`{"zone":%q,"backend":%q,"reason":"chaos"}`, apiZ.name, a)
-		if apiDrained[a] {
-			path, body = "/api/v1/undrain", fmt.Sprintf(`{"zone":%q,"backend":%q}`, apiZ.name, a)
+	apiDrained := map[*chaosZone]map[netip.Addr]bool{apiZ: {}, etcdZ: {}}
+	var apiRefused int
+	every(250*time.Millisecond, func() {
+		z := apiZ
+		if rand.IntN(2) == 0 {
+			z = etcdZ
+		}
+		a := z.members[rand.IntN(len(z.members))]
+		path, body := "/api/v1/drain", fmt.Sprintf(`{"zone":%q,"backend":%q,"reason":"chaos"}`, z.name, a)
+		if apiDrained[z][a] {
+			path, body = "/api/v1/undrain", fmt.Sprintf(`{"zone":%q,"backend":%q}`, z.name, a)
 		}
 		req, _ := http.NewRequestWithContext(ctx, "POST", fmt.Sprintf("http://127.0.0.1:%d%s", statusPort, path), strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -576,13 +621,17 @@ func TestChaos(t *testing.T) {
 			}
 			return
 		}
+		reply, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("%s %s: %s", path, a, resp.Status)
-			return
+		switch {
+		case resp.StatusCode == http.StatusOK:
+			apiDrained[z][a] = !apiDrained[z][a]
+			apiDrains[z].mark(a, apiDrained[z][a], "drained through the API", before, after)
+		case z == etcdZ && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusConflict):
+			apiRefused++
+		default:
+			t.Errorf("%s %s %s: %s %s", path, z.name, a, resp.Status, reply)
 		}
-		apiDrained[a] = !apiDrained[a]
-		apiZ.mark(a, apiDrained[a], "drained through the API", before, after)
 	})
 
 	// The load, after a second of churn so that every source has changed once.
@@ -639,37 +688,45 @@ func TestChaos(t *testing.T) {
 	// never blamed for the client's own lateness in reading the reply.
 	staleLimit := chaosStaleBound + p.slack
 	var stale, excluded []string
-	var namedDown, namedExcluded int
+	var namedDown, namedExcluded, staleCount, excludedCount int
 	var oldestDown, oldestExcluded time.Duration
 	for _, a := range total.answers {
 		z := zones[a.zone]
 		if d, ok := flappers[a.addr].downs.covering(a.sent, a.recv); ok {
 			namedDown++
 			oldestDown = max(oldestDown, a.sent-d.from)
-			if a.sent-d.from > staleLimit && len(stale) < 10 {
-				stale = append(stale, fmt.Sprintf("%s %s at %s (reply at %s): down since %s, %s before",
-					z.name, a.addr, a.sent, a.recv, d.from, a.sent-d.from))
+			if a.sent-d.from > staleLimit {
+				staleCount++
+				if len(stale) < 10 {
+					stale = append(stale, fmt.Sprintf("%s %s at %s (reply at %s): down since %s, %s before",
+						z.name, a.addr, a.sent, a.recv, d.from, a.sent-d.from))
+				}
 			}
 		}
 		if a.addr == z.steady {
 			continue
 		}
-		if x, ok := z.excluded[a.addr].covering(a.sent, a.recv); ok {
-			namedExcluded++
-			oldestExcluded = max(oldestExcluded, a.sent-x.from)
-			if a.sent-x.from > z.delay+p.slack && len(excluded) < 10 {
-				excluded = append(excluded, fmt.Sprintf("%s %s at %s (reply at %s): %s since %s, %s before",
-					z.name, a.addr, a.sent, a.recv, x.why, x.from, a.sent-x.from))
+		for _, k := range z.keepers {
+			if x, ok := k.out[a.addr].covering(a.sent, a.recv); ok {
+				namedExcluded++
+				oldestExcluded = max(oldestExcluded, a.sent-x.from)
+				if a.sent-x.from > k.delay+p.slack {
+					excludedCount++
+					if len(excluded) < 10 {
+						excluded = append(excluded, fmt.Sprintf("%s %s at %s (reply at %s): %s since %s, %s before",
+							z.name, a.addr, a.sent, a.recv, x.why, x.from, a.sent-x.from))
+					}
+				}
 			}
 		}
 	}
 	if len(stale) > 0 {
-		t.Errorf("answers naming a backend down for longer than %s (fall × interval + timeout + interval, plus %s of slack):\n%s",
-			staleLimit, p.slack, strings.Join(stale, "\n"))
+		t.Errorf("%d answers named a backend down for longer than %s (fall × interval + timeout + interval, plus %s of slack); the first:\n%s",
+			staleCount, staleLimit, p.slack, strings.Join(stale, "\n"))
 	}
 	if len(excluded) > 0 {
-		t.Errorf("answers naming a backend drained or removed for longer than its list's delay plus %s of slack:\n%s",
-			p.slack, strings.Join(excluded, "\n"))
+		t.Errorf("%d answers named a backend drained or removed for longer than its delay plus %s of slack; the first:\n%s",
+			excludedCount, p.slack, strings.Join(excluded, "\n"))
 	}
 
 	// A run in which no backend stayed down, or out, past the limits while queries were asked
@@ -686,10 +743,12 @@ func TestChaos(t *testing.T) {
 		}
 	}
 	for _, z := range zones {
-		for _, xs := range z.excluded {
-			for _, x := range *xs {
-				if x.from+z.delay+p.slack < loadEnd && min(x.to, end) > max(x.from+z.delay+p.slack, loadStart) {
-					longOuts++
+		for _, k := range z.keepers {
+			for _, xs := range k.out {
+				for _, x := range *xs {
+					if limit := x.from + k.delay + p.slack; limit < loadEnd && min(x.to, end) > max(limit, loadStart) {
+						longOuts++
+					}
 				}
 			}
 		}
@@ -698,8 +757,8 @@ func TestChaos(t *testing.T) {
 		t.Errorf("no backend was down (%d) or out of its zone (%d) past the limits while the load ran: the run checked nothing; make it longer", longDowns, longOuts)
 	}
 
-	t.Logf("chaos: %d backends flapping (%d down spans, %d of them past %s; %d listens refused), a file and an etcd prefix rewritten every second, an API drain or undrain every 500ms; %d workers for %s at a target of %d qps",
-		p.backends, downs, longDowns, staleLimit, rebinds, workers, p.duration, p.qps)
+	t.Logf("chaos: %d backends flapping (%d down spans, %d of them past %s; %d listens refused), a file and an etcd prefix rewritten every second, a drain or undrain through the API every 250ms (%d refused as meant); %d workers for %s at a target of %d qps",
+		p.backends, downs, longDowns, staleLimit, rebinds, apiRefused, workers, p.duration, p.qps)
 	t.Logf("chaos: %d queries (%.0f/s), %d asked again after %s, %d timeouts, %d SERVFAIL, %d malformed; %d addresses answered",
 		total.queries, float64(total.queries)/(loadEnd-loadStart).Seconds(), total.retried, p.wait, total.timeouts, total.servfail, total.malformed, len(total.answers))
 	t.Logf("chaos: %d answers named a backend that was down (the oldest down for %s when asked; the limit %s = %s + %s slack); %d named one drained or removed (the oldest %s; the limit its list's delay + %s); %d spans out past the limits",
