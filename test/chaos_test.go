@@ -294,6 +294,7 @@ type chaosAnswer struct {
 // chaosLoad is what one load worker saw.
 type chaosLoad struct {
 	queries, retried, timeouts, servfail, malformed int
+	redials                                         int // TCP connections that failed, not timed out
 	firstBad                                        []string
 	answers                                         []chaosAnswer
 }
@@ -305,16 +306,18 @@ func (l *chaosLoad) bad(format string, args ...any) {
 	}
 }
 
-// chaosWorker sends A queries for the zones in turn over one UDP socket, one at a time (so the
-// load never queues more queries at the server than there are workers, and a drop is a drop,
-// not a full buffer), paced at period, until deadline. A query unanswered within wait is sent
-// once more with a new ID, as a stub resolver does; unanswered again, it timed out.
-func chaosWorker(addr string, zones []*chaosZone, period, wait time.Duration, deadline time.Time, clock func() time.Duration) (*chaosLoad, error) {
-	c, err := net.Dial("udp", addr)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
+// chaosWorker sends queries for the zones in turn over one socket of proto ("udp" or "tcp"),
+// one at a time (so the load never queues more queries at the server than there are workers,
+// and a drop is a drop, not a full buffer), paced at period, until deadline. A query unanswered
+// within wait is sent once more with a new ID, as a stub resolver does; unanswered again, it
+// timed out. A TCP connection that fails or times out is dialled again for the retry.
+func chaosWorker(proto, addr string, zones []*chaosZone, period, wait time.Duration, deadline time.Time, clock func() time.Duration) (*chaosLoad, error) {
+	var c *dns.Conn
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
 	l := &chaosLoad{}
 	buf := make([]byte, 65535)
 	next := time.Now()
@@ -337,6 +340,13 @@ func chaosWorker(addr string, zones []*chaosZone, period, wait time.Duration, de
 			if try > 0 {
 				l.retried++
 			}
+			if c == nil {
+				conn, err := net.Dial(proto, addr)
+				if err != nil {
+					return nil, err
+				}
+				c = &dns.Conn{Conn: conn}
+			}
 			q := new(dns.Msg)
 			q.SetQuestion(z.name, dns.TypeA)
 			if l.queries%10 == 0 { // no pool has an IPv6 backend: NODATA
@@ -347,17 +357,12 @@ func chaosWorker(addr string, zones []*chaosZone, period, wait time.Duration, de
 				return nil, err
 			}
 			sent = clock()
-			if _, err := c.Write(wire); err != nil {
-				return nil, fmt.Errorf("sending to %s: %w", addr, err)
-			}
-			c.SetReadDeadline(time.Now().Add(wait))
-			for {
-				n, err := c.Read(buf)
-				if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.SetDeadline(time.Now().Add(wait))
+			_, err = c.Write(wire)
+			for err == nil {
+				var n int
+				if n, err = c.Read(buf); err != nil {
 					break
-				}
-				if err != nil {
-					return nil, fmt.Errorf("reading from %s: %w", addr, err)
 				}
 				if n < 2 || binary.BigEndian.Uint16(buf) != q.Id {
 					continue // the late answer of a query that was asked again
@@ -380,6 +385,17 @@ func chaosWorker(addr string, zones []*chaosZone, period, wait time.Duration, de
 					}
 				}
 				break
+			}
+			switch {
+			case err == nil:
+			case proto == "tcp":
+				c.Close()
+				c = nil
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					l.redials++
+				}
+			case !errors.Is(err, os.ErrDeadlineExceeded):
+				return nil, fmt.Errorf("%s %s: %w", proto, addr, err)
 			}
 		}
 		if reply == nil {
@@ -636,7 +652,7 @@ func TestChaos(t *testing.T) {
 
 	// The load, after a second of churn so that every source has changed once.
 	time.Sleep(time.Second)
-	workers := min(max(4, p.qps/300), 64)
+	workers := min(max(8, p.qps/150), 160)
 	period := time.Duration(workers) * time.Second / time.Duration(p.qps)
 	loadStart := clock()
 	deadline := time.Now().Add(p.duration)
@@ -646,7 +662,11 @@ func TestChaos(t *testing.T) {
 		load.Add(1)
 		go func() {
 			defer load.Done()
-			l, err := chaosWorker(s.Addr, zones, period, p.wait, deadline, clock)
+			proto := "udp"
+			if w%8 == 7 { // one worker in eight over TCP: CoreDNS's other path
+				proto = "tcp"
+			}
+			l, err := chaosWorker(proto, s.Addr, zones, period, p.wait, deadline, clock)
 			if err != nil {
 				t.Errorf("load worker %d: %v", w, err)
 				l = &chaosLoad{}
@@ -666,6 +686,7 @@ func TestChaos(t *testing.T) {
 	for _, l := range results {
 		total.queries += l.queries
 		total.retried += l.retried
+		total.redials += l.redials
 		total.timeouts += l.timeouts
 		total.servfail += l.servfail
 		total.malformed += l.malformed
@@ -759,8 +780,8 @@ func TestChaos(t *testing.T) {
 
 	t.Logf("chaos: %d backends flapping (%d down spans, %d of them past %s; %d listens refused), a file and an etcd prefix rewritten every second, a drain or undrain through the API every 250ms (%d refused as meant); %d workers for %s at a target of %d qps",
 		p.backends, downs, longDowns, staleLimit, rebinds, apiRefused, workers, p.duration, p.qps)
-	t.Logf("chaos: %d queries (%.0f/s), %d asked again after %s, %d timeouts, %d SERVFAIL, %d malformed; %d addresses answered",
-		total.queries, float64(total.queries)/(loadEnd-loadStart).Seconds(), total.retried, p.wait, total.timeouts, total.servfail, total.malformed, len(total.answers))
+	t.Logf("chaos: %d queries (%.0f/s, one worker in eight over TCP), %d asked again (after %s, or %d after a TCP connection failed), %d timeouts, %d SERVFAIL, %d malformed; %d addresses answered",
+		total.queries, float64(total.queries)/(loadEnd-loadStart).Seconds(), total.retried, p.wait, total.redials, total.timeouts, total.servfail, total.malformed, len(total.answers))
 	t.Logf("chaos: %d answers named a backend that was down (the oldest down for %s when asked; the limit %s = %s + %s slack); %d named one drained or removed (the oldest %s; the limit its list's delay + %s); %d spans out past the limits",
 		namedDown, oldestDown.Round(time.Millisecond), staleLimit, chaosStaleBound, p.slack, namedExcluded, oldestExcluded.Round(time.Millisecond), p.slack, longOuts)
 	t.Logf("chaos: probe lateness: %s", latenessSummary(metrics))

@@ -56,6 +56,7 @@
 //	127.0.6.10                   TestStatusTokenFromSystemdCredentials
 //	127.0.7.1, .2                TestBackendsFileReplacedByAFIFO (127.0.7.1-.19 reserved for backends file hardening)
 //	127.0.8.1-.6                 TestReloadStorm (127.0.8.0/24 reserved for issue 23's load tests)
+//	127.0.8.64-.127              TestChaos (.64-.66 steady, then one flapping backend each)
 package test
 
 import (
