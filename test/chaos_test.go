@@ -136,47 +136,16 @@ func (s spans) covering(from, to time.Duration) (span, bool) {
 	return s[i-1], true
 }
 
-// flapper is a real TCP listener that a goroutine opens and closes at random, recording when it
-// was down. A down span starts once the listener is closed and ends when the listen that brings
-// it back begins, so each is as short as what a probe could possibly have seen.
+// flapper is a backend that a goroutine stops and starts at random, recording when it was
+// down. A down span starts once the listener is closed and ends when the listen that brings it
+// back begins, so each is as short as what a probe could possibly have seen.
 type flapper struct {
-	ip   netip.Addr
-	port int
-
-	ln    net.Listener
-	wg    sync.WaitGroup
+	*harness.Backend
+	down  bool
 	downs spans
 	// rebinds counts listens that failed (the port is briefly not bindable after a close); the
 	// backend stays down then, as the spans say.
 	rebinds int
-}
-
-func (f *flapper) listen() error {
-	ln, err := net.Listen("tcp", netip.AddrPortFrom(f.ip, uint16(f.port)).String())
-	if err != nil {
-		return err
-	}
-	f.ln = ln
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return nil
-}
-
-func (f *flapper) close() {
-	if f.ln != nil {
-		f.ln.Close()
-		f.wg.Wait()
-		f.ln = nil
-	}
 }
 
 // flap toggles the listener to a random state every 50-500ms until ctx ends, and leaves it
@@ -186,22 +155,24 @@ func (f *flapper) flap(ctx context.Context, clock func() time.Duration) {
 	for {
 		select {
 		case <-ctx.Done():
-			if at := clock(); f.ln == nil && f.listen() == nil {
+			if at := clock(); f.down && f.Listen() == nil {
 				f.downs.end(at)
 			}
 			return
 		case <-time.After(time.Duration(50+rand.IntN(451)) * time.Millisecond):
 		}
 		switch down := rand.IntN(2) == 0; {
-		case down && f.ln != nil:
-			f.close()
+		case down && !f.down:
+			f.Stop()
+			f.down = true
 			f.downs.begin(clock(), "down")
-		case !down && f.ln == nil:
+		case !down && f.down:
 			at := clock()
-			if f.listen() != nil {
+			if f.Listen() != nil {
 				f.rebinds++
 				continue
 			}
+			f.down = false
 			f.downs.end(at)
 		}
 	}
@@ -481,15 +452,10 @@ func TestChaos(t *testing.T) {
 	for _, a := range chaosAddrs[:3+p.backends] {
 		ips = append(ips, a.String())
 	}
-	port := harness.FreePort(t, ips...)
+	port, backends := harness.StartBackends(t, ips...)
 	flappers := map[netip.Addr]*flapper{}
 	for i, a := range chaosAddrs[:3+p.backends] {
-		f := &flapper{ip: a, port: port}
-		if err := f.listen(); err != nil {
-			t.Fatalf("backend %s: %v", a, err)
-		}
-		t.Cleanup(f.close)
-		flappers[a] = f
+		flappers[a] = &flapper{Backend: backends[a.String()]}
 		if i >= 3 {
 			zones[i%3].add(a)
 		}
