@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -629,6 +631,7 @@ func TestChaos(t *testing.T) {
 	workers := min(max(8, p.qps/150), 160)
 	period := time.Duration(workers) * time.Second / time.Duration(p.qps)
 	loadStart := clock()
+	cpu0 := procCPU(t, s.Pid())
 	deadline := time.Now().Add(p.duration)
 	results := make([]*chaosLoad, workers)
 	var load sync.WaitGroup
@@ -650,6 +653,7 @@ func TestChaos(t *testing.T) {
 	}
 	load.Wait()
 	loadEnd := clock()
+	cpu := procCPU(t, s.Pid()) - cpu0
 	cancel()
 	drivers.Wait()
 	end := clock()
@@ -792,7 +796,30 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos: %d named one drained or removed in its file or etcd (%d past %s; the oldest %s); %d one drained through the API (%d after the API had answered; the oldest %s); %d spans out past their limits",
 		seen["list"].named, seen["list"].pastBound, chaosListDelay, seen["list"].oldest.Round(time.Millisecond),
 		seen["api"].named, seen["api"].pastBound, seen["api"].oldest.Round(time.Millisecond), longOuts)
-	t.Logf("chaos: probe lateness: %s", latenessSummary(metrics))
+	t.Logf("chaos: probe lateness: %s; coredns used %.2f CPU (of %d) during the load", latenessSummary(metrics),
+		cpu.Seconds()/(loadEnd-loadStart).Seconds(), runtime.NumCPU())
+}
+
+// procCPU is the CPU time a process has used, user and system, as /proc counts it: whether
+// coredns had a CPU's worth to itself during the load tells a short rate from a slow server.
+func procCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields after the command, which is in parentheses and may hold spaces: utime and
+	// stime are the 14th and 15th of the line, in clock ticks of 1/100 s (USER_HZ on Linux).
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			t.Fatalf("/proc/%d/stat: %v", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // latenessSummary says how late the probes of a lateness histogram started: how many there were,
