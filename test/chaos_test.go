@@ -674,6 +674,12 @@ func TestChaos(t *testing.T) {
 	if len(alarms) > 0 {
 		t.Errorf("coredns logged %d false alarms:\n%s", len(alarms), strings.Join(alarms[:min(len(alarms), 10)], "\n"))
 	}
+	if n, _ := metrics.Value("coredns_healthdns_all_down_total", nil); n != 0 {
+		t.Errorf("all_down_total is %v, where no pool was ever all down", n)
+	}
+	if n, _ := metrics.Value("coredns_healthdns_source_errors_total", nil); n != 0 {
+		t.Logf("source_errors_total is %v: a list failed to load (an etcd starved of CPU is an outage to its clients)", n)
+	}
 	if len(errorLines) > 0 {
 		t.Logf("coredns logged %d errors:\n%s", len(errorLines), strings.Join(errorLines[:min(len(errorLines), 10)], "\n"))
 	}
