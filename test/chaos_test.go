@@ -234,23 +234,29 @@ func (k *keeper) mark(a netip.Addr, out bool, why string, before, after time.Dur
 }
 
 // listState draws a random list for a live source: each member listed with a chance of 4 in 5,
-// and a listed one drained with a chance of 1 in 5.
-type listState struct{ listed, drained bool }
+// with a weight of 1 to 5 (for the weighted and consistent-hash pools), and a listed one
+// drained with a chance of 1 in 5.
+type listState struct {
+	listed, drained bool
+	weight          int
+}
 
 func drawList(z *chaosZone) map[netip.Addr]listState {
 	out := map[netip.Addr]listState{}
 	for _, a := range z.members {
 		listed := rand.IntN(5) != 0
-		out[a] = listState{listed: listed, drained: listed && rand.IntN(5) == 0}
+		out[a] = listState{listed: listed, drained: listed && rand.IntN(5) == 0, weight: 1 + rand.IntN(5)}
 	}
 	return out
 }
 
-func (ls listState) line(a netip.Addr) string {
+// words are the words of the member's line after its address.
+func (ls listState) words() string {
+	w := fmt.Sprintf("weight %d", ls.weight)
 	if ls.drained {
-		return a.String() + " drain chaos"
+		w += " drain chaos"
 	}
-	return a.String()
+	return w
 }
 
 func (ls listState) out() (bool, string) {
@@ -469,7 +475,7 @@ func TestChaos(t *testing.T) {
 		var b strings.Builder
 		for _, a := range fileZ.members {
 			if state[a].listed {
-				fmt.Fprintln(&b, state[a].line(a))
+				fmt.Fprintln(&b, a, state[a].words())
 			}
 		}
 		// Atomically, as a config manager does: a file rewritten in place may be read half
@@ -505,9 +511,9 @@ func TestChaos(t *testing.T) {
 		apiBackends = append(apiBackends, a.String())
 	}
 	conf := ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n" +
-		harness.Pool(fileZ.name, nil, health(fileZ.steady, "backends_file "+list)...) +
-		harness.Pool(etcdZ.name, nil, health(etcdZ.steady, "backends_etcd {\n   endpoint "+etcd.Endpoint()+"\n   prefix "+prefix+"\n  }")...) +
-		harness.Pool(apiZ.name, apiBackends, health(apiZ.steady, fmt.Sprintf("status 127.0.0.1:%d token %s", statusPort, tokenFile))...) +
+		harness.Pool(fileZ.name, nil, health(fileZ.steady, "backends_file "+list, "policy weighted")...) +
+		harness.Pool(etcdZ.name, nil, health(etcdZ.steady, "backends_etcd {\n   endpoint "+etcd.Endpoint()+"\n   prefix "+prefix+"\n  }", "policy consistent_hash")...) +
+		harness.Pool(apiZ.name, apiBackends, health(apiZ.steady, fmt.Sprintf("status 127.0.0.1:%d token %s", statusPort, tokenFile), "policy round_robin")...) +
 		"}\n"
 	s := harness.Start(t, conf)
 
@@ -562,8 +568,7 @@ func TestChaos(t *testing.T) {
 		var ops []clientv3.Op
 		for a, ls := range state {
 			if ls.listed {
-				value := strings.TrimSpace(strings.TrimPrefix(ls.line(a), a.String()))
-				ops = append(ops, clientv3.OpPut(prefix+a.String(), value))
+				ops = append(ops, clientv3.OpPut(prefix+a.String(), ls.words()))
 			} else {
 				ops = append(ops, clientv3.OpDelete(prefix+a.String()))
 			}
