@@ -233,14 +233,15 @@ func (k *keeper) mark(a netip.Addr, out bool, why string, before, after time.Dur
 	}
 }
 
-// listState draws a random list for a live source: each member listed with a chance of 4 in 5,
-// with a weight of 1 to 5 (for the weighted and consistent-hash pools), and a listed one
-// drained with a chance of 1 in 5.
+// listState is a member's place in a live list: listed or not, its weight, drained or not.
 type listState struct {
 	listed, drained bool
 	weight          int
 }
 
+// drawList draws a list for a live source: each member listed with a chance of 4 in 5, with a
+// weight of 1 to 5 (for the weighted and consistent-hash pools), and drained with a chance of 1
+// in 5.
 func drawList(z *chaosZone) map[netip.Addr]listState {
 	out := map[netip.Addr]listState{}
 	for _, a := range z.members {
