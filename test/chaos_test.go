@@ -517,6 +517,13 @@ func TestChaos(t *testing.T) {
 		harness.Pool(apiZ.name, apiBackends, health(apiZ.steady, fmt.Sprintf("status 127.0.0.1:%d token %s", statusPort, tokenFile), "policy round_robin")...) +
 		"}\n"
 	s := harness.Start(t, conf)
+	// What the server holds with both lists empty, to hold it to after the churn.
+	goroutines := func() float64 { g, _ := s.Scrape(t).Value("go_goroutines", nil); return g }
+	harness.Eventually(t, 30*time.Second, func() bool {
+		return strings.Contains(s.Output(), "zone etcd.chaos.lan.: backends: the etcd")
+	}, "the etcd zone's first list")
+	g0 := goroutines()
+	fds0, _ := procStat(t, s.Pid())
 
 	// The live lists start empty: their members are out until a change lists them.
 	fileList, etcdList := fileZ.keeper("list", chaosListDelay, p.slack), etcdZ.keeper("list", chaosListDelay, p.slack)
@@ -662,6 +669,7 @@ func TestChaos(t *testing.T) {
 	cpu := procCPU(t, s.Pid()) - cpu0
 	cancel()
 	drivers.Wait()
+	httpc.CloseIdleConnections()
 	end := clock()
 	metrics := s.Scrape(t)
 
@@ -799,6 +807,25 @@ func TestChaos(t *testing.T) {
 		t.Errorf("no backend was down (%d) or out of its zone (%d) past the limits while the load ran: the run checked nothing; make it longer", longDowns, longOuts)
 	}
 
+	// Both lists emptied again: every backend the churn added and removed thousands of times is
+	// gone, and so is whatever it held.
+	writeList(map[netip.Addr]listState{})
+	ectx, ecancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_, err := kv.Delete(ectx, prefix, clientv3.WithPrefix())
+	ecancel()
+	if err != nil {
+		t.Fatalf("emptying the etcd prefix: %v", err)
+	}
+	var g1 float64
+	var fds1 int
+	if !harness.Poll(30*time.Second, 250*time.Millisecond, func() bool {
+		g1 = goroutines()
+		fds1, _ = procStat(t, s.Pid())
+		return g1 <= g0+5 && fds1 <= fds0+5
+	}) {
+		t.Errorf("after the churn, with both lists empty again: %.0f goroutines and %d fds, where there were %.0f and %d", g1, fds1, g0, fds0)
+	}
+
 	t.Logf("chaos: %d backends flapping (%d down spans, %d of them past %s; %d listens refused), a file and an etcd prefix rewritten every second, a drain or undrain through the API every 250ms (%d refused as meant); %d workers for %s at a target of %d qps",
 		p.backends, downs, longDowns, staleLimit, rebinds, apiRefused, workers, p.duration, p.qps)
 	t.Logf("chaos: %d queries (%.0f/s, one worker in eight over TCP), %d asked again (after %s, or %d after a TCP connection failed), %d timeouts, %d SERVFAIL, %d malformed; %d addresses answered",
@@ -808,8 +835,8 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos: %d named one drained or removed in its file or etcd (%d past %s; the oldest %s); %d one drained through the API (%d after the API had answered; the oldest %s); %d spans out past their limits",
 		seen["list"].named, seen["list"].pastBound, chaosListDelay, seen["list"].oldest.Round(time.Millisecond),
 		seen["api"].named, seen["api"].pastBound, seen["api"].oldest.Round(time.Millisecond), longOuts)
-	t.Logf("chaos: probe lateness: %s; coredns used %.2f CPU (of %d) during the load", latenessSummary(metrics),
-		cpu.Seconds()/(loadEnd-loadStart).Seconds(), runtime.NumCPU())
+	t.Logf("chaos: probe lateness: %s; coredns used %.2f CPU (of %d) during the load; goroutines %.0f → %.0f and fds %d → %d, both lists empty",
+		latenessSummary(metrics), cpu.Seconds()/(loadEnd-loadStart).Seconds(), runtime.NumCPU(), g0, g1, fds0, fds1)
 }
 
 // procCPU is the CPU time a process has used, user and system, as /proc counts it: whether
