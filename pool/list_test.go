@@ -164,3 +164,35 @@ func TestSourceAwaited(t *testing.T) {
 	p.setSourceList(nil)
 	waitFor(t, "all down once the list is empty", func() bool { s := p.Snapshot(); return s.V4.AllDown && s.V6.AllDown })
 }
+
+// TestAwaitedPoolNotDownBeforeProbed: a pool that waits for its etcd list while the first probe
+// of its Corefile backend is still out knows nothing of that backend: the log says what it waits
+// for, never that the backend is down (TestChaos found every etcd zone with a backend line
+// logging "every backend is down (1 configured)" at startup, just before "up (first probe)").
+// Once the probe comes back down, the pool is down, and says so.
+func TestAwaitedPoolNotDownBeforeProbed(t *testing.T) {
+	lines := testkit.LogLines(t)
+	g := newGate()
+	g.hold("10.1.0.7")
+	g.Set("10.1.0.7", true) // its first probe, once let go, fails
+	p := listPool(t, g, Source{Kind: SourceEtcd, Etcd: EtcdSource{Prefix: "/healthdns/live.lan/"}}, "10.1.0.7")
+	p.Start()
+	t.Cleanup(p.Stop)
+	logged := func(text string) func() bool {
+		return func() bool { return strings.Contains(strings.Join(lines(), "\n"), text) }
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", strings.Join(lines(), "\n"))
+		}
+	})
+	waitFor(t, "the wait logged", logged("zone live.lan.: no backend up yet: waiting for the first list from the etcd /healthdns/live.lan/"))
+	if !logged("and the first probe of 1 configured backend: serving the 1 configured address anyway (all_down serve_all)")() {
+		t.Errorf("the wait's line does not say what it waits for, or what is answered:\n%s", strings.Join(lines(), "\n"))
+	}
+	if logged("every backend is down")() {
+		t.Fatalf("a backend not yet probed said down:\n%s", strings.Join(lines(), "\n"))
+	}
+	g.letGo("10.1.0.7")
+	waitFor(t, "the pool down once probed", logged("zone live.lan.: every backend is down (1 configured): serving the 1 configured address anyway (all_down serve_all)"))
+}

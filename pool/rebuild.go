@@ -18,6 +18,9 @@ type Snapshot struct {
 	V4, V6     Family
 	AllDown    bool // every backend of the pool in service, of either family, is down
 	LastResort bool // and healthy drained backends are answered instead (see rebuild)
+	// unprobed is the count of backends in service whose first verdict is still out, while
+	// the pool waits for its source's first list: answered as all down, but not known down.
+	unprobed int
 }
 
 // Family is the answerable set of one address family: its up backends. all_down is decided for
@@ -99,6 +102,9 @@ func (p *Pool) rebuild() {
 		V6:         p.familyOf(v6, up6, drainedUp[1], serving6, poolDown, lastResort, settled),
 		AllDown:    poolDown,
 		LastResort: lastResort,
+	}
+	if p.awaiting && noneUp {
+		next.unprobed = countOf(slices.Concat(v4, v6), func(m *member) bool { return !checked(m) })
 	}
 	if empty && noneUp {
 		// Nothing is known of either family: both answer as all_down says.
@@ -319,7 +325,8 @@ func (p *Pool) report(old, next *Snapshot) {
 				p.cfg.Zone, f.name, f.next.N, f.qtype, other.next.NUp, other.next.N, other.name)
 		}
 	}
-	if next.AllDown && (!old.AllDown || next.LastResort != old.LastResort) {
+	// Backends whose first probes were out are known down once the last comes back failed.
+	if next.AllDown && (!old.AllDown || next.LastResort != old.LastResort || old.unprobed > 0 && next.unprobed == 0) {
 		n := next.V4.N + next.V6.N
 		switch {
 		case next.LastResort:
@@ -331,6 +338,13 @@ func (p *Pool) report(old, next *Snapshot) {
 				p.cfg.Zone, n, countOf(p.members, (*member).outOfService), listed(served))
 		case n == 0 && p.awaiting:
 			log.Warningf("zone %s: no backend yet: waiting for the first list from the %s, %s", p.cfg.Zone, p.cfg.Source, allDownAction(p.cfg.AllDown, n))
+		case next.unprobed > 0:
+			backends := "backend"
+			if next.unprobed > 1 {
+				backends = "backends"
+			}
+			log.Warningf("zone %s: no backend up yet: waiting for the first list from the %s and the first probe of %d configured %s: %s",
+				p.cfg.Zone, p.cfg.Source, next.unprobed, backends, allDownAction(p.cfg.AllDown, n))
 		case n == 0:
 			log.Warningf("zone %s: no backend: the %s lists none, %s", p.cfg.Zone, p.cfg.Source, allDownAction(p.cfg.AllDown, n))
 		default:

@@ -63,6 +63,7 @@
 //	127.0.10.30-.35              TestProbePathologies (127.0.10.0/24 reserved for issue 23's probe pathologies:
 //	                             the wire package's tests use .11-.13 on loopback, and .1-.3, .20 in namespaces of
 //	                             their own, as the health package's 1,000 black-holed backends use 127.6.0.0/16)
+//	127.0.8.64-.127              TestChaos (.64-.66 steady, then one flapping backend each)
 package test
 
 import (

@@ -46,22 +46,30 @@ func (b *Backend) Addr() string { return net.JoinHostPort(b.IP, strconv.Itoa(b.P
 // Start listens again; it is a no-op while the backend listens.
 func (b *Backend) Start() {
 	b.t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.ln != nil {
-		return
-	}
-	var ln net.Listener
-	var err error
 	deadline := time.Now().Add(5 * time.Second)
 	for { // a just-closed listener's port can take a moment to be bindable again
-		if ln, err = net.Listen("tcp", b.Addr()); err == nil || time.Now().After(deadline) {
-			break
+		err := b.Listen()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("backend %s: %v", b.Addr(), err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Listen listens again once, and returns why it could not: for a goroutine other than the
+// test's, which may not fail it. It is a no-op while the backend listens.
+func (b *Backend) Listen() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", b.Addr())
 	if err != nil {
-		b.t.Fatalf("backend %s: %v", b.Addr(), err)
+		return err
 	}
 	b.ln = ln
 	b.wg.Add(1)
@@ -75,6 +83,7 @@ func (b *Backend) Start() {
 			c.Close()
 		}
 	}()
+	return nil
 }
 
 // Stop closes the listener and waits for its accept loop to end.
