@@ -173,20 +173,8 @@ func TestFleetOutageReconciles(t *testing.T) {
 // network is as the test wants it at their start. It skips the test where the lab cannot run.
 func newFleet(t *testing.T) *fleet {
 	t.Helper()
-	if skipReason != "" {
-		t.Skip("skipping the namespace lab: " + skipReason)
-	}
 	harness.RequireEtcd(t)
-	lab, err := netlab.New(fleetPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Errorf("removing the lab: %v", err)
-		}
-	})
-	t.Cleanup(lab.CloseOnSignal())
+	lab := openLab(t, fleetPrefix)
 	host := func(name, addr string) *netlab.Host {
 		t.Helper()
 		h, err := lab.Host(name, addr)

@@ -66,10 +66,10 @@ type world struct {
 	services []*netlab.Service
 }
 
-// newWorld builds the lab for one test and removes it when the test ends, also when it fails or
-// panics (t.Cleanup) and when the run is interrupted (CloseOnSignal). The backends numbered in
-// impairable (0 is b1) are cabled so that their links can be made lossy or slow.
-func newWorld(t *testing.T, impairable ...int) *world {
+// openLab makes the namespaces of prefix for one test and removes them when the test ends, also
+// when it fails or panics (t.Cleanup) and when the run is interrupted (CloseOnSignal). It skips
+// the test where the lab cannot run.
+func openLab(t *testing.T, prefix string) *netlab.Lab {
 	t.Helper()
 	if skipReason != "" {
 		t.Skip("skipping the namespace lab: " + skipReason)
@@ -84,6 +84,15 @@ func newWorld(t *testing.T, impairable ...int) *world {
 		}
 	})
 	t.Cleanup(lab.CloseOnSignal())
+	return lab
+}
+
+// newWorld builds the lab for one test and removes it when the test ends, also when it fails or
+// panics (t.Cleanup) and when the run is interrupted (CloseOnSignal). The backends numbered in
+// impairable (0 is b1) are cabled so that their links can be made lossy or slow.
+func newWorld(t *testing.T, impairable ...int) *world {
+	t.Helper()
+	lab := openLab(t, prefix)
 	w := &world{t: t, lab: lab}
 	must := func(h *netlab.Host, err error) *netlab.Host {
 		t.Helper()

@@ -88,20 +88,8 @@ func unitCapabilities(t *testing.T) []uintptr {
 // connections, is never probed), and the rest are DNS replies and metrics to the client, and
 // ARP. A reload that drops a backend, made as nobody too, ends its probes.
 func TestLeastPrivilege(t *testing.T) {
-	if skipReason != "" {
-		t.Skip("skipping the namespace lab: " + skipReason)
-	}
 	unitCaps := unitCapabilities(t)
-	lab, err := netlab.New(privPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Errorf("removing the lab: %v", err)
-		}
-	})
-	t.Cleanup(lab.CloseOnSignal())
+	lab := openLab(t, privPrefix)
 	must := func(h *netlab.Host, err error) *netlab.Host {
 		t.Helper()
 		if err != nil {
