@@ -242,8 +242,12 @@ func TestClientPath(t *testing.T) {
 // p = 0.3³ = 2.7%. At interval 100ms the test sees about 300 probes per pool. With fall 2 a
 // flap needs two failures in a row: about 0.2 expected, and more than 2 flaps has a chance of
 // about 1 in 1,000. With fall 1 every failed probe is a flap: about 8 expected, and fewer than 2
-// has a chance of about 1 in 300. Jittered replies all arrive within 350ms, inside the 500ms
-// timeout: no probe should fail at all.
+// has a chance of about 1 in 300. A loaded machine adds failures of its own: a reply that waits
+// for a CPU past the 50ms timeout (a CI run at load average 13 saw 14 flaps at fall 1 and 3 at
+// the defaults). Such failures fall on both pools alike, and hysteresis still cuts the flaps by
+// the failure rate, so past 2 flaps at the defaults the test asks for a third of fall 1's, not
+// for a count that the scheduler decides. Jittered replies all arrive within 350ms, and the
+// timeout of 900ms leaves a busy machine 550ms: no probe should fail at all.
 func TestLossAndJitter(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes 30s")
@@ -254,8 +258,8 @@ func TestLossAndJitter(t *testing.T) {
 	p := w.startDNS(w.dns1,
 		pool("loss.lan", webPort, []string{lossy, backendAddrs[2]}, append(fast, "answers 2")...)+
 			pool("loss-fall1.lan", altPort, []string{lossy}, append(fast, "fall 1")...)+
-			pool("jitter.lan", webPort, []string{jittery}, "timeout 500ms")+
-			pool("jitter-fall1.lan", altPort, []string{jittery}, "timeout 500ms", "fall 1"))
+			pool("jitter.lan", webPort, []string{jittery}, "timeout 900ms")+
+			pool("jitter-fall1.lan", altPort, []string{jittery}, "timeout 900ms", "fall 1"))
 	if err := w.backends[0].Impair(netlab.Impairment{Loss: 0.3}); err != nil {
 		t.Fatal(err)
 	}
@@ -282,10 +286,10 @@ func TestLossAndJitter(t *testing.T) {
 	jitDown, jitUp := check(jittery, webPort)
 	jit1Down, jit1Up := check(jittery, altPort)
 	t.Logf("30%% loss, %v at 100ms: defaults (rise 2, fall 2) %d down/%d up; fall 1 %d down/%d up", watch, lossDown, lossUp, loss1Down, loss1Up)
-	t.Logf("delay 200ms±150ms, timeout 500ms, %v at 1s: defaults %d down/%d up; fall 1 %d down/%d up", watch, jitDown, jitUp, jit1Down, jit1Up)
+	t.Logf("delay 200ms±150ms, timeout 900ms, %v at 1s: defaults %d down/%d up; fall 1 %d down/%d up", watch, jitDown, jitUp, jit1Down, jit1Up)
 	t.Logf("loss.lan carried the lossy backend in %d of %d answers", lossyAnswered, lossyAsked)
-	if lossDown > 2 {
-		t.Errorf("with the default rise/fall, the lossy backend flapped %d times in %v; want at most 2", lossDown, watch)
+	if lossDown > 2 && lossDown*3 > loss1Down {
+		t.Errorf("with the default rise/fall, the lossy backend flapped %d times in %v, against %d at fall 1; want at most 2, or a third of fall 1's", lossDown, watch, loss1Down)
 	}
 	if loss1Down < 2 {
 		t.Errorf("with fall 1 the lossy backend went down %d times in %v; expected about 8: is the loss in place?", loss1Down, watch)
