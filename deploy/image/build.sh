@@ -10,7 +10,7 @@
 # built untagged and removed from the local store once in the archive, so an image of that name
 # already there is left alone: load the archive with `podman load -i ARCHIVE`.
 # SOURCE_DATE_EPOCH, when set, is the image's creation time, so that rebuilding a tag gives the
-# same image. CA_CERTS names another certificate bundle than Debian's.
+# same archive, byte for byte. CA_CERTS names another certificate bundle than Debian's.
 set -eu
 
 usage() { echo "usage: $0 VERSION BINARY ARCHIVE [PLATFORM]   (VERSION like v0.2.0)" >&2; exit 2; }
@@ -48,8 +48,15 @@ if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
 fi
 $tool build "$@" -f "$context/Containerfile" "$context" >&2
 id=$(cat "$context/iid")
-rm -f "$archive"
 status=0
-$tool push "$id" "oci-archive:$archive:localhost/healthdns:$version" >&2 || status=$?
+$tool push "$id" "oci:$context/layout:localhost/healthdns:$version" >&2 || status=$?
 $tool rmi "$id" >/dev/null 2>&1 || true
-exit $status
+[ "$status" = 0 ] || exit "$status"
+# An oci-archive: push would stamp the archive's entries with the time of the push: packed in
+# name order with the image's own time instead, a rebuilt tag has the same checksum.
+set -- --sort=name --owner=0 --group=0 --numeric-owner --format=posix --pax-option=delete=atime,delete=ctime
+if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
+	set -- "$@" --mtime="@$SOURCE_DATE_EPOCH"
+fi
+tar -C "$context/layout" "$@" -cf "$archive.tmp" blobs index.json oci-layout
+mv "$archive.tmp" "$archive"
