@@ -222,7 +222,9 @@ type imageConfig struct {
 // test's, which it serves, reloads on SIGUSR1, and stops on podman stop.
 func TestImage(t *testing.T) {
 	requireImageTools(t)
-	const version = "v9.8.7-image"
+	// A tag of this process's own: another run of the suite beside this one removes its image,
+	// and with it whatever container runs it, when it ends.
+	version := fmt.Sprintf("v9.8.7-image%d", os.Getpid())
 	image := imageRepo + ":" + version
 	dir := t.TempDir()
 	archive := filepath.Join(dir, "healthdns.oci.tar")

@@ -7,8 +7,9 @@
 #
 # PLATFORM is the binary's, linux/amd64 by default (linux/arm64, linux/arm/v7). Building needs
 # buildah, or podman (Debian's packages), as root or rootless; nothing is pulled. The image is
-# built untagged and removed from the local store once in the archive, so an image of that name
-# already there is left alone: load the archive with `podman load -i ARCHIVE`.
+# built under a name of the build's own and removed from the local store once in the archive,
+# so an image named localhost/healthdns:VERSION already there is left alone: load the archive
+# with `podman load -i ARCHIVE`.
 # SOURCE_DATE_EPOCH, when set, is the image's creation time, so that rebuilding a tag gives the
 # same archive, byte for byte. CA_CERTS names another certificate bundle than Debian's.
 set -eu
@@ -42,15 +43,18 @@ cp "$binary" "$context/coredns"
 chmod 0755 "$context/coredns"
 chmod 0644 "$context/Corefile" "$context/passwd" "$context/group" "$context/ca-certificates.crt"
 
-set -- --pull=never --platform "$platform" --build-arg "VERSION=$version" --iidfile "$context/iid"
+# The build's own name: with SOURCE_DATE_EPOCH two builds of one tag make one image, and
+# removing it by its id would pull it from under a build running beside this one; removing a
+# name only removes the image with its last name.
+build=localhost/healthdns-build:$$-$(basename "$context")
+set -- --pull=never --platform "$platform" --build-arg "VERSION=$version" --tag "$build"
 if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
 	set -- "$@" --timestamp "$SOURCE_DATE_EPOCH"
 fi
-$tool build "$@" -f "$context/Containerfile" "$context" >&2
-id=$(cat "$context/iid")
 status=0
-$tool push "$id" "oci:$context/layout:localhost/healthdns:$version" >&2 || status=$?
-$tool rmi "$id" >/dev/null 2>&1 || true
+$tool build "$@" -f "$context/Containerfile" "$context" >&2 || status=$?
+[ "$status" != 0 ] || $tool push "$build" "oci:$context/layout:localhost/healthdns:$version" >&2 || status=$?
+$tool rmi "$build" >/dev/null 2>&1 || true
 [ "$status" = 0 ] || exit "$status"
 # An oci-archive: push would stamp the archive's entries with the time of the push: packed in
 # name order with the image's own time instead, a rebuilt tag has the same checksum.
