@@ -6,7 +6,7 @@
 #   deploy/image/build.sh VERSION BINARY ARCHIVE [PLATFORM]
 #
 # PLATFORM is the binary's, linux/amd64 by default (linux/arm64, linux/arm/v7). Building needs
-# buildah, or podman (Debian's packages), as root or rootless; nothing is pulled. The image is
+# buildah, or podman (Debian's packages; tried as root only); nothing is pulled. The image is
 # built under a name of the build's own and removed from the local store once in the archive,
 # so an image named localhost/healthdns:VERSION already there is left alone: load the archive
 # with `podman load -i ARCHIVE`.
@@ -47,7 +47,7 @@ chmod 0644 "$context/Corefile" "$context/passwd" "$context/group" "$context/ca-c
 # removing it by its id would pull it from under a build running beside this one; removing a
 # name only removes the image with its last name.
 build=localhost/healthdns-build:$$-$(basename "$context")
-set -- --pull=never --platform "$platform" --build-arg "VERSION=$version" --tag "$build"
+set -- --pull=never --layers=false --platform "$platform" --build-arg "VERSION=$version" --tag "$build"
 if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
 	set -- "$@" --timestamp "$SOURCE_DATE_EPOCH"
 fi
