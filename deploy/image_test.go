@@ -31,12 +31,14 @@ const (
 	buildScript   = "deploy/image/build.sh"
 )
 
-// Address plan: TestImage's coredns serves on 127.0.12.1 and probes 127.0.12.2 and 127.0.12.3
-// (127.0.12.0/24 is reserved for issue 27's container image).
+// Address plan: TestImage's coredns serves on 127.0.12.1 and probes 127.0.12.2 and 127.0.12.3;
+// its exec check's backend is 127.0.12.4, in a container with no network (127.0.12.0/24 is
+// reserved for issue 27's container image).
 const (
-	imageServer   = "127.0.12.1"
-	imageBackendA = "127.0.12.2"
-	imageBackendB = "127.0.12.3"
+	imageServer      = "127.0.12.1"
+	imageBackendA    = "127.0.12.2"
+	imageBackendB    = "127.0.12.3"
+	imageExecBackend = "127.0.12.4"
 )
 
 // capNetBindService and capNetRaw are the two capabilities the image is run with, as bits of
@@ -260,6 +262,80 @@ func TestImage(t *testing.T) {
 
 	t.Run("default", func(t *testing.T) { imageDefault(t, image) })
 	t.Run("reload", func(t *testing.T) { imageReload(t, image) })
+	t.Run("exec", func(t *testing.T) { imageExec(t, image) })
+}
+
+// leaver is an exec check's script that leaves a child behind: it starts itself again, as a
+// child that sleeps for an hour, and exits 0 without waiting for it.
+const leaver = `package main
+
+import (
+	"os"
+	"os/exec"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		time.Sleep(time.Hour)
+		return
+	}
+	if err := exec.Command("/proc/self/exe", "child").Start(); err != nil {
+		os.Exit(1)
+	}
+}
+`
+
+// imageExec runs the image, which has no init, with an exec check whose script leaves a
+// child running: coredns, as PID 1, must kill it and reap it, so that nothing is left in the
+// container but coredns between probes.
+func imageExec(t *testing.T, image string) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "leaver.go"), leaver)
+	checks := filepath.Join(dir, "checks")
+	if err := os.Mkdir(checks, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run(t, dir, []string{"CGO_ENABLED=0", "GOFLAGS=-mod=mod"}, "go", "build", "-o", filepath.Join(checks, "leaver"), "leaver.go")
+	confDir := filepath.Join(dir, "conf")
+	if err := os.Mkdir(confDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(confDir, "Corefile"), fmt.Sprintf("app.lan {\n bind 127.0.0.1\n%s errors\n}\n",
+		harness.Pool("", []string{imageExecBackend}, "check exec /checks/leaver", "interval 1s", "timeout 500ms")))
+	name := startContainer(t, image, "--network", "none",
+		"--volume", confDir+":/etc/coredns:ro", "--volume", checks+":/checks:ro")
+	pid := strings.TrimSpace(run(t, "", nil, "podman", "inspect", "--format", "{{.State.Pid}}", name))
+	ns, err := os.Readlink("/proc/" + pid + "/ns/pid")
+	if err != nil {
+		t.Fatalf("coredns (pid %s) is not running: %v", pid, err)
+	}
+	harness.Eventually(t, 30*time.Second, func() bool {
+		logs, _ := exec.Command("podman", "logs", name).CombinedOutput()
+		return strings.Contains(string(logs), "backend "+imageExecBackend+" (app.lan.): up")
+	}, "the exec check to pass")
+
+	// Between probes the container holds coredns alone: a leftover child still running, or
+	// killed and never reaped (a zombie), stays, and this never comes true.
+	var others []string
+	if !harness.Poll(30*time.Second, 25*time.Millisecond, func() bool {
+		others = others[:0]
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			if _, err := strconv.Atoi(e.Name()); err != nil || e.Name() == pid {
+				continue
+			}
+			if link, err := os.Readlink("/proc/" + e.Name() + "/ns/pid"); err == nil && link == ns {
+				stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
+				if f := strings.Fields(string(stat)); len(f) > 3 {
+					others = append(others, fmt.Sprintf("pid %s %s state %s parent %s", f[0], f[1], f[2], f[3]))
+				}
+			}
+		}
+		return len(others) == 0
+	}) {
+		t.Fatalf("the container holds processes besides coredns after 30s of probes:\n%s", strings.Join(others, "\n"))
+	}
 }
 
 // startContainer runs image detached under a name of the test's and returns the name; the
