@@ -296,7 +296,7 @@ func imageExec(t *testing.T, image string) {
 	if err := os.Mkdir(checks, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	run(t, dir, []string{"CGO_ENABLED=0", "GOFLAGS=-mod=mod"}, "go", "build", "-o", filepath.Join(checks, "leaver"), "leaver.go")
+	run(t, dir, []string{"CGO_ENABLED=0"}, "go", "build", "-o", filepath.Join(checks, "leaver"), "leaver.go")
 	confDir := filepath.Join(dir, "conf")
 	if err := os.Mkdir(confDir, 0o755); err != nil {
 		t.Fatal(err)
