@@ -111,8 +111,8 @@ func TestK3sManifest(t *testing.T) {
 		t.Fatalf("%d containers, want 1", len(pod.Containers))
 	}
 	c := pod.Containers[0]
-	if strings.HasSuffix(c.Image, ":latest") || !strings.Contains(c.Image, ":") {
-		t.Errorf("image %s: want a pinned tag", c.Image)
+	if tag, ok := strings.CutPrefix(c.Image, imageRepo+":"); !ok || tag == "" || tag == "latest" {
+		t.Errorf("image %s: want the release image, %s, with a pinned tag", c.Image, imageRepo)
 	}
 	checkProbe(t, "readiness", c.ReadinessProbe, "/ready", 8181)
 	checkProbe(t, "liveness", c.LivenessProbe, "/health", 8080)

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds the release binaries: static CoreDNS with healthdns for linux/amd64, linux/arm64 and
-# linux/arm (v7), stamped with VERSION, into DIR (default dist/), with their SHA256SUMS.
+# linux/arm (v7), stamped with VERSION, into DIR (default dist/), with their SHA256SUMS; and,
+# where buildah or podman is installed, the container image of each as an OCI archive.
 #
 #   deploy/release.sh v0.2.0 [DIR]
 #
@@ -43,4 +44,32 @@ for target in $targets; do
 done
 cd "$dist"
 sha256sum coredns-healthdns-"$version"-linux-* >SHA256SUMS
+
+# --- Container image (deploy/image) ---------------------------------------------------------
+# Each binary above in an image from scratch, as an OCI archive named localhost/healthdns:VERSION:
+# healthdns-image-VERSION-linux-ARCH.oci.tar, added to SHA256SUMS. Only where buildah or podman
+# is installed (Debian's packages); without them the release has no image, and says so. Nothing
+# is pulled. The image's creation time is the last commit's, so that a tag rebuilds the same.
+if command -v buildah >/dev/null || command -v podman >/dev/null; then
+	SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || true)}
+	export SOURCE_DATE_EPOCH
+	images=
+	for target in $targets; do
+		suffix=${target%/*}
+		platform=linux/$suffix
+		if [ "$suffix" != "$target" ]; then
+			platform=$platform/v${target#*/}
+			suffix=${suffix}v${target#*/}
+		fi
+		image=healthdns-image-$version-linux-$suffix.oci.tar
+		echo "building $image" >&2
+		"$root/deploy/image/build.sh" "$version" "coredns-healthdns-$version-linux-$suffix" "$image" "$platform"
+		images="$images $image"
+	done
+	sha256sum $images >>SHA256SUMS # split on purpose: the names hold no blanks
+else
+	echo "$0: neither buildah nor podman found: no container image (apt-get install buildah)" >&2
+fi
+# --- end of container image -----------------------------------------------------------------
+
 cat SHA256SUMS

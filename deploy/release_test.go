@@ -1,12 +1,15 @@
 package deploy
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"debug/buildinfo"
 	"debug/elf"
 	"encoding/hex"
+	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,14 +23,15 @@ type releaseTarget struct {
 	machine elf.Machine
 	goarch  string
 	goarm   string
+	variant string // of the image's platform
 }
 
 // releaseTargets are the release script's targets: RELEASE_TARGETS's value, as the script
 // reads it, and the elf machine, GOARCH and GOARM each binary must have.
 var releaseTargets = map[string]releaseTarget{
-	"amd64": {"linux-amd64", elf.EM_X86_64, "amd64", ""},
-	"arm64": {"linux-arm64", elf.EM_AARCH64, "arm64", ""},
-	"arm/7": {"linux-armv7", elf.EM_ARM, "arm", "7"},
+	"amd64": {"linux-amd64", elf.EM_X86_64, "amd64", "", ""},
+	"arm64": {"linux-arm64", elf.EM_AARCH64, "arm64", "", ""},
+	"arm/7": {"linux-armv7", elf.EM_ARM, "arm", "7", "v7"},
 }
 
 // TestRelease runs the release script for one target, this machine's (amd64 elsewhere), whose
@@ -54,12 +58,21 @@ func TestRelease(t *testing.T) {
 	run(t, repoRoot(t), []string{"RELEASE_TARGETS=" + chosen}, "sh", "deploy/release.sh", version, dist)
 
 	targets := map[string]releaseTarget{} // by binary name
+	images := map[string]releaseTarget{}  // by archive name, where buildah or podman can build them
+	_, buildah := exec.LookPath("buildah")
+	_, podman := exec.LookPath("podman")
 	for _, target := range strings.Fields(chosen) {
 		spec, ok := releaseTargets[target]
 		if !ok {
 			t.Fatalf("RELEASE_TARGETS names %q, which the script would have refused", target)
 		}
 		targets["coredns-healthdns-"+version+"-"+spec.suffix] = spec
+		if buildah == nil || podman == nil {
+			images["healthdns-image-"+version+"-"+spec.suffix+".oci.tar"] = spec
+		}
+	}
+	for name, want := range images {
+		checkImageArchive(t, filepath.Join(dist, name), imageRepo+":"+version, want)
 	}
 	for name, want := range targets {
 		path := filepath.Join(dist, name)
@@ -121,9 +134,14 @@ func TestRelease(t *testing.T) {
 			t.Errorf("SHA256SUMS does not list %s", name)
 		}
 	}
+	for name := range images {
+		if !listed[name] {
+			t.Errorf("SHA256SUMS does not list %s", name)
+		}
+	}
 
-	if len(listed) != len(targets) {
-		t.Errorf("SHA256SUMS lists %d binaries, want the %d built", len(listed), len(targets))
+	if len(listed) != len(targets)+len(images) {
+		t.Errorf("SHA256SUMS lists %d files, want the %d binaries and %d images built", len(listed), len(targets), len(images))
 	}
 
 	native := ""
@@ -141,5 +159,61 @@ func TestRelease(t *testing.T) {
 	}
 	if first := strings.SplitN(string(out), "\n", 2)[0]; !strings.HasPrefix(first, "CoreDNS-") || !strings.HasSuffix(first, "+healthdns-"+version) {
 		t.Errorf("-version printed %q first, want CoreDNS-<version>+healthdns-%s", first, version)
+	}
+}
+
+// checkImageArchive reads an OCI archive of the release: one image, named ref, for the target's
+// architecture and variant.
+func checkImageArchive(t *testing.T, path, ref string, want releaseTarget) {
+	t.Helper()
+	blobs := map[string][]byte{} // the archive's files, by name
+	f, err := os.Open(path)
+	if err != nil {
+		t.Errorf("image archive: %v", err)
+		return
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Errorf("%s: %v", path, err)
+			return
+		}
+		if h.Typeflag == tar.TypeReg && (h.Name == "index.json" || strings.HasPrefix(h.Name, "blobs/sha256/") && h.Size < 1<<20) {
+			if blobs[h.Name], err = io.ReadAll(tr); err != nil {
+				t.Errorf("%s: %s: %v", path, h.Name, err)
+				return
+			}
+		}
+	}
+	type descriptor struct {
+		Digest      string
+		Annotations map[string]string
+	}
+	var index struct{ Manifests []descriptor }
+	if err := json.Unmarshal(blobs["index.json"], &index); err != nil || len(index.Manifests) != 1 {
+		t.Errorf("%s: index.json holds %d images (%v), want one", path, len(index.Manifests), err)
+		return
+	}
+	if name := index.Manifests[0].Annotations["org.opencontainers.image.ref.name"]; name != ref {
+		t.Errorf("%s: the image is named %q, want %s", path, name, ref)
+	}
+	blob := func(digest string) []byte { return blobs["blobs/sha256/"+strings.TrimPrefix(digest, "sha256:")] }
+	var manifest struct{ Config descriptor }
+	if err := json.Unmarshal(blob(index.Manifests[0].Digest), &manifest); err != nil {
+		t.Errorf("%s: manifest: %v", path, err)
+		return
+	}
+	var config struct{ OS, Architecture, Variant string }
+	if err := json.Unmarshal(blob(manifest.Config.Digest), &config); err != nil {
+		t.Errorf("%s: config: %v", path, err)
+		return
+	}
+	if config.OS != "linux" || config.Architecture != want.goarch || config.Variant != want.variant {
+		t.Errorf("%s: image for %s/%s/%s, want linux/%s/%s", path, config.OS, config.Architecture, config.Variant, want.goarch, want.variant)
 	}
 }
