@@ -31,14 +31,14 @@ const (
 	buildScript   = "deploy/image/build.sh"
 )
 
-// Address plan: TestImage's coredns serves on 127.0.12.1 and probes 127.0.12.2 and 127.0.12.3;
-// its exec check's backend is 127.0.12.4, in a container with no network (127.0.12.0/24 is
+// Address plan: TestImage's coredns serves on 127.0.13.1 and probes 127.0.13.2 and 127.0.13.3;
+// its exec check's backend is 127.0.13.4, in a container with no network (127.0.13.0/24 is
 // reserved for issue 27's container image).
 const (
-	imageServer      = "127.0.12.1"
-	imageBackendA    = "127.0.12.2"
-	imageBackendB    = "127.0.12.3"
-	imageExecBackend = "127.0.12.4"
+	imageServer      = "127.0.13.1"
+	imageBackendA    = "127.0.13.2"
+	imageBackendB    = "127.0.13.3"
+	imageExecBackend = "127.0.13.4"
 )
 
 // capNetBindService and capNetRaw are the two capabilities the image is run with, as bits of

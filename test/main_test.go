@@ -34,7 +34,7 @@
 //	127.0.0.230-.232            TestStatusJSON
 //	127.0.0.233, .234           TestStatusPageInBrowser
 //	127.0.0.251, .252           TestLANResolvers (with unbound, dnsmasq and a forwarding coredns on 127.0.0.1)
-//	127.0.12.1-.4                deploy.TestImage (127.0.12.0/24 reserved for issue 27's container image)
+//	127.0.13.1-.4                deploy.TestImage (127.0.13.0/24 reserved for issue 27's container image)
 //	127.0.1.100-.103             TestBackendsFile
 //	127.0.1.104, .105            TestBackendsFileBadAtStartup (never probed)
 //	127.0.1.110-.113             TestBackendsEtcd
