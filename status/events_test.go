@@ -144,3 +144,21 @@ func TestEventStream(t *testing.T) {
 		t.Fatalf("live after the reconnect: %s, want 6", fr.id)
 	}
 }
+
+// TestEventStreamOutlivesTimeouts: a stream followed for longer than the listener's read and
+// write timeouts, which are for a request and its answer, goes on.
+func TestEventStreamOutlivesTimeouts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("follows a stream past the listener's timeouts, 11s")
+	}
+	bus := event.NewBus("test", nil)
+	f, v := fakeView()
+	v.Events = bus
+	_, addr := acquired(t, v)
+	_, r := stream(t, fmt.Sprintf("http://%s%s", addr, eventsPath), apiToken, "")
+	time.Sleep(max(readTimeout, writeTimeout) + time.Second) // the span itself is the test
+	bus.Publish(event.Event{Kind: event.BackendDown, Server: f.server, Zone: f.zone})
+	if fr := frameWithin(t, r); fr.id != "1" {
+		t.Fatalf("after %v: %s %s, want event 1", max(readTimeout, writeTimeout)+time.Second, fr.id, fr.kind)
+	}
+}
