@@ -19,7 +19,7 @@ const maxStreams = maxConns / 2
 
 // heartbeat is how often an idle stream sends a comment, so that a proxy between does not
 // close it as idle and a client knows it is still connected.
-var heartbeat = 15 * time.Second
+const heartbeat = 15 * time.Second
 
 // serveEvents streams the events of the view's pools: those after the client's Last-Event-ID
 // that the ring still holds, then each as it comes. The stream ends when the client goes, or
@@ -91,6 +91,13 @@ func (v *View) serveEvents(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case e := <-sub.Events():
+			if sub.Dropped() > 0 {
+				// The feed lost events while this client fell behind: it ends here, before
+				// the gap, and the client's reconnect with the last id it got replays them
+				// from the ring.
+				send(": fell behind: reconnect with Last-Event-ID\n\n")
+				return
+			}
 			if shows[e.Server+" "+e.Zone] && !send(frame(e)) {
 				return
 			}

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,5 +163,69 @@ func TestEventStreamOutlivesTimeouts(t *testing.T) {
 	bus.Publish(event.Event{Kind: event.BackendDown, Server: f.server, Zone: f.zone})
 	if fr := frameWithin(t, r); fr.id != "1" {
 		t.Fatalf("after %v: %s %s, want event 1", max(readTimeout, writeTimeout)+time.Second, fr.id, fr.kind)
+	}
+}
+
+// stalledWriter is a client that stops reading: each write waits until it is let go.
+type stalledWriter struct {
+	header  http.Header
+	gate    chan struct{}
+	entered chan struct{} // closed at the first write, once the stream has subscribed
+	once    sync.Once
+	mu      sync.Mutex
+	body    strings.Builder
+}
+
+func (w *stalledWriter) Header() http.Header { return w.header }
+func (w *stalledWriter) WriteHeader(int)     {}
+func (w *stalledWriter) Flush()              {}
+func (w *stalledWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.entered) })
+	<-w.gate
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.body.Write(p)
+}
+
+// TestEventStreamFallenBehind: a client slower than the events loses none in silence: its
+// stream ends before the first it would miss, and what it got has no gap.
+func TestEventStreamFallenBehind(t *testing.T) {
+	bus := event.NewBus("test", nil)
+	f, v := fakeView()
+	v.Events = bus
+	w := &stalledWriter{header: http.Header{}, gate: make(chan struct{}), entered: make(chan struct{})}
+	req := httptest.NewRequest(http.MethodGet, eventsPath, nil)
+	req.Header.Set("Authorization", "Bearer "+apiToken)
+	done := make(chan struct{})
+	go func() { defer close(done); v.ServeHTTP(w, req) }()
+	select { // the stream has subscribed once its first write waits
+	case <-w.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream did not start")
+	}
+	const published = event.RingSize
+	for range published {
+		bus.Publish(event.Event{Kind: event.BackendDown, Server: f.server, Zone: f.zone})
+	}
+	close(w.gate)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream of a client that fell behind did not end")
+	}
+	r := bufio.NewReader(strings.NewReader(w.body.String()))
+	var last int
+	for {
+		fr, err := readFrame(r)
+		if err != nil {
+			break
+		}
+		if id, _ := strconv.Atoi(fr.id); id != last+1 {
+			t.Fatalf("event %s after %d: a gap", fr.id, last)
+		}
+		last++
+	}
+	if last >= published || !strings.Contains(w.body.String(), "reconnect with Last-Event-ID") {
+		t.Errorf("got %d of %d events, and the stream says %q at its end; want it ended before a gap, saying to reconnect", last, published, w.body.String()[max(0, w.body.Len()-80):])
 	}
 }
