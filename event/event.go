@@ -138,6 +138,8 @@ func (b *Bus) Publish(e Event) {
 
 // Since returns the kept events after sequence number seq, oldest first, and whether the ring
 // still held every one of them (false when some were overwritten before they could be read).
+// A seq beyond the last published is from before a restart, which counted from 1 again: every
+// kept event is after it.
 func (b *Bus) Since(seq uint64) ([]Event, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -145,6 +147,10 @@ func (b *Bus) Since(seq uint64) ([]Event, bool) {
 }
 
 func (b *Bus) sinceLocked(seq uint64) ([]Event, bool) {
+	restarted := seq > b.seq
+	if restarted {
+		seq = 0
+	}
 	ordered := append(append([]Event(nil), b.ring[b.next:]...), b.ring[:b.next]...)
 	var out []Event
 	for _, e := range ordered {
@@ -153,7 +159,7 @@ func (b *Bus) sinceLocked(seq uint64) ([]Event, bool) {
 		}
 	}
 	complete := seq >= b.seq || len(ordered) > 0 && ordered[0].Seq <= seq+1
-	return out, complete
+	return out, complete && !restarted
 }
 
 // Subscription is one subscriber's feed of events.

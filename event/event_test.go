@@ -27,10 +27,24 @@ func TestRingKeepsTheLast(t *testing.T) {
 	if rest, complete := b.Since(RingSize + 10); !complete || len(rest) != 0 {
 		t.Errorf("since the last: %d events, complete %v; want none, complete", len(rest), complete)
 	}
+	// An id from before a restart, beyond what this process has counted: all it keeps is news.
+	if rest, complete := b.Since(RingSize + 11); complete || len(rest) != RingSize {
+		t.Errorf("since an id of a previous run: %d events, complete %v; want all %d kept, incomplete", len(rest), complete, RingSize)
+	}
 }
 
 // A subscriber that takes nothing loses what its buffer cannot hold, counted, and Publish
 // does not wait for it.
+// A restart counts from 1 again: a client's id from before it is beyond the last, and gets
+// everything kept, told that it may have missed some.
+func TestSinceARestart(t *testing.T) {
+	b := NewBus("v1", nil)
+	b.Publish(Event{Kind: BackendUp})
+	if rest, complete := b.Since(500); complete || len(rest) != 1 {
+		t.Errorf("since 500 of a previous run: %d events, complete %v; want the 1 kept, incomplete", len(rest), complete)
+	}
+}
+
 func TestSlowSubscriberDrops(t *testing.T) {
 	total := NewTotal()
 	b := NewBus("v1", total)
