@@ -5,11 +5,14 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
+	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/plugin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/healthdns/healthdns/event"
 	"github.com/healthdns/healthdns/health"
 	"github.com/healthdns/healthdns/pool"
 )
@@ -66,6 +69,15 @@ var poolMetrics = func() *pool.Metrics {
 	prometheus.MustRegister(m.Collectors()...)
 	return m
 }()
+
+// processEvents is the process's events (README, "Events"): one bus, whose ring and sequence
+// a reload keeps, so that a subscriber catching up after one loses nothing. Made at the first
+// setup, once CoreDNS has set its version.
+var processEvents = sync.OnceValue(func() *event.Bus {
+	total := event.NewTotal()
+	prometheus.MustRegister(total)
+	return event.NewBus(caddy.AppVersion, total)
+})
 
 // observer turns health events into metrics and one log line per state change.
 type observer struct{}

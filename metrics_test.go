@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/healthdns/healthdns/event"
 	"github.com/healthdns/healthdns/health"
 	"github.com/healthdns/healthdns/pool"
 	"github.com/healthdns/healthdns/test/testkit"
@@ -32,6 +33,7 @@ func TestMetricNames(t *testing.T) {
 	poolMetrics.BackendUp.WithLabelValues("dns://:53", "lint.lan.", "192.0.2.1").Set(1)
 	poolMetrics.AllDownTotal.WithLabelValues("dns://:53", "lint.lan.", "ipv4").Inc()
 	poolMetrics.AnswersTotal.WithLabelValues("dns://:53", "lint.lan.", "192.0.2.1").Inc()
+	processEvents().Publish(event.Event{Kind: event.AllDown, Server: "dns://:53", Zone: "lint.lan."})
 
 	families, err := prometheus.DefaultGatherer.Gather()
 	if err != nil {
@@ -43,8 +45,8 @@ func TestMetricNames(t *testing.T) {
 			ours = append(ours, mf)
 		}
 	}
-	if len(ours) != 10 { // and the two of exec waits, always there
-		t.Errorf("%d healthdns metric families, want 10", len(ours))
+	if len(ours) != 11 { // and the two of exec waits, always there
+		t.Errorf("%d healthdns metric families, want 11", len(ours))
 	}
 	problems, err := promlint.NewWithMetricFamilies(ours).Lint()
 	if err != nil {

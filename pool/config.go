@@ -12,6 +12,7 @@ import (
 	clog "github.com/coredns/coredns/plugin/pkg/log"
 
 	"github.com/healthdns/healthdns/balance"
+	"github.com/healthdns/healthdns/event"
 	"github.com/healthdns/healthdns/health"
 )
 
@@ -36,6 +37,9 @@ type Config struct {
 	// FailBackAPI is the address of a status listener with a token that shows this pool, "" for
 	// none: the nopreempt log line names it as a way to fail back.
 	FailBackAPI string
+
+	// Events receives the pool's transitions (README, "Events"); nil for none.
+	Events *event.Bus
 }
 
 // AllDownMode is what the zone answers while every backend in service is down.

@@ -63,6 +63,7 @@ func (p *Pool) drainInfoLocked(m *member) {
 	if info == m.info {
 		return
 	}
+	p.drainEventLocked(m, m.info, info)
 	if m.info.On {
 		p.metrics.BackendDrainInfo.DeleteLabelValues(p.cfg.Server, p.cfg.Zone, m.Addr.String(), m.info.Reason, m.info.Until, m.info.By)
 	}

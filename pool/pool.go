@@ -41,10 +41,13 @@ type Pool struct {
 	awaited  [2]uint8             // the higher group nopreempt keeps waiting that was last logged healthy, 0 for none
 	timer    *time.Timer          // a rebuild at the failovers' next check (preempt_delay) or a drain's end
 	stopped  bool
-	src      sourceState
-	ops      *operatorDrains // the zone's drains set through the status API, from start on
-	agree    agreement       // the fleet's serving groups, under nopreempt with etcd
-	agreeWG  sync.WaitGroup
+	// published: the pool's first rebuild is done, and what it found is known; from then on a
+	// drain or an all-down that changes is an event.
+	published bool
+	src       sourceState
+	ops       *operatorDrains // the zone's drains set through the status API, from start on
+	agree     agreement       // the fleet's serving groups, under nopreempt with etcd
+	agreeWG   sync.WaitGroup
 
 	dirty                        chan struct{} // a rebuild is wanted (capacity 1)
 	rebuilderQuit, rebuilderDone chan struct{}
@@ -68,6 +71,10 @@ type member struct {
 	Answered                                prometheus.Counter
 	upSet, drainedSet, inServiceUpSet       int8          // what the gauges were last set to: -1 before the first rebuild
 	op                                      operatorDrain // the operator's drain that held at the last rebuild, if any
+
+	// verdict says whether wasUp holds the state last published, so that only a change after
+	// the pool first saw one is an event: not a first verdict, nor a reload adopting a monitor.
+	verdict, wasUp bool
 }
 
 // New makes the pool of cfg, whose backends reg probes and whose series are m's; nothing runs

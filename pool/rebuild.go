@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/healthdns/healthdns/balance"
+	"github.com/healthdns/healthdns/event"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -59,6 +60,7 @@ func (p *Pool) rebuild() {
 	for _, m := range p.members {
 		isUp := up(m)
 		setGauge(m.upGauge, &m.upSet, isUp)
+		p.upDownLocked(m, isUp)
 		if m.outOfService() && isUp {
 			drainedUp[familyIndex(m.Addr)] = append(drainedUp[familyIndex(m.Addr)], m)
 		}
@@ -112,6 +114,7 @@ func (p *Pool) rebuild() {
 	}
 	p.report(old, next)
 	p.snap.Store(next)
+	p.published = true
 	p.armLocked()
 }
 
@@ -199,9 +202,11 @@ func (p *Pool) failBackWays(fam int, group uint8) string {
 	return strings.Join(ways, ", or ")
 }
 
-// switched logs and counts a switch of the family's serving group.
+// switched logs, counts and publishes a switch of the family's serving group.
 func (p *Pool) switched(fam int, sw balance.Switch) {
 	p.metrics.GroupSwitchesTotal.WithLabelValues(p.cfg.Server, p.cfg.Zone, familyName(fam)).Inc()
+	p.publish(event.Event{Kind: event.GroupSwitched, Family: familyName(fam),
+		From: event.Group(sw.From), To: event.Group(sw.To), Why: sw.Reason})
 	log.Warningf("zone %s: %s now served by priority group %s (was %s): %s",
 		p.cfg.Zone, familyName(fam), groupName(sw.To), groupName(sw.From), sw.Reason)
 }
@@ -324,6 +329,13 @@ func (p *Pool) report(old, next *Snapshot) {
 			log.Warningf("zone %s: every %s backend is down (%d configured); %s queries get NODATA while %d of %d %s backends are up",
 				p.cfg.Zone, f.name, f.next.N, f.qtype, other.next.NUp, other.next.N, other.name)
 		}
+	}
+	if p.published && next.AllDown != old.AllDown {
+		kind := event.AllDownOver
+		if next.AllDown {
+			kind = event.AllDown
+		}
+		p.publish(event.Event{Kind: kind})
 	}
 	// Backends whose first probes were out are known down once the last comes back failed.
 	if next.AllDown && (!old.AllDown || next.LastResort != old.LastResort || old.unprobed > 0 && next.unprobed == 0) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/healthdns/healthdns/event"
 	"github.com/healthdns/healthdns/source"
 )
 
@@ -97,6 +98,7 @@ type sourceState struct {
 	lastErrorAt time.Time
 	connected   bool
 	errors      int
+	failing     bool              // a load failed, or etcd was lost, and no list has loaded since
 	skipped     map[string]string // etcd: the keys the last list left out, and why
 	revision    int64             // etcd: the revision of the last list applied
 	applied     chan struct{}     // etcd: closed when a list is applied, for awaitList; nil when none waits
@@ -156,6 +158,10 @@ func (p *Pool) recordLoad() {
 	now := time.Now()
 	p.mu.Lock()
 	p.src.lastLoad = now
+	if p.src.failing {
+		p.src.failing = false
+		p.publish(event.Event{Kind: event.SourceRecovered, Source: p.cfg.Source.Label()})
+	}
 	p.mu.Unlock()
 	p.metrics.SourceLastLoad.WithLabelValues(p.cfg.Server, p.cfg.Zone, p.cfg.Source.Label()).Set(float64(now.UnixNano()) / 1e9)
 }
@@ -167,6 +173,10 @@ func (p *Pool) sourceFailed(err error) {
 	p.mu.Lock()
 	p.src.lastError, p.src.lastErrorAt = err.Error(), time.Now()
 	p.src.errors++
+	if !p.src.failing {
+		p.src.failing = true
+		p.publish(event.Event{Kind: event.SourceFailed, Source: p.cfg.Source.Label(), Error: err.Error()})
+	}
 	kept, awaiting := len(p.fromSrc), p.awaiting
 	if awaiting {
 		p.heardLocked() // startup waits no longer: the pool answers as all down until a list comes

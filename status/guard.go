@@ -42,6 +42,7 @@ type guard struct {
 	lastLog time.Time
 	flush   *time.Timer // the next log line, while one is due
 	closed  bool
+	streams int // event streams open
 }
 
 // client is one address's wrong tokens in its current window.

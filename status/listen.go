@@ -61,6 +61,7 @@ func NewListeners() *Listeners {
 func (ls *Listeners) Acquire(v *View) error {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
+	v.done = make(chan struct{})
 	if sl, ok := ls.byAddr[v.Addr]; ok {
 		v.guard = sl.guard
 		if was := sl.views[len(sl.views)-1]; (was.TLS == nil) != (v.TLS == nil) {
@@ -189,6 +190,7 @@ func (ls *Listeners) Release(v *View) {
 	for i, o := range sl.views {
 		if o == v {
 			sl.views = append(sl.views[:i:i], sl.views[i+1:]...)
+			close(v.done) // its streams end; their clients reconnect to the newest view
 			break
 		}
 	}

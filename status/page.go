@@ -20,6 +20,10 @@ func (v *View) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "status listener closing", http.StatusServiceUnavailable)
 		return
 	}
+	if r.URL.Path == eventsPath {
+		v.serveEvents(w, r)
+		return
+	}
 	if strings.HasPrefix(r.URL.Path, apiPrefix) {
 		v.serveWrite(w, r)
 		return

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/healthdns/healthdns/event"
 	"github.com/healthdns/healthdns/health"
 	"github.com/healthdns/healthdns/pool"
 )
@@ -53,5 +54,9 @@ type View struct {
 	Loops   func() []health.LoopStatus // the registry's probe loops
 	Process Process
 
-	guard *guard // its listener's, set by Acquire; nil when served without one
+	// Events is the process's events, which /api/v1/events streams; nil for none.
+	Events *event.Bus
+
+	guard *guard        // its listener's, set by Acquire; nil when served without one
+	done  chan struct{} // closed by Release: its event streams end
 }
