@@ -34,7 +34,7 @@ type zonePool struct {
 
 func newZonePool(cfg poolConfig, reg *health.Registry) *zonePool {
 	policy, _ := balance.New(cfg.Policy) // parse validated the name
-	cfg.Events = processEvents()
+	cfg.Events = proc.events()
 	z := &zonePool{cfg: cfg, policy: policy, pool: pool.New(cfg.Config, reg, poolMetrics)}
 	z.zone = newZoneRecords(&z.cfg, configSerial(&z.cfg))
 	return z

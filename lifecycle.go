@@ -85,7 +85,7 @@ func (l *lifecycle) addStatus(sc status.Config, p *zonePool) error {
 		return nil
 	}
 	l.status = append(l.status, &status.View{Config: sc, Pools: []status.Shown{p.shown()}, Loops: l.reg.Loops,
-		Process: status.Process{Version: caddy.AppVersion, Started: proc.started}, Events: processEvents()})
+		Process: status.Process{Version: caddy.AppVersion, Started: proc.started}, Events: proc.events()})
 	return nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/plugin"
@@ -70,14 +69,14 @@ var poolMetrics = func() *pool.Metrics {
 	return m
 }()
 
-// processEvents is the process's events (README, "Events"): one bus, whose ring and sequence
-// a reload keeps, so that a subscriber catching up after one loses nothing. Made at the first
-// setup, once CoreDNS has set its version.
-var processEvents = sync.OnceValue(func() *event.Bus {
+// newProcessEvents makes the process's events (README, "Events"): one bus, whose ring and
+// sequence a reload keeps, so that a subscriber catching up after one loses nothing. It is made
+// at the first setup, once CoreDNS has set its version.
+func newProcessEvents() *event.Bus {
 	total := event.NewTotal()
 	prometheus.MustRegister(total)
 	return event.NewBus(caddy.AppVersion, total)
-})
+}
 
 // observer turns health events into metrics and one log line per state change.
 type observer struct{}

@@ -33,7 +33,7 @@ func TestMetricNames(t *testing.T) {
 	poolMetrics.BackendUp.WithLabelValues("dns://:53", "lint.lan.", "192.0.2.1").Set(1)
 	poolMetrics.AllDownTotal.WithLabelValues("dns://:53", "lint.lan.", "ipv4").Inc()
 	poolMetrics.AnswersTotal.WithLabelValues("dns://:53", "lint.lan.", "192.0.2.1").Inc()
-	processEvents().Publish(event.Event{Kind: event.AllDown, Server: "dns://:53", Zone: "lint.lan."})
+	proc.events().Publish(event.Event{Kind: event.AllDown, Server: "dns://:53", Zone: "lint.lan."})
 
 	families, err := prometheus.DefaultGatherer.Gather()
 	if err != nil {

@@ -3,6 +3,7 @@ package healthdns
 import (
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/coredns/caddy"
@@ -10,6 +11,7 @@ import (
 	"github.com/coredns/coredns/plugin"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
 
+	"github.com/healthdns/healthdns/event"
 	"github.com/healthdns/healthdns/health"
 	"github.com/healthdns/healthdns/status"
 )
@@ -24,12 +26,14 @@ var log = clog.NewWithPlugin(pluginName)
 type process struct {
 	targets *health.Registry
 	status  *status.Listeners
-	started time.Time // for the status page's uptime
+	events  func() *event.Bus // made at the first setup, kept by every reload
+	started time.Time         // for the status page's uptime
 }
 
 var proc = &process{
 	targets: health.NewRegistry(observer{}, health.WithNotice(func(line string) { log.Info(line) })),
 	status:  status.NewListeners(),
+	events:  sync.OnceValue(newProcessEvents),
 	started: time.Now(),
 }
 
