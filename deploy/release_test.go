@@ -1,12 +1,15 @@
 package deploy
 
 import (
+	"archive/zip"
 	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"debug/buildinfo"
 	"debug/elf"
+	"debug/pe"
 	"encoding/hex"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,7 +54,10 @@ func TestRelease(t *testing.T) {
 	}
 	const version = "v9.8.7-test"
 	dist := t.TempDir()
-	run(t, repoRoot(t), []string{"RELEASE_TARGETS=" + chosen}, "sh", "deploy/release.sh", version, dist)
+	// Windows's zips are left out unless WINDOWS_TARGETS names them: TestWindowsWine builds
+	// the .exe, and two more full builds would double this test's minutes.
+	windows := os.Getenv("WINDOWS_TARGETS")
+	run(t, repoRoot(t), []string{"RELEASE_TARGETS=" + chosen, "WINDOWS_TARGETS=" + windows}, "sh", "deploy/release.sh", version, dist)
 
 	targets := map[string]releaseTarget{} // by binary name
 	for _, target := range strings.Fields(chosen) {
@@ -122,8 +128,15 @@ func TestRelease(t *testing.T) {
 		}
 	}
 
-	if len(listed) != len(targets) {
-		t.Errorf("SHA256SUMS lists %d binaries, want the %d built", len(listed), len(targets))
+	zips := strings.Fields(windows)
+	for _, arch := range zips {
+		checkWindowsZip(t, filepath.Join(dist, "coredns-healthdns-"+version+"-windows-"+arch+".zip"), arch, version)
+		if name := "coredns-healthdns-" + version + "-windows-" + arch + ".zip"; !listed[name] {
+			t.Errorf("SHA256SUMS does not list %s", name)
+		}
+	}
+	if len(listed) != len(targets)+len(zips) {
+		t.Errorf("SHA256SUMS lists %d binaries, want the %d built", len(listed), len(targets)+len(zips))
 	}
 
 	native := ""
@@ -141,5 +154,51 @@ func TestRelease(t *testing.T) {
 	}
 	if first := strings.SplitN(string(out), "\n", 2)[0]; !strings.HasPrefix(first, "CoreDNS-") || !strings.HasSuffix(first, "+healthdns-"+version) {
 		t.Errorf("-version printed %q first, want CoreDNS-<version>+healthdns-%s", first, version)
+	}
+}
+
+// checkWindowsZip checks that a release zip holds the README and a Windows executable for
+// arch, stamped with version.
+func checkWindowsZip(t *testing.T, path, arch, version string) {
+	t.Helper()
+	z, err := zip.OpenReader(path)
+	if err != nil {
+		t.Errorf("%s: %v", path, err)
+		return
+	}
+	defer z.Close()
+	exe := strings.TrimSuffix(filepath.Base(path), ".zip") + ".exe"
+	machine := map[string]uint16{"amd64": pe.IMAGE_FILE_MACHINE_AMD64, "arm64": pe.IMAGE_FILE_MACHINE_ARM64}[arch]
+	found := map[string]bool{}
+	for _, f := range z.File {
+		found[f.Name] = true
+		if f.Name != exe {
+			continue
+		}
+		r, err := f.Open()
+		if err != nil {
+			t.Fatalf("%s: %s: %v", path, exe, err)
+		}
+		b, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			t.Fatalf("%s: %s: %v", path, exe, err)
+		}
+		p, err := pe.NewFile(bytes.NewReader(b))
+		if err != nil {
+			t.Errorf("%s: %s is not a Windows executable: %v", path, exe, err)
+			continue
+		}
+		if p.Machine != machine {
+			t.Errorf("%s: %s is for machine %#x, want %#x (%s)", path, exe, p.Machine, machine, arch)
+		}
+		if !bytes.Contains(b, []byte(version)) {
+			t.Errorf("%s: %s: version %s not stamped", path, exe, version)
+		}
+	}
+	for _, want := range []string{exe, "README.md"} {
+		if !found[want] {
+			t.Errorf("%s holds no %s", path, want)
+		}
 	}
 }
