@@ -145,8 +145,11 @@ func TestWindowsWine(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s %s: %v", wine, exe, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// Wine's wineserver may hold the output's pipe after the program ends: Wait gives it 10 s.
+	cmd.WaitDelay = 10 * time.Second
+	var waitErr error
+	exited := make(chan struct{})
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		cancel()
 		<-exited
@@ -166,7 +169,7 @@ func TestWindowsWine(t *testing.T) {
 		var qerr error
 		for time.Now().Before(deadline) {
 			select {
-			case err := <-exited:
+			case <-exited:
 				if strings.Contains(out.String(), wineTooOld) {
 					t.Skipf("this Wine cannot start a Go %s Windows program: %q; Go's runtime loads it "+
 						"(ProcessPrng) since Go 1.22, and Wine has it from 9.0 (Debian bookworm's wine64 is 8.0)",
@@ -177,7 +180,7 @@ func TestWindowsWine(t *testing.T) {
 						"WSAIoctl that Go's net package makes on every UDP socket); what it wrote:\n%s",
 						runtime.Version(), wineNoUDPIoctl, out.String())
 				}
-				t.Fatalf("coredns.exe under wine exited: %v\n%s", err, out.String())
+				t.Fatalf("coredns.exe under wine exited: %v\n%s", waitErr, out.String())
 			default:
 			}
 			got, qerr = query(dnsPort, "www.win.test.")
