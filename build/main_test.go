@@ -1,12 +1,8 @@
 package main
 
 import (
-	"os"
-	"os/signal"
 	"slices"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
@@ -42,27 +38,6 @@ func TestInsertBeforeMissingAnchor(t *testing.T) {
 		}
 	}()
 	insertBefore([]string{"a", "b"}, "c", "healthdns")
-}
-
-// TestCaddyTrapsSignals checks that keepEarlyReloads still recognises caddy's signal goroutine:
-// a caddy that renamed it would leave keepEarlyReloads waiting, and early reloads caught for
-// ever.
-func TestCaddyTrapsSignals(t *testing.T) {
-	if caddyTrapsSignals() {
-		t.Fatal("caddy traps signals before TrapSignals")
-	}
-	caddy.TrapSignals()
-	// Give the signals back to the test binary's defaults; caddy's goroutines then wait idle.
-	t.Cleanup(func() {
-		signal.Reset(os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for !caddyTrapsSignals() {
-		if time.Now().After(deadline) {
-			t.Fatalf("caddy's signal goroutine (%s) not found waiting on its channel", caddySignalLoop)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // init appends healthdns's version to the one coremain set, which -version and the startup

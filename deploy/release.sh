@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds the release binaries: static CoreDNS with healthdns for linux/amd64, linux/arm64 and
-# linux/arm (v7), stamped with VERSION, into DIR (default dist/), with their SHA256SUMS; and,
-# where buildah or podman is installed, the container image of each as an OCI archive.
+# linux/arm (v7), and zips of it for windows/amd64 and windows/arm64, stamped with VERSION,
+# into DIR (default dist/), with their SHA256SUMS; and, where buildah or podman is installed,
+# the container image of each linux binary as an OCI archive.
 #
 #   deploy/release.sh v0.2.0 [DIR]
 #
@@ -42,8 +43,36 @@ for target in $targets; do
 	(cd "$root" && CGO_ENABLED=0 GOOS=linux GOARCH=$arch GOARM=$arm \
 		go build -trimpath -ldflags "$ldflags" -o "$dist/$name" ./build)
 done
+
+# Windows: coredns-healthdns-VERSION-windows-ARCH.zip, the .exe and the README (whose Windows
+# section says how to run it as a service). WINDOWS_TARGETS narrows them ("amd64", "arm64");
+# set but empty, none are built (the test suite's TestRelease builds none: TestWindowsWine
+# builds the .exe itself).
+windows_targets=${WINDOWS_TARGETS-amd64 arm64}
+if [ -n "$windows_targets" ] && ! command -v zip >/dev/null; then
+	echo "$0: the windows zips need zip (apt-get install zip), or WINDOWS_TARGETS= for none" >&2
+	exit 2
+fi
+for arch in $windows_targets; do
+	case $arch in
+	amd64 | arm64) ;;
+	*) echo "$0: unknown target '$arch' in WINDOWS_TARGETS; want amd64 or arm64" >&2; exit 2 ;;
+	esac
+	name=coredns-healthdns-$version-windows-$arch
+	echo "building $name" >&2
+	(cd "$root" && CGO_ENABLED=0 GOOS=windows GOARCH=$arch \
+		go build -trimpath -ldflags "$ldflags" -o "$dist/$name.exe" ./build)
+	rm -f "$dist/$name.zip"
+	(cd "$dist" && zip -q -j "$name.zip" "$name.exe" "$root/README.md" && rm "$name.exe")
+done
+
 cd "$dist"
-sha256sum coredns-healthdns-"$version"-linux-* >SHA256SUMS
+released=
+for f in coredns-healthdns-"$version"-linux-* coredns-healthdns-"$version"-windows-*.zip; do
+	[ ! -e "$f" ] || released="$released $f" # a pattern that matched nothing stays as it is
+done
+# shellcheck disable=SC2086 # the names have no spaces: split on purpose
+sha256sum $released >SHA256SUMS
 
 # --- Container image (deploy/image) ---------------------------------------------------------
 # Each binary above in an image from scratch, as an OCI archive named localhost/healthdns:VERSION:

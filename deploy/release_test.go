@@ -2,11 +2,13 @@ package deploy
 
 import (
 	"archive/tar"
+	"archive/zip"
 	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"debug/buildinfo"
 	"debug/elf"
+	"debug/pe"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -55,7 +57,10 @@ func TestRelease(t *testing.T) {
 	}
 	const version = "v9.8.7-test"
 	dist := t.TempDir()
-	run(t, repoRoot(t), []string{"RELEASE_TARGETS=" + chosen}, "sh", "deploy/release.sh", version, dist)
+	// Windows's zips are left out unless WINDOWS_TARGETS names them: TestWindowsWine builds
+	// the .exe, and two more full builds would double this test's minutes.
+	windows := os.Getenv("WINDOWS_TARGETS")
+	run(t, repoRoot(t), []string{"RELEASE_TARGETS=" + chosen, "WINDOWS_TARGETS=" + windows}, "sh", "deploy/release.sh", version, dist)
 
 	targets := map[string]releaseTarget{} // by binary name
 	images := map[string]releaseTarget{}  // by archive name, where buildah or podman can build them
@@ -140,8 +145,15 @@ func TestRelease(t *testing.T) {
 		}
 	}
 
-	if len(listed) != len(targets)+len(images) {
-		t.Errorf("SHA256SUMS lists %d files, want the %d binaries and %d images built", len(listed), len(targets), len(images))
+	zips := strings.Fields(windows)
+	for _, arch := range zips {
+		checkWindowsZip(t, filepath.Join(dist, "coredns-healthdns-"+version+"-windows-"+arch+".zip"), arch, version)
+		if name := "coredns-healthdns-" + version + "-windows-" + arch + ".zip"; !listed[name] {
+			t.Errorf("SHA256SUMS does not list %s", name)
+		}
+	}
+	if len(listed) != len(targets)+len(images)+len(zips) {
+		t.Errorf("SHA256SUMS lists %d files, want the %d binaries, %d images and %d zips built", len(listed), len(targets), len(images), len(zips))
 	}
 
 	native := ""
@@ -215,5 +227,51 @@ func checkImageArchive(t *testing.T, path, ref string, want releaseTarget) {
 	}
 	if config.OS != "linux" || config.Architecture != want.goarch || config.Variant != want.variant {
 		t.Errorf("%s: image for %s/%s/%s, want linux/%s/%s", path, config.OS, config.Architecture, config.Variant, want.goarch, want.variant)
+	}
+}
+
+// checkWindowsZip checks that a release zip holds the README and a Windows executable for
+// arch, stamped with version.
+func checkWindowsZip(t *testing.T, path, arch, version string) {
+	t.Helper()
+	z, err := zip.OpenReader(path)
+	if err != nil {
+		t.Errorf("%s: %v", path, err)
+		return
+	}
+	defer z.Close()
+	exe := strings.TrimSuffix(filepath.Base(path), ".zip") + ".exe"
+	machine := map[string]uint16{"amd64": pe.IMAGE_FILE_MACHINE_AMD64, "arm64": pe.IMAGE_FILE_MACHINE_ARM64}[arch]
+	found := map[string]bool{}
+	for _, f := range z.File {
+		found[f.Name] = true
+		if f.Name != exe {
+			continue
+		}
+		r, err := f.Open()
+		if err != nil {
+			t.Fatalf("%s: %s: %v", path, exe, err)
+		}
+		b, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			t.Fatalf("%s: %s: %v", path, exe, err)
+		}
+		p, err := pe.NewFile(bytes.NewReader(b))
+		if err != nil {
+			t.Errorf("%s: %s is not a Windows executable: %v", path, exe, err)
+			continue
+		}
+		if p.Machine != machine {
+			t.Errorf("%s: %s is for machine %#x, want %#x (%s)", path, exe, p.Machine, machine, arch)
+		}
+		if !bytes.Contains(b, []byte(version)) {
+			t.Errorf("%s: %s: version %s not stamped", path, exe, version)
+		}
+	}
+	for _, want := range []string{exe, "README.md"} {
+		if !found[want] {
+			t.Errorf("%s holds no %s", path, want)
+		}
 	}
 }

@@ -25,10 +25,6 @@ type icmpChoice struct {
 	err        error // neither opened
 }
 
-func detectICMP() icmpChoice {
-	return icmpMode(openSocket("udp4"), openSocket("ip4:icmp"), pingGroupRange)
-}
-
 func openSocket(network string) func() error {
 	return func() error {
 		c, err := icmp.ListenPacket(network, "0.0.0.0")

@@ -135,7 +135,7 @@ func (c Check) Validate() error {
 		switch {
 		case err != nil:
 			return err
-		case fi.IsDir() || fi.Mode().Perm()&0o111 == 0:
+		case fi.IsDir() || !wire.Executable(fi):
 			return fmt.Errorf("%s is not an executable file", c.Command)
 		}
 		if err := wire.ScriptSafe(c.Command); err != nil {

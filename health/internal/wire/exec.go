@@ -11,10 +11,6 @@ import (
 	"time"
 )
 
-// ScriptPATH is the PATH a script runs with: its environment is this and HEALTHDNS_BACKEND, and
-// nothing of CoreDNS's own (a token's path, a cloud's credentials).
-const ScriptPATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 // execReasonLen bounds the first line of a script's output that a failure reports.
 const execReasonLen = 256
 

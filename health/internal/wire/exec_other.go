@@ -1,8 +1,17 @@
-//go:build !unix
+//go:build !unix && !windows
 
 package wire
 
-import "os/exec"
+import (
+	"os"
+	"os/exec"
+)
+
+// ScriptPATH is empty where there is no convention to follow.
+const ScriptPATH = ""
+
+// Executable accepts any file: there is no execute bit to look at.
+func Executable(os.FileInfo) bool { return true }
 
 // inOwnGroup leaves cmd as it is: without process groups, cancellation kills the script alone.
 func inOwnGroup(*exec.Cmd) {}

@@ -10,6 +10,13 @@ import (
 	"syscall"
 )
 
+// ScriptPATH is the PATH a script runs with: its environment is this and HEALTHDNS_BACKEND, and
+// nothing of CoreDNS's own (a token's path, a cloud's credentials).
+const ScriptPATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Executable reports whether a script's file mode lets it run: an execute bit.
+func Executable(fi os.FileInfo) bool { return fi.Mode().Perm()&0o111 != 0 }
+
 // inOwnGroup starts cmd in a process group of its own, and makes its cancellation kill the
 // whole group: a script's children (a curl it runs, a sleep) die with it.
 func inOwnGroup(cmd *exec.Cmd) {
