@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds the release binaries: static CoreDNS with healthdns for linux/amd64, linux/arm64 and
-# linux/arm (v7), stamped with VERSION, into DIR (default dist/), with their SHA256SUMS.
+# linux/arm (v7), stamped with VERSION, into DIR (default dist/), the Debian package of each
+# (healthdns_0.2.0-1_amd64.deb, ...; deploy/deb.sh), and one SHA256SUMS over all.
 #
 #   deploy/release.sh v0.2.0 [DIR]
 #
@@ -41,6 +42,22 @@ for target in $targets; do
 	(cd "$root" && CGO_ENABLED=0 GOOS=linux GOARCH=$arch GOARM=$arm \
 		go build -trimpath -ldflags "$ldflags" -o "$dist/$name" ./build)
 done
+
+# Debian packages: one healthdns_DEBVERSION_ARCH.deb per linux binary built above (deploy/deb.sh).
+debs=
+for target in $targets; do
+	case $target in
+	amd64) debarch=amd64 binary=coredns-healthdns-$version-linux-amd64 ;;
+	arm64) debarch=arm64 binary=coredns-healthdns-$version-linux-arm64 ;;
+	arm/7) debarch=armhf binary=coredns-healthdns-$version-linux-armv7 ;;
+	*) continue ;;
+	esac
+	echo "packaging $binary as a .deb" >&2
+	deb=$(sh "$root/deploy/deb.sh" "$version" "$debarch" "$dist/$binary" "$dist")
+	debs="$debs ${deb##*/}"
+done
+
 cd "$dist"
-sha256sum coredns-healthdns-"$version"-linux-* >SHA256SUMS
+# $debs unquoted: a list of file names, which have no spaces.
+sha256sum coredns-healthdns-"$version"-linux-* $debs >SHA256SUMS
 cat SHA256SUMS

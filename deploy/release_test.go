@@ -20,14 +20,15 @@ type releaseTarget struct {
 	machine elf.Machine
 	goarch  string
 	goarm   string
+	debArch string // of its Debian package
 }
 
 // releaseTargets are the release script's targets: RELEASE_TARGETS's value, as the script
 // reads it, and the elf machine, GOARCH and GOARM each binary must have.
 var releaseTargets = map[string]releaseTarget{
-	"amd64": {"linux-amd64", elf.EM_X86_64, "amd64", ""},
-	"arm64": {"linux-arm64", elf.EM_AARCH64, "arm64", ""},
-	"arm/7": {"linux-armv7", elf.EM_ARM, "arm", "7"},
+	"amd64": {"linux-amd64", elf.EM_X86_64, "amd64", "", "amd64"},
+	"arm64": {"linux-arm64", elf.EM_AARCH64, "arm64", "", "arm64"},
+	"arm/7": {"linux-armv7", elf.EM_ARM, "arm", "7", "armhf"},
 }
 
 // TestRelease runs the release script for one target, this machine's (amd64 elsewhere), whose
@@ -54,12 +55,15 @@ func TestRelease(t *testing.T) {
 	run(t, repoRoot(t), []string{"RELEASE_TARGETS=" + chosen}, "sh", "deploy/release.sh", version, dist)
 
 	targets := map[string]releaseTarget{} // by binary name
+	debs := map[string]string{}           // the Debian package of each binary: its architecture
 	for _, target := range strings.Fields(chosen) {
 		spec, ok := releaseTargets[target]
 		if !ok {
 			t.Fatalf("RELEASE_TARGETS names %q, which the script would have refused", target)
 		}
 		targets["coredns-healthdns-"+version+"-"+spec.suffix] = spec
+		// v9.8.7-test is a pre-release: 9.8.7~test sorts before 9.8.7.
+		debs["healthdns_9.8.7~test-1_"+spec.debArch+".deb"] = spec.debArch
 	}
 	for name, want := range targets {
 		path := filepath.Join(dist, name)
@@ -121,9 +125,19 @@ func TestRelease(t *testing.T) {
 			t.Errorf("SHA256SUMS does not list %s", name)
 		}
 	}
+	for deb, arch := range debs {
+		if !listed[deb] {
+			t.Errorf("SHA256SUMS does not list %s", deb)
+			continue
+		}
+		fields := run(t, dist, nil, "dpkg-deb", "--field", deb, "Package", "Version", "Architecture")
+		if want := "Package: healthdns\nVersion: 9.8.7~test-1\nArchitecture: " + arch + "\n"; fields != want {
+			t.Errorf("%s's control file says\n%swant\n%s", deb, fields, want)
+		}
+	}
 
-	if len(listed) != len(targets) {
-		t.Errorf("SHA256SUMS lists %d binaries, want the %d built", len(listed), len(targets))
+	if len(listed) != len(targets)+len(debs) {
+		t.Errorf("SHA256SUMS lists %d files, want the %d binaries and %d packages built", len(listed), len(targets), len(debs))
 	}
 
 	native := ""
