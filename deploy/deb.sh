@@ -31,8 +31,8 @@ debversion=$upstream-1
 here=$(cd "$(dirname "$0")" && pwd)
 src=$here/debian
 maintainer=${DEBFULLNAME:-healthdns maintainers}" <"${DEBEMAIL:-healthdns@users.noreply.github.com}">"
-# The changelog's date is the commit's (or SOURCE_DATE_EPOCH's), so that two builds of one tag
-# give the same package.
+# The changelog's date and the files' times are the commit's (or SOURCE_DATE_EPOCH's), so that two
+# builds of one tag give the same package.
 epoch=${SOURCE_DATE_EPOCH:-$(git -C "$here" log -1 --format=%ct 2>/dev/null || date +%s)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -87,5 +87,5 @@ Description: DNS answers for the backends that pass a health check
 CONTROL
 chmod 0644 "$tree/DEBIAN/control" "$tree/DEBIAN/conffiles" "$tree/DEBIAN/md5sums"
 deb=$out/healthdns_${debversion}_$arch.deb
-dpkg-deb --root-owner-group -Zxz --build "$tree" "$deb" >/dev/null
+SOURCE_DATE_EPOCH=$epoch dpkg-deb --root-owner-group -Zxz --build "$tree" "$deb" >/dev/null
 echo "$deb"
