@@ -20,21 +20,6 @@ import (
 	"github.com/healthdns/healthdns/test/harness"
 )
 
-// needTool returns the path of a tool the test cannot do without: missing, it skips and says
-// how to get it, except under CI, where .ci/run installs it and a check that did not run must
-// not pass as one that found nothing.
-func needTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found under CI (.ci/run installs %s): %v", name, pkg, err)
-		}
-		t.Skipf("%s not found (apt-get install %s; .ci/run installs it as root): %v", name, pkg, err)
-	}
-	return path
-}
-
 // packageTraces lists the paths where a package named healthdns, or a CoreDNS, leaves files:
 // what the package installs, the unit's enablement links and deb-systemd-helper's state, and
 // dpkg's own records of it. Other trees (the container helpers' image layers, /tmp) are left
