@@ -1,8 +1,9 @@
 #!/bin/sh
 # Builds the release binaries: static CoreDNS with healthdns for linux/amd64, linux/arm64 and
 # linux/arm (v7), and zips of it for windows/amd64 and windows/arm64, stamped with VERSION,
-# into DIR (default dist/), with their SHA256SUMS; and, where buildah or podman is installed,
-# the container image of each linux binary as an OCI archive.
+# into DIR (default dist/), the Debian package of each linux binary (healthdns_0.2.0-1_amd64.deb,
+# ...; deploy/deb.sh), and, where buildah or podman is installed, the container image of each
+# linux binary as an OCI archive; one SHA256SUMS over all.
 #
 #   deploy/release.sh v0.2.0 [DIR]
 #
@@ -66,13 +67,27 @@ for arch in $windows_targets; do
 	(cd "$dist" && zip -q -j "$name.zip" "$name.exe" "$root/README.md" && rm "$name.exe")
 done
 
+# Debian packages: one healthdns_DEBVERSION_ARCH.deb per linux binary built above (deploy/deb.sh).
+debs=
+for target in $targets; do
+	case $target in
+	amd64) debarch=amd64 binary=coredns-healthdns-$version-linux-amd64 ;;
+	arm64) debarch=arm64 binary=coredns-healthdns-$version-linux-arm64 ;;
+	arm/7) debarch=armhf binary=coredns-healthdns-$version-linux-armv7 ;;
+	*) continue ;;
+	esac
+	echo "packaging $binary as a .deb" >&2
+	deb=$(sh "$root/deploy/deb.sh" "$version" "$debarch" "$dist/$binary" "$dist")
+	debs="$debs ${deb##*/}"
+done
+
 cd "$dist"
 released=
 for f in coredns-healthdns-"$version"-linux-* coredns-healthdns-"$version"-windows-*.zip; do
 	[ ! -e "$f" ] || released="$released $f" # a pattern that matched nothing stays as it is
 done
 # shellcheck disable=SC2086 # the names have no spaces: split on purpose
-sha256sum $released >SHA256SUMS
+sha256sum $released $debs >SHA256SUMS
 
 # --- Container image (deploy/image) ---------------------------------------------------------
 # Each binary above in an image from scratch, as an OCI archive named localhost/healthdns:VERSION:

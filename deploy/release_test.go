@@ -26,14 +26,15 @@ type releaseTarget struct {
 	goarch  string
 	goarm   string
 	variant string // of the image's platform
+	debArch string // of its Debian package
 }
 
 // releaseTargets are the release script's targets: RELEASE_TARGETS's value, as the script
 // reads it, and the elf machine, GOARCH and GOARM each binary must have.
 var releaseTargets = map[string]releaseTarget{
-	"amd64": {"linux-amd64", elf.EM_X86_64, "amd64", "", ""},
-	"arm64": {"linux-arm64", elf.EM_AARCH64, "arm64", "", ""},
-	"arm/7": {"linux-armv7", elf.EM_ARM, "arm", "7", "v7"},
+	"amd64": {"linux-amd64", elf.EM_X86_64, "amd64", "", "", "amd64"},
+	"arm64": {"linux-arm64", elf.EM_AARCH64, "arm64", "", "", "arm64"},
+	"arm/7": {"linux-armv7", elf.EM_ARM, "arm", "7", "v7", "armhf"},
 }
 
 // TestRelease runs the release script for one target, this machine's (amd64 elsewhere), whose
@@ -66,6 +67,7 @@ func TestRelease(t *testing.T) {
 	images := map[string]releaseTarget{}  // by archive name, where buildah or podman can build them
 	_, buildah := exec.LookPath("buildah")
 	_, podman := exec.LookPath("podman")
+	debs := map[string]string{} // the Debian package of each binary: its architecture
 	for _, target := range strings.Fields(chosen) {
 		spec, ok := releaseTargets[target]
 		if !ok {
@@ -75,6 +77,8 @@ func TestRelease(t *testing.T) {
 		if buildah == nil || podman == nil {
 			images["healthdns-image-"+version+"-"+spec.suffix+".oci.tar"] = spec
 		}
+		// v9.8.7-test is a pre-release: 9.8.7~test sorts before 9.8.7.
+		debs["healthdns_9.8.7~test-1_"+spec.debArch+".deb"] = spec.debArch
 	}
 	for name, want := range images {
 		checkImageArchive(t, filepath.Join(dist, name), imageRepo+":"+version, want)
@@ -145,6 +149,17 @@ func TestRelease(t *testing.T) {
 		}
 	}
 
+	for deb, arch := range debs {
+		if !listed[deb] {
+			t.Errorf("SHA256SUMS does not list %s", deb)
+			continue
+		}
+		fields := run(t, dist, nil, "dpkg-deb", "--field", deb, "Package", "Version", "Architecture")
+		if want := "Package: healthdns\nVersion: 9.8.7~test-1\nArchitecture: " + arch + "\n"; fields != want {
+			t.Errorf("%s's control file says\n%swant\n%s", deb, fields, want)
+		}
+	}
+
 	zips := strings.Fields(windows)
 	for _, arch := range zips {
 		checkWindowsZip(t, filepath.Join(dist, "coredns-healthdns-"+version+"-windows-"+arch+".zip"), arch, version)
@@ -152,8 +167,8 @@ func TestRelease(t *testing.T) {
 			t.Errorf("SHA256SUMS does not list %s", name)
 		}
 	}
-	if len(listed) != len(targets)+len(images)+len(zips) {
-		t.Errorf("SHA256SUMS lists %d files, want the %d binaries, %d images and %d zips built", len(listed), len(targets), len(images), len(zips))
+	if len(listed) != len(targets)+len(images)+len(zips)+len(debs) {
+		t.Errorf("SHA256SUMS lists %d files, want the %d binaries, %d images, %d zips and %d packages built", len(listed), len(targets), len(images), len(zips), len(debs))
 	}
 
 	native := ""

@@ -19,6 +19,21 @@ func lookTool(t *testing.T, name, pkg string) string {
 	return path
 }
 
+// needTool returns the path of a tool the test cannot do without: missing, it skips and says
+// how to get it, except under CI, where .ci/run installs it and a check that did not run must
+// not pass as one that found nothing.
+func needTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not found under CI (.ci/run installs %s): %v", name, pkg, err)
+		}
+		t.Skipf("%s not found (apt-get install %s; .ci/run installs it as root): %v", name, pkg, err)
+	}
+	return path
+}
+
 // repoRoot is the module's root: the tests run in deploy/.
 func repoRoot(t *testing.T) string {
 	t.Helper()
