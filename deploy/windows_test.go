@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,10 +10,10 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/healthdns/healthdns/test/testkit"
 	"github.com/miekg/dns"
 )
 
@@ -140,7 +139,7 @@ func TestWindowsWine(t *testing.T) {
 	cmd := exec.CommandContext(ctx, wine, exe, "-conf", "Corefile")
 	cmd.Dir = dir // Wine maps it to a Z: path, in which Corefile is found
 	cmd.Env = env
-	out := &lockedBuffer{}
+	out := &testkit.Output{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s %s: %v", wine, exe, err)
@@ -227,22 +226,4 @@ func freeUDPPort(t *testing.T) int {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
-// lockedBuffer is an output that the process writes while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.TrimSpace(b.buf.String())
 }
