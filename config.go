@@ -351,16 +351,15 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 	if cfg.Source.Kind == pool.SourceFile {
 		// A missing or bad file fails startup, as a bad Corefile line does; later it only
 		// keeps the last good list.
-		list, err := pool.ReadBackendsFile(cfg.Source.Path, cfg.Backends)
-		if err != nil {
+		if err := cfg.Source.ReadFile(cfg.Backends); err != nil {
 			return cfg, lines, errAt(c, cfg.Source.Line, "backends_file: %v", err)
 		}
+		list := cfg.Source.Initial
 		// A pool with nothing to probe would start and answer nothing but NODATA: most likely a
 		// file not written yet, or the wrong path.
 		if len(list) == 0 && len(cfg.Backends) == 0 {
 			return cfg, lines, errAt(c, cfg.Source.Line, "backends_file: %s lists no backend, and the block has no 'backend' line: want at least one backend in the file (ADDRESS [weight W] [priority P], one a line)", cfg.Source.Path)
 		}
-		cfg.Source.Initial = list
 	}
 	if len(cfg.Backends) > balance.MaxSetSize {
 		return cfg, lines, errAt(c, line, "%d backends; at most %d fit in one zone", len(cfg.Backends), balance.MaxSetSize)

@@ -25,7 +25,7 @@ func TestStopEndsItsGoroutines(t *testing.T) {
 	}
 	file := testConfig("file.lan.", "10.0.0.1")
 	file.Source = Source{Kind: SourceFile, Path: list}
-	if file.Source.Initial, _ = ReadBackendsFile(list, file.Backends); len(file.Source.Initial) != 1 {
+	if err := file.Source.ReadFile(file.Backends); err != nil || len(file.Source.Initial) != 1 {
 		t.Fatal("the backends file did not read")
 	}
 	// An etcd that refuses (nothing listens on port 9), under nopreempt with two groups: the

@@ -16,15 +16,21 @@ import (
 // wait for: a local file is read in microseconds, a network mount that takes this long is hung.
 const SetupReadTimeout = 10 * time.Second
 
-// ReadBackendsFile reads and parses a backends file, against the pool's Corefile backends. A
-// path that is not a regular file, or a file over source.MaxFileSize, is refused unread; a
-// read that takes longer than SetupReadTimeout is given up.
-func ReadBackendsFile(path string, static []Backend) ([]Backend, error) {
-	data, err := source.ReadFileWithin(path, SetupReadTimeout)
+// ReadFile reads and parses the backends file at setup into s.Initial, against the pool's
+// Corefile backends. A path that is not a regular file, or a file over source.MaxFileSize, is
+// refused unread; a read that takes longer than SetupReadTimeout is given up. The contents are
+// kept: the watch started with the pool holds them, so a writer that truncates the file between
+// this read and the watch's first one is not taken for an emptied list.
+func (s *Source) ReadFile(static []Backend) error {
+	data, err := source.ReadFileWithin(s.Path, SetupReadTimeout)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return parseBackendsFileData(path, data, static)
+	if s.Initial, err = parseBackendsFileData(s.Path, data, static); err != nil {
+		return err
+	}
+	s.initialData = data
+	return nil
 }
 
 // parseBackendsFileData parses a backends file: one backend a line, the words of a Corefile

@@ -29,7 +29,8 @@ type Source struct {
 	Path string // backends_file
 	Etcd EtcdSource
 
-	Initial []Backend // backends_file: the list read at setup
+	Initial     []Backend // backends_file: the list read at setup
+	initialData []byte    // and the contents it was read from (ReadFile), which the watch holds
 }
 
 type EtcdSource struct {
@@ -118,6 +119,9 @@ func (p *Pool) startSource() {
 	case SourceFile:
 		p.recordLoad() // the list read at setup, which start applied
 		f := source.NewFile(src.Path, 0)
+		if src.initialData != nil {
+			f.Holding(src.initialData)
+		}
 		go func() {
 			defer close(done)
 			f.Run(ctx, func(data []byte, err error) {

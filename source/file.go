@@ -50,6 +50,9 @@ type File struct {
 	newWatcher func() (*fsnotify.Watcher, error)
 	readFile   func(string) ([]byte, error)
 	stat       func(string) (fs.FileInfo, error)
+
+	held    []byte // the contents the receiver already holds (Holding), if holding
+	holding bool
 }
 
 // NewFile returns a File for path, read whenever its directory announces a change, and looked
@@ -69,15 +72,24 @@ func NewFile(path string, reread time.Duration) *File {
 	}
 }
 
+// Holding tells f that the receiver already holds data, read from the file before Run starts
+// (at setup): Run's first read is then news only if it differs, and a blank first read is held
+// as any later one. Without it, a writer that truncates the file between that read and Run's
+// first would have its truncation delivered, emptying the receiver's list.
+func (f *File) Holding(data []byte) *File {
+	f.held, f.holding = data, true
+	return f
+}
+
 // Read reads the file once, as ReadFile does: a regular file of at most MaxFileSize bytes.
 // Its error names the path (a missing file's matches fs.ErrNotExist).
 func (f *File) Read() ([]byte, error) { return f.readFile(f.path) }
 
 // Run delivers the file's contents each time they differ from the last delivered ones, and an
 // error when a read fails (a missing file, a permission error) once per failure streak, until
-// ctx is done. The first delivery is the first read's outcome. After a failure streak, the next
-// successful read is delivered even if the contents did not change, so the receiver learns that
-// the failure is over. A file that turns blank (empty, or only white space) after contents
+// ctx is done. The first delivery is the first read's outcome, unless f is Holding those
+// contents already. After a failure streak, the next successful read is delivered even if the
+// contents did not change, so the receiver learns that the failure is over. A file that turns blank (empty, or only white space) after contents
 // that were not is delivered only once it has stayed blank for DefaultEmptyHold: contents
 // written within the hold are delivered instead, as one change. deliver is called from Run's
 // goroutine, one call at a time.
@@ -95,6 +107,9 @@ func (f *File) Run(ctx context.Context, deliver func(data []byte, err error)) {
 	}
 
 	var last contents
+	if f.holding {
+		last.news(f.held, nil)
+	}
 	hold := time.NewTimer(time.Hour)
 	hold.Stop()
 	defer hold.Stop()

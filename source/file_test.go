@@ -520,3 +520,36 @@ func TestFileLeftBlankIsDeliveredAfterTheHold(t *testing.T) {
 		t.Fatalf("delivered %q, want the list written into the empty file", got)
 	}
 }
+
+// A receiver that read the file at setup holds its contents: the same contents read again by
+// Run's first read are no news, and a file truncated between the two reads (a writer caught
+// mid-write as the watch starts) is held as any later truncation, not delivered as an empty list.
+func TestFileHoldingWhatSetupRead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "backends")
+	write(t, path, "10.0.0.1\n")
+	setup, err := ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	w := newWatched(path, never)
+	w.f.Holding(setup)
+	w.f.emptyHold = 30 * time.Second
+	truncate(t, path).Close() // after setup's read, before Run's
+	w.run(t)
+	w.awaitReads(t, 0)
+	write(t, path, "10.0.0.1\n10.0.0.2\n")
+	if got := w.nextData(t); got != "10.0.0.1\n10.0.0.2\n" {
+		t.Fatalf("delivered %q first, want the list written after the truncation", got)
+	}
+
+	// Contents already held are no news: the first delivery is the change that follows.
+	same := newWatched(path, never)
+	same.f.Holding([]byte("10.0.0.1\n10.0.0.2\n"))
+	same.run(t)
+	same.awaitReads(t, 0)
+	write(t, path, "10.0.0.3\n")
+	if got := same.nextData(t); got != "10.0.0.3\n" {
+		t.Fatalf("delivered %q first, want nothing for the contents already held, then the change", got)
+	}
+}

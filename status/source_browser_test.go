@@ -30,7 +30,7 @@ func TestStatusPageSourceInBrowser(t *testing.T) {
 	}
 	cfg := testConfig("app.lan.", "10.0.0.1")
 	cfg.Source = pool.Source{Kind: pool.SourceFile, Path: list}
-	if cfg.Source.Initial, err = pool.ReadBackendsFile(list, cfg.Backends); err != nil {
+	if err := cfg.Source.ReadFile(cfg.Backends); err != nil {
 		t.Fatal(err)
 	}
 	pools := statusPools(t, map[string]bool{"10.0.0.3": true}, cfg)
