@@ -65,6 +65,33 @@ func dpkgRetry(t *testing.T, args ...string) string {
 	}
 }
 
+// debArch is this machine's Debian architecture, the package's; the test skips on others.
+func debArch(t *testing.T) string {
+	t.Helper()
+	arch := map[string]string{"amd64": "amd64", "arm64": "arm64", "arm": "armhf"}[runtime.GOARCH]
+	if runtime.GOOS != "linux" || arch == "" {
+		t.Skipf("the package is built for linux amd64, arm64 and armhf, not %s/%s", runtime.GOOS, runtime.GOARCH)
+	}
+	return arch
+}
+
+// buildDeb builds the package for arch from the test binary with deploy/deb.sh, as release.sh
+// does, and returns its path.
+func buildDeb(t *testing.T, arch string) string {
+	t.Helper()
+	needTool(t, "dpkg-deb", "dpkg")
+	dist := t.TempDir()
+	// The package holds the test's coredns stripped, as release.sh's -s -w builds are (lintian
+	// refuses unstripped binaries): a copy, since the package's other tests run the original.
+	binary := filepath.Join(dist, "coredns-healthdns")
+	run(t, dist, nil, needTool(t, "strip", "binutils"), "-o", binary, harness.Binary(t))
+	deb := strings.TrimSpace(run(t, repoRoot(t), nil, "sh", "deploy/deb.sh", "v0.0.0-test", arch, binary, dist))
+	if want := filepath.Join(dist, "healthdns_0.0.0~test-1_"+arch+".deb"); deb != want {
+		t.Fatalf("deb.sh built %q, want %q", deb, want)
+	}
+	return deb
+}
+
 var ipv4Literal = regexp.MustCompile(`\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b`)
 
 // TestDebianPackage builds the amd64 package from the test binary with deploy/deb.sh, checks it
@@ -75,27 +102,15 @@ func TestDebianPackage(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("installs the package with dpkg -i: root only (CI runs as root)")
 	}
-	arch := map[string]string{"amd64": "amd64", "arm64": "arm64", "arm": "armhf"}[runtime.GOARCH]
-	if runtime.GOOS != "linux" || arch == "" {
-		t.Skipf("the package is built for linux amd64, arm64 and armhf, not %s/%s", runtime.GOOS, runtime.GOARCH)
-	}
+	arch := debArch(t)
 	needTool(t, "dpkg", "dpkg")
-	needTool(t, "dpkg-deb", "dpkg")
 	lintian := needTool(t, "lintian", "lintian")
 	analyze := needTool(t, "systemd-analyze", "systemd")
 	if out, err := exec.Command("dpkg-query", "-W", "-f=${db:Status-Status}", "healthdns").Output(); err == nil && string(out) != "not-installed" {
 		t.Skipf("a healthdns package is on this machine already (%s): the test would replace it and purge it", out)
 	}
 
-	dist := t.TempDir()
-	// The package holds the test's coredns stripped, as release.sh's -s -w builds are (lintian
-	// refuses unstripped binaries): a copy, since the package's other tests run the original.
-	binary := filepath.Join(dist, "coredns-healthdns")
-	run(t, dist, nil, needTool(t, "strip", "binutils"), "-o", binary, harness.Binary(t))
-	deb := strings.TrimSpace(run(t, repoRoot(t), nil, "sh", "deploy/deb.sh", "v0.0.0-test", arch, binary, dist))
-	if want := filepath.Join(dist, "healthdns_0.0.0~test-1_"+arch+".deb"); deb != want {
-		t.Fatalf("deb.sh built %q, want %q", deb, want)
-	}
+	deb := buildDeb(t, arch)
 	// Errors fail; warnings are listed in the test's log.
 	out, err := exec.Command(lintian, "--fail-on", "error", "--pedantic", deb).CombinedOutput()
 	if err != nil {

@@ -41,7 +41,7 @@ func TestSystemdUnit(t *testing.T) {
 	svc := unitSettings(t, text)["Service"]
 	for key, want := range map[string]string{
 		"ExecStart":               "/usr/local/bin/coredns -conf /etc/coredns/Corefile",
-		"ExecReload":              "/bin/kill -USR1 $MAINPID",
+		"ExecReload":              `/bin/sh -c 'kill -USR1 "$MAINPID"'`,
 		"Restart":                 "on-failure",
 		"DynamicUser":             "yes",
 		"NoNewPrivileges":         "yes",
@@ -142,7 +142,7 @@ func TestSystemdUnitLeastPrivilege(t *testing.T) {
 		{"DynamicUser=yes", "User=root"},
 		{"NoNewPrivileges=yes", "NoNewPrivileges=no"},
 		{"ExecStart=/usr/local/bin/coredns", "ExecStart=+/usr/local/bin/coredns"},
-		{"ExecReload=/bin/kill", "ExecReload=-!/bin/kill"},
+		{"ExecReload=/bin/sh", "ExecReload=-!/bin/sh"},
 		{"UMask=0077", "UMask=0077\nSecureBits=keep-caps"},
 	} {
 		if !strings.Contains(text, change.from) {

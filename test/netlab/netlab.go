@@ -381,7 +381,14 @@ func (h *Host) Do(fn func() error) error {
 // InNamespace runs fn on a thread that has entered the named network namespace, so that the
 // sockets fn opens live there; it returns the thread to this process's namespace afterwards.
 func InNamespace(ns string, fn func() error) error {
-	target, err := os.Open(filepath.Join("/run/netns", ns))
+	return InNamespaceAt(filepath.Join("/run/netns", ns), fn)
+}
+
+// InNamespaceAt is InNamespace for the namespace file at path: /proc/PID/ns/net is a process's,
+// such as a container's that no 'ip netns' names.
+func InNamespaceAt(path string, fn func() error) error {
+	ns := path
+	target, err := os.Open(path)
 	if err != nil {
 		return err
 	}
