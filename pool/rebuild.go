@@ -61,6 +61,7 @@ func (p *Pool) rebuild() {
 		isUp := up(m)
 		setGauge(m.upGauge, &m.upSet, isUp)
 		p.upDownLocked(m, isUp)
+		isUp = isUp || p.lastKnownUp(m) // answered, not reported: see lastKnownUp
 		if m.outOfService() && isUp {
 			drainedUp[familyIndex(m.Addr)] = append(drainedUp[familyIndex(m.Addr)], m)
 		}
@@ -115,6 +116,7 @@ func (p *Pool) rebuild() {
 	p.report(old, next)
 	p.snap.Store(next)
 	p.published = true
+	p.saveStateLocked(time.Now())
 	p.armLocked()
 }
 
@@ -146,6 +148,9 @@ func (p *Pool) serveLocked(fam int, up []*member, settled bool) uint8 {
 	}
 	now := time.Now()
 	sw := fo.Update(healthy, now)
+	if !p.decided[fam] {
+		sw = p.resumeServingLocked(fam, sw)
+	}
 	if fo.Groups().Len() == 0 {
 		group, _ := fo.Serving()
 		return group
@@ -232,6 +237,11 @@ func (p *Pool) armLocked() {
 		if at := a.retry; !at.IsZero() && (next.IsZero() || at.Before(next)) {
 			next = at
 		}
+	}
+	// A state unchanged for a while is saved again, so that its age tells how long the server
+	// has been down (stateDue).
+	if p.state != nil && !p.saved.Saved.IsZero() && (next.IsZero() || p.stateDue().Before(next)) {
+		next = p.stateDue()
 	}
 	// A drain's end returns its backend when it comes, not at the next probe result.
 	for _, m := range p.members {
