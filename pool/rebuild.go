@@ -201,7 +201,10 @@ func (p *Pool) failBackWays(fam int, group uint8) string {
 	if p.agreeing() {
 		ways = append(ways, fmt.Sprintf("etcdctl put %s%s %d", p.cfg.Source.Etcd.Prefix, agreementKey(fam), group))
 	}
-	if len(ways) == 0 {
+	switch {
+	case len(ways) == 0 && p.cfg.State.Path != "":
+		return "a status listener with a token for POST /api/v1/failback (a reload keeps the serving group, and so does a restart, from the state file " + p.cfg.State.Path + ")"
+	case len(ways) == 0:
 		return "a restart (a reload keeps the serving group), or a status listener with a token for POST /api/v1/failback"
 	}
 	return strings.Join(ways, ", or ")
