@@ -185,8 +185,11 @@ func (f *stateFile) writer() {
 			return
 		}
 		f.pending = false
-		b, err := json.MarshalIndent(stateFileDoc{Version: stateVersion, Zones: f.zones}, "", "  ")
+		// A zone's entry is never changed, only replaced: a copy of the map is enough for the
+		// marshalling to run without the mutex that rebuilds take.
+		zones := maps.Clone(f.zones)
 		f.mu.Unlock()
+		b, err := json.MarshalIndent(stateFileDoc{Version: stateVersion, Zones: zones}, "", "  ")
 		if err == nil {
 			err = writeAtomically(f.path, append(b, '\n'))
 		}
@@ -205,34 +208,51 @@ func (f *stateFile) writer() {
 
 // writeAtomically replaces the file at path with b so that a crash at any moment leaves the old
 // file or the new one whole: a temporary file beside it, synced, renamed over it, and the
-// directory synced so that the rename itself survives a power cut.
+// directory synced so that the rename itself survives a power cut. Its errors name the step,
+// not the temporary file's random name, so that a failure that repeats reads the same.
 func writeAtomically(path string, b []byte) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
-		return err
+		return stepError("creating a temporary file in "+dir, err)
 	}
 	defer os.Remove(tmp.Name()) // after the rename, there is nothing left to remove
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
-		return err
+		return stepError("writing the temporary file", err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return err
+		return stepError("syncing the temporary file", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return err
+		return stepError("closing the temporary file", err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
+		return stepError("renaming the temporary file over it", err)
 	}
 	d, err := os.Open(dir)
 	if err != nil {
-		return err
+		return stepError("opening "+dir+" to sync it", err)
 	}
 	defer d.Close()
-	return d.Sync()
+	if err := d.Sync(); err != nil {
+		return stepError("syncing "+dir, err)
+	}
+	return nil
+}
+
+// stepError is err of a step of writeAtomically, without the paths the os package adds.
+func stepError(step string, err error) error {
+	var pathErr *fs.PathError
+	var linkErr *os.LinkError
+	switch {
+	case errors.As(err, &pathErr):
+		err = pathErr.Err
+	case errors.As(err, &linkErr):
+		err = linkErr.Err
+	}
+	return fmt.Errorf("%s: %w", step, err)
 }
 
 // stateFingerprint is the part of the pool's configuration a state is about: its server and

@@ -263,3 +263,47 @@ func TestStateLastKnownHealth(t *testing.T) {
 	close(release)
 	waitServing(t, again, "10.0.0.2", "the first verdicts in")
 }
+
+// TestStateSaveFails: a state file that cannot be written (its directory is gone) is logged
+// once, with the error, and the pool serves on; once a write succeeds again, that is logged too.
+func TestStateSaveFails(t *testing.T) {
+	lines := testkit.LogLines(t)
+	dir := filepath.Join(t.TempDir(), "state")
+	path := filepath.Join(dir, "state.json")
+	sw := testkit.NewSwitchboard()
+	p := statePool(path, sw) // the directory is missing from the start
+	startPool(t, p)
+	logged := func(text string) func() bool {
+		return func() bool {
+			return slices.ContainsFunc(lines(), func(l string) bool { return strings.Contains(l, text) })
+		}
+	}
+	waitFor(t, "the failed save logged", logged("state file "+path+": not saved: creating a temporary file in "+dir+": no such file or directory"))
+	sw.Set("10.0.0.1", true)
+	waitServing(t, p, "10.0.0.2", "primary dead, with the state file unwritable")
+	p.rebuild()
+	if n := len(slices.DeleteFunc(lines(), func(l string) bool { return !strings.Contains(l, "not saved") })); n != 1 {
+		t.Errorf("the failed save was logged %d times, want once", n)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sw.Set("10.0.0.1", false)
+	waitFor(t, "the save logged again", logged("state file "+path+": saved again"))
+	waitSaved(t, path, "the standby saved", func(z zoneState) bool { return z.Serving["ipv4"] == 100 })
+}
+
+// TestStateSavedAgain: a state unchanged is saved again every tenth of its max age, so that its
+// age at a restart is how long the server has been down, not how long it ran unchanged.
+func TestStateSavedAgain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	sw := testkit.NewSwitchboard()
+	p := statePool(path, sw)
+	p.cfg.State.MaxAge = 2 * time.Second
+	startPool(t, p)
+	var first time.Time
+	waitSaved(t, path, "the first save", func(z zoneState) bool { first = z.Saved; return true })
+	waitSaved(t, path, "a later save of the same state", func(z zoneState) bool {
+		return z.Saved.After(first) && z.Serving["ipv4"] == 200
+	})
+}
