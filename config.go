@@ -310,6 +310,8 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 			cfg.fall.SetZonesFromArgs(args)
 		case "status":
 			cfg.status, err = parseStatus(c, args)
+		case "state":
+			cfg.State, err = parseState(c, args)
 		case "backends_file", "backends_etcd":
 			if prev, other := firstLine[otherSource(prop)]; other {
 				err = c.Errf("%s and %s (line %d): a pool takes its live list from one source; give one", prop, otherSource(prop), prev)
@@ -321,7 +323,7 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 				cfg.Source, err = parseBackendsEtcd(c, args)
 			}
 		default:
-			err = c.Errf("unknown property '%s'; want backend, backends_file, backends_etcd, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, hash_prefix, answers, ttl, all_down, nopreempt, preempt_delay, exec_concurrency, ns, status or fallthrough", prop)
+			err = c.Errf("unknown property '%s'; want backend, backends_file, backends_etcd, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, hash_prefix, answers, ttl, all_down, nopreempt, preempt_delay, exec_concurrency, ns, status, state or fallthrough", prop)
 		}
 		if err != nil {
 			return cfg, lines, err

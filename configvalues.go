@@ -3,6 +3,7 @@ package healthdns
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -230,4 +231,29 @@ func parseNS(c *caddy.Controller, args []string) (string, []netip.Addr, error) {
 		addrs = append(addrs, addr)
 	}
 	return name, addrs, nil
+}
+
+// minStateMaxAge is the shortest max_age of a state file: it is saved again every tenth of it,
+// and a restart takes seconds.
+const minStateMaxAge = 10 * time.Second
+
+// parseState reads 'state FILE [max_age DURATION]'. FILE's directory must exist (systemd's
+// StateDirectory makes it), so that a typo fails the Corefile rather than every save.
+func parseState(c *caddy.Controller, args []string) (pool.State, error) {
+	st := pool.State{MaxAge: pool.DefaultStateMaxAge}
+	switch {
+	case len(args) == 3 && args[1] == "max_age":
+		var err error
+		if st.MaxAge, err = parseDuration(c, "state max_age", args[2:], minStateMaxAge); err != nil {
+			return st, err
+		}
+	case len(args) != 1:
+		return st, c.Errf("want 'state FILE [max_age DURATION]'")
+	}
+	st.Path = filepath.Clean(args[0])
+	dir := filepath.Dir(st.Path)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return st, c.Errf("state %s: its directory %s does not exist (with systemd, StateDirectory= makes it)", st.Path, dir)
+	}
+	return st, nil
 }

@@ -29,6 +29,7 @@ var wantAlerts = []string{
 	"HealthdnsBackendFlapping",
 	"HealthdnsProbeSlow",
 	"HealthdnsServingStandby",
+	"HealthdnsServingGroupsDisagree",
 	"HealthdnsProbesStopped",
 	"HealthdnsCheckerStalled",
 	"HealthdnsDrainedTooLong",

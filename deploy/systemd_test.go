@@ -61,6 +61,9 @@ func TestSystemdUnit(t *testing.T) {
 		// A credential named, not a path: systemd looks for it in /etc/credstore/ and starts
 		// the unit without it when it is not there.
 		"LoadCredential": "status.token",
+		// The state file's directory: the only one the dynamic user may write, kept across
+		// restarts.
+		"StateDirectory": "healthdns",
 	} {
 		if got := svc[key]; len(got) != 1 || got[0] != want {
 			t.Errorf("%s=%q, want %q", key, got, want)

@@ -38,6 +38,10 @@ type Config struct {
 	// none: the nopreempt log line names it as a way to fail back.
 	FailBackAPI string
 
+	// State is the file that keeps the serving groups, the status API's drains and the last
+	// known health across restarts; Path "" for none.
+	State State
+
 	// Events receives the pool's transitions (README, "Events"); nil for none.
 	Events *event.Bus
 }

@@ -49,6 +49,13 @@ type Pool struct {
 	agree     agreement       // the fleet's serving groups, under nopreempt with etcd
 	agreeWG   sync.WaitGroup
 
+	// The state file (state.go), nil for none: what the pool resumed from it at start, and what
+	// it last set there.
+	state       *stateFile
+	fingerprint string
+	resume      resumed
+	saved       zoneState
+
 	dirty                        chan struct{} // a rebuild is wanted (capacity 1)
 	rebuilderQuit, rebuilderDone chan struct{}
 
@@ -143,10 +150,11 @@ func (p *Pool) Start() {
 	p.mu.Lock()
 	// The serving group a reload finds is kept (nopreempt must not fall back because the
 	// Corefile was reloaded), when the backends and their priorities are the same.
+	var carried [2]bool
 	for fam, fo := range p.failover {
 		key := p.failoverKey(fam)
 		if prev, ok := p.reg.Kept(key); ok {
-			fo.CarryOver(prev.(*balance.Failover))
+			carried[fam] = fo.CarryOver(prev.(*balance.Failover))
 		}
 		p.reg.Keep(key, fo)
 	}
@@ -169,7 +177,9 @@ func (p *Pool) Start() {
 		p.members = append(p.members, p.acquireLocked(b))
 	}
 	p.startDrainsLocked(time.Now())
+	_, opsCarried := p.reg.Kept(p.operatorDrainsKey())
 	p.startOperatorDrainsLocked(time.Now())
+	p.resumeLocked(time.Now(), carried, !opsCarried)
 	members := slices.Clone(p.members)
 	p.mu.Unlock()
 	p.subscribe(members)
@@ -307,7 +317,11 @@ func (p *Pool) Stop() {
 		p.reg.Forget(p.listKey(), p)
 	}
 	p.stopOperatorDrainsLocked()
+	state := p.state
 	p.mu.Unlock()
+	if state != nil {
+		state.release(p)
+	}
 	p.release(members)
 	if p.rebuilderQuit != nil { // after release: no monitor asks for a rebuild any more
 		close(p.rebuilderQuit)

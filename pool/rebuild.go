@@ -61,6 +61,7 @@ func (p *Pool) rebuild() {
 		isUp := up(m)
 		setGauge(m.upGauge, &m.upSet, isUp)
 		p.upDownLocked(m, isUp)
+		isUp = isUp || p.lastKnownUp(m) // answered, not reported: see lastKnownUp
 		if m.outOfService() && isUp {
 			drainedUp[familyIndex(m.Addr)] = append(drainedUp[familyIndex(m.Addr)], m)
 		}
@@ -115,6 +116,7 @@ func (p *Pool) rebuild() {
 	p.report(old, next)
 	p.snap.Store(next)
 	p.published = true
+	p.saveStateLocked(time.Now())
 	p.armLocked()
 }
 
@@ -146,6 +148,9 @@ func (p *Pool) serveLocked(fam int, up []*member, settled bool) uint8 {
 	}
 	now := time.Now()
 	sw := fo.Update(healthy, now)
+	if !p.decided[fam] {
+		sw = p.resumeServingLocked(fam, sw)
+	}
 	if fo.Groups().Len() == 0 {
 		group, _ := fo.Serving()
 		return group
@@ -196,7 +201,10 @@ func (p *Pool) failBackWays(fam int, group uint8) string {
 	if p.agreeing() {
 		ways = append(ways, fmt.Sprintf("etcdctl put %s%s %d", p.cfg.Source.Etcd.Prefix, agreementKey(fam), group))
 	}
-	if len(ways) == 0 {
+	switch {
+	case len(ways) == 0 && p.cfg.State.Path != "":
+		return "a status listener with a token for POST /api/v1/failback (a reload keeps the serving group, and so does a restart, from the state file " + p.cfg.State.Path + ")"
+	case len(ways) == 0:
 		return "a restart (a reload keeps the serving group), or a status listener with a token for POST /api/v1/failback"
 	}
 	return strings.Join(ways, ", or ")
@@ -232,6 +240,11 @@ func (p *Pool) armLocked() {
 		if at := a.retry; !at.IsZero() && (next.IsZero() || at.Before(next)) {
 			next = at
 		}
+	}
+	// A state unchanged for a while is saved again, so that its age tells how long the server
+	// has been down (stateDue).
+	if p.state != nil && !p.saved.Saved.IsZero() && (next.IsZero() || p.stateDue().Before(next)) {
+		next = p.stateDue()
 	}
 	// A drain's end returns its backend when it comes, not at the next probe result.
 	for _, m := range p.members {

@@ -266,3 +266,51 @@ func (s *Server) Scrape(t testing.TB) *Metrics {
 
 // Pid is the coredns process's id, for what only /proc tells (its file descriptors, its RSS).
 func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
+// Restart ends the process with sig (SIGKILL for a crash) and starts coredns again on the same
+// ports, as a service manager would, and waits until the new process answers a query. tmpl
+// replaces the Corefile unless empty; meanwhile, unless nil, runs while no process runs. From
+// then on Output is the new process's; the old one's is returned.
+func (s *Server) Restart(t testing.TB, sig syscall.Signal, tmpl string, meanwhile func()) string {
+	t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v: %v", sig, err)
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("coredns did not exit within 10s of %v", sig)
+	}
+	old := s.out.String()
+	if tmpl != "" {
+		s.writeConf(t, tmpl)
+	}
+	if meanwhile != nil {
+		meanwhile()
+	}
+	out, err := newLogPipe()
+	if err != nil {
+		t.Fatalf("a pipe for coredns's output: %v", err)
+	}
+	s.cmd = exec.Command(Binary(t), "-conf", s.confPath)
+	s.cmd.Env = append(os.Environ(), "GOTRACEBACK=all")
+	s.out, s.exited = out, make(chan struct{})
+	s.cmd.Stdout, s.cmd.Stderr = out.w, out.w
+	s.Started = time.Now()
+	err = s.cmd.Start()
+	out.started()
+	if err != nil {
+		t.Fatalf("restarting coredns: %v", err)
+	}
+	exited := s.exited
+	cmd := s.cmd
+	go func() { cmd.Wait(); close(exited) }()
+	Eventually(t, 30*time.Second, func() bool {
+		if !s.Alive() {
+			t.Fatalf("coredns exited at its restart (%v); output:\n%s", cmd.ProcessState, out)
+		}
+		_, err := s.Try("udp", "healthdns-probe.invalid.", dns.TypeA, 250*time.Millisecond)
+		return s.listening() && err == nil
+	}, "coredns to answer after its restart")
+	return old
+}
