@@ -38,6 +38,10 @@ type Config struct {
 	// none: the nopreempt log line names it as a way to fail back.
 	FailBackAPI string
 
+	// ReportToken is the bearer token of the zone's push check (check push TTL token FILE),
+	// taken for POST /api/v1/report beside the status listener's; "" for none.
+	ReportToken string
+
 	// Events receives the pool's transitions (README, "Events"); nil for none.
 	Events *event.Bus
 }

@@ -192,9 +192,7 @@ func (p *Pool) acquireLocked(b Backend) *member {
 	}
 	owner := Owner(p.cfg.Server, p.cfg.Zone)
 	for _, c := range p.cfg.Checks {
-		spec := p.cfg.Spec
-		spec.Check = c
-		m.leases = append(m.leases, p.reg.Acquire(health.Target{Addr: b.Addr, Spec: spec}, owner))
+		m.leases = append(m.leases, p.reg.Acquire(health.Target{Addr: b.Addr, Spec: p.cfg.Spec.For(c)}, owner))
 	}
 	return m
 }
