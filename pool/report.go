@@ -34,6 +34,9 @@ func (p *Pool) Report(addr netip.Addr, r Report, by string) (up bool, err error)
 	return lease.Up(), nil
 }
 
+// ReportToken is the token the zone's push check takes for reports, "" for none.
+func (p *Pool) ReportToken() string { return p.cfg.ReportToken }
+
 func (p *Pool) pushLease(addr netip.Addr) (*health.Lease, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
