@@ -42,7 +42,7 @@ var ErrNotPush = errors.New("not a push check")
 // Report takes a push check's report: pass, or fail with output, a line the backend sent. It
 // counts as a probe's result does, through rise and fall, and the TTL starts again from it.
 func (m *Monitor) Report(pass bool, output string) error {
-	if m.target.Spec.Check.Kind != Push {
+	if !m.Pushed() {
 		return fmt.Errorf("%s: %w", m.target, ErrNotPush)
 	}
 	r := Result{}
@@ -55,6 +55,10 @@ func (m *Monitor) Report(pass bool, output string) error {
 	m.take(r, output)
 	return nil
 }
+
+// Pushed reports whether the monitor's check is a push check, whose first verdict waits for
+// the backend (a report, or a TTL without one) and not for a probe.
+func (m *Monitor) Pushed() bool { return m.target.Spec.Check.Kind == Push }
 
 // pushes is the "loop" of push checks: nothing to probe, so no goroutine and no socket, only a
 // timer per target for the TTL. It is no wire of Registry.Loops: a timer cannot stall as a

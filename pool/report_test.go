@@ -20,8 +20,7 @@ func TestPoolReport(t *testing.T) {
 	cfg.Spec.Fall = 1
 	cfg.AllDown = AllDownServfail
 	p := newTestPool(cfg, func(context.Context, netip.Addr) error { return nil })
-	p.Start()
-	t.Cleanup(p.Stop)
+	startPool(t, p) // the start does not wait for the nodes' first reports
 	a := netip.MustParseAddr("10.0.0.1")
 
 	if got := serving(p); len(got) != 0 {

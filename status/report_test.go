@@ -1,7 +1,9 @@
 package status
 
 import (
+	"context"
 	"encoding/json"
+	"net/netip"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,19 +18,15 @@ import (
 const zoneToken = "r3port-r3port-r3port"
 
 // pushPool is a running pool of 10.0.0.1 and 10.0.0.2 with a tcp check that passes and a push
-// check with fall 1 that takes zoneToken; nothing waits for its first verdicts, which only
-// reports give.
+// check with fall 1 that takes zoneToken.
 func pushPool(t *testing.T) (*pool.Pool, running) {
 	t.Helper()
 	cfg := testConfig("push.lan.", "10.0.0.1", "10.0.0.2")
 	cfg.Checks = append(cfg.Checks, health.Check{Kind: health.Push, TTL: time.Hour})
 	cfg.Spec.Fall = 1
 	cfg.ReportToken = zoneToken
-	r := newRunning(nil)
-	p := pool.New(cfg, r.reg, r.metrics)
-	p.Start()
-	t.Cleanup(p.Stop)
-	return p, r
+	r := newRunning(func(context.Context, netip.Addr) error { return nil })
+	return r.start(t, cfg), r
 }
 
 func postReport(t *testing.T, v *View, path, token, body string) (int, writeAnswer) {

@@ -146,6 +146,9 @@ func TestPushCheck(t *testing.T) {
 	}
 	logged := func(text string) bool { return strings.Contains(s.Output(), text) }
 
+	if strings.Contains(s.Output(), "first probes still running") {
+		t.Errorf("the start waited for the push checks' first reports:\n%s", s.Output())
+	}
 	if got := s.Addrs(t, "udp", "push.lan.", dns.TypeA); len(got) != 0 {
 		t.Fatalf("answers %v before any report; want none: no backend has passed its push check", got)
 	}
