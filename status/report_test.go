@@ -3,8 +3,8 @@ package status
 import (
 	"context"
 	"encoding/json"
-	"net/netip"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
