@@ -49,6 +49,9 @@ func postReport(t *testing.T, v *View, path, token, body string) (int, writeAnsw
 func TestStatusReport(t *testing.T) {
 	p, _ := pushPool(t)
 	v := writeView(shown(p))
+	if c := poolDoc(Shown{Pool: p}, p.Status()).Checks[1]; c.Check != "push 1h0m0s" || c.Kind != "push" || c.TTLSeconds != 3600 || !c.ReportToken {
+		t.Errorf("the push check in /status.json: %+v; want its TTL, and that it has a token of its own", c)
+	}
 	code, a := postReport(t, v, "/api/v1/report", apiToken, `{"zone":"push.lan","backend":"10.0.0.1","result":"pass","output":"replica, lag 0s"}`)
 	if code != http.StatusOK || !a.OK || a.Zone != "push.lan." || a.Backend != "10.0.0.1" || a.State != "up" {
 		t.Fatalf("a pass with the listener's token: %d %+v", code, a)
