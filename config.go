@@ -215,6 +215,7 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 	seenAddr := map[netip.Addr]int{}
 	firstLine := map[string]int{} // of each property but backend and check, the one that repeats
 	checkLines := map[health.Check]int{}
+	pushLine := 0 // of the push check, if any
 	var tlsCA string
 	for c.NextBlock() {
 		prop := c.Val()
@@ -242,7 +243,15 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 			}
 		case "check":
 			var chk health.Check
-			chk, err = parseCheck(c, args)
+			if len(args) > 0 && args[0] == "push" {
+				chk, cfg.ReportToken, err = parsePushCheck(c, args[1:])
+				if pushLine != 0 && err == nil {
+					err = c.Errf("a second push check (the first on line %d): a node's reports feed one", pushLine)
+				}
+				pushLine = c.Line()
+			} else {
+				chk, err = parseCheck(c, args)
+			}
 			if prev, dup := checkLines[chk]; dup && err == nil {
 				err = c.Errf("duplicate check '%s' (first on line %d)", chk, prev)
 			}
@@ -350,6 +359,9 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 			return cfg, lines, errAt(c, at, "check %s: %v", chk, err)
 		}
 	}
+	if err := pushNeeds(&cfg, pushLine); err != nil {
+		return cfg, lines, errAt(c, pushLine, "%v", err)
+	}
 	if cfg.Source.Kind == pool.SourceFile {
 		// A missing or bad file fails startup, as a bad Corefile line does; later it only
 		// keeps the last good list.
@@ -391,6 +403,20 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 			f, cfg.Spec.Timeout, cfg.Spec.Interval)
 	}
 	return cfg, lines, nil
+}
+
+// pushNeeds refuses a push check that could never hear a report: its reports come to the
+// block's status listener, with a token (the listener's or the check's own).
+func pushNeeds(cfg *poolConfig, line int) error {
+	switch {
+	case line == 0:
+		return nil
+	case cfg.status.Addr == "":
+		return fmt.Errorf("check push takes its reports on the status listener, and the block has none: want 'status ADDRESS token FILE' beside it")
+	case cfg.status.Token == "" && cfg.ReportToken == "":
+		return fmt.Errorf("check push takes reports only with a token, and neither it nor the status listener on %s has one: want 'check push TTL token FILE', or a token on the status line", cfg.status.Addr)
+	}
+	return nil
 }
 
 // errAt reports a problem found after the token that caused it was read, at that token's line.

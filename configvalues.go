@@ -74,7 +74,36 @@ func parseAddr(c *caddy.Controller, s string) (netip.Addr, error) {
 	return addr, nil
 }
 
-const checkForms = "'icmp', 'tcp PORT', 'http PORT [PATH] [expect CODES] [body TEXT | body_exact TEXT] [host NAME]', 'https PORT ...' or 'exec PATH [ARGS...]'"
+const checkForms = "'icmp', 'tcp PORT', 'http PORT [PATH] [expect CODES] [body TEXT | body_exact TEXT] [host NAME]', 'https PORT ...', 'exec PATH [ARGS...]' or 'push TTL [token FILE]'"
+
+// minPushTTL is the shortest TTL of a push check: a node's timer that reports more often than
+// once a second is a probe turned inside out, and a TTL shorter than a report's trip through a
+// busy network would flap.
+const minPushTTL = time.Second
+
+// parsePushCheck reads 'push TTL [token FILE]': the check, and its report token ("" for none).
+func parsePushCheck(c *caddy.Controller, args []string) (health.Check, string, error) {
+	const form = "want 'check push TTL [token FILE]'"
+	if len(args) != 1 && len(args) != 3 {
+		return health.Check{}, "", c.Errf("%s", form)
+	}
+	ttl, err := time.ParseDuration(args[0])
+	if err != nil || ttl < minPushTTL {
+		return health.Check{}, "", c.Errf("invalid push TTL '%s': want a duration of at least %s, such as 30s, longer than the node's report interval", args[0], minPushTTL)
+	}
+	chk := health.Check{Kind: health.Push, TTL: ttl}
+	if len(args) == 1 {
+		return chk, "", nil
+	}
+	if args[1] != "token" {
+		return chk, "", c.Errf("unknown push check option '%s'; %s", args[1], form)
+	}
+	token, err := readStatusToken(args[2])
+	if err != nil {
+		return chk, "", c.Errf("check push token: %v", err)
+	}
+	return chk, token, nil
+}
 
 func parseCheck(c *caddy.Controller, args []string) (health.Check, error) {
 	if len(args) == 0 {

@@ -46,7 +46,7 @@ var (
 		Namespace: plugin.Namespace,
 		Subsystem: "healthdns",
 		Name:      "probe_failures_total",
-		Help:      "Failed health probes by backend, check and reason: refused, timeout, unreachable, http_status, http_body, tls, exec_exit or error.",
+		Help:      "Failed health probes by backend, check and reason: refused, timeout, unreachable, http_status, http_body, tls, exec_exit, push_fail, push_missed or error.",
 	}, []string{"backend", "check", "reason"})
 
 	transitionsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
@@ -140,13 +140,22 @@ func changeLine(t health.Target, c health.Change) string {
 	if zones := ownerZones(c.Owners); zones != "" {
 		who += " (" + zones + ")"
 	}
+	// A push check's first verdict is a report, or a TTL that passed without one; and what the
+	// node said of itself when it came up is worth the line (a failure's output is its error).
+	first, said := "first probe", ""
+	if t.Spec.Check.Kind == health.Push {
+		first = "first verdict"
+	}
+	if c.Output != "" {
+		said = ": " + c.Output
+	}
 	switch {
 	case c.First && c.Up:
-		return fmt.Sprintf("backend %s: up (first probe, %s)", who, t.Spec.Check)
+		return fmt.Sprintf("backend %s: up (%s, %s)%s", who, first, t.Spec.Check, said)
 	case c.First:
-		return fmt.Sprintf("backend %s: down (first probe): %v", who, c.Err)
+		return fmt.Sprintf("backend %s: down (%s): %v", who, first, c.Err)
 	case c.Up:
-		return fmt.Sprintf("backend %s: up: %s passed (%d/%d)", who, t.Spec.Check, c.Streak, c.Need)
+		return fmt.Sprintf("backend %s: up: %s passed (%d/%d)%s", who, t.Spec.Check, c.Streak, c.Need, said)
 	}
 	return fmt.Sprintf("backend %s: down: %v (%d/%d)", who, c.Err, c.Streak, c.Need)
 }

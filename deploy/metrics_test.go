@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +20,7 @@ import (
 )
 
 // Address plan: TestMetricsExported's backends are 127.0.0.200 (live; a Corefile line of app.lan
-// and the etcd key of etcd.lan) and 127.0.0.201 (nothing listens; a drained Corefile line of
+// and push.lan, and the etcd key of etcd.lan) and 127.0.0.201 (nothing listens; a drained Corefile line of
 // app.lan and the backends file of file.lan).
 const (
 	liveBackend = "127.0.0.200"
@@ -63,6 +65,12 @@ func TestMetricsExported(t *testing.T) {
 		t.Fatalf("putting etcd.lan's backend: %v", err)
 	}
 	drainUntil := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	// push.lan's node reports; one report names a backend the zone does not list, refused.
+	reportToken := filepath.Join(t.TempDir(), "report.token")
+	if err := os.WriteFile(reportToken, []byte("deploy-r3port-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	statusAddr := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
 
 	srv := harness.Start(t, fmt.Sprintf(`.:{{PORT}} {
     bind 127.0.0.1
@@ -90,8 +98,23 @@ func TestMetricsExported(t *testing.T) {
         interval 100ms
         timeout 50ms
     }
+    healthdns push.lan {
+        backend %s
+        check push 1m token %s
+        status %s
+    }
 }
-`, liveBackend, deadBackend, drainUntil, port, backendsFile, port, etcd.Endpoint(), port))
+`, liveBackend, deadBackend, drainUntil, port, backendsFile, port, etcd.Endpoint(), port, liveBackend, reportToken, statusAddr))
+	report, err := http.NewRequest("POST", "http://"+statusAddr+"/api/v1/report", strings.NewReader(`{"zone":"push.lan.","backend":"`+deadBackend+`","result":"pass"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	report.Header.Set("Authorization", "Bearer deploy-r3port-0123456789")
+	if resp, err := http.DefaultClient.Do(report); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a report of a backend push.lan does not list: %v %v, want 404", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 
 	for range 3 {
 		m := srv.Query(t, "udp", "app.lan.", dns.TypeA)

@@ -26,9 +26,10 @@ const (
 	HTTP
 	HTTPS
 	Exec
+	Push // the backend reports itself (Monitor.Report); no report within TTL is a failure
 )
 
-var kindNames = [...]string{ICMP: "icmp", TCP: "tcp", HTTP: "http", HTTPS: "https", Exec: "exec"}
+var kindNames = [...]string{ICMP: "icmp", TCP: "tcp", HTTP: "http", HTTPS: "https", Exec: "exec", Push: "push"}
 
 func (k CheckKind) String() string {
 	if int(k) < len(kindNames) {
@@ -55,6 +56,10 @@ type Check struct {
 	// exec
 	Command string // the script's path
 	Args    string // its arguments, each followed by a NUL
+
+	// push: how long a report holds. It is the check's, not the pool's timing, so that two
+	// pools with other intervals that name the same backend share its reports.
+	TTL time.Duration
 }
 
 // String names the check in logs, errors and metrics: "icmp", "tcp :80", "http :80/healthz",
@@ -71,6 +76,8 @@ func (c Check) String() string {
 		return fmt.Sprintf("%s :%d%s", c.Kind, c.Port, path)
 	case Exec:
 		return "exec " + c.Command
+	case Push:
+		return "push " + c.TTL.String()
 	}
 	return c.Kind.String()
 }
@@ -102,6 +109,20 @@ type Spec struct {
 	Timeout  time.Duration
 	Rise     int
 	Fall     int
+}
+
+// For returns the spec of check c under s's timing. A push check's timing is its TTL alone
+// (interval and timeout mean nothing to it), so that a reload changing the pool's interval or
+// timeout keeps its monitor, and with it the reports it has taken.
+func (s Spec) For(c Check) Spec {
+	s.Check = c
+	if c.Kind == Push {
+		s.Interval, s.Timeout = c.TTL, 0
+		if s.Fast >= c.TTL {
+			s.Fast = 0
+		}
+	}
+	return s
 }
 
 // Target is one probe loop's identity; it is comparable and used as a map key.

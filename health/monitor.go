@@ -23,6 +23,8 @@ type Change struct {
 	Err    error // the failure that took it down (nil when Up)
 	Streak int   // consecutive results that caused the change
 	Need   int   // the rise or fall threshold that was met
+	// Output is the line a push check's passing report sent, when that report made it up.
+	Output string
 }
 
 // Observer is told of every probe and every state change, from the probing goroutine. It must not
@@ -59,6 +61,7 @@ type Monitor struct {
 	doubt   bool // the last result disagreed with the state: the loop hurries
 	stopped bool
 	status  status // what a status page shows, kept by record
+	output  string // push: the line of the report being taken, for Change.Output
 
 	subMu   sync.Mutex
 	subs    map[uint64]func()
@@ -161,12 +164,16 @@ func (m *Monitor) stop() {
 
 // record takes one probe's result: the metrics, then the state. The first result sets the
 // state outright; later ones go through rise/fall.
-func (m *Monitor) record(r Result) {
+func (m *Monitor) record(r Result) { m.take(r, "") }
+
+// take records r, which a push check's report sent with output.
+func (m *Monitor) take(r Result, output string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.stopped {
 		return
 	}
+	m.output = output
 	m.probed(r)
 	m.status.observe(r, time.Now())
 	if !m.decided {
@@ -191,6 +198,9 @@ func (m *Monitor) record(r Result) {
 func (m *Monitor) apply(c Change) {
 	if owners := m.ownerList.Load(); owners != nil {
 		c.Owners = *owners
+	}
+	if c.Up {
+		c.Output = m.output // a failure's output is in its error
 	}
 	m.obs.Changed(m.target, c)
 	m.up.Store(c.Up)

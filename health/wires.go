@@ -41,6 +41,8 @@ func (r *Registry) wireLocked(t Target) (engine.Scheduler, engine.Target) {
 		Name:     c.String(),
 	}
 	switch {
+	case c.Kind == Push: // nothing to probe, whatever WithProbe says: the backend reports
+		return pushes{}, probe
 	case r.probe != nil:
 		probe.Run = r.probe
 	case c.Kind == ICMP:
@@ -111,9 +113,18 @@ func httpSpec(c Check) (wire.HTTPSpec, error) {
 }
 
 // Reason classifies a probe's failure in a few words, for a metric's label: refused, timeout,
-// unreachable, http_status, http_body, tls, exec_exit or error. The error's text says
+// unreachable, http_status, http_body, tls, exec_exit, push_fail, push_missed or error. The error's text says
 // more.
-func Reason(err error) string { return wire.Reason(err) }
+func Reason(err error) string {
+	var pushed *PushError
+	if errors.As(err, &pushed) {
+		if pushed.Missed {
+			return ReasonPushMissed
+		}
+		return ReasonPushFail
+	}
+	return wire.Reason(err)
+}
 
 // CheckStatusCodes reports whether s is a set of HTTP statuses an http check can expect:
 // "200", "200-299" or "200,204,301-302".

@@ -42,6 +42,10 @@ type Config struct {
 	// known health across restarts; Path "" for none.
 	State State
 
+	// ReportToken is the bearer token of the zone's push check (check push TTL token FILE),
+	// taken for POST /api/v1/report beside the status listener's; "" for none.
+	ReportToken string
+
 	// Events receives the pool's transitions (README, "Events"); nil for none.
 	Events *event.Bus
 }

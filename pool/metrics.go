@@ -15,6 +15,8 @@ type Metrics struct {
 	AllDownTotal, GroupSwitchesTotal *prometheus.CounterVec // by server, zone, family
 	ServingPriority                  *prometheus.GaugeVec
 
+	ReportsRefusedTotal *prometheus.CounterVec // by server, zone, reason
+
 	SourceErrorsTotal                                                   *prometheus.CounterVec // by server, zone, source
 	SourceLastLoad, SourceLastError, SourceConnected, SourceSkippedKeys *prometheus.GaugeVec
 }
@@ -25,7 +27,7 @@ func (m *Metrics) zoneSeries() []interface {
 } {
 	return []interface {
 		DeletePartialMatch(prometheus.Labels) int
-	}{m.AllDownTotal, m.ServingPriority, m.GroupSwitchesTotal, m.SourceErrorsTotal, m.SourceLastLoad, m.SourceLastError, m.SourceConnected, m.SourceSkippedKeys}
+	}{m.AllDownTotal, m.ServingPriority, m.ReportsRefusedTotal, m.GroupSwitchesTotal, m.SourceErrorsTotal, m.SourceLastLoad, m.SourceLastError, m.SourceConnected, m.SourceSkippedKeys}
 }
 
 // DeleteBackend drops the series of a pool's backend: the health registry's observer calls it
@@ -87,6 +89,12 @@ func NewMetrics() *Metrics {
 			Name:      "group_switches_total",
 			Help:      "Times the priority group a zone's address family is answered from changed.",
 		}, []string{"server", "zone", "family"}),
+		ReportsRefusedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "coredns",
+			Subsystem: "healthdns",
+			Name:      "reports_refused_total",
+			Help:      "Reports to POST /api/v1/report that a zone refused, by reason: unlisted (no such backend in the zone) or no_push (the zone has no push check).",
+		}, []string{"server", "zone", "reason"}),
 		SourceErrorsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "coredns",
 			Subsystem: "healthdns",
@@ -129,6 +137,6 @@ func NewMetrics() *Metrics {
 // Collectors are the series to register.
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.BackendUp, m.BackendDrained, m.BackendInServiceUp, m.BackendDrainInfo, m.AnswersTotal,
-		m.AllDownTotal, m.GroupSwitchesTotal, m.ServingPriority,
+		m.AllDownTotal, m.GroupSwitchesTotal, m.ServingPriority, m.ReportsRefusedTotal,
 		m.SourceErrorsTotal, m.SourceLastLoad, m.SourceLastError, m.SourceConnected, m.SourceSkippedKeys}
 }

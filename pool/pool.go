@@ -202,9 +202,7 @@ func (p *Pool) acquireLocked(b Backend) *member {
 	}
 	owner := Owner(p.cfg.Server, p.cfg.Zone)
 	for _, c := range p.cfg.Checks {
-		spec := p.cfg.Spec
-		spec.Check = c
-		m.leases = append(m.leases, p.reg.Acquire(health.Target{Addr: b.Addr, Spec: spec}, owner))
+		m.leases = append(m.leases, p.reg.Acquire(health.Target{Addr: b.Addr, Spec: p.cfg.Spec.For(c)}, owner))
 	}
 	return m
 }
@@ -264,12 +262,19 @@ func (p *Pool) WaitListed(ctx context.Context) bool {
 	}
 }
 
-// WaitChecked waits until every backend has its first verdict, or until ctx ends.
+// WaitChecked waits until every backend has its first verdict, or until ctx ends. A push
+// check's is not waited for: it comes with the node's first report, or a TTL later, which the
+// server's start must not wait on; until then the backend is not answered, and the pool is not
+// Ready.
 func (p *Pool) WaitChecked(ctx context.Context) bool {
 	p.mu.Lock()
 	var leases []*health.Lease
 	for _, m := range p.members {
-		leases = append(leases, m.leases...)
+		for _, l := range m.leases {
+			if !l.Pushed() {
+				leases = append(leases, l)
+			}
+		}
 	}
 	p.mu.Unlock()
 	for _, l := range leases {

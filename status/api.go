@@ -66,7 +66,8 @@ type switchedAnswer struct {
 
 // serveWrite answers a request under apiPrefix. Refusals come in this order: an unknown
 // endpoint, a method other than POST, a listener without a token, a missing or wrong token, a
-// body that does not read; then the pool's own (unknown backend, conflicting state).
+// body that does not read; then the pool's own (unknown backend, conflicting state). A report
+// is the exception: its token may be its zone's, known once the body is read.
 func (v *View) serveWrite(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -78,21 +79,26 @@ func (v *View) serveWrite(w http.ResponseWriter, r *http.Request) {
 		write = (*View).undrain
 	case apiPrefix + "failback":
 		write = (*View).failBack
+	case apiPrefix + "report":
+		write = (*View).report
 	default:
-		answer(w, http.StatusNotFound, failed("no endpoint %s: want POST %sdrain, %sundrain or %sfailback", r.URL.Path, apiPrefix, apiPrefix, apiPrefix))
+		answer(w, http.StatusNotFound, failed("no endpoint %s: want POST %sdrain, %sundrain, %sfailback or %sreport", r.URL.Path, apiPrefix, apiPrefix, apiPrefix, apiPrefix))
 		return
 	}
+	// A report may carry its zone's report token instead of the listener's: it is checked once
+	// the body names the zone (reportAuthorized).
+	listenerToken := r.URL.Path != apiPrefix+"report"
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		answer(w, http.StatusMethodNotAllowed, failed("%s takes POST with a JSON body, not %s", r.URL.Path, r.Method))
 		return
 	}
-	if v.Token == "" {
+	if listenerToken && v.Token == "" {
 		answer(w, http.StatusForbidden, failed("writes need a token, and the status listener on %s has none: want 'status %s token FILE' (%s:%d)",
 			v.Addr, v.Addr, v.File, v.Line))
 		return
 	}
-	if !v.authorized(r) {
+	if listenerToken && !v.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="healthdns"`)
 		answer(w, http.StatusUnauthorized, failed("want Authorization: Bearer TOKEN, the status listener's token"))
 		return
@@ -109,6 +115,9 @@ func (v *View) serveWrite(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	a, code := write(v, r, dec)
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="healthdns"`)
+	}
 	answer(w, code, a)
 }
 

@@ -117,6 +117,7 @@ func poolDoc(shown Shown, st pool.Status) PoolDoc {
 		sp.Checks = append(sp.Checks, CheckDoc{
 			Check: c.String(), Kind: c.Kind.String(), Port: c.Port, Path: c.Path, Expect: c.Expect,
 			Body: c.Body, BodyExact: c.BodyExact, Host: c.Host, TLSCA: c.TLSCA, TLSInsecure: c.TLSInsecure, Command: c.Command,
+			TTLSeconds: c.TTL.Seconds(), ReportToken: c.Kind == health.Push && cfg.ReportToken != "",
 		})
 	}
 	for _, f := range st.Families {

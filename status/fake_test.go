@@ -186,3 +186,10 @@ func TestFakeWrites(t *testing.T) {
 		t.Errorf("refused writes reached the pool: %q", f.writes)
 	}
 }
+
+func (f *fakePool) Report(addr netip.Addr, r pool.Report, by string) (bool, error) {
+	f.writes = append(f.writes, fmt.Sprintf("report %s pass %v output %q by %s", addr, r.Pass, r.Output, by))
+	return r.Pass, f.refuse
+}
+
+func (f *fakePool) ReportToken() string { return "" }

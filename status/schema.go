@@ -94,6 +94,9 @@ type CheckDoc struct {
 	TLSCA       string `json:"tls_ca,omitempty"`
 	TLSInsecure bool   `json:"tls_insecure,omitempty"`
 	Command     string `json:"command,omitempty"`
+	// push: how long a report holds, and whether the check takes a report token of its own
+	TTLSeconds  float64 `json:"ttl_seconds,omitempty"`
+	ReportToken bool    `json:"report_token,omitempty"`
 }
 
 type FamilyDoc struct {

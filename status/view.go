@@ -31,6 +31,10 @@ type Pool interface {
 	Drain(addr netip.Addr, d pool.Drain, by string) error
 	Undrain(addr netip.Addr, by string) error
 	FailBack(by string) ([]pool.FamilySwitch, error)
+	// Report feeds a backend's report to the zone's push check; ReportToken is the token
+	// that check takes for it besides the listener's, "" for none.
+	Report(addr netip.Addr, r pool.Report, by string) (up bool, err error)
+	ReportToken() string
 }
 
 // Shown is a pool on the page, with what the plugin answers from it.
