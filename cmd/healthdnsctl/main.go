@@ -181,10 +181,14 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		cmd, args = "backend "+args[0], args[1:]
 	}
+	// The command's flags start from what the flags before the command set.
+	before := map[string]string{}
+	top.Visit(func(f *flag.Flag) { before[f.Name] = f.Value.String() })
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	g.register(fs)
-	// Parse again on top of what the flags before the command set.
-	top.Visit(func(f *flag.Flag) { fs.Set(f.Name, f.Value.String()) })
+	for name, value := range before {
+		fs.Set(name, value)
+	}
 	o := &op{g: &g, stdout: stdout, stderr: stderr}
 	switch cmd {
 	case "status":
