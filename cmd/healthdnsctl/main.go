@@ -544,9 +544,14 @@ func (e noCoreDNS) Error() string { return e.err.Error() }
 func check(ctx context.Context, coredns, file string, stdout, stderr io.Writer) error {
 	if coredns == "" {
 		coredns = "coredns"
+		// The Debian package installs coredns-healthdns beside /usr/bin/healthdnsctl; a release
+		// archive unpacked in one directory, coredns.
 		if self, err := os.Executable(); err == nil {
-			if beside := filepath.Join(filepath.Dir(self), "coredns"); isFile(beside) {
-				coredns = beside
+			for _, name := range []string{"coredns-healthdns", "coredns"} {
+				if beside := filepath.Join(filepath.Dir(self), name); isFile(beside) {
+					coredns = beside
+					break
+				}
 			}
 		}
 	}
