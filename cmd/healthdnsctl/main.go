@@ -53,7 +53,9 @@ commands:
   watch                              follow the events as they come
   report ZONE ADDR pass|fail [--output TEXT]
                                      a node's verdict on itself, for 'check push'
-  check FILE                         parse a Corefile as coredns would start it (runs coredns -healthdns-check)
+  check FILE [--coredns PATH]        parse a Corefile as coredns would start it (runs coredns -healthdns-check;
+                                     PATH also from HEALTHDNS_COREDNS, else coredns-healthdns or coredns
+                                     beside healthdnsctl, else coredns on PATH)
 
 flags (before or after the command):
   --addr ADDR        the status listener: HOST:PORT or https://HOST:PORT (env HEALTHDNS_ADDR; default 127.0.0.1:8053)
