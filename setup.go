@@ -73,6 +73,7 @@ func setupWith(c *caddy.Controller, detectICMP func() (privileged bool, err erro
 		if cfg.status.Token != "" {
 			cfg.FailBackAPI = cfg.status.Addr
 		}
+		checked(c, cfg)
 		h.pools[cfg.Zone] = newZonePool(cfg, proc.targets)
 	}
 

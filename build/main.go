@@ -2,6 +2,8 @@
 package main
 
 import (
+	"os"
+
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	_ "github.com/coredns/coredns/core/plugin" // every stock plugin
@@ -45,6 +47,9 @@ func insertBefore(directives []string, anchor, name string) []string {
 }
 
 func main() {
+	if ran, code := checkCorefile(os.Stdout, os.Stderr); ran {
+		os.Exit(code)
+	}
 	keepEarlyReloads() // first: see there why
 	coremain.Run()
 }

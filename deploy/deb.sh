@@ -2,8 +2,9 @@
 # Builds the Debian package of a release binary, healthdns_DEBVERSION_ARCH.deb, into OUTDIR, and
 # prints its path. deploy/release.sh runs it for each linux binary it builds.
 #
-#   deploy/deb.sh v0.2.0 amd64 dist/coredns-healthdns-v0.2.0-linux-amd64 dist
+#   deploy/deb.sh v0.2.0 amd64 dist/coredns-healthdns-v0.2.0-linux-amd64 dist [dist/healthdnsctl-v0.2.0-linux-amd64]
 #
+# CTL, when given, is healthdnsctl's binary, packaged as /usr/bin/healthdnsctl with its manual.
 # ARCH is Debian's name: amd64, arm64 or armhf (the linux/arm v7 binary). The tag v0.2.0 becomes
 # the version 0.2.0-1, and a pre-release v0.3.0-rc1 becomes 0.3.0~rc1-1, which apt orders before
 # 0.3.0-1. The package holds the binary as /usr/bin/coredns-healthdns, the systemd unit of
@@ -11,9 +12,9 @@
 # on loopback only. dpkg-deb builds it, with no debhelper: the binary is built already.
 set -eu
 
-usage() { echo "usage: $0 VERSION ARCH BINARY OUTDIR   (VERSION like v0.2.0; ARCH amd64, arm64 or armhf)" >&2; exit 2; }
-[ $# -eq 4 ] || usage
-version=$1 arch=$2 binary=$3 out=$4
+usage() { echo "usage: $0 VERSION ARCH BINARY OUTDIR [CTL]   (VERSION like v0.2.0; ARCH amd64, arm64 or armhf)" >&2; exit 2; }
+[ $# -eq 4 ] || [ $# -eq 5 ] || usage
+version=$1 arch=$2 binary=$3 out=$4 ctl=${5:-}
 case $version in
 v[0-9]*) ;;
 *) usage ;;
@@ -28,6 +29,7 @@ case $upstream in
 esac
 debversion=$upstream-1
 [ -f "$binary" ] || { echo "$0: no binary at $binary" >&2; exit 1; }
+[ -z "$ctl" ] || [ -f "$ctl" ] || { echo "$0: no healthdnsctl at $ctl" >&2; exit 1; }
 here=$(cd "$(dirname "$0")" && pwd)
 src=$here/debian
 maintainer=${DEBFULLNAME:-healthdns maintainers}" <"${DEBEMAIL:-healthdns@users.noreply.github.com}">"
@@ -54,6 +56,12 @@ grep -q '^ExecStart=/usr/bin/coredns-healthdns -conf /etc/coredns/Corefile$' "$t
 chmod 0644 "$tree/lib/systemd/system/healthdns.service"
 install -D -m 0644 "$src/Corefile" "$tree/etc/coredns/Corefile"
 gzip -9n <"$src/coredns-healthdns.8" >"$tree/usr/share/man/man8/coredns-healthdns.8.gz"
+if [ -n "$ctl" ]; then
+	install -D -m 0755 "$ctl" "$tree/usr/bin/healthdnsctl"
+	install -d "$tree/usr/share/man/man1"
+	gzip -9n <"$src/healthdnsctl.1" >"$tree/usr/share/man/man1/healthdnsctl.1.gz"
+	chmod 0644 "$tree/usr/share/man/man1/healthdnsctl.1.gz"
+fi
 install -m 0644 "$src/copyright" "$src/README.Debian" "$doc/"
 install -D -m 0644 "$src/lintian-overrides" "$tree/usr/share/lintian/overrides/healthdns"
 {

@@ -85,7 +85,9 @@ func buildDeb(t *testing.T, arch string) string {
 	// refuses unstripped binaries): a copy, since the package's other tests run the original.
 	binary := filepath.Join(dist, "coredns-healthdns")
 	run(t, dist, nil, needTool(t, "strip", "binutils"), "-o", binary, harness.Binary(t))
-	deb := strings.TrimSpace(run(t, repoRoot(t), nil, "sh", "deploy/deb.sh", "v0.0.0-test", arch, binary, dist))
+	ctl := filepath.Join(dist, "healthdnsctl")
+	run(t, repoRoot(t), []string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", ctl, "./cmd/healthdnsctl")
+	deb := strings.TrimSpace(run(t, repoRoot(t), nil, "sh", "deploy/deb.sh", "v0.0.0-test", arch, binary, dist, ctl))
 	if want := filepath.Join(dist, "healthdns_0.0.0~test-1_"+arch+".deb"); deb != want {
 		t.Fatalf("deb.sh built %q, want %q", deb, want)
 	}
@@ -182,6 +184,11 @@ func TestDebianPackage(t *testing.T) {
 	}
 	for _, m := range regexp.MustCompile(`(?m)^\s*backend\s+(\S+)`).FindAllStringSubmatch(string(corefile), -1) {
 		backends = append(backends, m[1])
+	}
+
+	// The installed healthdnsctl checks the installed Corefile with the installed coredns.
+	if out := run(t, "/", nil, "/usr/bin/healthdnsctl", "check", "/etc/coredns/Corefile"); !strings.Contains(out, "zone app.lan.") {
+		t.Errorf("healthdnsctl check /etc/coredns/Corefile printed %q; want the pool app.lan.", out)
 	}
 
 	// The installed binary on the installed Corefile, on a free port instead of 53.

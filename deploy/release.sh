@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds the release binaries: static CoreDNS with healthdns for linux/amd64, linux/arm64 and
 # linux/arm (v7), and zips of it for windows/amd64 and windows/arm64, stamped with VERSION,
+# healthdnsctl for each (beside each linux binary as healthdnsctl-VERSION-linux-ARCH, in each zip),
 # into DIR (default dist/), the Debian package of each linux binary (healthdns_0.2.0-1_amd64.deb,
 # ...; deploy/deb.sh), and, where buildah or podman is installed, the container image of each
 # linux binary as an OCI archive; one SHA256SUMS over all.
@@ -43,6 +44,11 @@ for target in $targets; do
 	echo "building $name" >&2
 	(cd "$root" && CGO_ENABLED=0 GOOS=linux GOARCH=$arch GOARM=$arm \
 		go build -trimpath -ldflags "$ldflags" -o "$dist/$name" ./build)
+	# healthdnsctl, the API's command line, beside it: healthdnsctl-VERSION-linux-ARCH.
+	ctl=healthdnsctl-${name#coredns-healthdns-}
+	echo "building $ctl" >&2
+	(cd "$root" && CGO_ENABLED=0 GOOS=linux GOARCH=$arch GOARM=$arm \
+		go build -trimpath -ldflags "-s -w" -o "$dist/$ctl" ./cmd/healthdnsctl)
 done
 
 # Windows: coredns-healthdns-VERSION-windows-ARCH.zip, the .exe and the README (whose Windows
@@ -62,9 +68,11 @@ for arch in $windows_targets; do
 	name=coredns-healthdns-$version-windows-$arch
 	echo "building $name" >&2
 	(cd "$root" && CGO_ENABLED=0 GOOS=windows GOARCH=$arch \
-		go build -trimpath -ldflags "$ldflags" -o "$dist/$name.exe" ./build)
+		go build -trimpath -ldflags "$ldflags" -o "$dist/$name.exe" ./build &&
+		CGO_ENABLED=0 GOOS=windows GOARCH=$arch \
+			go build -trimpath -ldflags "-s -w" -o "$dist/healthdnsctl.exe" ./cmd/healthdnsctl)
 	rm -f "$dist/$name.zip"
-	(cd "$dist" && zip -q -j "$name.zip" "$name.exe" "$root/README.md" && rm "$name.exe")
+	(cd "$dist" && zip -q -j "$name.zip" "$name.exe" healthdnsctl.exe "$root/README.md" && rm "$name.exe" healthdnsctl.exe)
 done
 
 # Debian packages: one healthdns_DEBVERSION_ARCH.deb per linux binary built above (deploy/deb.sh).
@@ -77,13 +85,13 @@ for target in $targets; do
 	*) continue ;;
 	esac
 	echo "packaging $binary as a .deb" >&2
-	deb=$(sh "$root/deploy/deb.sh" "$version" "$debarch" "$dist/$binary" "$dist")
+	deb=$(sh "$root/deploy/deb.sh" "$version" "$debarch" "$dist/$binary" "$dist" "$dist/healthdnsctl-${binary#coredns-healthdns-}")
 	debs="$debs ${deb##*/}"
 done
 
 cd "$dist"
 released=
-for f in coredns-healthdns-"$version"-linux-* coredns-healthdns-"$version"-windows-*.zip; do
+for f in coredns-healthdns-"$version"-linux-* healthdnsctl-"$version"-linux-* coredns-healthdns-"$version"-windows-*.zip; do
 	[ ! -e "$f" ] || released="$released $f" # a pattern that matched nothing stays as it is
 done
 # shellcheck disable=SC2086 # the names have no spaces: split on purpose

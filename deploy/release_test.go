@@ -68,6 +68,7 @@ func TestRelease(t *testing.T) {
 	_, buildah := exec.LookPath("buildah")
 	_, podman := exec.LookPath("podman")
 	debs := map[string]string{} // the Debian package of each binary: its architecture
+	var ctls []string           // healthdnsctl beside each binary
 	for _, target := range strings.Fields(chosen) {
 		spec, ok := releaseTargets[target]
 		if !ok {
@@ -79,6 +80,7 @@ func TestRelease(t *testing.T) {
 		}
 		// v9.8.7-test is a pre-release: 9.8.7~test sorts before 9.8.7.
 		debs["healthdns_9.8.7~test-1_"+spec.debArch+".deb"] = spec.debArch
+		ctls = append(ctls, "healthdnsctl-"+version+"-"+spec.suffix)
 	}
 	for name, want := range images {
 		checkImageArchive(t, filepath.Join(dist, name), imageRepo+":"+version, want)
@@ -149,6 +151,11 @@ func TestRelease(t *testing.T) {
 		}
 	}
 
+	for _, name := range ctls {
+		if !listed[name] {
+			t.Errorf("SHA256SUMS does not list %s", name)
+		}
+	}
 	for deb, arch := range debs {
 		if !listed[deb] {
 			t.Errorf("SHA256SUMS does not list %s", deb)
@@ -157,6 +164,9 @@ func TestRelease(t *testing.T) {
 		fields := run(t, dist, nil, "dpkg-deb", "--field", deb, "Package", "Version", "Architecture")
 		if want := "Package: healthdns\nVersion: 9.8.7~test-1\nArchitecture: " + arch + "\n"; fields != want {
 			t.Errorf("%s's control file says\n%swant\n%s", deb, fields, want)
+		}
+		if contents := run(t, dist, nil, "dpkg-deb", "--contents", deb); !strings.Contains(contents, "./usr/bin/healthdnsctl\n") {
+			t.Errorf("%s holds no /usr/bin/healthdnsctl:\n%s", deb, contents)
 		}
 	}
 
@@ -167,8 +177,8 @@ func TestRelease(t *testing.T) {
 			t.Errorf("SHA256SUMS does not list %s", name)
 		}
 	}
-	if len(listed) != len(targets)+len(images)+len(zips)+len(debs) {
-		t.Errorf("SHA256SUMS lists %d files, want the %d binaries, %d images, %d zips and %d packages built", len(listed), len(targets), len(images), len(zips), len(debs))
+	if len(listed) != len(targets)+len(ctls)+len(images)+len(zips)+len(debs) {
+		t.Errorf("SHA256SUMS lists %d files, want the %d binaries, %d healthdnsctl, %d images, %d zips and %d packages built", len(listed), len(targets), len(ctls), len(images), len(zips), len(debs))
 	}
 
 	native := ""
@@ -245,8 +255,8 @@ func checkImageArchive(t *testing.T, path, ref string, want releaseTarget) {
 	}
 }
 
-// checkWindowsZip checks that a release zip holds the README and a Windows executable for
-// arch, stamped with version.
+// checkWindowsZip checks that a release zip holds the README, healthdnsctl.exe and a Windows
+// executable for arch, stamped with version.
 func checkWindowsZip(t *testing.T, path, arch, version string) {
 	t.Helper()
 	z, err := zip.OpenReader(path)
@@ -284,7 +294,7 @@ func checkWindowsZip(t *testing.T, path, arch, version string) {
 			t.Errorf("%s: %s: version %s not stamped", path, exe, version)
 		}
 	}
-	for _, want := range []string{exe, "README.md"} {
+	for _, want := range []string{exe, "healthdnsctl.exe", "README.md"} {
 		if !found[want] {
 			t.Errorf("%s holds no %s", path, want)
 		}

@@ -21,6 +21,8 @@ const (
 	NotFound    Refusal = iota // no such backend in the zone
 	Conflict                   // the write cannot apply to the state it finds
 	Unavailable                // the pool is not running: starting, or replaced
+	ReadOnly                   // the backend is listed where the API does not write
+	Invalid                    // the write's values do not make a backend
 )
 
 func (e *RefusedError) Error() string { return e.msg }

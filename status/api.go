@@ -49,6 +49,7 @@ type failBackRequest struct {
 type writeAnswer struct {
 	OK       bool             `json:"ok,omitempty"`
 	Error    string           `json:"error,omitempty"`
+	Code     string           `json:"code,omitempty"` // with error: what a client branches on (codes.go)
 	Server   string           `json:"server,omitempty"`
 	Zone     string           `json:"zone,omitempty"`
 	Backend  string           `json:"backend,omitempty"`
@@ -82,7 +83,7 @@ func (v *View) serveWrite(w http.ResponseWriter, r *http.Request) {
 	case apiPrefix + "report":
 		write = (*View).report
 	default:
-		answer(w, http.StatusNotFound, failed("no endpoint %s: want POST %sdrain, %sundrain, %sfailback or %sreport", r.URL.Path, apiPrefix, apiPrefix, apiPrefix, apiPrefix))
+		answer(w, http.StatusNotFound, failed(codeNotFound, "no endpoint %s: want POST %sdrain, %sundrain, %sfailback or %sreport", r.URL.Path, apiPrefix, apiPrefix, apiPrefix, apiPrefix))
 		return
 	}
 	// A report may carry its zone's report token instead of the listener's: it is checked once
@@ -90,26 +91,14 @@ func (v *View) serveWrite(w http.ResponseWriter, r *http.Request) {
 	listenerToken := r.URL.Path != apiPrefix+"report"
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		answer(w, http.StatusMethodNotAllowed, failed("%s takes POST with a JSON body, not %s", r.URL.Path, r.Method))
+		answer(w, http.StatusMethodNotAllowed, failed(codeMethod, "%s takes POST with a JSON body, not %s", r.URL.Path, r.Method))
 		return
 	}
-	if listenerToken && v.Token == "" {
-		answer(w, http.StatusForbidden, failed("writes need a token, and the status listener on %s has none: want 'status %s token FILE' (%s:%d)",
-			v.Addr, v.Addr, v.File, v.Line))
+	if listenerToken && !v.writeAllowed(w, r) {
 		return
 	}
-	if listenerToken && !v.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="healthdns"`)
-		answer(w, http.StatusUnauthorized, failed("want Authorization: Bearer TOKEN, the status listener's token"))
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWriteBody))
-	if err != nil {
-		if errors.As(err, new(*http.MaxBytesError)) {
-			answer(w, http.StatusRequestEntityTooLarge, failed("body longer than %d bytes", maxWriteBody))
-			return
-		}
-		answer(w, http.StatusBadRequest, failed("reading the body: %v", err))
+	body, ok := readBody(w, r)
+	if !ok {
 		return
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -119,6 +108,36 @@ func (v *View) serveWrite(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="healthdns"`)
 	}
 	answer(w, code, a)
+}
+
+// writeAllowed refuses a write on a listener without a token, or without the token, and says
+// whether the write may go on.
+func (v *View) writeAllowed(w http.ResponseWriter, r *http.Request) bool {
+	if v.Token == "" {
+		answer(w, http.StatusForbidden, failed(codeNoToken, "writes need a token, and the status listener on %s has none: want 'status %s token FILE' (%s:%d)",
+			v.Addr, v.Addr, v.File, v.Line))
+		return false
+	}
+	if !v.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="healthdns"`)
+		answer(w, http.StatusUnauthorized, failed(codeUnauthorized, "want Authorization: Bearer TOKEN, the status listener's token"))
+		return false
+	}
+	return true
+}
+
+// readBody reads a write's body, up to maxWriteBody, or answers why it did not.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWriteBody))
+	if err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			answer(w, http.StatusRequestEntityTooLarge, failed(codeTooLarge, "body longer than %d bytes", maxWriteBody))
+			return nil, false
+		}
+		answer(w, http.StatusBadRequest, failed(codeBadRequest, "reading the body: %v", err))
+		return nil, false
+	}
+	return body, true
 }
 
 // decodeBody reads one JSON object into dst, and nothing after it.
@@ -135,7 +154,7 @@ func decodeBody(dec *json.Decoder, dst any) error {
 func (v *View) drain(r *http.Request, dec *json.Decoder) (writeAnswer, int) {
 	var req drainRequest
 	if err := decodeBody(dec, &req); err != nil {
-		return failed("%v", err), http.StatusBadRequest
+		return failed(codeBadRequest, "%v", err), http.StatusBadRequest
 	}
 	p, addr, a, code := v.target(req.Server, req.Zone, req.Backend)
 	if p == nil {
@@ -143,15 +162,15 @@ func (v *View) drain(r *http.Request, dec *json.Decoder) (writeAnswer, int) {
 	}
 	d := pool.Drain{Reason: req.Reason}
 	if err := pool.CheckReason(d.Reason); err != nil {
-		return failed("%v", err), http.StatusBadRequest
+		return failed(codeBadRequest, "%v", err), http.StatusBadRequest
 	}
 	if req.Until != "" {
 		until, err := time.Parse(time.RFC3339, req.Until)
 		if err != nil {
-			return failed("until '%s': want an RFC 3339 time such as 2026-12-24T18:00:00Z", req.Until), http.StatusBadRequest
+			return failed(codeBadRequest, "until '%s': want an RFC 3339 time such as 2026-12-24T18:00:00Z", req.Until), http.StatusBadRequest
 		}
 		if !until.After(time.Now()) {
-			return failed("until %s is past: want a time to come, or no until for a drain without end", req.Until), http.StatusBadRequest
+			return failed(codeBadRequest, "until %s is past: want a time to come, or no until for a drain without end", req.Until), http.StatusBadRequest
 		}
 		d.Until = until
 	}
@@ -165,7 +184,7 @@ func (v *View) drain(r *http.Request, dec *json.Decoder) (writeAnswer, int) {
 func (v *View) undrain(r *http.Request, dec *json.Decoder) (writeAnswer, int) {
 	var req undrainRequest
 	if err := decodeBody(dec, &req); err != nil {
-		return failed("%v", err), http.StatusBadRequest
+		return failed(codeBadRequest, "%v", err), http.StatusBadRequest
 	}
 	p, addr, a, code := v.target(req.Server, req.Zone, req.Backend)
 	if p == nil {
@@ -180,7 +199,7 @@ func (v *View) undrain(r *http.Request, dec *json.Decoder) (writeAnswer, int) {
 func (v *View) failBack(r *http.Request, dec *json.Decoder) (writeAnswer, int) {
 	var req failBackRequest
 	if err := decodeBody(dec, &req); err != nil {
-		return failed("%v", err), http.StatusBadRequest
+		return failed(codeBadRequest, "%v", err), http.StatusBadRequest
 	}
 	p, a, code := v.pool(req.Server, req.Zone)
 	if p == nil {
@@ -201,7 +220,7 @@ func (v *View) failBack(r *http.Request, dec *json.Decoder) (writeAnswer, int) {
 // servers' pools of that zone show on it.
 func (v *View) pool(server, zone string) (Pool, writeAnswer, int) {
 	if zone == "" {
-		return nil, failed("want \"zone\", such as \"app.lan.\""), http.StatusBadRequest
+		return nil, failed(codeBadRequest, "want \"zone\", such as \"app.lan.\""), http.StatusBadRequest
 	}
 	zone = strings.ToLower(zone)
 	if !strings.HasSuffix(zone, ".") {
@@ -217,9 +236,9 @@ func (v *View) pool(server, zone string) (Pool, writeAnswer, int) {
 	switch len(found) {
 	case 0:
 		if server != "" {
-			return nil, failed("no zone %s of server %s on this status listener", zone, server), http.StatusNotFound
+			return nil, failed(codeZoneNotFound, "no zone %s of server %s on this status listener", zone, server), http.StatusNotFound
 		}
-		return nil, failed("no zone %s on this status listener", zone), http.StatusNotFound
+		return nil, failed(codeZoneNotFound, "no zone %s on this status listener", zone), http.StatusNotFound
 	case 1:
 		return found[0], writeAnswer{}, 0
 	}
@@ -227,7 +246,7 @@ func (v *View) pool(server, zone string) (Pool, writeAnswer, int) {
 	for i, p := range found {
 		servers[i] = p.Server()
 	}
-	return nil, failed("zone %s is served by %d servers on this status listener (%s): name one as \"server\"",
+	return nil, failed(codeAmbiguousZone, "zone %s is served by %d servers on this status listener (%s): name one as \"server\"",
 		zone, len(found), strings.Join(servers, ", ")), http.StatusBadRequest
 }
 
@@ -238,37 +257,26 @@ func (v *View) target(server, zone, backend string) (Pool, netip.Addr, writeAnsw
 		return nil, netip.Addr{}, a, code
 	}
 	if backend == "" {
-		return nil, netip.Addr{}, failed("want \"backend\", the backend's address"), http.StatusBadRequest
+		return nil, netip.Addr{}, failed(codeBadRequest, "want \"backend\", the backend's address"), http.StatusBadRequest
 	}
 	addr, err := pool.ParseAddr(backend) // as a backend line reads it: unmapped, no scope
 	if err != nil {
-		return nil, netip.Addr{}, failed("backend: %v", err), http.StatusBadRequest
+		return nil, netip.Addr{}, failed(codeBadRequest, "backend: %v", err), http.StatusBadRequest
 	}
 	return p, addr, writeAnswer{}, 0
 }
 
-func failed(format string, args ...any) writeAnswer {
-	return writeAnswer{Error: fmt.Sprintf(format, args...)}
+func failed(code, format string, args ...any) writeAnswer {
+	return writeAnswer{Error: fmt.Sprintf(format, args...), Code: code}
 }
 
 // refused turns the pool's refusal into the answer and its status code.
 func refused(err error) (writeAnswer, int) {
-	code := http.StatusInternalServerError
-	var re *pool.RefusedError
-	if errors.As(err, &re) {
-		switch re.Kind {
-		case pool.NotFound:
-			code = http.StatusNotFound
-		case pool.Conflict:
-			code = http.StatusConflict
-		case pool.Unavailable:
-			code = http.StatusServiceUnavailable
-		}
-	}
-	return failed("%v", err), code
+	status, code := refusal(err)
+	return failed(code, "%v", err), status
 }
 
-func answer(w http.ResponseWriter, code int, a writeAnswer) {
+func answer(w http.ResponseWriter, code int, a any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(a)

@@ -24,6 +24,10 @@ func (v *View) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		v.serveEvents(w, r)
 		return
 	}
+	if r.URL.Path == poolsPath || strings.HasPrefix(r.URL.Path, poolsPath+"/") {
+		v.servePools(w, r)
+		return
+	}
 	if strings.HasPrefix(r.URL.Path, apiPrefix) {
 		v.serveWrite(w, r)
 		return

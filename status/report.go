@@ -30,7 +30,7 @@ const maxOutput = 256
 func (v *View) report(r *http.Request, dec *json.Decoder) (writeAnswer, int) {
 	var req reportRequest
 	if err := decodeBody(dec, &req); err != nil {
-		return failed("%v", err), http.StatusBadRequest
+		return failed(codeBadRequest, "%v", err), http.StatusBadRequest
 	}
 	if a, code, ok := v.reportAuthorized(r, req); !ok {
 		return a, code
@@ -41,7 +41,7 @@ func (v *View) report(r *http.Request, dec *json.Decoder) (writeAnswer, int) {
 		rep.Pass = true
 	case "fail":
 	default:
-		return failed("result '%s': want \"pass\" or \"fail\"", req.Result), http.StatusBadRequest
+		return failed(codeBadRequest, "result '%s': want \"pass\" or \"fail\"", req.Result), http.StatusBadRequest
 	}
 	rep.Output = oneLine(req.Output)
 	p, addr, a, code := v.target(req.Server, req.Zone, req.Backend)
@@ -80,13 +80,13 @@ func (v *View) reportAuthorized(r *http.Request, req reportRequest) (writeAnswer
 		return writeAnswer{}, 0, true
 	}
 	if v.Token == "" && zoneToken == "" {
-		return failed("reports need a token, and neither the status listener on %s nor zone %s's push check has one: want 'check push TTL token FILE' or 'status %s token FILE'",
+		return failed(codeNoToken, "reports need a token, and neither the status listener on %s nor zone %s's push check has one: want 'check push TTL token FILE' or 'status %s token FILE'",
 			v.Addr, req.Zone, v.Addr), http.StatusForbidden, false
 	}
 	if header != "" {
 		v.guard.wrongToken(r.RemoteAddr)
 	}
-	return failed("want Authorization: Bearer TOKEN, the status listener's token or the zone's report token"), http.StatusUnauthorized, false
+	return failed(codeUnauthorized, "want Authorization: Bearer TOKEN, the status listener's token or the zone's report token"), http.StatusUnauthorized, false
 }
 
 // oneLine keeps a report's output to one line of at most maxOutput bytes, whatever a script

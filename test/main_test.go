@@ -45,6 +45,8 @@
 //	127.0.1.132, .133            TestBackendsEtcdCredentials
 //	127.0.1.200, .201            TestDrain (127.0.1.200-.209 reserved for it)
 //	127.0.1.210-.213            TestStatusAPI (127.0.1.210-.219 reserved for it)
+//	127.0.15.1-.3               TestBackendsAPI (127.0.15.0/24 reserved for the backends API and healthdnsctl)
+//	127.0.15.10-.12             TestHealthdnsctl
 //	127.0.2.11, .12              TestDrainedLastResort
 //	127.0.2.21, .22              TestBackendsEtcdFirstAnswer
 //	127.0.3.1, .2                TestFleetReconcilesAfterOutage (127.0.3.0/24: issue 21's fleet items)
