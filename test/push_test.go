@@ -209,10 +209,12 @@ func TestPushCheck(t *testing.T) {
 		t.Errorf("after the reload: answers %v, want the standby alone", s.Addrs(t, "udp", "push.lan.", dns.TypeA))
 	}
 
-	// A pass brings the failed backend back, and group 200 serves again.
-	code, body, _ = api.post(t, "/api/v1/report", token, `{"zone":"push.lan","backend":"`+failing+`","result":"pass","output":"accepting connections"}`)
-	if code != http.StatusOK || !strings.Contains(body, `"state":"up"`) {
-		t.Fatalf("a pass with the listener's token: %d %s", code, body)
+	// A pass brings the failed backend back, and group 200 serves again: sent as a node's timer
+	// sends it, with healthdnsctl and the listener's token.
+	r := ctl(t, []string{"HEALTHDNS_ADDR=" + statusAddr, "HEALTHDNS_TOKEN_FILE=" + tokenFile},
+		"report", "push.lan", failing, "pass", "--output", "accepting connections")
+	if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "up") {
+		t.Fatalf("healthdnsctl report pass with the listener's token: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 	harness.Eventually(t, 5*time.Second, serves(failing), "the backend that reported pass back, its group serving again")
 	if line := fmt.Sprintf("backend %s (push.lan.): up: push %s passed (1/1): accepting connections", failing, ttl); !harness.Poll(5*time.Second, 10*time.Millisecond, func() bool { return logged(line) }) {
