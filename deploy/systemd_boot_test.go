@@ -168,6 +168,12 @@ func TestDebianPackageUnderSystemd(t *testing.T) {
 		t.Errorf("systemctl reload restarted the service: main PID %s, then %s", mainPID, after)
 	}
 
+	// The packaged healthdnsctl checks the installed Corefile, as README.Debian says to before
+	// a reload.
+	if out := must("healthdnsctl", "check", "/etc/coredns/Corefile"); !strings.Contains(out, "zone db.lan.") {
+		t.Errorf("healthdnsctl check /etc/coredns/Corefile in the container printed %q, want the pool db.lan.", out)
+	}
+
 	must("systemctl", "stop", "healthdns")
 	must("dpkg", "--purge", "healthdns")
 	if left, _ := in("systemctl", "list-unit-files", "--no-legend", "healthdns.service"); left != "" {
