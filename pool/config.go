@@ -33,6 +33,7 @@ type Config struct {
 	AllDown  AllDownMode
 	Preempt  balance.Preemption // how a higher priority group takes back from a lower one
 	Source   Source             // backends_file or backends_etcd, Kind SourceNone for neither
+	Quorum   Quorum             // fleet_quorum: the views that move the fleet's group, with etcd and nopreempt
 
 	// FailBackAPI is the address of a status listener with a token that shows this pool, "" for
 	// none: the nopreempt log line names it as a way to fail back.

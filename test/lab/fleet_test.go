@@ -310,7 +310,8 @@ func (f *fleet) startServers() {
 			fmt.Sprintf("check tcp %d", webPort), "interval 200ms", "timeout 100ms", "rise 2", "fall 2",
 		}, extra...)...)
 	}
-	body := pool(fleetZone, "nopreempt") + pool(splitZone)
+	// fleet_quorum any: one server's view moves the fleet, as these tests show.
+	body := pool(fleetZone, "nopreempt", "fleet_quorum any") + pool(splitZone)
 	for _, h := range f.servers {
 		f.procs = append(f.procs, f.startDNS(h, body))
 	}
