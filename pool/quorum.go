@@ -114,7 +114,8 @@ type quorumState struct {
 	holdFrom time.Time // when a group to return to appeared, with none agreed
 	// disagrees is the agreed group while this server sees it with no healthy backend and the
 	// fleet's quorum keeps it: this server answers its own choice, and says so. 0 for none.
-	disagrees uint8
+	disagrees    uint8
+	disagreeFrom time.Time // when this server began to see the agreed group down, unheeded
 }
 
 // offVote is the agreed group this server saw fail while cut off from etcd.
@@ -192,6 +193,7 @@ func (p *Pool) takeViewsLocked(fam int, state map[string]source.KeyValue) {
 func (p *Pool) followQuorumLocked(fam int, fo *balance.Failover, now time.Time) {
 	a := &p.agree.fam[fam]
 	q := &a.q
+	a.retry = time.Time{} // set again below if a wait goes on
 	if q.vote.group != 0 {
 		switch {
 		case q.vote.rev != a.rev:
@@ -235,10 +237,10 @@ func (p *Pool) followQuorumLocked(fam int, fo *balance.Failover, now time.Time) 
 			p.switched(fam, sw)
 			serving = sw.To
 		}
-		p.disagreeLocked(fam, agreed, !healthy.Has(agreed), serving, need)
+		p.disagreeLocked(fam, agreed, !healthy.Has(agreed), serving, need, now)
 		return
 	}
-	p.disagreeLocked(fam, agreed, false, serving, need)
+	p.disagreeLocked(fam, agreed, false, serving, need, now)
 	a.own = agreedByFleet // whatever this server decided alone, the quorum decides now
 	switch {
 	case target == 0 && (!a.known || agreed == 0):
@@ -251,7 +253,14 @@ func (p *Pool) followQuorumLocked(fam int, fo *balance.Failover, now time.Time) 
 	case agreed == 0:
 		// The return after an outage (or the fleet's first choice): groups recovering together
 		// reach the views at their probes' pace, one server after another. Wait until every
-		// server has probed them all, so that the move goes once, to the highest.
+		// server has probed them all, so that the move goes once, to the highest. Meanwhile
+		// there is no fleet's choice for nopreempt to keep: the highest group healthy here
+		// serves, rather than whichever came back first.
+		if top, ok := healthy.Highest(); ok && top != serving {
+			if sw := fo.Adopt(top, "the fleet has no group yet: the highest healthy here, until it agrees"); sw.Changed() {
+				p.switched(fam, sw)
+			}
+		}
 		if q.holdFrom.IsZero() {
 			q.holdFrom = now
 		}
@@ -312,12 +321,28 @@ func (p *Pool) publishViewLocked(fam int, v fleetView) {
 }
 
 // disagreeLocked records whether this server sees the fleet's agreed group with no healthy
-// backend while a quorum keeps it, and logs the start and the end of it. Callers hold mu.
-func (p *Pool) disagreeLocked(fam int, agreed uint8, disagrees bool, serving uint8, need int) {
-	q := &p.agree.fam[fam].q
+// backend while a quorum keeps it, and logs the start and the end of it. Only a disagreement
+// that lasts returnHold is one: a failure seen by every server reaches their views one after
+// another, and the first to see it is not in disagreement with the fleet for that moment.
+// Callers hold mu.
+func (p *Pool) disagreeLocked(fam int, agreed uint8, disagrees bool, serving uint8, need int, now time.Time) {
+	a := &p.agree.fam[fam]
+	q := &a.q
 	was := q.disagrees
-	if !disagrees {
-		agreed = 0
+	switch {
+	case !disagrees:
+		agreed, q.disagreeFrom = 0, time.Time{}
+	case was == agreed:
+	case q.disagreeFrom.IsZero():
+		q.disagreeFrom = now
+		fallthrough
+	default:
+		if until := q.disagreeFrom.Add(p.returnHold()); now.Before(until) {
+			if a.retry.IsZero() || until.Before(a.retry) {
+				a.retry = until // armLocked wakes the pool then
+			}
+			return
+		}
 	}
 	if was == agreed {
 		return
