@@ -55,6 +55,9 @@ type fleetView struct {
 	// returns (nopreempt across an etcd outage). 0 for none.
 	Off         uint8 `json:"off,omitempty"`
 	OffRevision int64 `json:"off_revision,omitempty"`
+	// Serving is the group this server answers from (0 for none): the fleet's first choice,
+	// with nothing agreed yet, is the one a quorum serves.
+	Serving uint8 `json:"serving,omitempty"`
 }
 
 func (v fleetView) healthy(g uint8) bool {
@@ -90,28 +93,51 @@ func quorumDecision(views []fleetView, agreed uint8, rev int64, need int) (stay 
 		if uint8(g) == agreed {
 			continue
 		}
-		up := 0
-		for _, v := range views {
-			if v.healthy(uint8(g)) {
-				up++
-			}
-		}
-		if up >= need {
+		if seenHealthy(views, uint8(g)) >= need {
 			return false, uint8(g)
 		}
 	}
 	return false, 0
 }
 
+// servedByQuorum is the highest group that need views serve, 0 for none.
+func servedByQuorum(views []fleetView, need int) uint8 {
+	count := map[uint8]int{}
+	best := uint8(0)
+	for _, v := range views {
+		if v.Serving == 0 {
+			continue
+		}
+		if count[v.Serving]++; count[v.Serving] >= need && v.Serving > best {
+			best = v.Serving
+		}
+	}
+	return best
+}
+
+// seenHealthy is how many views see group g healthy.
+func seenHealthy(views []fleetView, g uint8) int {
+	n := 0
+	for _, v := range views {
+		if v.healthy(g) {
+			n++
+		}
+	}
+	return n
+}
+
 // quorumState is a family's part of the fleet's views, in agreedGroup.
 type quorumState struct {
-	views    map[string]fleetView // the other servers' live views, by server, as of the last list
-	bad      map[string]string    // the view keys that do not parse, and the value logged
-	live     int                  // how many counted at the last decision, this server's included
-	put      string               // this server's view as last written; "" to write it again
-	putting  bool                 // a write of it is out
-	vote     offVote
-	holdFrom time.Time // when a group to return to appeared, with none agreed
+	views   map[string]fleetView // the other servers' live views, by server, as of the last list
+	bad     map[string]string    // the view keys that do not parse, and the value logged
+	live    int                  // how many counted at the last decision, this server's included
+	put     string               // this server's view as last written; "" to write it again
+	putRev  int64                // the revision of that write
+	putting bool                 // a write of it is out
+	// clashLogged says that another server was seen writing this server's view key.
+	clashLogged bool
+	vote        offVote
+	holdFrom    time.Time // when a group to return to appeared, with none agreed
 	// disagrees is the agreed group while this server sees it with no healthy backend and the
 	// fleet's quorum keeps it: this server answers its own choice, and says so. 0 for none.
 	disagrees    uint8
@@ -166,7 +192,15 @@ func (p *Pool) takeViewsLocked(fam int, state map[string]source.KeyValue) {
 			continue
 		}
 		if id == self {
-			ownListed = kv.Value == q.put
+			// A list older than the last write may show the value before it.
+			ownListed = kv.Value == q.put || kv.ModRevision < q.putRev
+			// Not this server's writing: another server has its name, and the two views
+			// count as one, each overwriting the other.
+			if !ownListed && q.put != "" && !q.putting && !q.clashLogged {
+				q.clashLogged = true
+				log.Errorf("zone %s: etcd key %s%s holds %s, which this server did not write: another server of the fleet has the same host name and server address, and the quorum counts the two as one; give them distinct host names",
+					p.cfg.Zone, p.cfg.Source.Etcd.Prefix, k, kv.Value)
+			}
 			continue
 		}
 		var v fleetView
@@ -207,9 +241,9 @@ func (p *Pool) followQuorumLocked(fam int, fo *balance.Failover, now time.Time) 
 		}
 	}
 	healthy := fo.Healthy()
-	own := fleetView{Healthy: healthy.List(), Off: q.vote.group, OffRevision: q.vote.rev}
-	p.publishViewLocked(fam, own)
 	serving, _ := fo.Serving()
+	own := fleetView{Healthy: healthy.List(), Off: q.vote.group, OffRevision: q.vote.rev, Serving: serving}
+	p.publishViewLocked(fam, own)
 	if a.own == failedBack { // an operator's act: no quorum to wait for
 		if a.known && a.group == serving {
 			a.own = agreedByFleet
@@ -246,12 +280,20 @@ func (p *Pool) followQuorumLocked(fam int, fo *balance.Failover, now time.Time) 
 	case target == 0 && (!a.known || agreed == 0):
 		q.holdFrom = time.Time{}
 		return // nothing to move to, and nothing agreed to move off
+	case !a.known:
+		// Nothing agreed yet (a fleet's first start, or an etcd that lost its data): under
+		// nopreempt a first choice is kept too, so the group that a quorum of the servers
+		// serves, if there is one; else the highest a quorum sees healthy. Each server
+		// proposes the same, and the first compare-and-swap (on an absent key) wins.
+		if g := servedByQuorum(views, need); g != 0 {
+			target = g
+		}
 	case target == 0:
 		// A quorum sees the agreed group down and none healthy: the fleet is all down. The
 		// key says so ("0"), so that the return goes to the highest group, not back to
 		// whichever was agreed last.
 	case agreed == 0:
-		// The return after an outage (or the fleet's first choice): groups recovering together
+		// The return after the fleet was all down: groups recovering together
 		// reach the views at their probes' pace, one server after another. Wait until every
 		// server has probed them all, so that the move goes once, to the highest. Meanwhile
 		// there is no fleet's choice for nopreempt to keep: the highest group healthy here
@@ -305,12 +347,12 @@ func (p *Pool) publishViewLocked(fam int, v fleetView) {
 		defer p.agreeWG.Done()
 		wctx, cancel := context.WithTimeout(ctx, fleetWriteTimeout)
 		defer cancel()
-		_, err := e.PutLeased(wctx, key, want)
+		rev, err := e.PutLeased(wctx, key, want)
 		p.mu.Lock()
 		q := &p.agree.fam[fam].q
 		q.putting = false
 		if err == nil {
-			q.put = want
+			q.put, q.putRev = want, rev
 		} else if ctx.Err() == nil {
 			// The next rebuild (a probe result, a list, etcd back) writes it again.
 			log.Warningf("zone %s: %s: could not publish this server's view of the priority groups: %v; the fleet decides without it until it can",

@@ -41,6 +41,25 @@ func TestQuorumDecision(t *testing.T) {
 	}
 }
 
+func TestServedByQuorum(t *testing.T) {
+	serving := func(g uint8) fleetView { return fleetView{Healthy: []uint8{200, 100}, Serving: g} }
+	for _, tc := range []struct {
+		name  string
+		views []fleetView
+		need  int
+		want  uint8
+	}{
+		{"a first start, one false alarm", []fleetView{serving(100), serving(200), serving(200)}, 2, 200},
+		{"nopreempt kept a standby", []fleetView{serving(100)}, 1, 100},
+		{"split three ways", []fleetView{serving(100), serving(200), serving(0)}, 2, 0},
+		{"two quorums of a fixed 1: the highest", []fleetView{serving(100), serving(200)}, 1, 200},
+	} {
+		if got := servedByQuorum(tc.views, tc.need); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestQuorumOf(t *testing.T) {
 	for _, tc := range []struct {
 		q          Quorum

@@ -67,6 +67,7 @@
 //	127.0.8.64-.127              TestChaos (.64-.66 steady, then one flapping backend each)
 //	127.0.17.1, .2               TestFleetQuorum (127.0.17.0/24 reserved for issue 26's quorum)
 //	127.0.17.11, .12             TestFleetQuorumReturn
+//	127.0.17.21, .22             TestFleetQuorumRandomCuts
 //	127.0.12.1, .2               TestEventStream (127.0.12.0/24 reserved for issue 24's events)
 package test
 

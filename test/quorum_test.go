@@ -3,7 +3,9 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -222,4 +224,104 @@ func TestFleetQuorumReturn(t *testing.T) {
 			t.Fatalf("round %d: %s = %s at version %d; want 200 at version %d, one compare-and-swap", round, groupKey, v, n, version+1)
 		}
 	}
+}
+
+// TestFleetQuorumRandomCuts: a short randomized schedule of cuts between three servers and the
+// primary (the bench's long one is bench/quorum.sh). After each step the key must say what the
+// quorum allows: on 200 it moves to 100 exactly when two servers or more are cut, in one write,
+// logged by the server that wrote it; with one or none cut it stays, every server that sees the
+// primary answering it and a cut one the standby; on 100 it stays (nopreempt) until the
+// operator's fail-back, which the test writes when no server is cut.
+func TestFleetQuorumRandomCuts(t *testing.T) {
+	harness.RequireEtcd(t)
+	t.Parallel()
+	const primary, standby = "127.0.17.21", "127.0.17.22"
+	const zone, prefix = "random.lan.", "/healthdns/random.lan/"
+	const groupKey = prefix + "_group/ipv4"
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 26))
+	etcd := harness.StartEtcd(t)
+	kv := etcd.Client(t)
+	put(t, kv, prefix+primary, "priority 200")
+	put(t, kv, prefix+standby, "priority 100")
+	var servers []*harness.Server
+	var primaries []*harness.Backend
+	for range 3 {
+		port := harness.FreePort(t, primary, standby)
+		primaries = append(primaries, harness.StartBackend(t, primary, port))
+		harness.StartBackend(t, standby, port)
+		servers = append(servers, harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+etcdPool("random.lan", etcd.Endpoint(), port, "nopreempt")+"}\n"))
+	}
+	fleetAnswers(t, servers, zone, "no cut", primary)
+	harness.Eventually(t, 10*time.Second, func() bool { return get(t, kv, groupKey) == "200" }, "group 200 agreed")
+
+	cut := make([]bool, len(servers))
+	moves := 0
+	for step := 1; step <= 12; step++ {
+		next := make([]bool, len(servers))
+		n := 0
+		for i := range next {
+			next[i] = rng.IntN(5) < 2
+			if next[i] {
+				n++
+			}
+		}
+		// Mends before cuts, with the views given time to say so: the servers cut at once are
+		// never more than the step's.
+		for i := range cut {
+			if cut[i] && !next[i] {
+				primaries[i].Start()
+			}
+		}
+		time.Sleep(time.Second)
+		for i := range cut {
+			if next[i] && !cut[i] {
+				primaries[i].Stop()
+			}
+		}
+		cut = next
+		what := fmt.Sprintf("step %d: servers cut %v", step, cut)
+		was, version := keyVersion(t, kv, groupKey)
+		switch {
+		case was == "200" && n >= 2:
+			harness.Eventually(t, 10*time.Second, func() bool { return get(t, kv, groupKey) == "100" }, what, ": the fleet to move")
+			moves++
+			fleetAnswers(t, servers, zone, what, standby)
+			if v, n := keyVersion(t, kv, groupKey); v != "100" || n != version+1 {
+				t.Fatalf("%s: %s = %s at version %d, want 100 at %d: one write", what, groupKey, v, n, version+1)
+			}
+		case was == "200":
+			var seeing, cutOff []*harness.Server
+			for i, s := range servers {
+				if cut[i] {
+					cutOff = append(cutOff, s)
+				} else {
+					seeing = append(seeing, s)
+				}
+			}
+			fleetAnswers(t, seeing, zone, what, primary)
+			fleetAnswers(t, cutOff, zone, what+" (the cut one)", standby)
+			if v, n := keyVersion(t, kv, groupKey); v != "200" || n != version {
+				t.Fatalf("%s: %s = %s at version %d, want 200 at %d: no quorum saw the primary down", what, groupKey, v, n, version)
+			}
+		default:
+			fleetAnswers(t, servers, zone, what+" (nopreempt)", standby)
+			if v, n := keyVersion(t, kv, groupKey); v != "100" || n != version {
+				t.Fatalf("%s: %s = %s at version %d, want 100 at %d (nopreempt)", what, groupKey, v, n, version)
+			}
+			if n == 0 {
+				put(t, kv, groupKey, "200")
+				fleetAnswers(t, servers, zone, what+": fail-back", primary)
+			}
+		}
+	}
+	logged := 0
+	for _, s := range servers {
+		logged += strings.Count(s.Output(), "priority group 100 agreed for the fleet (etcd "+groupKey+", was 200)")
+	}
+	if logged != moves {
+		t.Errorf("%d moves to the standby, %d logged by the server that made them", moves, logged)
+	}
+	t.Logf("%d steps, %d moves", 12, moves)
 }
