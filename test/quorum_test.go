@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -227,7 +228,7 @@ func TestFleetQuorumReturn(t *testing.T) {
 }
 
 // TestFleetQuorumRandomCuts: a short randomized schedule of cuts between three servers and the
-// primary (the bench's long one is bench/quorum.sh). After each step the key must say what the
+// primary (the bench's long one is bench/quorum/run.sh). After each step the key must say what the
 // quorum allows: on 200 it moves to 100 exactly when two servers or more are cut, in one write,
 // logged by the server that wrote it; with one or none cut it stays, every server that sees the
 // primary answering it and a cut one the standby; on 100 it stays (nopreempt) until the
@@ -238,8 +239,22 @@ func TestFleetQuorumRandomCuts(t *testing.T) {
 	const primary, standby = "127.0.17.21", "127.0.17.22"
 	const zone, prefix = "random.lan.", "/healthdns/random.lan/"
 	const groupKey = prefix + "_group/ipv4"
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
+	steps, seed := 12, time.Now().UnixNano()
+	if v := os.Getenv("HEALTHDNS_QUORUM_STEPS"); v != "" { // bench/quorum/run.sh
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("HEALTHDNS_QUORUM_STEPS=%q: want a number of steps", v)
+		}
+		steps = n
+	}
+	if v := os.Getenv("HEALTHDNS_QUORUM_SEED"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("HEALTHDNS_QUORUM_SEED=%q: want the seed a run logged", v)
+		}
+		seed = n
+	}
+	t.Logf("seed %d, %d steps", seed, steps)
 	rng := rand.New(rand.NewPCG(uint64(seed), 26))
 	etcd := harness.StartEtcd(t)
 	kv := etcd.Client(t)
@@ -258,7 +273,7 @@ func TestFleetQuorumRandomCuts(t *testing.T) {
 
 	cut := make([]bool, len(servers))
 	moves := 0
-	for step := 1; step <= 12; step++ {
+	for step := 1; step <= steps; step++ {
 		next := make([]bool, len(servers))
 		n := 0
 		for i := range next {
@@ -323,5 +338,5 @@ func TestFleetQuorumRandomCuts(t *testing.T) {
 	if logged != moves {
 		t.Errorf("%d moves to the standby, %d logged by the server that made them", moves, logged)
 	}
-	t.Logf("%d steps, %d moves", 12, moves)
+	t.Logf("%d steps, %d moves", steps, moves)
 }
