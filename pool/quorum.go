@@ -142,6 +142,7 @@ type quorumState struct {
 	// fleet's quorum keeps it: this server answers its own choice, and says so. 0 for none.
 	disagrees    uint8
 	disagreeFrom time.Time // when this server began to see the agreed group down, unheeded
+	exported     bool      // the disagreement gauge was set
 }
 
 // offVote is the agreed group this server saw fail while cut off from etcd.
@@ -239,6 +240,10 @@ func (p *Pool) followQuorumLocked(fam int, fo *balance.Failover, now time.Time) 
 				p.cfg.Zone, familyName(fam), q.vote.group)
 			q.vote = offVote{}
 		}
+	}
+	if !q.exported { // the gauge is there from the start, at 0, for a dashboard to show
+		q.exported = true
+		p.metrics.FleetDisagreement.WithLabelValues(p.cfg.Server, p.cfg.Zone, familyName(fam)).Set(float64(min(q.disagrees, 1)))
 	}
 	healthy := fo.Healthy()
 	serving, _ := fo.Serving()
