@@ -25,6 +25,7 @@ const MaxWeight = 1000
 // Config is one zone's pool, as the plugin's setup parsed it.
 type Config struct {
 	Server   string // the server label of CoreDNS's metrics, for the pool's series
+	Bind     string // the server block's first bind address, "" for none: with the host name and Server, it names this server's view in the fleet
 	Zone     string // lower case, fully qualified
 	Backends []Backend
 	Spec     health.Spec    // timing: interval, fast interval, timeout, rise, fall

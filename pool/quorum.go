@@ -169,11 +169,16 @@ var hostname = sync.OnceValue(func() string {
 	return h
 })
 
-// viewID names this server among the fleet's: its host and its server block's address, which
-// a restart keeps, so that a restarted server's view replaces its own and is never counted
-// twice. A "/" would nest the key.
+// viewID names this server among the fleet's: its host, its bind address and its server
+// block's address, which a restart keeps, so that a restarted server's view replaces its own
+// and is never counted twice. The bind address tells apart servers of one host in network
+// namespaces of their own. A "/" would nest the key.
 func (p *Pool) viewID() string {
-	return strings.ReplaceAll(hostname()+","+strings.TrimPrefix(p.cfg.Server, "dns://"), "/", "_")
+	id := hostname()
+	if p.cfg.Bind != "" {
+		id += "," + p.cfg.Bind
+	}
+	return strings.ReplaceAll(id+","+strings.TrimPrefix(p.cfg.Server, "dns://"), "/", "_")
 }
 
 // quorumDecides reports whether the fleet's serving group moves on a quorum of views.
@@ -199,7 +204,7 @@ func (p *Pool) takeViewsLocked(fam int, state map[string]source.KeyValue) {
 			// count as one, each overwriting the other.
 			if !ownListed && q.put != "" && !q.putting && !q.clashLogged {
 				q.clashLogged = true
-				log.Errorf("zone %s: etcd key %s%s holds %s, which this server did not write: another server of the fleet has the same host name and server address, and the quorum counts the two as one; give them distinct host names",
+				log.Errorf("zone %s: etcd key %s%s holds %s, which this server did not write: another server of the fleet has the same host name, bind address and server address, and the quorum counts the two as one; give them distinct host names or bind addresses",
 					p.cfg.Zone, p.cfg.Source.Etcd.Prefix, k, kv.Value)
 			}
 			continue
