@@ -298,6 +298,11 @@ func (p *Pool) followQuorumLocked(fam int, fo *balance.Failover, now time.Time) 
 		if g := servedByQuorum(views, need); g != 0 {
 			target = g
 		}
+		// Servers starting together publish their views one after another: the hold lets
+		// them all in, so that one server's false alarm at the start is outvoted too.
+		if !p.holdLocked(fam, now) {
+			return
+		}
 	case target == 0:
 		// A quorum sees the agreed group down and none healthy: the fleet is all down. The
 		// key says so ("0"), so that the return goes to the highest group, not back to
@@ -313,11 +318,7 @@ func (p *Pool) followQuorumLocked(fam int, fo *balance.Failover, now time.Time) 
 				p.switched(fam, sw)
 			}
 		}
-		if q.holdFrom.IsZero() {
-			q.holdFrom = now
-		}
-		if until := q.holdFrom.Add(p.returnHold()); now.Before(until) {
-			a.retry = until // armLocked wakes the pool then
+		if !p.holdLocked(fam, now) {
 			return
 		}
 	}
@@ -330,6 +331,20 @@ func (p *Pool) followQuorumLocked(fam int, fo *balance.Failover, now time.Time) 
 	}
 	q.holdFrom = time.Time{}
 	p.proposeLocked(fam, target, a.rev, agreedByFleet, now)
+}
+
+// holdLocked reports whether the family's proposal, with nothing agreed, has waited returnHold
+// since a group to propose appeared; if not, the pool's timer wakes it then. Callers hold mu.
+func (p *Pool) holdLocked(fam int, now time.Time) bool {
+	a := &p.agree.fam[fam]
+	if a.q.holdFrom.IsZero() {
+		a.q.holdFrom = now
+	}
+	if until := a.q.holdFrom.Add(p.returnHold()); now.Before(until) {
+		a.retry = until // armLocked wakes the pool then
+		return false
+	}
+	return true
 }
 
 // returnHold is how long the fleet waits, with no group agreed, for the views of groups that

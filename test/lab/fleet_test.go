@@ -26,7 +26,7 @@ const (
 	standbyAddr  = "198.18.0.42"
 	fleetClient  = "198.18.0.101"
 	fleetZone    = "fleet.lan"
-	splitZone    = "split.lan" // the same pool without nopreempt: nothing is agreed
+	splitZone    = "split.lan"  // the same pool without nopreempt: nothing is agreed
 	quorumZone   = "quorum.lan" // the same pool with nopreempt and the default fleet_quorum
 	etcdEndpoint = "http://" + etcdAddr + ":2379"
 )
