@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -91,9 +92,19 @@ func TestFleetQuorum(t *testing.T) {
 	var ports []int
 	var primaries []*harness.Backend
 	statusAddrs := make([]string, 4)
+	// Server 3's status listener has a token, for the operator's fail-back through its API.
+	const token = "quorum-s3cret-0123456789"
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	conf := func(i int) string {
+		status := "status " + statusAddrs[i]
+		if i == 2 {
+			status += " token " + tokenFile
+		}
 		return ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n" +
-			etcdPool("quorum.lan", etcd.Endpoint(), ports[i], "nopreempt", "status "+statusAddrs[i]) + "}\n"
+			etcdPool("quorum.lan", etcd.Endpoint(), ports[i], "nopreempt", status) + "}\n"
 	}
 	for i := range 4 { // the fourth joins late
 		ports = append(ports, harness.FreePort(t, primary, standby))
@@ -180,8 +191,15 @@ func TestFleetQuorum(t *testing.T) {
 		}
 	}
 
-	put(t, kv, groupKey, "200")
-	fleetAnswers(t, servers, zone, "fail-back written to etcd", primary)
+	// The operator's fail-back through server 3's API needs no quorum: the fleet follows.
+	api := &apiClient{base: "http://" + statusAddrs[2], token: token, http: &http.Client{Timeout: 5 * time.Second}}
+	if code, body, _ := api.post(t, "/api/v1/failback", token, `{"zone":"quorum.lan"}`); code != http.StatusOK {
+		t.Fatalf("fail-back through the status API: %d %s", code, body)
+	}
+	fleetAnswers(t, servers, zone, "fail-back through server 3's status API", primary)
+	if v := get(t, kv, groupKey); v != "200" {
+		t.Errorf("%s = %s after the fail-back, want 200", groupKey, v)
+	}
 }
 
 // TestFleetQuorumReturn: after every group of a fleet went down, the return is one
