@@ -213,7 +213,11 @@ func (p *Pool) propose(ctx context.Context, e fleetStore, fam int, from uint8, r
 			p.cfg.Zone, familyName(fam), group, err)
 	case ok:
 		a.known, a.group, a.rev, a.own = true, group, cur.ModRevision, agreedByFleet
-		log.Infof("zone %s: %s: priority group %s agreed for the fleet (etcd %s, was %s)", p.cfg.Zone, familyName(fam), groupName(group), key, groupName(from))
+		why := ""
+		if a.q.why != "" {
+			why = ": " + a.q.why
+		}
+		log.Infof("zone %s: %s: priority group %s agreed for the fleet (etcd %s, was %s)%s", p.cfg.Zone, familyName(fam), groupName(group), key, groupName(from), why)
 	default:
 		// Another server, or an operator, changed it first: follow it, if it can be followed here.
 		p.takeAgreedLocked(fam, cur)

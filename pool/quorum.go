@@ -134,6 +134,7 @@ type quorumState struct {
 	put     string               // this server's view as last written; "" to write it again
 	putRev  int64                // the revision of that write
 	putting bool                 // a write of it is out
+	why     string               // the cause of the move proposed last, for its log line
 	// clashLogged says that another server was seen writing this server's view key.
 	clashLogged bool
 	vote        offVote
@@ -259,6 +260,7 @@ func (p *Pool) followQuorumLocked(fam int, fo *balance.Failover, now time.Time) 
 			a.own = agreedByFleet
 			return
 		}
+		q.why = "" // the fail-back's own lines say who
 		p.proposeLocked(fam, serving, a.ownRev, failedBack, now)
 		return
 	}
@@ -330,7 +332,28 @@ func (p *Pool) followQuorumLocked(fam int, fo *balance.Failover, now time.Time) 
 		return
 	}
 	q.holdFrom = time.Time{}
+	q.why = quorumCause(views, agreed, a.rev, target, need, p.cfg.Quorum, a.known)
 	p.proposeLocked(fam, target, a.rev, agreedByFleet, now)
+}
+
+// quorumCause says, for the log line of a move that wins, which views made it.
+func quorumCause(views []fleetView, agreed uint8, rev int64, target uint8, need int, q Quorum, known bool) string {
+	switch {
+	case !known:
+		return fmt.Sprintf("nothing agreed yet; %d of %d live views see it healthy (fleet_quorum %s)", seenHealthy(views, target), len(views), q)
+	case agreed == 0:
+		return fmt.Sprintf("the return after every group was down; %d of %d live views see it healthy (fleet_quorum %s)", seenHealthy(views, target), len(views), q)
+	}
+	down := 0
+	for _, v := range views {
+		if v.seesDown(agreed, rev) {
+			down++
+		}
+	}
+	if target == 0 {
+		return fmt.Sprintf("%d of %d live views see group %d down and none healthy, %d needed (fleet_quorum %s)", down, len(views), agreed, need, q)
+	}
+	return fmt.Sprintf("%d of %d live views see group %d down, %d needed (fleet_quorum %s)", down, len(views), agreed, need, q)
 }
 
 // holdLocked reports whether the family's proposal, with nothing agreed, has waited returnHold
