@@ -321,6 +321,8 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 			cfg.status, err = parseStatus(c, args)
 		case "state":
 			cfg.State, err = parseState(c, args)
+		case "fleet_quorum":
+			cfg.Quorum, err = parseFleetQuorum(c, args)
 		case "backends_file", "backends_etcd":
 			if prev, other := firstLine[otherSource(prop)]; other {
 				err = c.Errf("%s and %s (line %d): a pool takes its live list from one source; give one", prop, otherSource(prop), prev)
@@ -332,7 +334,7 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 				cfg.Source, err = parseBackendsEtcd(c, args)
 			}
 		default:
-			err = c.Errf("unknown property '%s'; want backend, backends_file, backends_etcd, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, hash_prefix, answers, ttl, all_down, nopreempt, preempt_delay, exec_concurrency, ns, status, state or fallthrough", prop)
+			err = c.Errf("unknown property '%s'; want backend, backends_file, backends_etcd, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, hash_prefix, answers, ttl, all_down, nopreempt, preempt_delay, fleet_quorum, exec_concurrency, ns, status, state or fallthrough", prop)
 		}
 		if err != nil {
 			return cfg, lines, err
@@ -394,6 +396,9 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 	if cfg.Preempt.Never && cfg.Preempt.Delay != 0 {
 		return cfg, lines, errAt(c, max(firstLine["nopreempt"], firstLine["preempt_delay"]),
 			"nopreempt and preempt_delay together: nopreempt never takes back, so there is no delay to wait; give one")
+	}
+	if at, set := firstLine["fleet_quorum"]; set && (!cfg.Preempt.Never || cfg.Source.Kind != pool.SourceEtcd) {
+		return cfg, lines, errAt(c, at, "fleet_quorum without 'nopreempt' and 'backends_etcd': it says how many servers of a fleet agreeing through etcd must see a group down")
 	}
 	if at, set := firstLine["hash_prefix"]; set && cfg.Policy != "consistent_hash" {
 		return cfg, lines, errAt(c, at, "hash_prefix without 'policy consistent_hash': it says how much of a client's address keys the hash")

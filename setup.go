@@ -70,6 +70,9 @@ func setupWith(c *caddy.Controller, detectICMP func() (privileged bool, err erro
 			cfg.nsAddrs = serverAddrs
 		}
 		cfg.Server = server
+		if hosts := dnsserver.GetConfig(c).ListenHosts; len(hosts) > 0 && hosts[0] != "" {
+			cfg.Bind = hosts[0]
+		}
 		if cfg.status.Token != "" {
 			cfg.FailBackAPI = cfg.status.Addr
 		}

@@ -21,7 +21,7 @@ import (
 
 // Address plan: TestMetricsExported's backends are 127.0.0.200 (live; a Corefile line of app.lan
 // and push.lan, and the etcd key of etcd.lan) and 127.0.0.201 (nothing listens; a drained Corefile line of
-// app.lan and the backends file of file.lan).
+// app.lan, the backends file of file.lan and etcd.lan's standby).
 const (
 	liveBackend = "127.0.0.200"
 	deadBackend = "127.0.0.201"
@@ -64,6 +64,10 @@ func TestMetricsExported(t *testing.T) {
 	if _, err := etcd.Client(t).Put(ctx, "/healthdns/etcd.lan/"+liveBackend, "weight 2"); err != nil {
 		t.Fatalf("putting etcd.lan's backend: %v", err)
 	}
+	// A standby group under nopreempt: the fleet's quorum runs, with its disagreement gauge.
+	if _, err := etcd.Client(t).Put(ctx, "/healthdns/etcd.lan/"+deadBackend, "priority 50"); err != nil {
+		t.Fatalf("putting etcd.lan's standby: %v", err)
+	}
 	drainUntil := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
 	// push.lan's node reports; one report names a backend the zone does not list, refused.
 	reportToken := filepath.Join(t.TempDir(), "report.token")
@@ -97,6 +101,7 @@ func TestMetricsExported(t *testing.T) {
         check tcp %d
         interval 100ms
         timeout 50ms
+        nopreempt
     }
     healthdns push.lan {
         backend %s

@@ -30,6 +30,9 @@ type fleetStore interface {
 	CompareAndDelete(ctx context.Context, key string, modRevision int64) (bool, error)
 	Put(ctx context.Context, key, value string) (revision int64, err error)
 	Delete(ctx context.Context, key string) (existed bool, revision int64, err error)
+	// PutLeased writes a key that etcd deletes once this server stops keeping its lease
+	// alive: its view of the groups, which must not outlive it.
+	PutLeased(ctx context.Context, key, value string) (revision int64, err error)
 }
 
 type agreedGroup struct {
@@ -47,6 +50,8 @@ type agreedGroup struct {
 	// which the lost compare-and-swap reads back and follows.
 	own    ownDecision
 	ownRev int64
+
+	q quorumState // the fleet's views, unless fleet_quorum is any
 }
 
 // ownDecision is why a server proposes its serving group instead of adopting the agreed one.
@@ -84,6 +89,9 @@ func (p *Pool) agreed(state map[string]source.KeyValue) {
 	p.mu.Lock()
 	for fam := range p.agree.fam {
 		kv := state[agreementKey(fam)] // zero when absent: nothing agreed
+		if p.quorumDecides() {
+			p.takeViewsLocked(fam, state)
+		}
 		if !p.takeAgreedLocked(fam, kv) {
 			log.Errorf("zone %s: etcd key %s%s is %s, not a priority group (1 to 255); proposing this server's choice",
 				p.cfg.Zone, p.cfg.Source.Etcd.Prefix, agreementKey(fam), word(kv.Value))
@@ -103,6 +111,9 @@ func (p *Pool) takeAgreedLocked(fam int, kv source.KeyValue) bool {
 		return true
 	}
 	g, err := strconv.Atoi(kv.Value)
+	if g == 0 && err == nil && p.quorumDecides() {
+		return true // a quorum saw every group down: none agreed, the return goes to the highest
+	}
 	if err != nil || g < 1 || g > 255 {
 		return false
 	}
@@ -124,10 +135,18 @@ func (p *Pool) followAgreementLocked(fam int, fo *balance.Failover, sw balance.S
 		if sw.Changed() {
 			p.decideOwnLocked(fam, decidedCutOff)
 		}
+		// What the fleet could not be told: this server saw the agreed group fail.
+		if p.quorumDecides() && a.known && a.group != 0 && !fo.Healthy().Has(a.group) && a.q.vote.group == 0 {
+			a.q.vote = offVote{group: a.group, rev: a.rev}
+		}
 		return
 	}
 	if a.proposing {
 		return // its answer says what the fleet agreed
+	}
+	if p.quorumDecides() {
+		p.followQuorumLocked(fam, fo, now)
+		return
 	}
 	serving, _ := fo.Serving()
 	if a.known && a.group != 0 && a.group != serving && a.own == agreedByFleet {
@@ -155,13 +174,20 @@ func (p *Pool) followAgreementLocked(fam int, fo *balance.Failover, sw balance.S
 	if a.own != agreedByFleet {
 		rev = a.ownRev
 	}
+	p.proposeLocked(fam, serving, rev, a.own, now)
+}
+
+// proposeLocked sends the proposal of group for family fam, against the key's revision rev,
+// on a goroutine that stopSource waits for. Callers hold mu.
+func (p *Pool) proposeLocked(fam int, group uint8, rev int64, own ownDecision, now time.Time) {
+	a := &p.agree.fam[fam]
 	a.proposing, a.proposed = true, now
-	from, own := a.group, a.own
+	from := a.group
 	e, ctx := p.agree.Etcd, p.agree.ctx
 	p.agreeWG.Add(1)
 	go func() {
 		defer p.agreeWG.Done()
-		p.propose(ctx, e, fam, from, rev, serving, own)
+		p.propose(ctx, e, fam, from, rev, group, own)
 	}()
 }
 
@@ -187,7 +213,11 @@ func (p *Pool) propose(ctx context.Context, e fleetStore, fam int, from uint8, r
 			p.cfg.Zone, familyName(fam), group, err)
 	case ok:
 		a.known, a.group, a.rev, a.own = true, group, cur.ModRevision, agreedByFleet
-		log.Infof("zone %s: %s: priority group %s agreed for the fleet (etcd %s, was %s)", p.cfg.Zone, familyName(fam), groupName(group), key, groupName(from))
+		why := ""
+		if a.q.why != "" {
+			why = ": " + a.q.why
+		}
+		log.Infof("zone %s: %s: priority group %s agreed for the fleet (etcd %s, was %s)%s", p.cfg.Zone, familyName(fam), groupName(group), key, groupName(from), why)
 	default:
 		// Another server, or an operator, changed it first: follow it, if it can be followed here.
 		p.takeAgreedLocked(fam, cur)
@@ -220,5 +250,9 @@ func (p *Pool) agreedStatusLocked(fam int) *Agreement {
 		return nil
 	}
 	a := p.agree.fam[fam]
-	return &Agreement{Key: p.cfg.Source.Etcd.Prefix + agreementKey(fam), Known: a.known, Group: a.group, Revision: a.rev, Connected: p.src.connected}
+	st := &Agreement{Key: p.cfg.Source.Etcd.Prefix + agreementKey(fam), Known: a.known, Group: a.group, Revision: a.rev, Connected: p.src.connected}
+	if p.quorumDecides() {
+		st.Quorum, st.Views, st.Disagrees = p.cfg.Quorum.String(), a.q.live, a.q.disagrees
+	}
+	return st
 }

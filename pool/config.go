@@ -25,6 +25,7 @@ const MaxWeight = 1000
 // Config is one zone's pool, as the plugin's setup parsed it.
 type Config struct {
 	Server   string // the server label of CoreDNS's metrics, for the pool's series
+	Bind     string // the server block's first bind address, "" for none: with the host name and Server, it names this server's view in the fleet
 	Zone     string // lower case, fully qualified
 	Backends []Backend
 	Spec     health.Spec    // timing: interval, fast interval, timeout, rise, fall
@@ -33,6 +34,7 @@ type Config struct {
 	AllDown  AllDownMode
 	Preempt  balance.Preemption // how a higher priority group takes back from a lower one
 	Source   Source             // backends_file or backends_etcd, Kind SourceNone for neither
+	Quorum   Quorum             // fleet_quorum: the views that move the fleet's group, with etcd and nopreempt
 
 	// FailBackAPI is the address of a status listener with a token that shows this pool, "" for
 	// none: the nopreempt log line names it as a way to fail back.

@@ -14,6 +14,7 @@ type Metrics struct {
 
 	AllDownTotal, GroupSwitchesTotal *prometheus.CounterVec // by server, zone, family
 	ServingPriority                  *prometheus.GaugeVec
+	FleetDisagreement                *prometheus.GaugeVec
 
 	ReportsRefusedTotal *prometheus.CounterVec // by server, zone, reason
 
@@ -27,7 +28,7 @@ func (m *Metrics) zoneSeries() []interface {
 } {
 	return []interface {
 		DeletePartialMatch(prometheus.Labels) int
-	}{m.AllDownTotal, m.ServingPriority, m.ReportsRefusedTotal, m.GroupSwitchesTotal, m.SourceErrorsTotal, m.SourceLastLoad, m.SourceLastError, m.SourceConnected, m.SourceSkippedKeys}
+	}{m.AllDownTotal, m.ServingPriority, m.ReportsRefusedTotal, m.FleetDisagreement, m.GroupSwitchesTotal, m.SourceErrorsTotal, m.SourceLastLoad, m.SourceLastError, m.SourceConnected, m.SourceSkippedKeys}
 }
 
 // DeleteBackend drops the series of a pool's backend: the health registry's observer calls it
@@ -83,6 +84,12 @@ func NewMetrics() *Metrics {
 			Name:      "serving_priority",
 			Help:      "The priority group a zone's address family is answered from; 0 while none has a healthy backend.",
 		}, []string{"server", "zone", "family"}),
+		FleetDisagreement: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "coredns",
+			Subsystem: "healthdns",
+			Name:      "fleet_disagreement",
+			Help:      "Whether this server sees the priority group its fleet agreed (backends_etcd, nopreempt, fleet_quorum) with no healthy backend while a quorum of the fleet's views keeps it (1): it answers from its own choice meanwhile.",
+		}, []string{"server", "zone", "family"}),
 		GroupSwitchesTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "coredns",
 			Subsystem: "healthdns",
@@ -137,6 +144,6 @@ func NewMetrics() *Metrics {
 // Collectors are the series to register.
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.BackendUp, m.BackendDrained, m.BackendInServiceUp, m.BackendDrainInfo, m.AnswersTotal,
-		m.AllDownTotal, m.GroupSwitchesTotal, m.ServingPriority, m.ReportsRefusedTotal,
+		m.AllDownTotal, m.GroupSwitchesTotal, m.ServingPriority, m.ReportsRefusedTotal, m.FleetDisagreement,
 		m.SourceErrorsTotal, m.SourceLastLoad, m.SourceLastError, m.SourceConnected, m.SourceSkippedKeys}
 }

@@ -48,6 +48,9 @@ type Agreement struct {
 	Group     uint8
 	Revision  int64
 	Connected bool
+	Quorum    string // "" for fleet_quorum any
+	Views     int    // live views at the last decision
+	Disagrees uint8  // the agreed group while this server sees it down and the quorum keeps it
 }
 
 // SourceStatus is the live list's source: what it gave and how it fares.

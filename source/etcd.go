@@ -146,6 +146,7 @@ type Etcd struct {
 	cfg       EtcdConfig
 	endpoints string // for errors
 	client    *clientv3.Client
+	lease     lease // of the keys PutLeased writes
 
 	// Set by tests: beforeRead runs before each read of the prefix, afterGet between the read
 	// and the start of the watch that continues it.

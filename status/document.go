@@ -129,7 +129,8 @@ func poolDoc(shown Shown, st pool.Status) PoolDoc {
 			fd.PreemptWait = &PreemptWaitDoc{Group: w.Group, Until: w.Until}
 		}
 		if a := f.Agreement; a != nil {
-			fd.Agreement = &AgreementDoc{Key: a.Key, Known: a.Known, Group: a.Group, Revision: a.Revision, Connected: a.Connected}
+			fd.Agreement = &AgreementDoc{Key: a.Key, Known: a.Known, Group: a.Group, Revision: a.Revision, Connected: a.Connected,
+				Quorum: a.Quorum, Views: a.Views, Disagrees: a.Disagrees}
 		}
 		sp.Families = append(sp.Families, fd)
 	}

@@ -181,4 +181,10 @@ type AgreementDoc struct {
 	Group     uint8  `json:"group,omitempty"`
 	Revision  int64  `json:"revision,omitempty"`
 	Connected bool   `json:"connected"`
+	// With fleet_quorum other than any: the quorum, the live views counted at the last
+	// decision (this server's included), and the agreed group while this server sees it
+	// with no healthy backend and the quorum keeps it.
+	Quorum    string `json:"quorum,omitempty"`
+	Views     int    `json:"views,omitempty"`
+	Disagrees uint8  `json:"disagrees,omitempty"`
 }

@@ -198,7 +198,8 @@ func TestFleetAgreesOnGroup(t *testing.T) {
 	}
 	var servers []*harness.Server
 	for i, port := range []int{seenPort, blockedPort, blockedPort} {
-		extra := []string{"nopreempt"}
+		// fleet_quorum any: one server's view moves the fleet (TestFleetQuorum has the quorum).
+		extra := []string{"nopreempt", "fleet_quorum any"}
 		if i == 0 {
 			extra = append(extra, "status "+statusAddr+" token "+tokenFile)
 		}

@@ -67,6 +67,9 @@
 //	                             the wire package's tests use .11-.13 on loopback, and .1-.3, .20 in namespaces of
 //	                             their own, as the health package's 1,000 black-holed backends use 127.6.0.0/16)
 //	127.0.8.64-.127              TestChaos (.64-.66 steady, then one flapping backend each)
+//	127.0.17.1, .2               TestFleetQuorum (127.0.17.0/24 reserved for issue 26's quorum)
+//	127.0.17.11, .12             TestFleetQuorumReturn
+//	127.0.17.21, .22             TestFleetQuorumRandomCuts
 //	127.0.12.1, .2               TestEventStream (127.0.12.0/24 reserved for issue 24's events)
 //	127.0.16.1-.4, .9 (unlisted) TestPushCheck (127.0.16.0/24 reserved for issue 25's push checks)
 //	127.0.18.1, .2, .11, .12     TestStateAcrossRestart (127.0.18.0/24 reserved for issue 26's state file)

@@ -26,7 +26,8 @@ const (
 	standbyAddr  = "198.18.0.42"
 	fleetClient  = "198.18.0.101"
 	fleetZone    = "fleet.lan"
-	splitZone    = "split.lan" // the same pool without nopreempt: nothing is agreed
+	splitZone    = "split.lan"  // the same pool without nopreempt: nothing is agreed
+	quorumZone   = "quorum.lan" // the same pool with nopreempt and the default fleet_quorum
 	etcdEndpoint = "http://" + etcdAddr + ":2379"
 )
 
@@ -168,6 +169,50 @@ func TestFleetOutageReconciles(t *testing.T) {
 	f.settle(fleetZone, "fail-back written to etcd", all(primaryAddr)...)
 }
 
+// A fleet on a quorum of its views (fleet_quorum majority, the default), on a real network:
+// the primary cut from dns1 alone is one view of three, and the fleet stays on it, dns1
+// answering the standby meanwhile and saying so; cut from dns2 too, it is a quorum, and the
+// fleet moves once. Mended, nopreempt keeps the fleet on the standby.
+func TestFleetQuorum(t *testing.T) {
+	f := newFleet(t)
+	groupKey := "/healthdns/" + quorumZone + "/_group/ipv4"
+	f.startServers()
+	f.settle(quorumZone, "the primary healthy", primaryAddr, primaryAddr, primaryAddr)
+	if !harness.Poll(10*time.Second, 50*time.Millisecond, func() bool { return f.get(groupKey) == "200" }) {
+		t.Fatalf("%s = %q in etcd, want 200", groupKey, f.get(groupKey))
+	}
+
+	f.cut(0)
+	f.settle(quorumZone, "only dns1 cut from the primary", standbyAddr, primaryAddr, primaryAddr)
+	f.hold("only dns1 cut from the primary", map[string][]string{
+		quorumZone: {standbyAddr, primaryAddr, primaryAddr},
+		fleetZone:  {standbyAddr, standbyAddr, standbyAddr}, // fleet_quorum any: one view moves it
+	})
+	if g := f.get(groupKey); g != "200" {
+		t.Errorf("%s = %q after one server's false alarm, want 200", groupKey, g)
+	}
+	disagrees := regexp.MustCompile(`zone ` + regexp.QuoteMeta(quorumZone) + `\.: ipv4: the fleet serves priority group 200, which this server sees with no healthy backend`)
+	if !harness.Poll(10*time.Second, 50*time.Millisecond, func() bool { return len(harness.LinesMatching(f.procs[0].Output(), disagrees)) == 1 }) {
+		t.Errorf("dns1 does not log its disagreement once:\n%s", f.procs[0].Output())
+	}
+
+	f.cut(1)
+	f.settle(quorumZone, "dns1 and dns2 cut from the primary", standbyAddr, standbyAddr, standbyAddr)
+	if g := f.get(groupKey); g != "100" {
+		t.Errorf("%s = %q after two servers lost the primary, want 100", groupKey, g)
+	}
+	f.mend(0, 1)
+	f.hold("the primary reachable from everywhere (nopreempt)", map[string][]string{quorumZone: {standbyAddr, standbyAddr, standbyAddr}})
+	agreed := regexp.MustCompile(`zone ` + regexp.QuoteMeta(quorumZone) + `\.: ipv4: priority group 100 agreed for the fleet`)
+	writes := 0
+	for _, p := range f.procs {
+		writes += len(harness.LinesMatching(p.Output(), agreed))
+	}
+	if writes != 1 {
+		t.Errorf("the move to the standby was written %d times, want once", writes)
+	}
+}
+
 // newFleet builds the lab, starts etcd and the two backends, and lists them in etcd for both
 // zones, the primary in group 200 and the standby in 100; the DNS servers start later, once the
 // network is as the test wants it at their start. It skips the test where the lab cannot run.
@@ -210,7 +255,7 @@ func newFleet(t *testing.T) *fleet {
 		}
 	})
 	f.startEtcd()
-	for _, zone := range []string{fleetZone, splitZone} {
+	for _, zone := range []string{fleetZone, splitZone, quorumZone} {
 		f.put("/healthdns/"+zone+"/"+primaryAddr, "priority 200")
 		f.put("/healthdns/"+zone+"/"+standbyAddr, "priority 100")
 	}
@@ -310,7 +355,8 @@ func (f *fleet) startServers() {
 			fmt.Sprintf("check tcp %d", webPort), "interval 200ms", "timeout 100ms", "rise 2", "fall 2",
 		}, extra...)...)
 	}
-	body := pool(fleetZone, "nopreempt") + pool(splitZone)
+	// fleet_quorum any: one server's view moves the fleet, as these tests show.
+	body := pool(fleetZone, "nopreempt", "fleet_quorum any") + pool(splitZone) + pool(quorumZone, "nopreempt")
 	for _, h := range f.servers {
 		f.procs = append(f.procs, f.startDNS(h, body))
 	}
