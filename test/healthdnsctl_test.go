@@ -9,27 +9,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/healthdns/healthdns/client"
 	"github.com/healthdns/healthdns/test/harness"
 )
-
-// healthdnsctl is built once per package run, as coredns is.
-var healthdnsctl = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "healthdnsctl-test-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "healthdnsctl")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/healthdns/healthdns/cmd/healthdnsctl").CombinedOutput()
-	if err != nil {
-		return "", errors.New("building healthdnsctl: " + err.Error() + "\n" + string(out))
-	}
-	return bin, nil
-})
 
 // ctl runs healthdnsctl with env and args, and returns its exit code and output.
 type ctlRun struct {
@@ -39,15 +24,12 @@ type ctlRun struct {
 
 func ctl(t *testing.T, env []string, args ...string) ctlRun {
 	t.Helper()
-	bin, err := healthdnsctl()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := harness.Healthdnsctl(t)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	r := ctlRun{stdout: stdout.String(), stderr: stderr.String()}
 	var ee *exec.ExitError
 	switch {
@@ -104,7 +86,7 @@ func TestHealthdnsctl(t *testing.T) {
 	}
 
 	// The event stream, followed while the writes below happen.
-	bin, _ := healthdnsctl()
+	bin := harness.Healthdnsctl(t)
 	watch := exec.Command(bin, "watch", "--json")
 	watch.Env = append(os.Environ(), env...)
 	events, err := watch.StdoutPipe()

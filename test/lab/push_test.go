@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/healthdns/healthdns/test/harness"
 )
 
 // The push lab's own namespaces and addresses (prefix hdpush, 198.18.25.0/24), so that it runs
@@ -26,13 +28,11 @@ const (
 
 // reportLoop is a node's timer, as a shell loop: every pushEvery seconds it runs the node's own
 // check (a flag file standing for a local service's state, which only the node can see) and
-// reports the verdict with curl, as a systemd timer calling healthdnsctl report would.
+// reports the verdict with healthdnsctl, as the README's systemd timer does.
 const reportLoop = `
 while :; do
 	if [ -e "$STATE" ]; then result=pass; output="service answers"; else result=fail; output="service stopped"; fi
-	curl -sS -m 2 -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $(cat "$TOKEN")" -H 'Content-Type: application/json' \
-		-d "{\"zone\":\"push.lab.\",\"backend\":\"$NODE\",\"result\":\"$result\",\"output\":\"$output\"}" \
-		"http://$DNS:$PORT/api/v1/report"
+	"$HEALTHDNSCTL" report push.lab. "$NODE" "$result" --output "$output"
 	sleep $EVERY
 done`
 
@@ -104,7 +104,8 @@ func TestPushLab(t *testing.T) {
 		if err := os.WriteFile(state[addr], nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		env := append(os.Environ(), "STATE="+state[addr], "TOKEN="+tokenFile, "NODE="+addr, "DNS="+pushDNS, "PORT="+pushAPIPort, "EVERY="+pushEvery)
+		env := append(os.Environ(), "STATE="+state[addr], "NODE="+addr, "EVERY="+pushEvery, "HEALTHDNSCTL="+harness.Healthdnsctl(t),
+			"HEALTHDNS_ADDR="+pushDNS+":"+pushAPIPort, "HEALTHDNS_TOKEN_FILE="+tokenFile)
 		timer, err := node.StartProcessEnv(env, "/bin/sh", "-c", reportLoop)
 		if err != nil {
 			t.Fatal(err)
