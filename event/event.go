@@ -32,6 +32,9 @@ const (
 	SourceRecovered  Kind = "source_recovered"
 )
 
+// Kinds are every kind published, in the README's order.
+var Kinds = []Kind{BackendUp, BackendDown, BackendDrained, BackendUndrained, GroupSwitched, AllDown, AllDownOver, SourceFailed, SourceRecovered}
+
 // Event is one transition, as every channel delivers it (README, "Events"). Fields a kind has
 // no use for are left out of its JSON.
 type Event struct {
@@ -178,6 +181,16 @@ func (b *Bus) Subscribe(seq uint64) (backlog []Event, complete bool, s *Subscrip
 	b.subs[s] = struct{}{}
 	backlog, complete = b.sinceLocked(seq)
 	return backlog, complete, s
+}
+
+// Follow returns a subscription to the events published from now on, without a backlog: a
+// notify target that starts hears of what happens after it started, never of the ring's past.
+func (b *Bus) Follow() *Subscription {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := &Subscription{c: make(chan Event, subscriberBuffer), bus: b}
+	b.subs[s] = struct{}{}
+	return s
 }
 
 // Events is the subscription's feed; it is never closed (Close stops it).
