@@ -95,10 +95,10 @@ func TestHTTPDelivers(t *testing.T) {
 		{Channel: HTTP, URL: ts.URL, Token: "0123456789abcdef", Timeout: time.Second, Kinds: []event.Kind{event.BackendDown, event.BackendUp}},
 	}}})
 	defer lease.Release()
-	bus.Publish(event.Event{Kind: event.BackendDown, Server: server, Zone: zone, Backend: "10.0.0.1"})       // 1
+	bus.Publish(event.Event{Kind: event.BackendDown, Server: server, Zone: zone, Backend: "10.0.0.1"})         // 1
 	bus.Publish(event.Event{Kind: event.BackendDown, Server: server, Zone: "other.lan.", Backend: "10.0.0.2"}) // 2: another zone
-	bus.Publish(event.Event{Kind: event.BackendDrained, Server: server, Zone: zone, Backend: "10.0.0.1"})    // 3: not wanted
-	bus.Publish(event.Event{Kind: event.BackendUp, Server: server, Zone: zone, Backend: "10.0.0.1"})         // 4
+	bus.Publish(event.Event{Kind: event.BackendDrained, Server: server, Zone: zone, Backend: "10.0.0.1"})      // 3: not wanted
+	bus.Publish(event.Event{Kind: event.BackendUp, Server: server, Zone: zone, Backend: "10.0.0.1"})           // 4
 	waitFor(t, "two POSTs", func() bool { b, _, _ := rcv.received(); return len(b) >= 2 })
 	lease.Release()
 	bodies, auth, types := rcv.received()
