@@ -67,6 +67,7 @@
 //	127.0.8.64-.127              TestChaos (.64-.66 steady, then one flapping backend each)
 //	127.0.12.1, .2               TestEventStream (127.0.12.0/24 reserved for issue 24's events)
 //	127.0.14.1-.3, .10           TestNotifyEveryKind (127.0.14.0/24 reserved for issue 24's notify: backends, receivers)
+//	127.0.14.21, .22, .30, .31   TestNotifyStuckTargets
 package test
 
 import (

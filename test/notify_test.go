@@ -275,3 +275,97 @@ func TestNotifyEveryKind(t *testing.T) {
 		return harness.SameSet(harness.AnswerAddrs(s.Query(t, "udp", "nt.lan.", dns.TypeA)), primary)
 	}, "the primary answered after the fail-back")
 }
+
+// TestNotifyStuckTargets: a receiver that never answers, one that answers 500 and a script
+// that hangs each hold their queue, while the zone keeps being probed and answered: drains
+// through the API and a killed backend still change what DNS answers. The 500 receiver gets
+// retries; past the queue's bound events are dropped, and counted.
+func TestNotifyStuckTargets(t *testing.T) {
+	t.Parallel()
+	const steady, drained = "127.0.14.21", "127.0.14.22"
+	port, backends := harness.StartBackends(t, steady, drained)
+	const token = "notify-stuck-0123456789"
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hanging := startReceiver(t, "127.0.14.30", http.StatusOK, true, token)
+	failing := startReceiver(t, "127.0.14.31", http.StatusInternalServerError, false, token)
+	script := filepath.Join(t.TempDir(), "hang")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nexec sleep 600\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	statusAddr := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
+	s := harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n prometheus {{METRICS}}\n"+
+		harness.TCPPool("stuck.lan", port, "100ms", "50ms", []string{steady, drained}, "rise 1", "fall 1",
+			"status "+statusAddr+" token "+tokenFile,
+			"notify http "+hanging.URL+" token "+tokenFile+" timeout 1h",
+			"notify http "+failing.URL+" token "+tokenFile+" timeout 1s",
+			"notify exec "+script+" timeout 1h")+"}\n")
+	api := &apiClient{base: "http://" + statusAddr, token: token, http: &http.Client{Timeout: 5 * time.Second}}
+	answers := func() []string { return harness.AnswerAddrs(s.Query(t, "udp", "stuck.lan.", dns.TypeA)) }
+	answersOnly := func(ip string) func() bool {
+		return func() bool {
+			for range 5 { // answers 1, by policy random: several tries see both
+				if !harness.SameSet(answers(), ip) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+
+	// 2 × 150 events, each published before the API answers; more than a queue holds.
+	const rounds = 150
+	for i := range rounds {
+		if code, body, _ := api.post(t, "/api/v1/drain", token, `{"zone":"stuck.lan.","backend":"`+drained+`","reason":"round `+strconv.Itoa(i)+`"}`); code != http.StatusOK {
+			t.Fatalf("drain %d: %d %s", i, code, body)
+		}
+		if i == 0 {
+			harness.Eventually(t, 5*time.Second, answersOnly(steady), "only "+steady+" answered while "+drained+" is drained")
+		}
+		if code, body, _ := api.post(t, "/api/v1/undrain", token, `{"zone":"stuck.lan.","backend":"`+drained+`"}`); code != http.StatusOK {
+			t.Fatalf("undrain %d: %d %s", i, code, body)
+		}
+	}
+	// Probing goes on: the killed backend goes down, and DNS stops answering it.
+	backends[steady].Stop()
+	harness.Eventually(t, 10*time.Second, func() bool { st, _ := api.drainedBy(t, "stuck.lan.", steady); return st == "down" }, steady+" down")
+	harness.Eventually(t, 5*time.Second, answersOnly(drained), "only "+drained+" answered once "+steady+" is down")
+
+	value := func(name, channel string) float64 {
+		m, err := harness.ScrapeURL("http://" + s.MetricsAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := m.Value(name, map[string]string{"channel": channel})
+		return v
+	}
+	harness.Eventually(t, 10*time.Second, func() bool {
+		return value("coredns_healthdns_notify_dropped_total", "http") > 0 && value("coredns_healthdns_notify_dropped_total", "exec") > 0
+	}, "drops counted for both channels")
+	// Each http target holds one event and queues 256: with two of them the drops are at least
+	// 2 × (301 - 257) (the backend_down adds one), however the failing one's retries went.
+	if d := value("coredns_healthdns_notify_dropped_total", "http"); d < 2*(2*rounds+1-257) {
+		t.Errorf("http dropped %v events, want at least %d", d, 2*(2*rounds+1-257))
+	}
+	if d := value("coredns_healthdns_notify_dropped_total", "exec"); d < 2*rounds+1-257 {
+		t.Errorf("exec dropped %v events, want at least %d", d, 2*rounds+1-257)
+	}
+	harness.Eventually(t, 20*time.Second, func() bool {
+		got, _, _ := failing.got()
+		return len(got) >= 2 && got[0].Seq == got[1].Seq
+	}, "the 500 receiver given the same event again")
+	if f := value("coredns_healthdns_notify_failures_total", "http"); f < 2 {
+		t.Errorf("notify_failures_total{channel=http} %v, want the 500s counted", f)
+	}
+	if got, _, _ := hanging.got(); len(got) != 1 {
+		t.Errorf("the hanging receiver got %d requests, want the one it holds", len(got))
+	}
+	if q := value("coredns_healthdns_notify_queue_depth", "http"); q < 256 {
+		t.Errorf("notify_queue_depth{channel=http} %v, want the hanging receiver's full queue", q)
+	}
+	if n := strings.Count(s.Output(), "queue full (256 events)"); n != 3 {
+		t.Errorf("%d lines say a queue is full, want one per stuck target:\n%s", n, s.Output())
+	}
+}
