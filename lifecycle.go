@@ -42,6 +42,7 @@ type lifecycle struct {
 	stopped  bool
 	acquired []*status.View // the views start registered with their listeners
 	notified *notify.Lease  // the notify targets start acquired; nil before
+	watched  bool           // start acquired the stall watchdog
 }
 
 // lifecycleOf returns the lifecycle of c's instance. The first healthdns block of an instance
@@ -155,6 +156,8 @@ func (l *lifecycle) start() error {
 	// during the reload reaches them once.
 	l.mu.Lock()
 	l.notified = proc.notify.Acquire(proc.events(), l.notify)
+	proc.stalls.acquire(l, l.reg, proc.events())
+	l.watched = true
 	l.mu.Unlock()
 	startPools(l.pools, l.reg)
 	return nil
@@ -195,6 +198,9 @@ func (l *lifecycle) stop() {
 	// held stop (a reload dropped their line).
 	if l.notified != nil {
 		l.notified.Release()
+	}
+	if l.watched {
+		proc.stalls.release(l)
 	}
 }
 

@@ -29,6 +29,7 @@ type process struct {
 	status  *status.Listeners
 	events  func() *event.Bus // made at the first setup, kept by every reload
 	notify  *notify.Hub       // the notify targets, which a reload that keeps their line keeps
+	stalls  *watchdog         // publishes the probe loops' stalls
 	started time.Time         // for the status page's uptime
 }
 
@@ -37,6 +38,7 @@ var proc = &process{
 	status:  status.NewListeners(),
 	events:  sync.OnceValue(newProcessEvents),
 	notify:  notify.NewHub(notifyMetrics),
+	stalls:  newWatchdog(watchEvery),
 	started: time.Now(),
 }
 

@@ -30,10 +30,12 @@ const (
 	AllDownOver      Kind = "all_down_over"
 	SourceFailed     Kind = "source_failed"
 	SourceRecovered  Kind = "source_recovered"
+	CheckerStalled   Kind = "checker_stalled"
+	CheckerRecovered Kind = "checker_recovered"
 )
 
 // Kinds are every kind published, in the README's order.
-var Kinds = []Kind{BackendUp, BackendDown, BackendDrained, BackendUndrained, GroupSwitched, AllDown, AllDownOver, SourceFailed, SourceRecovered}
+var Kinds = []Kind{BackendUp, BackendDown, BackendDrained, BackendUndrained, GroupSwitched, AllDown, AllDownOver, SourceFailed, SourceRecovered, CheckerStalled, CheckerRecovered}
 
 // Event is one transition, as every channel delivers it (README, "Events"). Fields a kind has
 // no use for are left out of its JSON.
@@ -59,6 +61,8 @@ type Event struct {
 	Why    string `json:"why,omitempty"`    // group_switched: preempt, failover, fail-back or the fleet's agreement, in words
 
 	Source string `json:"source,omitempty"` // source_*: file or etcd
+
+	Wire string `json:"wire,omitempty"` // checker_*: the probe loop (icmp, tcp_syn, tcp_connect, blocking)
 }
 
 // Instance says which healthdns process an event comes from.

@@ -318,6 +318,10 @@ func State(e event.Event) string {
 		return "failed"
 	case event.SourceRecovered:
 		return "recovered"
+	case event.CheckerStalled:
+		return "stalled"
+	case event.CheckerRecovered:
+		return "running"
 	}
 	return string(e.Kind)
 }

@@ -205,7 +205,7 @@ func TestNotifyEveryKind(t *testing.T) {
 	streamHas("backend_up", primary)
 	harness.Eventually(t, 10*time.Second, func() bool { return !state(primary)() }, primary+" up again")
 	post("/api/v1/failback", `{"zone":"nt.lan."}`) // group_switched 100 → 200 (fail-back)
-	writeList(listed + " weight two\n")             // source_failed
+	writeList(listed + " weight two\n")            // source_failed
 	streamHas("source_failed", "")
 	writeList(listed + "\n") // source_recovered
 	streamHas("source_recovered", "")
