@@ -310,6 +310,10 @@ func State(e event.Event) string {
 		return "drained"
 	case event.BackendUndrained:
 		return "undrained"
+	case event.BackendAdded:
+		return "added"
+	case event.BackendRemoved:
+		return "removed"
 	case event.GroupSwitched, event.AllDownOver:
 		return "serving"
 	case event.AllDown:

@@ -66,7 +66,7 @@
 //	                             their own, as the health package's 1,000 black-holed backends use 127.6.0.0/16)
 //	127.0.8.64-.127              TestChaos (.64-.66 steady, then one flapping backend each)
 //	127.0.12.1, .2               TestEventStream (127.0.12.0/24 reserved for issue 24's events)
-//	127.0.14.1-.3, .10           TestNotifyEveryKind (127.0.14.0/24 reserved for issue 24's notify: backends, receivers)
+//	127.0.14.1-.4, .10           TestNotifyEveryKind (127.0.14.0/24 reserved for issue 24's notify: backends, receivers)
 //	127.0.14.21, .22, .30, .31   TestNotifyStuckTargets
 package test
 

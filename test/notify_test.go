@@ -128,13 +128,14 @@ func scriptRuns(t *testing.T, dir string) map[uint64][3]string {
 
 // TestNotifyEveryKind: every event kind, each from a real cause (a backend killed and
 // restarted, a drain and an undrain through the API, a nopreempt failover and a fail-back
-// through the API, all backends of a zone down, a backends file broken and mended), reaches a
+// through the API, all backends of a zone down, a backends file broken, mended, given a backend
+// and losing it), reaches a
 // notify exec script and a notify http receiver, each once, in order per zone, and the same
 // events as the stream; a reload in the middle, which keeps the notify lines, loses none and
 // doubles none.
 func TestNotifyEveryKind(t *testing.T) {
 	t.Parallel()
-	const primary, standby, listed = "127.0.14.1", "127.0.14.2", "127.0.14.3"
+	const primary, standby, listed, added = "127.0.14.1", "127.0.14.2", "127.0.14.3", "127.0.14.4"
 	port, backends := harness.StartBackends(t, primary, standby, listed)
 	const token = "notify-s3cret-0123456789"
 	tokenFile := filepath.Join(t.TempDir(), "token")
@@ -209,6 +210,10 @@ func TestNotifyEveryKind(t *testing.T) {
 	streamHas("source_failed", "")
 	writeList(listed + "\n") // source_recovered
 	streamHas("source_recovered", "")
+	writeList(listed + "\n" + added + "\n") // backend_added
+	streamHas("backend_added", added)
+	writeList(listed + "\n") // backend_removed
+	streamHas("backend_removed", added)
 
 	want := stream.all()
 	var wantSeqs []uint64
@@ -217,7 +222,7 @@ func TestNotifyEveryKind(t *testing.T) {
 		wantSeqs = append(wantSeqs, e.ID)
 		kinds[e.Kind] = true
 	}
-	for _, k := range []string{"backend_up", "backend_down", "backend_drained", "backend_undrained", "group_switched", "all_down", "all_down_over", "source_failed", "source_recovered"} {
+	for _, k := range []string{"backend_up", "backend_down", "backend_drained", "backend_undrained", "group_switched", "all_down", "all_down_over", "source_failed", "source_recovered", "backend_added", "backend_removed"} {
 		if !kinds[k] {
 			t.Errorf("no %s among the stream's events %v", k, want)
 		}
@@ -268,6 +273,10 @@ func TestNotifyEveryKind(t *testing.T) {
 		}
 		if ev.Kind == "group_switched" && ev.Why == "" {
 			t.Errorf("event %d: group_switched says no why", e.ID)
+		}
+		apiWrite := ev.Kind == "backend_drained" || ev.Kind == "backend_undrained" || ev.Kind == "group_switched" && strings.HasPrefix(ev.Why, "fail-back")
+		if apiWrite && !strings.HasPrefix(ev.By, "api 127.0.0.1:") {
+			t.Errorf("event %d (%s, %s): by %q, want api and the caller", e.ID, ev.Kind, ev.Why, ev.By)
 		}
 	}
 	// DNS kept answering throughout: the primary again, after the fail-back.
