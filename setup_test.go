@@ -162,7 +162,7 @@ func TestReadmeCorefiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pathRE := regexp.MustCompile(`(tls_ca|check exec|token) (/\S+)`)
+	pathRE := regexp.MustCompile(`(tls_ca|check exec|notify exec|token) (/\S+)`)
 	statusTLSRE := regexp.MustCompile(`tls /\S+ /\S+`)
 	statusCert, statusKey := statusCert(t, "status")
 	corefileStart := regexp.MustCompile(`^[.\w:/-]+( [.\w:/-]+)* \{$`) // a server block's keys
@@ -179,6 +179,8 @@ func TestReadmeCorefiles(t *testing.T) {
 				return "tls_ca " + paths["ca.pem"]
 			case strings.HasPrefix(m, "token"):
 				return "token " + paths["token"]
+			case strings.HasPrefix(m, "notify exec"):
+				return "notify exec " + paths["script"]
 			}
 			return "check exec " + paths["script"]
 		})
