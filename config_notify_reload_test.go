@@ -39,7 +39,7 @@ func TestReloadNotify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	awaitServing(t, dnsPort) // before a reload: caddy's servers start after Start returns
+	awaitServing(t, dnsPort)  // before a reload: caddy's servers start after Start returns
 	running(4, "after start") // two lines, two zones
 	if inst, err = inst.Restart(corefile(dnsPort, block("a", "c"))); err != nil {
 		t.Fatal(err)
