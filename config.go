@@ -15,6 +15,7 @@ import (
 
 	"github.com/healthdns/healthdns/balance"
 	"github.com/healthdns/healthdns/health"
+	"github.com/healthdns/healthdns/notify"
 	"github.com/healthdns/healthdns/pool"
 	"github.com/healthdns/healthdns/status"
 )
@@ -48,8 +49,9 @@ type poolConfig struct {
 	nsName     string       // lower case, fully qualified
 	nsAddrs    []netip.Addr // nil: the server's own addresses
 	fall       fall.F
-	hashPrefix [2]int        // consistent_hash: the client address bits of the key, IPv4 and IPv6
-	status     status.Config // the status listener this pool shows on; Addr "" for none
+	hashPrefix [2]int          // consistent_hash: the client address bits of the key, IPv4 and IPv6
+	status     status.Config   // the status listener this pool shows on; Addr "" for none
+	notify     []notify.Target // the block's notify lines, in order
 
 	icmpLine int // the ICMP check's line, or the healthdns line for the default: where setup reports it
 
@@ -222,7 +224,7 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 		if prev, dup := firstLine[prop]; dup {
 			return cfg, lines, c.Errf("duplicate '%s' (first on line %d): give it once", prop, prev)
 		}
-		if prop != "backend" && prop != "check" {
+		if prop != "backend" && prop != "check" && prop != "notify" {
 			firstLine[prop] = c.Line()
 		}
 		args := c.RemainingArgs()
@@ -323,6 +325,10 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 			cfg.State, err = parseState(c, args)
 		case "fleet_quorum":
 			cfg.Quorum, err = parseFleetQuorum(c, args)
+		case "notify":
+			var t notify.Target
+			t, err = parseNotify(c, args)
+			cfg.notify = append(cfg.notify, t)
 		case "backends_file", "backends_etcd":
 			if prev, other := firstLine[otherSource(prop)]; other {
 				err = c.Errf("%s and %s (line %d): a pool takes its live list from one source; give one", prop, otherSource(prop), prev)
@@ -334,7 +340,7 @@ func parseBlock(c *caddy.Controller, line int) (poolConfig, blockLines, error) {
 				cfg.Source, err = parseBackendsEtcd(c, args)
 			}
 		default:
-			err = c.Errf("unknown property '%s'; want backend, backends_file, backends_etcd, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, hash_prefix, answers, ttl, all_down, nopreempt, preempt_delay, fleet_quorum, exec_concurrency, ns, status, state or fallthrough", prop)
+			err = c.Errf("unknown property '%s'; want backend, backends_file, backends_etcd, check, interval, fast_interval, timeout, rise, fall, tls_ca, tls_insecure, policy, hash_prefix, answers, ttl, all_down, nopreempt, preempt_delay, fleet_quorum, exec_concurrency, ns, status, state, notify or fallthrough", prop)
 		}
 		if err != nil {
 			return cfg, lines, err

@@ -10,6 +10,7 @@ import (
 	"github.com/coredns/caddy"
 
 	"github.com/healthdns/healthdns/health"
+	"github.com/healthdns/healthdns/notify"
 	"github.com/healthdns/healthdns/pool"
 	"github.com/healthdns/healthdns/status"
 )
@@ -32,6 +33,7 @@ type lifecycle struct {
 	listener *status.Listeners
 	pools    []*zonePool    // every block's, in setup order
 	status   []*status.View // one per status address the instance's pools name, in setup order
+	notify   []notify.Scope // the notify lines of every block's zones
 
 	execConcurrency int    // exec_concurrency, 0 when no block gives it
 	execAt          string // where it was given, "FILE:LINE"
@@ -39,6 +41,8 @@ type lifecycle struct {
 	mu       sync.Mutex
 	stopped  bool
 	acquired []*status.View // the views start registered with their listeners
+	notified *notify.Lease  // the notify targets start acquired; nil before
+	watched  bool           // start acquired the stall watchdog
 }
 
 // lifecycleOf returns the lifecycle of c's instance. The first healthdns block of an instance
@@ -147,6 +151,14 @@ func (l *lifecycle) start() error {
 		l.acquired = append(l.acquired, v)
 		l.mu.Unlock()
 	}
+	// Before the pools start, so that their first transitions are delivered. Targets the
+	// replaced instance runs with the same line are shared, queue and all: an event published
+	// during the reload reaches them once.
+	l.mu.Lock()
+	l.notified = proc.notify.Acquire(proc.events(), l.notify)
+	proc.stalls.acquire(l, l.reg, proc.events())
+	l.watched = true
+	l.mu.Unlock()
 	startPools(l.pools, l.reg)
 	return nil
 }
@@ -181,6 +193,14 @@ func (l *lifecycle) stop() {
 	l.acquired = nil
 	for _, p := range l.pools {
 		p.pool.Stop()
+	}
+	// After the pools: their last events are published, and the targets this instance alone
+	// held stop (a reload dropped their line).
+	if l.notified != nil {
+		l.notified.Release()
+	}
+	if l.watched {
+		proc.stalls.release(l)
 	}
 }
 

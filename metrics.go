@@ -13,6 +13,7 @@ import (
 
 	"github.com/healthdns/healthdns/event"
 	"github.com/healthdns/healthdns/health"
+	"github.com/healthdns/healthdns/notify"
 	"github.com/healthdns/healthdns/pool"
 )
 
@@ -65,6 +66,13 @@ func splitOwner(owner string) (server, zone string) {
 // poolMetrics are the pools' series (pool.Metrics), registered once for the process.
 var poolMetrics = func() *pool.Metrics {
 	m := pool.NewMetrics()
+	prometheus.MustRegister(m.Collectors()...)
+	return m
+}()
+
+// notifyMetrics are the notify targets' series (notify.Metrics), registered once for the process.
+var notifyMetrics = func() *notify.Metrics {
+	m := notify.NewMetrics()
 	prometheus.MustRegister(m.Collectors()...)
 	return m
 }()

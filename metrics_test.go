@@ -45,8 +45,8 @@ func TestMetricNames(t *testing.T) {
 			ours = append(ours, mf)
 		}
 	}
-	if len(ours) != 11 { // and the two of exec waits, always there
-		t.Errorf("%d healthdns metric families, want 11", len(ours))
+	if len(ours) != 14 { // and the two of exec waits and the three of notify, always there
+		t.Errorf("%d healthdns metric families, want 14", len(ours))
 	}
 	problems, err := promlint.NewWithMetricFamilies(ours).Lint()
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/healthdns/healthdns/event"
 	"github.com/healthdns/healthdns/health"
+	"github.com/healthdns/healthdns/notify"
 	"github.com/healthdns/healthdns/status"
 )
 
@@ -27,6 +28,8 @@ type process struct {
 	targets *health.Registry
 	status  *status.Listeners
 	events  func() *event.Bus // made at the first setup, kept by every reload
+	notify  *notify.Hub       // the notify targets, which a reload that keeps their line keeps
+	stalls  *watchdog         // publishes the probe loops' stalls
 	started time.Time         // for the status page's uptime
 }
 
@@ -34,6 +37,8 @@ var proc = &process{
 	targets: health.NewRegistry(observer{}, health.WithNotice(func(line string) { log.Info(line) })),
 	status:  status.NewListeners(),
 	events:  sync.OnceValue(newProcessEvents),
+	notify:  notify.NewHub(notifyMetrics),
+	stalls:  newWatchdog(watchEvery),
 	started: time.Now(),
 }
 
@@ -89,6 +94,11 @@ func setupWith(c *caddy.Controller, detectICMP func() (privileged bool, err erro
 		}
 	}
 	lc.add(h)
+	for _, cfg := range cfgs {
+		if len(cfg.notify) > 0 {
+			lc.notify = append(lc.notify, notify.Scope{Server: server, Zone: cfg.Zone, Targets: cfg.notify})
+		}
+	}
 	for _, cfg := range cfgs {
 		if cfg.status.Addr != "" {
 			if err := lc.addStatus(cfg.status, h.pools[cfg.Zone]); err != nil {

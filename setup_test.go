@@ -162,7 +162,7 @@ func TestReadmeCorefiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pathRE := regexp.MustCompile(`(tls_ca|check exec|token|state) (/\S+)`)
+	pathRE := regexp.MustCompile(`(tls_ca|check exec|notify exec|token|state) (/\S+)`)
 	statusTLSRE := regexp.MustCompile(`tls /\S+ /\S+`)
 	statusCert, statusKey := statusCert(t, "status")
 	corefileStart := regexp.MustCompile(`^[.\w:/-]+( [.\w:/-]+)* \{$`) // a server block's keys
@@ -181,6 +181,8 @@ func TestReadmeCorefiles(t *testing.T) {
 				return "token " + paths["token"]
 			case strings.HasPrefix(m, "state"):
 				return "state " + filepath.Join(dir, "state.json")
+			case strings.HasPrefix(m, "notify exec"):
+				return "notify exec " + paths["script"]
 			}
 			return "check exec " + paths["script"]
 		})

@@ -30,7 +30,14 @@ const (
 	AllDownOver      Kind = "all_down_over"
 	SourceFailed     Kind = "source_failed"
 	SourceRecovered  Kind = "source_recovered"
+	BackendAdded     Kind = "backend_added"
+	BackendRemoved   Kind = "backend_removed"
+	CheckerStalled   Kind = "checker_stalled"
+	CheckerRecovered Kind = "checker_recovered"
 )
+
+// Kinds are every kind published, in the README's order.
+var Kinds = []Kind{BackendUp, BackendDown, BackendDrained, BackendUndrained, BackendAdded, BackendRemoved, GroupSwitched, AllDown, AllDownOver, SourceFailed, SourceRecovered, CheckerStalled, CheckerRecovered}
 
 // Event is one transition, as every channel delivers it (README, "Events"). Fields a kind has
 // no use for are left out of its JSON.
@@ -48,14 +55,16 @@ type Event struct {
 	Reason  string `json:"reason,omitempty"`  // backend_down: the failure's code (refused, timeout, ...); drains: the drain's reason
 	Error   string `json:"error,omitempty"`   // backend_down, source_failed: what failed
 	Until   string `json:"until,omitempty"`   // backend_drained: the drain's end (RFC 3339), none for none
-	By      string `json:"by,omitempty"`      // backend_drained, backend_undrained: config or api
+	By      string `json:"by,omitempty"`      // backend_drained, backend_undrained, group_switched by a fail-back: config, or api and the caller ("api 10.0.0.5:41234")
 
 	Family string `json:"family,omitempty"` // group_switched, all_down*: ipv4 or ipv6 (all_down*: empty for the pool)
 	From   *uint8 `json:"from,omitempty"`   // group_switched: the group served before, 0 for none
 	To     *uint8 `json:"to,omitempty"`     // group_switched: the group served now, 0 for none
 	Why    string `json:"why,omitempty"`    // group_switched: preempt, failover, fail-back or the fleet's agreement, in words
 
-	Source string `json:"source,omitempty"` // source_*: file or etcd
+	Source string `json:"source,omitempty"` // source_*, backend_added, backend_removed: file or etcd
+
+	Wire string `json:"wire,omitempty"` // checker_*: the probe loop (icmp, tcp_syn, tcp_connect, blocking)
 }
 
 // Instance says which healthdns process an event comes from.
@@ -178,6 +187,16 @@ func (b *Bus) Subscribe(seq uint64) (backlog []Event, complete bool, s *Subscrip
 	b.subs[s] = struct{}{}
 	backlog, complete = b.sinceLocked(seq)
 	return backlog, complete, s
+}
+
+// Follow returns a subscription to the events published from now on, without a backlog: a
+// notify target that starts hears of what happens after it started, never of the ring's past.
+func (b *Bus) Follow() *Subscription {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := &Subscription{c: make(chan Event, subscriberBuffer), bus: b}
+	b.subs[s] = struct{}{}
+	return s
 }
 
 // Events is the subscription's feed; it is never closed (Close stops it).

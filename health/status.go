@@ -171,3 +171,18 @@ func (r *Registry) Loops() []LoopStatus {
 func stalled(lv engine.Liveness, now time.Time) bool {
 	return lv.Running && lv.Targets > 0 && now.Sub(lv.LastTick) > StallAfter
 }
+
+// LoopOf names the loop that probes check c, as LoopStatus.Wire does: which zones a stalled
+// loop leaves stale. It follows wireLocked's choice, once the loop exists.
+func (r *Registry) LoopOf(c Check) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.probe != nil:
+	case c.Kind == ICMP && r.echo != nil && r.icmpPrivileged:
+		return "icmp"
+	case c.Kind == TCP && r.tcp != nil:
+		return r.tcpWire
+	}
+	return "blocking"
+}

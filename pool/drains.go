@@ -109,6 +109,29 @@ type operatorDrains struct {
 	// The pools that apply them: one, or during a reload the old and the new. A write rebuilds
 	// them all, so that the one answering queries at that moment takes the drain at once.
 	pools []*Pool
+	// Who lifted each drain an undrain ended, for its event's by; a drain of the address
+	// forgets it.
+	lifters map[netip.Addr]string
+}
+
+// lifted records that by undrained addr. Callers hold mu.
+func (o *operatorDrains) lifted(addr netip.Addr, by string) {
+	if o.lifters == nil {
+		o.lifters = map[netip.Addr]string{}
+	}
+	o.lifters[addr] = by
+}
+
+// liftedBy returns who undrained addr, if an undrain did. It is called under Pool.mu, which
+// comes before operatorDrains.mu; a pool that never started has none.
+func (o *operatorDrains) liftedBy(addr netip.Addr) (string, bool) {
+	if o == nil {
+		return "", false
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	by, ok := o.lifters[addr]
+	return by, ok
 }
 
 // operatorDrain is a drain set through the status API, and who set it.

@@ -50,8 +50,38 @@ func (p *Pool) drainEventLocked(m *member, was, now drainInfo) {
 	}
 	switch {
 	case now.On:
-		p.publish(event.Event{Kind: event.BackendDrained, Backend: m.Addr.String(), Reason: now.Reason, Until: now.Until, By: now.By})
+		by := now.By
+		if by == "api" {
+			by = apiCaller(m.op.by)
+		}
+		p.publish(event.Event{Kind: event.BackendDrained, Backend: m.Addr.String(), Reason: now.Reason, Until: now.Until, By: by})
 	case was.On:
-		p.publish(event.Event{Kind: event.BackendUndrained, Backend: m.Addr.String(), Reason: was.Reason, By: was.By})
+		by := was.By
+		if lifter, ok := p.ops.liftedBy(m.Addr); ok {
+			by = apiCaller(lifter)
+		}
+		p.publish(event.Event{Kind: event.BackendUndrained, Backend: m.Addr.String(), Reason: was.Reason, By: by})
+	}
+}
+
+// apiCaller is an event's by for a write of the status API: "api" and the caller as its log
+// line names it, so that a script can tell an operator's action from the configuration's, and
+// whose it was.
+func apiCaller(caller string) string {
+	if caller == "" {
+		return "api"
+	}
+	return "api " + caller
+}
+
+// listEvents publishes the backends a live list added and removed. The first list a pool
+// reads is not news (a reload's pool reads the list the old one had), and a backend line is not
+// the list's.
+func (p *Pool) listEvents(added, removed []string) {
+	for _, a := range added {
+		p.publish(event.Event{Kind: event.BackendAdded, Backend: a, Source: p.cfg.Source.Label()})
+	}
+	for _, a := range removed {
+		p.publish(event.Event{Kind: event.BackendRemoved, Backend: a, Source: p.cfg.Source.Label()})
 	}
 }

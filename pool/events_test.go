@@ -80,13 +80,33 @@ func TestEventsFromTransitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	drained := nextEvent(t, sub, "backend_drained", kindIs(event.BackendDrained, "10.0.0.1"))
-	if drained.Reason != "kernel upgrade" || drained.By != "api" {
-		t.Errorf("backend_drained: reason %q by %q, want kernel upgrade by api", drained.Reason, drained.By)
+	if drained.Reason != "kernel upgrade" || drained.By != "api test" {
+		t.Errorf("backend_drained: reason %q by %q, want kernel upgrade by api test (the caller)", drained.Reason, drained.By)
 	}
-	if err := p.Undrain(netip.MustParseAddr("10.0.0.1"), "test"); err != nil {
+	if err := p.Undrain(netip.MustParseAddr("10.0.0.1"), "192.0.2.7:4000"); err != nil {
 		t.Fatal(err)
 	}
-	nextEvent(t, sub, "backend_undrained", kindIs(event.BackendUndrained, "10.0.0.1"))
+	undrained := nextEvent(t, sub, "backend_undrained", kindIs(event.BackendUndrained, "10.0.0.1"))
+	if undrained.By != "api 192.0.2.7:4000" {
+		t.Errorf("backend_undrained by %q, want api 192.0.2.7:4000, who undrained it", undrained.By)
+	}
+}
+
+// TestFailBackEventBy: a fail-back through the API names its caller in group_switched's by.
+func TestFailBackEventBy(t *testing.T) {
+	p, sw, sub, _ := eventPool(t, balance.Preemption{Never: true})
+	waitServing(t, p, "10.0.0.1", "at start")
+	sw.Set("10.0.0.1", true)
+	nextEvent(t, sub, "the failover", func(e event.Event) bool { return e.Kind == event.GroupSwitched && *e.To == 100 })
+	sw.Set("10.0.0.1", false)
+	nextEvent(t, sub, "backend_up", kindIs(event.BackendUp, "10.0.0.1"))
+	if _, err := p.FailBack("192.0.2.8:5000"); err != nil {
+		t.Fatal(err)
+	}
+	back := nextEvent(t, sub, "the fail-back", func(e event.Event) bool { return e.Kind == event.GroupSwitched && *e.To == 200 })
+	if back.By != "api 192.0.2.8:5000" || !strings.Contains(back.Why, "fail-back by 192.0.2.8:5000") {
+		t.Errorf("fail-back's group_switched: by %q, why %q", back.By, back.Why)
+	}
 }
 
 // TestEventsNotRepeatedByReload: a reload's pool adopts running monitors and the API's drains,
@@ -150,5 +170,28 @@ func TestSourceEvents(t *testing.T) {
 	}
 	if failures != 1 {
 		t.Errorf("%d source_failed events for one outage, want 1", failures)
+	}
+	// The recovered list replaced 10.1.0.2 with 10.1.0.3; the first list, read at start, was
+	// no news.
+	var added, removed event.Event
+	waitFor(t, "backend_added and backend_removed", func() bool {
+		all, _ = bus.Since(0)
+		for _, e := range all {
+			switch e.Kind {
+			case event.BackendAdded:
+				added = e
+			case event.BackendRemoved:
+				removed = e
+			}
+		}
+		return added.Seq != 0 && removed.Seq != 0
+	})
+	if added.Backend != "10.1.0.3" || removed.Backend != "10.1.0.2" || added.Source != "file" || removed.Source != "file" {
+		t.Errorf("backend_added %s (%s), backend_removed %s (%s); want 10.1.0.3 and 10.1.0.2 from the file", added.Backend, added.Source, removed.Backend, removed.Source)
+	}
+	for _, e := range all {
+		if e.Kind == event.BackendAdded && e.Backend == "10.1.0.2" {
+			t.Errorf("the first list's backend was published as added: %+v", e)
+		}
 	}
 }

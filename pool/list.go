@@ -221,6 +221,9 @@ func (p *Pool) setSourceList(list []Backend) {
 	p.heardLocked() // after the members: startup waits for the first verdicts of these
 	p.mu.Unlock()
 
+	if !first {
+		p.listEvents(addedAddrs, removedAddrs)
+	}
 	p.release(removed)
 	p.subscribe(added)
 	if first || len(addedAddrs)+len(changedAddrs)+len(removedAddrs) > 0 {

@@ -211,10 +211,13 @@ func (p *Pool) failBackWays(fam int, group uint8) string {
 }
 
 // switched logs, counts and publishes a switch of the family's serving group.
-func (p *Pool) switched(fam int, sw balance.Switch) {
+func (p *Pool) switched(fam int, sw balance.Switch) { p.switchedBy(fam, sw, "") }
+
+// switchedBy is switched for a switch someone asked for: by names them in the event.
+func (p *Pool) switchedBy(fam int, sw balance.Switch, by string) {
 	p.metrics.GroupSwitchesTotal.WithLabelValues(p.cfg.Server, p.cfg.Zone, familyName(fam)).Inc()
 	p.publish(event.Event{Kind: event.GroupSwitched, Family: familyName(fam),
-		From: event.Group(sw.From), To: event.Group(sw.To), Why: sw.Reason})
+		From: event.Group(sw.From), To: event.Group(sw.To), Why: sw.Reason, By: by})
 	log.Warningf("zone %s: %s now served by priority group %s (was %s): %s",
 		p.cfg.Zone, familyName(fam), groupName(sw.To), groupName(sw.From), sw.Reason)
 }

@@ -110,6 +110,7 @@ func (p *Pool) Drain(addr netip.Addr, d Drain, by string) error {
 		}
 	}
 	ops.byAddr[addr] = operatorDrain{Drain: d, by: by, since: now}
+	delete(ops.lifters, addr)
 	ops.mu.Unlock()
 	log.Infof("zone %s: backend %s: drained%s by %s via the status API%s", p.cfg.Zone, addr, untilSuffix(d.Until), by, reasonSuffix(d.Reason))
 	ops.rebuildAll()
@@ -125,12 +126,26 @@ func (p *Pool) Undrain(addr netip.Addr, by string) error {
 		return err
 	}
 	if p.cfg.Source.Kind == SourceEtcd {
-		return p.writeFleetDrain(addr, Drain{}, by, now)
+		// Before the write, which the watch may bring back before it returns: this server's
+		// event names the caller (the fleet's others say api).
+		ops.mu.Lock()
+		ops.lifted(addr, by)
+		ops.mu.Unlock()
+		err := p.writeFleetDrain(addr, Drain{}, by, now)
+		if err != nil {
+			ops.mu.Lock()
+			delete(ops.lifters, addr)
+			ops.mu.Unlock()
+		}
+		return err
 	}
 
 	ops.mu.Lock()
 	od, ok := ops.byAddr[addr]
 	delete(ops.byAddr, addr)
+	if ok {
+		ops.lifted(addr, by)
+	}
 	ops.mu.Unlock()
 	if !ok || !od.At(now) {
 		return refuse(Conflict, "zone %s: backend %s is not drained", p.cfg.Zone, addr)
@@ -195,7 +210,7 @@ func (p *Pool) FailBack(by string) ([]FamilySwitch, error) {
 		}
 		if sw := fo.FailBack(); sw.Changed() {
 			sw.Reason = "fail-back by " + by + " via the status API"
-			p.switched(fam, sw)
+			p.switchedBy(fam, sw, apiCaller(by))
 			if p.agreeing() {
 				p.decideOwnLocked(fam, failedBack) // the fleet follows, through etcd
 			}

@@ -164,8 +164,8 @@ func TestEventStream(t *testing.T) {
 		switch {
 		case e.Kind == "backend_down" && e.Data.Check != "tcp :"+strconv.Itoa(port):
 			t.Errorf("backend_down names check %q, want tcp :%d", e.Data.Check, port)
-		case e.Kind == "backend_drained" && (e.Data.Reason != "kernel upgrade" || e.Data.By != "api"):
-			t.Errorf("backend_drained: reason %q by %q, want kernel upgrade by api", e.Data.Reason, e.Data.By)
+		case e.Kind == "backend_drained" && (e.Data.Reason != "kernel upgrade" || !strings.HasPrefix(e.Data.By, "api 127.0.0.1:")):
+			t.Errorf("backend_drained: reason %q by %q, want kernel upgrade by api and the caller", e.Data.Reason, e.Data.By)
 		}
 	}
 }

@@ -73,6 +73,9 @@
 //	127.0.12.1, .2               TestEventStream (127.0.12.0/24 reserved for issue 24's events)
 //	127.0.16.1-.4, .9 (unlisted) TestPushCheck (127.0.16.0/24 reserved for issue 25's push checks)
 //	127.0.18.1, .2, .11, .12     TestStateAcrossRestart (127.0.18.0/24 reserved for issue 26's state file)
+//	127.0.14.1-.4, .10           TestNotifyEveryKind (127.0.14.0/24 reserved for issue 24's notify: backends, receivers)
+//	127.0.14.21, .22, .30, .31   TestNotifyStuckTargets
+//	127.0.14.41, .42, .50        TestMeasureNotify (-args -notify.measure)
 package test
 
 import (

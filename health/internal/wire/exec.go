@@ -37,31 +37,53 @@ func Exec(spec ExecSpec) func(ctx context.Context, addr netip.Addr) error {
 		for i, a := range spec.Args {
 			args[i] = strings.ReplaceAll(a, "{backend}", addr.String())
 		}
-		cmd := exec.CommandContext(ctx, spec.Path, args...)
-		cmd.Env = []string{"PATH=" + ScriptPATH, "HEALTHDNS_BACKEND=" + addr.String()}
-		out := &firstLine{}
-		cmd.Stdout, cmd.Stderr = out, out
-		inOwnGroup(cmd) // Cancel kills the group
-		cmd.WaitDelay = time.Second
-		err := runScript(cmd)
-		if err == nil {
-			return nil
+		if err := Run(ctx, Script{Path: spec.Path, Args: args, Env: []string{"HEALTHDNS_BACKEND=" + addr.String()}}); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
 		}
-		if errors.Is(err, exec.ErrWaitDelay) && ctx.Err() == nil && cmd.ProcessState != nil && cmd.ProcessState.Success() {
-			// Exit 0 is the verdict. Its output was still open a second after it ended: a
-			// child that left its process group holds it, or on a loaded host the reader was
-			// late.
-			return nil
-		}
-		var exit *exec.ExitError
-		if errors.As(err, &exit) && ctx.Err() == nil {
-			return fmt.Errorf("%s: %w", name, exitError{exitStatus(exit), out.String()})
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("%s: %w", name, ctx.Err())
-		}
-		return fmt.Errorf("%s: %w", name, err) // it would not start
+		return nil
 	}
+}
+
+// Script is one run of a program: a check's, or a notify exec's.
+type Script struct {
+	Path  string
+	Args  []string // as given: no shell reads them
+	Env   []string // NAME=value, beside PATH=ScriptPATH, which is all else it gets
+	Stdin []byte   // nil for none
+}
+
+// Run runs s directly, never through a shell, with PATH set to ScriptPATH and s.Env as its
+// only environment, and no capabilities. Exit 0 is nil; anything else fails with the first line
+// of its output. When it ends, or ctx ends first, its whole process group (on Windows its job)
+// is killed, so that nothing it started outlives the run.
+func Run(ctx context.Context, s Script) error {
+	cmd := exec.CommandContext(ctx, s.Path, s.Args...)
+	cmd.Env = append([]string{"PATH=" + ScriptPATH}, s.Env...)
+	if s.Stdin != nil {
+		cmd.Stdin = bytes.NewReader(s.Stdin)
+	}
+	out := &firstLine{}
+	cmd.Stdout, cmd.Stderr = out, out
+	inOwnGroup(cmd) // Cancel kills the group
+	cmd.WaitDelay = time.Second
+	err := runScript(cmd)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, exec.ErrWaitDelay) && ctx.Err() == nil && cmd.ProcessState != nil && cmd.ProcessState.Success() {
+		// Exit 0 is the verdict. Its output was still open a second after it ended: a
+		// child that left its process group holds it, or on a loaded host the reader was
+		// late.
+		return nil
+	}
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && ctx.Err() == nil {
+		return exitError{exitStatus(exit), out.String()}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err // it would not start
 }
 
 // exitError is a script that ended with a status other than 0, and the first line it wrote.
