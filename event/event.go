@@ -32,12 +32,14 @@ const (
 	SourceRecovered  Kind = "source_recovered"
 	BackendAdded     Kind = "backend_added"
 	BackendRemoved   Kind = "backend_removed"
+	BackendSet       Kind = "backend_set"
+	BackendDeleted   Kind = "backend_deleted"
 	CheckerStalled   Kind = "checker_stalled"
 	CheckerRecovered Kind = "checker_recovered"
 )
 
 // Kinds are every kind published, in the README's order.
-var Kinds = []Kind{BackendUp, BackendDown, BackendDrained, BackendUndrained, BackendAdded, BackendRemoved, GroupSwitched, AllDown, AllDownOver, SourceFailed, SourceRecovered, CheckerStalled, CheckerRecovered}
+var Kinds = []Kind{BackendUp, BackendDown, BackendDrained, BackendUndrained, BackendAdded, BackendRemoved, BackendSet, BackendDeleted, GroupSwitched, AllDown, AllDownOver, SourceFailed, SourceRecovered, CheckerStalled, CheckerRecovered}
 
 // Event is one transition, as every channel delivers it (README, "Events"). Fields a kind has
 // no use for are left out of its JSON.
@@ -55,14 +57,15 @@ type Event struct {
 	Reason  string `json:"reason,omitempty"`  // backend_down: the failure's code (refused, timeout, ...); drains: the drain's reason
 	Error   string `json:"error,omitempty"`   // backend_down, source_failed: what failed
 	Until   string `json:"until,omitempty"`   // backend_drained: the drain's end (RFC 3339), none for none
-	By      string `json:"by,omitempty"`      // backend_drained, backend_undrained, group_switched by a fail-back: config, or api and the caller ("api 10.0.0.5:41234")
+	By      string `json:"by,omitempty"`      // backend_drained, backend_undrained, group_switched by a fail-back, backend_set, backend_deleted: config, or api and the caller ("api 10.0.0.5:41234")
+	Value   string `json:"value,omitempty"`   // backend_set: the etcd value written ("weight 2 priority 200"), none for the defaults; backend_deleted: the value deleted
 
 	Family string `json:"family,omitempty"` // group_switched, all_down*: ipv4 or ipv6 (all_down*: empty for the pool)
 	From   *uint8 `json:"from,omitempty"`   // group_switched: the group served before, 0 for none
 	To     *uint8 `json:"to,omitempty"`     // group_switched: the group served now, 0 for none
 	Why    string `json:"why,omitempty"`    // group_switched: preempt, failover, fail-back or the fleet's agreement, in words
 
-	Source string `json:"source,omitempty"` // source_*, backend_added, backend_removed: file or etcd
+	Source string `json:"source,omitempty"` // source_*, backend_added, backend_removed, backend_set, backend_deleted: file or etcd
 
 	Wire string `json:"wire,omitempty"` // checker_*: the probe loop (icmp, tcp_syn, tcp_connect, blocking)
 }

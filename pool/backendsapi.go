@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/healthdns/healthdns/event"
+
 	"github.com/healthdns/healthdns/balance"
 	"github.com/healthdns/healthdns/source"
 )
@@ -153,6 +155,9 @@ func (p *Pool) SetBackend(ctx context.Context, addr netip.Addr, s BackendSetting
 	}
 	log.Infof("zone %s: backend %s: set to '%s' by %s via the status API, written to etcd %s (revision %d) for the fleet",
 		p.cfg.Zone, addr, value, by, full, cur.ModRevision)
+	// The write's own event, on the server that took it: every server's list then says
+	// backend_added when the key is new, with no caller.
+	p.publish(event.Event{Kind: event.BackendSet, Backend: addr.String(), Value: value, By: apiCaller(by), Source: p.cfg.Source.Label()})
 	p.awaitWrite(ctx, addr, cur.ModRevision)
 	return backendKey(full, cur, true), nil
 }
@@ -192,6 +197,7 @@ func (p *Pool) RemoveBackend(ctx context.Context, addr netip.Addr, revision int6
 	}
 	log.Infof("zone %s: backend %s: removed by %s via the status API, deleted from etcd %s (was '%s', revision %d) for the fleet",
 		p.cfg.Zone, addr, by, full, kv.Value, kv.ModRevision)
+	p.publish(event.Event{Kind: event.BackendDeleted, Backend: addr.String(), Value: kv.Value, By: apiCaller(by), Source: p.cfg.Source.Label()})
 	// The delete's own revision is not known here; the list that follows it is after any
 	// revision the key had.
 	p.awaitWrite(ctx, addr, kv.ModRevision+1)

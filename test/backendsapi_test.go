@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -139,5 +140,41 @@ func TestBackendsAPI(t *testing.T) {
 	f.answered(t, "a backend removed through server B's API", fixed, first)
 	if _, err := a.Backend(ctx, "api.lan.", added); !client.IsCode(err, "backend_not_found") {
 		t.Errorf("reading a removed backend: %v; want backend_not_found", err)
+	}
+
+	// Each write is an event on the server that took it, naming its caller; each server's list
+	// says what came and went (a change of weight or priority is no list event).
+	want := map[int][]string{
+		0: {"backend_set " + added + " 'weight 3' api 127.0.0.1:", "backend_added " + added, "backend_removed " + added},
+		1: {"backend_added " + added, "backend_set " + added + " 'weight 3 priority 200' api 127.0.0.1:",
+			"backend_deleted " + added + " 'weight 3 priority 200' api 127.0.0.1:", "backend_removed " + added},
+	}
+	for i, c := range []*client.Client{a, b} {
+		var got []string
+		streamCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c.Events(streamCtx, 0, func(e client.Event) error {
+			if e.Backend != added {
+				return nil
+			}
+			line := string(e.Kind) + " " + e.Backend
+			if e.Kind == "backend_set" || e.Kind == "backend_deleted" {
+				line += " '" + e.Value + "' " + e.By
+			}
+			got = append(got, line)
+			if len(got) == len(want[i]) {
+				cancel()
+			}
+			return nil
+		})
+		cancel()
+		// The write's event and the list's race (the watch may deliver first): order aside,
+		// each wanted event once.
+		ok := len(got) == len(want[i])
+		for _, w := range want[i] {
+			ok = ok && slices.IndexFunc(got, func(g string) bool { return strings.HasPrefix(g, w) }) >= 0
+		}
+		if !ok {
+			t.Errorf("server %d's events of %s: %q, want %q (each by its prefix, in any order)", i+1, added, got, want[i])
+		}
 	}
 }
