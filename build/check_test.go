@@ -41,7 +41,7 @@ func TestCheckReadmeCorefiles(t *testing.T) {
 	os.WriteFile(script, []byte("#!/bin/sh\nexit 0\n"), 0o755)
 	os.WriteFile(token, []byte("check-token-0123456789\n"), 0o600)
 	cert, key := testkit.NewCA(t, "status-ca").Issue(t, "status", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, "127.0.0.1")
-	files := regexp.MustCompile(`(tls_ca|check exec|token|state) (/\S+)`)
+	files := regexp.MustCompile(`(tls_ca|check exec|notify exec|token|state) (/\S+)`)
 	statusTLS := regexp.MustCompile(`tls /\S+ /\S+`)
 	block := regexp.MustCompile("(?ms)^```[a-z]*\n(.*?)^```")
 	serverBlock := regexp.MustCompile(`^[.\w:/-]+( [.\w:/-]+)* \{$`)
@@ -54,7 +54,7 @@ func TestCheckReadmeCorefiles(t *testing.T) {
 		}
 		corefile = files.ReplaceAllStringFunc(corefile, func(s string) string {
 			kind, _, _ := strings.Cut(s, " /")
-			return kind + " " + map[string]string{"tls_ca": ca, "check exec": script, "token": token, "state": filepath.Join(dir, "state.json")}[kind]
+			return kind + " " + map[string]string{"tls_ca": ca, "check exec": script, "notify exec": script, "token": token, "state": filepath.Join(dir, "state.json")}[kind]
 		})
 		corefile = statusTLS.ReplaceAllString(corefile, "tls "+cert+" "+key)
 		n++
