@@ -76,6 +76,7 @@
 //	127.0.14.1-.4, .10           TestNotifyEveryKind (127.0.14.0/24 reserved for issue 24's notify: backends, receivers)
 //	127.0.14.21, .22, .30, .31   TestNotifyStuckTargets
 //	127.0.14.41, .42, .50        TestMeasureNotify (-args -notify.measure)
+//	127.0.14.61-.63              TestNotifyEtcd
 package test
 
 import (

@@ -378,3 +378,84 @@ func TestNotifyStuckTargets(t *testing.T) {
 		t.Errorf("%d lines say a queue is full, want one per stuck target:\n%s", n, s.Output())
 	}
 }
+
+// TestNotifyEtcd: the events an etcd-fed zone adds to the rest, from real causes. A backend
+// written through the API (backend_set, backend_added), etcd stopped (source_failed) and
+// started again (source_recovered) each reach a notify exec script, a notify http receiver and
+// the stream, once each.
+func TestNotifyEtcd(t *testing.T) {
+	harness.RequireEtcd(t)
+	t.Parallel()
+	const first, added = "127.0.14.61", "127.0.14.62"
+	port, _ := harness.StartBackends(t, first, added)
+	etcd := harness.StartEtcd(t)
+	put(t, etcd.Client(t), "/healthdns/ne.lan/"+first, "")
+	const token = "notify-etcd-0123456789"
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	recv := startReceiver(t, "127.0.14.63", http.StatusOK, false, token)
+	script, runsDir := notifyScript(t)
+	statusAddr := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
+	harness.Start(t, ".:{{PORT}} {\n bind 127.0.0.1\n"+etcdPool("ne.lan", etcd.Endpoint(), port,
+		"status "+statusAddr+" token "+tokenFile,
+		"notify exec "+script+" {zone} {backend} {event} {state} {group}",
+		"notify http "+recv.URL+" token "+tokenFile+" timeout 2s")+"}\n")
+	api := &apiClient{base: "http://" + statusAddr, token: token, http: &http.Client{Timeout: 5 * time.Second}}
+	stream := followEvents(t, "http://"+statusAddr+"/api/v1/events", token, 0)
+
+	req, _ := http.NewRequest(http.MethodPut, api.base+"/api/v1/pools/ne.lan./backends/"+added, strings.NewReader(`{"weight":2}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := api.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT of %s: %s", added, resp.Status)
+	}
+	harness.Eventually(t, 15*time.Second, stream.has("backend_set", added), "backend_set on the stream")
+	harness.Eventually(t, 15*time.Second, stream.has("backend_added", added), "backend_added on the stream")
+
+	etcd.Stop()
+	harness.Eventually(t, 30*time.Second, stream.has("source_failed", ""), "source_failed on the stream once etcd stopped")
+	etcd.Start()
+	harness.Eventually(t, 30*time.Second, stream.has("source_recovered", ""), "source_recovered on the stream once etcd is back")
+
+	kinds := func(events []notifiedEvent) []string {
+		var out []string
+		for _, e := range events {
+			out = append(out, e.Kind)
+		}
+		return out
+	}
+	var want []string
+	for _, e := range stream.all() {
+		want = append(want, e.Kind)
+	}
+	harness.Eventually(t, 15*time.Second, func() bool {
+		got, _, _ := recv.got()
+		return len(got) >= len(want)
+	}, "the receiver to get the stream's ", len(want), " events")
+	got, bad, _ := recv.got()
+	if !slices.Equal(kinds(got), want) || len(bad) > 0 {
+		t.Errorf("the receiver got %v (bad requests %q), the stream %v: want the same, each once", kinds(got), bad, want)
+	}
+	harness.Eventually(t, 15*time.Second, func() bool { return len(scriptRuns(t, runsDir)) >= len(want) }, "the script to run for the stream's events")
+	runs := scriptRuns(t, runsDir)
+	var ran []string
+	for _, e := range stream.all() {
+		if run, ok := runs[e.ID]; ok {
+			ran = append(ran, strings.Fields(run[1])[0])
+		}
+	}
+	if !slices.Equal(ran, want) || len(runs) != len(want) {
+		t.Errorf("the script ran for %v (%d runs), the stream has %v: want the same, each once", ran, len(runs), want)
+	}
+	for _, kind := range []string{"backend_set", "backend_added", "source_failed", "source_recovered"} {
+		if !slices.Contains(want, kind) {
+			t.Errorf("no %s among the events %v", kind, want)
+		}
+	}
+}
