@@ -174,13 +174,19 @@ func TestDebianPackageUnderSystemd(t *testing.T) {
 		t.Errorf("healthdnsctl check /etc/coredns/Corefile in the container printed %q, want the pool db.lan.", out)
 	}
 
+	if _, err := in("test", "-d", "/var/lib/private/healthdns"); err != nil {
+		t.Errorf("the running service has no state directory /var/lib/private/healthdns (StateDirectory=healthdns)")
+	}
 	must("systemctl", "stop", "healthdns")
 	must("dpkg", "--purge", "healthdns")
 	if left, _ := in("systemctl", "list-unit-files", "--no-legend", "healthdns.service"); left != "" {
 		t.Errorf("after dpkg --purge, systemd still knows the unit: %s", left)
 	}
 	for _, path := range []string{"/usr/bin/coredns-healthdns", "/etc/coredns/Corefile", "/lib/systemd/system/healthdns.service",
-		"/etc/systemd/system/multi-user.target.wants/healthdns.service"} {
+		"/etc/systemd/system/multi-user.target.wants/healthdns.service",
+		// The unit's StateDirectory, which the running service had: a dynamic user's is under
+		// /var/lib/private, with a link to it.
+		"/var/lib/private/healthdns", "/var/lib/healthdns"} {
 		if _, err := in("test", "-e", path, "-o", "-L", path); err == nil {
 			t.Errorf("%s is left after dpkg --purge", path)
 		}
