@@ -245,20 +245,13 @@ func TestFleetQuorumReturn(t *testing.T) {
 	}
 }
 
-// TestFleetQuorumRandomCuts: a short randomized schedule of cuts between three servers and the
-// primary (the bench's long one is bench/quorum/run.sh). After each step the key must say what the
-// quorum allows: on 200 it moves to 100 exactly when two servers or more are cut, in one write,
-// logged by the server that wrote it; with one or none cut it stays, every server that sees the
-// primary answering it and a cut one the standby; on 100 it stays (nopreempt) until the
-// operator's fail-back, which the test writes when no server is cut.
-func TestFleetQuorumRandomCuts(t *testing.T) {
-	harness.RequireEtcd(t)
-	t.Parallel()
-	const primary, standby = "127.0.17.21", "127.0.17.22"
-	const zone, prefix = "random.lan.", "/healthdns/random.lan/"
-	const groupKey = prefix + "_group/ipv4"
-	steps, seed := 12, time.Now().UnixNano()
-	if v := os.Getenv("HEALTHDNS_QUORUM_STEPS"); v != "" { // bench/quorum/run.sh
+// randomSchedule is a randomized test's number of steps, defaultSteps unless
+// HEALTHDNS_QUORUM_STEPS says (bench/quorum/run.sh), and its random source, from
+// HEALTHDNS_QUORUM_SEED to replay a schedule, else from the clock; the test logs both.
+func randomSchedule(t *testing.T, defaultSteps int) (int, *rand.Rand) {
+	t.Helper()
+	steps, seed := defaultSteps, time.Now().UnixNano()
+	if v := os.Getenv("HEALTHDNS_QUORUM_STEPS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
 			t.Fatalf("HEALTHDNS_QUORUM_STEPS=%q: want a number of steps", v)
@@ -273,7 +266,22 @@ func TestFleetQuorumRandomCuts(t *testing.T) {
 		seed = n
 	}
 	t.Logf("seed %d, %d steps", seed, steps)
-	rng := rand.New(rand.NewPCG(uint64(seed), 26))
+	return steps, rand.New(rand.NewPCG(uint64(seed), 26))
+}
+
+// TestFleetQuorumRandomCuts: a short randomized schedule of cuts between three servers and the
+// primary (the bench's long one is bench/quorum/run.sh). After each step the key must say what the
+// quorum allows: on 200 it moves to 100 exactly when two servers or more are cut, in one write,
+// logged by the server that wrote it; with one or none cut it stays, every server that sees the
+// primary answering it and a cut one the standby; on 100 it stays (nopreempt) until the
+// operator's fail-back, which the test writes when no server is cut.
+func TestFleetQuorumRandomCuts(t *testing.T) {
+	harness.RequireEtcd(t)
+	t.Parallel()
+	const primary, standby = "127.0.17.21", "127.0.17.22"
+	const zone, prefix = "random.lan.", "/healthdns/random.lan/"
+	const groupKey = prefix + "_group/ipv4"
+	steps, rng := randomSchedule(t, 12)
 	etcd := harness.StartEtcd(t)
 	kv := etcd.Client(t)
 	put(t, kv, prefix+primary, "priority 200")
