@@ -270,11 +270,12 @@ func randomSchedule(t *testing.T, defaultSteps int) (int, *rand.Rand) {
 }
 
 // TestFleetQuorumRandomCuts: a short randomized schedule of cuts between three servers and the
-// primary (the bench's long one is bench/quorum/run.sh). After each step the key must say what the
-// quorum allows: on 200 it moves to 100 exactly when two servers or more are cut, in one write,
-// logged by the server that wrote it; with one or none cut it stays, every server that sees the
-// primary answering it and a cut one the standby; on 100 it stays (nopreempt) until the
-// operator's fail-back, which the test writes when no server is cut.
+// primary alone (TestFleetQuorumChaos mixes them with cuts from etcd, kills and backend deaths,
+// and is the bench's). After each step the key must say what the quorum allows: on 200 it
+// moves to 100 exactly when two servers or more are cut, in one write, logged by the server
+// that wrote it; with one or none cut it stays, every server that sees the primary answering
+// it and a cut one the standby; on 100 it stays (nopreempt) until the operator's fail-back,
+// which the test writes when no server is cut.
 func TestFleetQuorumRandomCuts(t *testing.T) {
 	harness.RequireEtcd(t)
 	t.Parallel()
