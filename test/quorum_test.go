@@ -206,7 +206,7 @@ func TestFleetQuorum(t *testing.T) {
 // compare-and-swap to the highest group a quorum sees healthy, not whichever group one server
 // saw first, nor the group agreed before the outage. The fleet starts on the standby (a
 // failover, kept by nopreempt), then ten times both groups die and come back together, the
-// standby first: each time the key goes to 0 (none) and then, in one write, to 200.
+// standby 300 ms first: each time the key goes to 0 (none) and then, in one write, to 200.
 func TestFleetQuorumReturn(t *testing.T) {
 	harness.RequireEtcd(t)
 	t.Parallel()
@@ -233,7 +233,13 @@ func TestFleetQuorumReturn(t *testing.T) {
 		backends[standby].Stop()
 		harness.Eventually(t, 15*time.Second, func() bool { return get(t, kv, groupKey) == "0" }, "round ", round, ": the fleet all down (key 0)")
 		_, version := keyVersion(t, kv, groupKey)
+		// Together as one outage's backends come back, after it lasted longer than the
+		// servers' limit on proposals (1 s): the standby a moment first, well within the hold
+		// (rise 2 × interval 100 ms, the timeout, and a second), as probes may see them on any
+		// server. Without the hold, the standby's group wins.
+		time.Sleep(1200 * time.Millisecond)
 		backends[standby].Start()
+		time.Sleep(300 * time.Millisecond)
 		backends[primary].Start()
 		// All down, serve_all answers the primary's address already: the key says when the
 		// fleet has chosen.
