@@ -299,7 +299,7 @@ func TestFleetQuorumChaos(t *testing.T) {
 	harness.Eventually(t, 15*time.Second, func() bool { return harness.SameSet(s1.s.Addrs(t, "udp", zone, dns.TypeA), standby) }, "server 1, cut off, to answer the standby")
 	s1.etcdCut = false
 	linked()
-	harness.Eventually(t, 15*time.Second, func() bool { return strings.Count(s1.s.Output(), "backends_etcd: connected to") == 2 }, "server 1 to reach etcd again")
+	harness.Eventually(t, 15*time.Second, func() bool { return strings.Count(s1.s.Output(), "backends_etcd: connected to") >= 2 }, "server 1 to reach etcd again")
 	s1.cut = false
 	linked()
 	settled("the opening: server 1 lost the primary while cut off from etcd, and found both again")
