@@ -241,7 +241,7 @@ func (p *Pool) followQuorumLocked(fam int, fo *balance.Failover, now time.Time) 
 			q.vote = offVote{} // the key moved since: the vote is spent
 		case q.vote.until.IsZero():
 			q.vote.until = now.Add(voteGrace)
-		case now.After(q.vote.until):
+		case !now.Before(q.vote.until):
 			log.Infof("zone %s: %s: no quorum of the fleet saw priority group %d down while etcd was away; following the fleet",
 				p.cfg.Zone, familyName(fam), q.vote.group)
 			q.vote = offVote{}
@@ -275,7 +275,11 @@ func (p *Pool) followQuorumLocked(fam int, fo *balance.Failover, now time.Time) 
 	if stay {
 		q.holdFrom = time.Time{}
 		if q.vote.group == agreed && q.vote.group != 0 {
-			return // until the vote lapses, this server keeps the switch it made while cut off
+			// Until the vote lapses, this server keeps the switch it made while cut off. The
+			// timer wakes the pool when it does: with probes steady, nothing else would, and
+			// the server would answer its own group beside the fleet's for good.
+			a.retry = q.vote.until
+			return
 		}
 		a.own = agreedByFleet
 		sw := fo.Adopt(agreed, fmt.Sprintf("agreed by the fleet (etcd %s%s, revision %d)", p.cfg.Source.Etcd.Prefix, agreementKey(fam), a.rev))

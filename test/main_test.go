@@ -70,6 +70,7 @@
 //	127.0.17.1, .2               TestFleetQuorum (127.0.17.0/24 reserved for issue 26's quorum)
 //	127.0.17.11, .12             TestFleetQuorumReturn
 //	127.0.17.21, .22             TestFleetQuorumRandomCuts
+//	127.0.19.1, .2               TestFleetQuorumChaos (127.0.19.0/24 reserved for issue 26's schedules)
 //	127.0.12.1, .2               TestEventStream (127.0.12.0/24 reserved for issue 24's events)
 //	127.0.16.1-.4, .9 (unlisted) TestPushCheck (127.0.16.0/24 reserved for issue 25's push checks)
 //	127.0.18.1, .2, .11, .12     TestStateAcrossRestart (127.0.18.0/24 reserved for issue 26's state file)

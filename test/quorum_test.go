@@ -206,7 +206,7 @@ func TestFleetQuorum(t *testing.T) {
 // compare-and-swap to the highest group a quorum sees healthy, not whichever group one server
 // saw first, nor the group agreed before the outage. The fleet starts on the standby (a
 // failover, kept by nopreempt), then ten times both groups die and come back together, the
-// standby first: each time the key goes to 0 (none) and then, in one write, to 200.
+// standby 300 ms first: each time the key goes to 0 (none) and then, in one write, to 200.
 func TestFleetQuorumReturn(t *testing.T) {
 	harness.RequireEtcd(t)
 	t.Parallel()
@@ -233,7 +233,13 @@ func TestFleetQuorumReturn(t *testing.T) {
 		backends[standby].Stop()
 		harness.Eventually(t, 15*time.Second, func() bool { return get(t, kv, groupKey) == "0" }, "round ", round, ": the fleet all down (key 0)")
 		_, version := keyVersion(t, kv, groupKey)
+		// Together as one outage's backends come back, after it lasted longer than the
+		// servers' limit on proposals (1 s): the standby a moment first, well within the hold
+		// (rise 2 × interval 100 ms, the timeout, and a second), as probes may see them on any
+		// server. Without the hold, the standby's group wins.
+		time.Sleep(1200 * time.Millisecond)
 		backends[standby].Start()
+		time.Sleep(300 * time.Millisecond)
 		backends[primary].Start()
 		// All down, serve_all answers the primary's address already: the key says when the
 		// fleet has chosen.
@@ -245,20 +251,13 @@ func TestFleetQuorumReturn(t *testing.T) {
 	}
 }
 
-// TestFleetQuorumRandomCuts: a short randomized schedule of cuts between three servers and the
-// primary (the bench's long one is bench/quorum/run.sh). After each step the key must say what the
-// quorum allows: on 200 it moves to 100 exactly when two servers or more are cut, in one write,
-// logged by the server that wrote it; with one or none cut it stays, every server that sees the
-// primary answering it and a cut one the standby; on 100 it stays (nopreempt) until the
-// operator's fail-back, which the test writes when no server is cut.
-func TestFleetQuorumRandomCuts(t *testing.T) {
-	harness.RequireEtcd(t)
-	t.Parallel()
-	const primary, standby = "127.0.17.21", "127.0.17.22"
-	const zone, prefix = "random.lan.", "/healthdns/random.lan/"
-	const groupKey = prefix + "_group/ipv4"
-	steps, seed := 12, time.Now().UnixNano()
-	if v := os.Getenv("HEALTHDNS_QUORUM_STEPS"); v != "" { // bench/quorum/run.sh
+// randomSchedule is a randomized test's number of steps, defaultSteps unless
+// HEALTHDNS_QUORUM_STEPS says (bench/quorum/run.sh), and its random source, from
+// HEALTHDNS_QUORUM_SEED to replay a schedule, else from the clock; the test logs both.
+func randomSchedule(t *testing.T, defaultSteps int) (int, *rand.Rand) {
+	t.Helper()
+	steps, seed := defaultSteps, time.Now().UnixNano()
+	if v := os.Getenv("HEALTHDNS_QUORUM_STEPS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
 			t.Fatalf("HEALTHDNS_QUORUM_STEPS=%q: want a number of steps", v)
@@ -273,7 +272,23 @@ func TestFleetQuorumRandomCuts(t *testing.T) {
 		seed = n
 	}
 	t.Logf("seed %d, %d steps", seed, steps)
-	rng := rand.New(rand.NewPCG(uint64(seed), 26))
+	return steps, rand.New(rand.NewPCG(uint64(seed), 26))
+}
+
+// TestFleetQuorumRandomCuts: a short randomized schedule of cuts between three servers and the
+// primary alone (TestFleetQuorumChaos mixes them with cuts from etcd, kills and backend deaths,
+// and is the bench's). After each step the key must say what the quorum allows: on 200 it
+// moves to 100 exactly when two servers or more are cut, in one write, logged by the server
+// that wrote it; with one or none cut it stays, every server that sees the primary answering
+// it and a cut one the standby; on 100 it stays (nopreempt) until the operator's fail-back,
+// which the test writes when no server is cut.
+func TestFleetQuorumRandomCuts(t *testing.T) {
+	harness.RequireEtcd(t)
+	t.Parallel()
+	const primary, standby = "127.0.17.21", "127.0.17.22"
+	const zone, prefix = "random.lan.", "/healthdns/random.lan/"
+	const groupKey = prefix + "_group/ipv4"
+	steps, rng := randomSchedule(t, 12)
 	etcd := harness.StartEtcd(t)
 	kv := etcd.Client(t)
 	put(t, kv, prefix+primary, "priority 200")

@@ -6,6 +6,7 @@ import (
 	"net"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -172,18 +173,21 @@ func TestFleetOutageReconciles(t *testing.T) {
 // A fleet on a quorum of its views (fleet_quorum majority, the default), on a real network:
 // the primary cut from dns1 alone is one view of three, and the fleet stays on it, dns1
 // answering the standby meanwhile and saying so; cut from dns2 too, it is a quorum, and the
-// fleet moves once. Mended, nopreempt keeps the fleet on the standby.
+// fleet moves once. Mended, nopreempt keeps the fleet on the standby. Each state is seen by
+// glibc too (getent, through each server in turn), as the sites' applications see it.
 func TestFleetQuorum(t *testing.T) {
 	f := newFleet(t)
 	groupKey := "/healthdns/" + quorumZone + "/_group/ipv4"
 	f.startServers()
 	f.settle(quorumZone, "the primary healthy", primaryAddr, primaryAddr, primaryAddr)
+	f.glibcSettle(quorumZone, "the primary healthy", primaryAddr, primaryAddr, primaryAddr)
 	if !harness.Poll(10*time.Second, 50*time.Millisecond, func() bool { return f.get(groupKey) == "200" }) {
 		t.Fatalf("%s = %q in etcd, want 200", groupKey, f.get(groupKey))
 	}
 
 	f.cut(0)
 	f.settle(quorumZone, "only dns1 cut from the primary", standbyAddr, primaryAddr, primaryAddr)
+	f.glibcSettle(quorumZone, "only dns1 cut from the primary", standbyAddr, primaryAddr, primaryAddr)
 	f.hold("only dns1 cut from the primary", map[string][]string{
 		quorumZone: {standbyAddr, primaryAddr, primaryAddr},
 		fleetZone:  {standbyAddr, standbyAddr, standbyAddr}, // fleet_quorum any: one view moves it
@@ -198,11 +202,13 @@ func TestFleetQuorum(t *testing.T) {
 
 	f.cut(1)
 	f.settle(quorumZone, "dns1 and dns2 cut from the primary", standbyAddr, standbyAddr, standbyAddr)
+	f.glibcSettle(quorumZone, "dns1 and dns2 cut from the primary", standbyAddr, standbyAddr, standbyAddr)
 	if g := f.get(groupKey); g != "100" {
 		t.Errorf("%s = %q after two servers lost the primary, want 100", groupKey, g)
 	}
 	f.mend(0, 1)
 	f.hold("the primary reachable from everywhere (nopreempt)", map[string][]string{quorumZone: {standbyAddr, standbyAddr, standbyAddr}})
+	f.glibcSettle(quorumZone, "the primary reachable from everywhere (nopreempt)", standbyAddr, standbyAddr, standbyAddr)
 	agreed := regexp.MustCompile(`zone ` + regexp.QuoteMeta(quorumZone) + `\.: ipv4: priority group 100 agreed for the fleet`)
 	writes := 0
 	for _, p := range f.procs {
@@ -423,6 +429,35 @@ func (f *fleet) settle(zone, what string, want ...string) {
 		took = append(took, fmt.Sprintf("%s %s after %v", f.servers[i].Name, want[i], time.Since(start).Round(time.Millisecond)))
 	}
 	f.t.Logf("%s: %s: %s", what, zone, strings.Join(took, ", "))
+}
+
+// glibcSettle waits until glibc on the client host, pointed at server i alone, resolves zone
+// to want[i] alone, for every server: what an application of a site served by that server
+// sees. getent ahostsv4 asks for A records only; resolv.conf gives one server, one try.
+func (f *fleet) glibcSettle(zone, what string, want ...string) {
+	f.t.Helper()
+	for i, h := range f.servers {
+		if err := f.client.SetResolvConf("nameserver " + h.Addr.String() + "\noptions timeout:1 attempts:1\n"); err != nil {
+			f.t.Fatal(err)
+		}
+		var got []string
+		var out []byte
+		var err error
+		ok := harness.Poll(10*time.Second, 100*time.Millisecond, func() bool {
+			out, err = f.client.Command("getent", "ahostsv4", zone).CombinedOutput()
+			got = nil
+			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if fields := strings.Fields(line); len(fields) > 0 && !slices.Contains(got, fields[0]) {
+					got = append(got, fields[0])
+				}
+			}
+			return err == nil && harness.SameSet(got, want[i])
+		})
+		if !ok {
+			f.t.Fatalf("%s: getent ahostsv4 %s through %s does not give %s alone within 10s; last %v (%v): %s", what, zone, h.Name, want[i], got, err, out)
+		}
+	}
+	f.t.Logf("%s: glibc on the client resolves %s through each server as %v", what, zone, want)
 }
 
 // hold checks every 100ms for 3s that every server still answers each zone as want says: no
