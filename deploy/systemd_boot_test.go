@@ -114,17 +114,6 @@ func TestDebianPackageUnderSystemd(t *testing.T) {
 		t.Fatalf("healthdns.service did not become active after dpkg -i:\n%s\n%s", status, journal())
 	}
 
-	// The service as the unit made it: a dynamic user, the two capabilities and no others.
-	mainPID := must("systemctl", "show", "--property=MainPID", "--value", "healthdns")
-	proc := processStatus(must("cat", "/proc/"+mainPID+"/status"))
-	if uid := strings.Fields(proc["Uid"]); len(uid) == 0 || uid[0] == "0" {
-		t.Errorf("the service runs as uid %q, want a dynamic user", proc["Uid"])
-	}
-	// CAP_NET_BIND_SERVICE is bit 10, CAP_NET_RAW bit 13.
-	if want := fmt.Sprintf("%016x", 1<<10|1<<13); proc["CapEff"] != want || proc["CapBnd"] != want {
-		t.Errorf("the service's capabilities: effective %s, bounding %s, want %s (CAP_NET_BIND_SERVICE, CAP_NET_RAW)", proc["CapEff"], proc["CapBnd"], want)
-	}
-
 	// The installed Corefile answers on 127.0.0.1:53, in the container's network.
 	netns := fmt.Sprintf("/proc/%d/ns/net", init)
 	ask := func(name string) []string {
@@ -148,6 +137,18 @@ func TestDebianPackageUnderSystemd(t *testing.T) {
 		if a != "127.0.0.1" && a != "127.0.0.2" {
 			t.Errorf("app.lan answered %s, not one of the default Corefile's backends", a)
 		}
+	}
+
+	// The service as the unit made it, once it answers: a dynamic user, the two capabilities
+	// and no others.
+	mainPID := must("systemctl", "show", "--property=MainPID", "--value", "healthdns")
+	proc := processStatus(must("cat", "/proc/"+mainPID+"/status"))
+	if uid := strings.Fields(proc["Uid"]); len(uid) == 0 || uid[0] == "0" {
+		t.Errorf("the service runs as uid %q, want a dynamic user", proc["Uid"])
+	}
+	// CAP_NET_BIND_SERVICE is bit 10, CAP_NET_RAW bit 13.
+	if want := fmt.Sprintf("%016x", 1<<10|1<<13); proc["CapEff"] != want || proc["CapBnd"] != want {
+		t.Errorf("the service's capabilities: effective %s, bounding %s, want %s (CAP_NET_BIND_SERVICE, CAP_NET_RAW)", proc["CapEff"], proc["CapBnd"], want)
 	}
 
 	// systemctl reload: the edited Corefile is served by the same process.

@@ -42,6 +42,7 @@ func TestSystemdUnit(t *testing.T) {
 	for key, want := range map[string]string{
 		"ExecStart":               "/usr/local/bin/coredns -conf /etc/coredns/Corefile",
 		"ExecReload":              `/bin/sh -c 'kill -USR1 "$MAINPID"'`,
+		"Type":                    "exec",
 		"Restart":                 "on-failure",
 		"DynamicUser":             "yes",
 		"NoNewPrivileges":         "yes",

@@ -51,6 +51,11 @@ type agreedGroup struct {
 	own    ownDecision
 	ownRev int64
 
+	// wroteRev is the revision of this server's last compare-and-swap that went through,
+	// until a list of that revision or later arrives; zero otherwise. A list older than it
+	// is not taken for the key (agreed).
+	wroteRev int64
+
 	q quorumState // the fleet's views, unless fleet_quorum is any
 }
 
@@ -81,8 +86,9 @@ func agreementKey(fam int) string { return "_group/" + familyName(fam) }
 // agreeing reports whether the pool's serving groups are agreed through etcd.
 func (p *Pool) agreeing() bool { return p.cfg.Preempt.Never && p.cfg.Source.Kind == SourceEtcd }
 
-// agreed takes the agreement keys of a list from etcd; the rebuild that follows adopts them.
-func (p *Pool) agreed(state map[string]source.KeyValue) {
+// agreed takes the agreement keys of a list from etcd, of revision rev; the rebuild that
+// follows adopts them.
+func (p *Pool) agreed(state map[string]source.KeyValue, rev int64) {
 	if !p.agreeing() {
 		return
 	}
@@ -91,6 +97,16 @@ func (p *Pool) agreed(state map[string]source.KeyValue) {
 		kv := state[agreementKey(fam)] // zero when absent: nothing agreed
 		if p.quorumDecides() {
 			p.takeViewsLocked(fam, state)
+		}
+		// A list older than the key as this server knows it (its own compare-and-swap
+		// answered at a later revision than the watch has brought yet) would bring back the
+		// group the fleet just left, and this server would answer it until the watch caught
+		// up: a flip back that nopreempt forbids.
+		if a := &p.agree.fam[fam]; a.wroteRev != 0 {
+			if rev < a.wroteRev {
+				continue
+			}
+			a.wroteRev = 0
 		}
 		if !p.takeAgreedLocked(fam, kv) {
 			log.Errorf("zone %s: etcd key %s%s is %s, not a priority group (1 to 255); proposing this server's choice",
@@ -212,7 +228,7 @@ func (p *Pool) propose(ctx context.Context, e fleetStore, fam int, from uint8, r
 		log.Warningf("zone %s: %s: could not agree on priority group %d through etcd: %v; serving it by this server's own decision",
 			p.cfg.Zone, familyName(fam), group, err)
 	case ok:
-		a.known, a.group, a.rev, a.own = true, group, cur.ModRevision, agreedByFleet
+		a.known, a.group, a.rev, a.own, a.wroteRev = true, group, cur.ModRevision, agreedByFleet, cur.ModRevision
 		why := ""
 		if a.q.why != "" {
 			why = ": " + a.q.why

@@ -126,7 +126,7 @@ func TestRawWordsQuietInErrors(t *testing.T) {
 		t.Fatalf("skipped %d keys, want 2", len(skipped))
 	}
 	p.skipped(skipped)
-	p.agreed(map[string]source.KeyValue{"_group/ipv4": {Value: "\x1b[2J" + mega, ModRevision: 3}})
+	p.agreed(map[string]source.KeyValue{"_group/ipv4": {Value: "\x1b[2J" + mega, ModRevision: 3}}, 3)
 	log := strings.Join(lines(), "\n")
 	if !strings.Contains(log, `etcd key "/p/\x1b[31m": `) || !strings.Contains(log, "(1048579 bytes)") {
 		t.Errorf("the skipped keys are not logged, escaped and cut:\n%.2000s", log)

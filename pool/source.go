@@ -242,7 +242,7 @@ func (p *Pool) runEtcd(ctx context.Context) {
 					p.skipped(append(append(skipped, oversizedKeys(ec.Prefix, l.Oversized)...), badDrains...))
 					p.loaded(list)
 				}
-				p.agreed(l.State) // the fleet's groups hold whatever the backends' keys say
+				p.agreed(l.State, l.Revision) // the fleet's groups hold whatever the backends' keys say
 				p.listApplied(l.Revision)
 			}, p.connected)
 			p.mu.Lock()
@@ -268,6 +268,13 @@ func (p *Pool) connected(up bool, err error) {
 	p.metrics.SourceConnected.WithLabelValues(p.cfg.Server, p.cfg.Zone, p.cfg.Source.Label()).Set(gauge)
 	switch {
 	case !up && err != nil:
+		// The lists after an outage are etcd's word, whatever this server wrote before it (an
+		// etcd restored or rebuilt starts its revisions again).
+		p.mu.Lock()
+		for fam := range p.agree.fam {
+			p.agree.fam[fam].wroteRev = 0
+		}
+		p.mu.Unlock()
 		// What etcd refused, when it did: a refused login or certificate ends a connection as
 		// an outage does, and wants another fix.
 		what := "cannot follow etcd, retrying until it answers"
